@@ -1,0 +1,222 @@
+//! One account in one mode: its tables, its invoices' full line lists, and its event log.
+//!
+//! Every change goes through [`Scope::insert`] or [`Scope::replace`], which keep the filter attributes in
+//! step with the JSON and emit the events Stripe would emit, so the event log can never disagree with the
+//! objects.
+
+use crate::resources::Res;
+use crate::rng::Rng;
+use crate::table::{Row, Table};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// How events are delivered: Stripe's eventual consistency and duplicates, when switched on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventPolicy {
+    /// Seconds after its `created` before an event shows in `/v1/events`.
+    pub visibility_delay_secs: i64,
+    /// Probability that an event is listed twice.
+    pub duplicate_rate: f64,
+}
+
+/// Stripe keeps events for 30 days.
+pub const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
+
+#[derive(Debug)]
+pub struct Scope {
+    pub account: String,
+    pub livemode: bool,
+    /// Set for connected accounts: their events carry `account`.
+    pub connected: bool,
+    /// The API version events are rendered in (the account's default version).
+    pub api_version: String,
+    pub tables: Vec<Table>,
+    /// Every line of every invoice, in order (the invoice JSON embeds only the first 10).
+    pub lines: HashMap<Box<str>, Vec<(Box<str>, Bytes)>>,
+    pub rng: Rng,
+    /// Event emission settings; `None` while history is generated (events are added afterwards).
+    pub events_on: bool,
+    pub event_policy: EventPolicy,
+    /// Request id recorded in events emitted by the current control call.
+    pub request_id: Option<String>,
+}
+
+impl Scope {
+    pub fn new(account: &str, livemode: bool, connected: bool, api_version: &str, rng: Rng) -> Scope {
+        Scope {
+            account: account.to_string(),
+            livemode,
+            connected,
+            api_version: api_version.to_string(),
+            tables: Res::ALL.into_iter().map(Table::new).collect(),
+            lines: HashMap::new(),
+            rng,
+            events_on: false,
+            event_policy: EventPolicy::default(),
+            request_id: None,
+        }
+    }
+
+    pub fn table(&self, res: Res) -> &Table {
+        &self.tables[res.index()]
+    }
+
+    pub fn table_mut(&mut self, res: Res) -> &mut Table {
+        &mut self.tables[res.index()]
+    }
+
+    /// The current JSON of an object, parsed.
+    pub fn object(&self, res: Res, id: &str) -> Option<Value> {
+        self.table(res)
+            .get(id)
+            .and_then(|r| serde_json::from_slice(&r.json).ok())
+    }
+
+    /// Stores a new object and emits its created event (`event` overrides the resource's default type).
+    pub fn insert(&mut self, res: Res, obj: &Value, event: Option<&str>) {
+        let created = obj["created"].as_i64().unwrap_or(0);
+        let row = Row {
+            id: obj["id"].as_str().unwrap_or_default().into(),
+            created,
+            json: to_bytes(obj),
+            deleted: false,
+            attrs: attrs(res, obj),
+            visible_at: created,
+        };
+        self.table_mut(res).push(row);
+        if let Some(kind) = event.or(res.def().created_event) {
+            self.emit(kind, obj, None, created);
+        }
+    }
+
+    /// Replaces an object's JSON and emits `event` with `previous_attributes`.
+    pub fn replace(&mut self, res: Res, obj: &Value, event: Option<&str>, previous: Option<Value>, now: i64) {
+        let id = obj["id"].as_str().unwrap_or_default();
+        let json = to_bytes(obj);
+        let attrs = attrs(res, obj);
+        if let Some(row) = self.table_mut(res).get_mut(id) {
+            row.json = json;
+            row.attrs = attrs;
+        }
+        if let Some(kind) = event {
+            self.emit(kind, obj, previous, now);
+        }
+    }
+
+    /// Appends an event to the log (when event emission is on).
+    pub fn emit(&mut self, kind: &str, obj: &Value, previous: Option<Value>, created: i64) {
+        if !self.events_on {
+            return;
+        }
+        let id = format!("evt_{}", self.rng.alnum(24));
+        let mut data = json!({ "object": obj });
+        if let Some(prev) = previous {
+            data["previous_attributes"] = prev;
+        }
+        let mut event = json!({
+            "id": id,
+            "object": "event",
+            "api_version": self.api_version,
+            "created": created,
+            "data": data,
+            "livemode": self.livemode,
+            "pending_webhooks": 0,
+            "request": {"id": self.request_id, "idempotency_key": self.request_id.as_ref().map(|_| format!("sim-{}", self.rng.alnum(16)))},
+            "type": kind,
+        });
+        if self.connected {
+            event["account"] = json!(self.account);
+        }
+        let json = to_bytes(&event);
+        let visible_at = created + self.event_policy.visibility_delay_secs;
+        let duplicate = self.event_policy.duplicate_rate > 0.0 && self.rng.chance(self.event_policy.duplicate_rate);
+        let row = Row {
+            id: id.into(),
+            created,
+            json,
+            deleted: false,
+            attrs: vec![Box::<str>::from(kind)].into_boxed_slice(),
+            visible_at,
+        };
+        let events = self.table_mut(Res::Event);
+        if duplicate {
+            events.push(row.clone());
+        }
+        events.push(row);
+    }
+
+    /// Emits the created events of history objects inside the retention window, then orders the log.
+    pub fn emit_history_events(&mut self, now: i64) {
+        self.events_on = true;
+        let cutoff = now - EVENT_RETENTION_SECS;
+        for res in Res::ALL {
+            let Some(kind) = res.def().created_event else { continue };
+            let recent: Vec<Bytes> = self
+                .table(res)
+                .rows()
+                .iter()
+                .filter(|r| r.created >= cutoff)
+                .map(|r| r.json.clone())
+                .collect();
+            for json in recent {
+                if let Ok(obj) = serde_json::from_slice::<Value>(&json) {
+                    let created = obj["created"].as_i64().unwrap_or(now);
+                    self.emit(kind, &obj, None, created);
+                }
+            }
+        }
+        self.table_mut(Res::Event).sort();
+    }
+
+    /// Every object of a resource with nested lists complete, deleted ones flagged.
+    pub fn truth(&self, res: Res) -> Vec<Value> {
+        self.table(res)
+            .rows()
+            .iter()
+            .filter_map(|r| {
+                let mut obj: Value = serde_json::from_slice(&r.json).ok()?;
+                if res == Res::Invoice {
+                    if let Some(lines) = self.lines.get(&r.id) {
+                        obj["lines"]["data"] = Value::Array(
+                            lines.iter().filter_map(|(_, b)| serde_json::from_slice(b).ok()).collect(),
+                        );
+                        obj["lines"]["has_more"] = json!(false);
+                    }
+                }
+                Some(json!({"id": r.id, "deleted": r.deleted, "object": obj}))
+            })
+            .collect()
+    }
+
+    /// Number of objects (not events), deleted included.
+    pub fn object_count(&self) -> usize {
+        Res::ALL
+            .into_iter()
+            .filter(|r| *r != Res::Event)
+            .map(|r| self.table(r).len())
+            .sum::<usize>()
+            + self.lines.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// Serializes compactly; `Value` serialization cannot fail.
+pub fn to_bytes(obj: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(obj).unwrap_or_default())
+}
+
+/// The filter attributes of an object: each filter field as a string ("" for null or absent).
+fn attrs(res: Res, obj: &Value) -> Box<[Box<str>]> {
+    res.def()
+        .filters
+        .iter()
+        .map(|f| match &obj[f.name()] {
+            Value::String(s) => s.as_str().into(),
+            Value::Bool(b) => b.to_string().into(),
+            Value::Number(n) => n.to_string().into(),
+            Value::Object(o) => o.get("id").and_then(Value::as_str).unwrap_or_default().into(),
+            _ => "".into(),
+        })
+        .collect()
+}

@@ -1,0 +1,383 @@
+//! The HTTP front: authentication, rate limits, faults, routing of `/v1/...` reads, and the headers
+//! Stripe sends (`Request-Id`, `Stripe-Version`, `Date` in simulated time).
+
+use crate::body::SimBody;
+use crate::error::{mask_key, ApiError};
+use crate::expand;
+use crate::limits::FaultKind;
+use crate::list::{ListQuery, Page, DEFAULT_LIMIT};
+use crate::resources::Res;
+use crate::scope::EVENT_RETENTION_SECS;
+use crate::world::{AccountKind, KeyInfo, World, PINNED_API_VERSION};
+use crate::{control, mode_name, Simulator};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Accepts connections until the task is aborted.
+pub async fn accept_loop(listener: tokio::net::TcpListener, sim: Arc<Simulator>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(sim.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Returned instead of a response to close the connection (the `drop` fault).
+#[derive(Debug)]
+pub struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("simulated dropped connection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Result<Response<SimBody>, Dropped> {
+    let request_id = sim.next_request_id();
+    let path = req.uri().path().to_string();
+    let mut response = if path.starts_with("/_sim/") {
+        control::handle(&sim, req).await
+    } else {
+        match api(&sim, &req).await? {
+            Ok((resp, _)) => resp,
+            Err(e) => error_response(&e),
+        }
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&http_date(sim.now())) {
+        headers.insert(hyper::header::DATE, v);
+    }
+    Ok(response)
+}
+
+pub fn json_response(status: u16, body: SimBody) -> Response<SimBody> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+pub fn error_response(e: &ApiError) -> Response<SimBody> {
+    let mut resp = json_response(e.status, SimBody::json(serde_json::to_vec(&e.body()).unwrap_or_default()));
+    for (name, value) in &e.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().insert(*name, v);
+        }
+    }
+    resp
+}
+
+/// The caller, resolved from the key and the `Stripe-Account` header.
+struct Caller {
+    key: KeyInfo,
+    /// The account whose data is read.
+    account: String,
+    livemode: bool,
+}
+
+fn authenticate(world: &World, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+    let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let key = match auth {
+        Some(a) if a.starts_with("Bearer ") => a[7..].trim().to_string(),
+        Some(a) if a.starts_with("Basic ") => decode_basic(&a[6..]).unwrap_or_default(),
+        _ => String::new(),
+    };
+    if key.is_empty() {
+        return Err(ApiError::unauthorized("You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, or we can help at https://support.stripe.com/.".into()));
+    }
+    let Some(info) = world.keys.get(&key) else {
+        return Err(ApiError::unauthorized(format!("Invalid API Key provided: {}", mask_key(&key))));
+    };
+    let mut account = info.account.clone();
+    if let Some(target) = req.headers().get("stripe-account").and_then(|v| v.to_str().ok()) {
+        let allowed = target == info.account
+            || world.account(target).is_some_and(|a| a.kind == AccountKind::Connected && a.platform.as_deref() == Some(info.account.as_str()));
+        if !allowed {
+            return Err(ApiError::forbidden(format!("The provided key '{}' does not have access to account '{target}' (or that account does not exist). Application access may have been revoked.", mask_key(&key))));
+        }
+        account = target.to_string();
+    }
+    Ok(Caller { livemode: info.livemode(), key: info.clone(), account })
+}
+
+fn decode_basic(b64: &str) -> Option<String> {
+    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in b64.trim().bytes().filter(|c| *c != b'=') {
+        bits = (bits << 6) | ALPHA.iter().position(|a| *a == c)? as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    let s = String::from_utf8(out).ok()?;
+    Some(s.split(':').next().unwrap_or_default().to_string())
+}
+
+type ApiResult = Result<(Response<SimBody>, ()), ApiError>;
+
+/// One `/v1` request. The outer `Err` drops the connection.
+async fn api(sim: &Arc<Simulator>, req: &Request<Incoming>) -> Result<ApiResult, Dropped> {
+    let latency = sim.latency_ms.load(std::sync::atomic::Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let path = req.uri().path();
+    let endpoint = endpoint_template(path);
+    let caller = {
+        let world = sim.world.read();
+        authenticate(&world, req)
+    };
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(record(sim, "-", false, &endpoint, e))),
+    };
+    let limits = *sim.limits.read();
+    if let Err(reason) = sim.limiter.admit(&limits, &caller.key.account, caller.livemode, &endpoint) {
+        sim.stats.lock().rate_limited += 1;
+        return Ok(Err(record(sim, &caller.account, caller.livemode, &endpoint, ApiError::rate_limited(reason))));
+    }
+    let fired = sim.faults.roll();
+    let mut truncate = false;
+    for fault in &fired {
+        sim.stats.lock().faults += 1;
+        match fault.kind {
+            FaultKind::Latency => tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await,
+            FaultKind::Drop => return Err(Dropped),
+            FaultKind::Truncate => truncate = true,
+            FaultKind::LockTimeout => return Ok(Err(record(sim, &caller.account, caller.livemode, &endpoint, ApiError::lock_timeout()))),
+            FaultKind::ServerError => return Ok(Err(record(sim, &caller.account, caller.livemode, &endpoint, ApiError::server(500)))),
+            FaultKind::Unavailable => return Ok(Err(record(sim, &caller.account, caller.livemode, &endpoint, ApiError::server(503)))),
+        }
+    }
+    let result = if req.method() != Method::GET {
+        Err(ApiError::method_not_allowed(req.method().as_str(), path))
+    } else {
+        let params: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+        let world = sim.world.read();
+        route(&world, &caller, path, &params, sim.now())
+    };
+    let version = req
+        .headers()
+        .get("stripe-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| PINNED_API_VERSION.to_string());
+    Ok(match result {
+        Ok(chunks) => {
+            record_status(sim, &caller.account, caller.livemode, &endpoint, 200);
+            let body = if truncate { SimBody::new(chunks).truncate_half() } else { SimBody::new(chunks) };
+            let mut resp = json_response(200, body);
+            if let Ok(v) = HeaderValue::from_str(&version) {
+                resp.headers_mut().insert("stripe-version", v);
+            }
+            Ok((resp, ()))
+        }
+        Err(e) => Err(record(sim, &caller.account, caller.livemode, &endpoint, e)),
+    })
+}
+
+fn record(sim: &Simulator, account: &str, livemode: bool, endpoint: &str, e: ApiError) -> ApiError {
+    record_status(sim, account, livemode, endpoint, e.status);
+    e
+}
+
+fn record_status(sim: &Simulator, account: &str, livemode: bool, endpoint: &str, status: u16) {
+    let mut stats = sim.stats.lock();
+    stats.requests += 1;
+    *stats.by_status.entry(status).or_default() += 1;
+    *stats.by_endpoint.entry(format!("{account} {} {endpoint}", mode_name(livemode))).or_default() += 1;
+}
+
+/// `/v1/charges/ch_123` → `/v1/charges/{id}`: the key of per-endpoint limits and counters.
+fn endpoint_template(path: &str) -> String {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segs.as_slice() {
+        [v, r] => format!("/{v}/{r}"),
+        [v, r, _] => format!("/{v}/{r}/{{id}}"),
+        [v, r, _, sub] => format!("/{v}/{r}/{{id}}/{sub}"),
+        _ => path.to_string(),
+    }
+}
+
+fn route(world: &World, caller: &Caller, path: &str, params: &[(String, String)], now: i64) -> Result<Vec<bytes::Bytes>, ApiError> {
+    let segs: Vec<&str> = path.trim_start_matches("/v1/").split('/').filter(|s| !s.is_empty()).collect();
+    if !path.starts_with("/v1/") {
+        return Err(ApiError::not_found(path));
+    }
+    let scope = world
+        .scopes
+        .get(&(caller.account.clone(), caller.livemode))
+        .ok_or_else(|| ApiError::not_found(path))?;
+    let object = |v: &Value| Ok(vec![bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default())]);
+    match segs.as_slice() {
+        ["account"] => object(&world.account_json(&caller.account, caller.livemode)),
+        [name] | [name, _] | [name, _, "lines"] => {
+            let res = Res::from_path(name).ok_or_else(|| ApiError::not_found(path))?;
+            if !caller.key.may_read(res) {
+                return Err(ApiError::forbidden(format!(
+                    "The provided key '{}' does not have the required permissions for this endpoint on account '{}'. Having the '{}' permission would allow this request to continue.",
+                    mask_key(&caller.key.key),
+                    caller.account,
+                    res.def().permission
+                )));
+            }
+            match segs.as_slice() {
+                [_] => {
+                    let mut q = ListQuery::parse(res, params)?;
+                    expand::validate(res, &q.expand, true)?;
+                    if res == Res::Event {
+                        q.not_before = now - EVENT_RETENTION_SECS;
+                    }
+                    let mut page = scope.table(res).list(&q, now)?;
+                    if !q.expand.is_empty() {
+                        for item in &mut page.data {
+                            let mut v: Value = serde_json::from_slice(item).unwrap_or(Value::Null);
+                            for p in &q.expand {
+                                expand::apply(scope, res, &mut v, p);
+                            }
+                            *item = bytes::Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+                        }
+                    }
+                    Ok(page.into_chunks(&format!("/v1/{name}")))
+                }
+                [_, id] => {
+                    let expand_paths: Vec<String> = params.iter().filter(|(k, _)| k.starts_with("expand")).map(|(_, v)| v.clone()).collect();
+                    for (k, _) in params {
+                        if !k.starts_with("expand") {
+                            return Err(ApiError::unknown_parameter(k));
+                        }
+                    }
+                    expand::validate(res, &expand_paths, false)?;
+                    let row = scope.table(res).get(id).ok_or_else(|| missing(world, caller, res, id))?;
+                    if res == Res::Event && row.created < now - EVENT_RETENTION_SECS {
+                        return Err(ApiError::invalid(Some("resource_missing"), format!("No such event: '{id}'. Events are only kept for 30 days.")).param("id"));
+                    }
+                    if row.deleted {
+                        return object(&serde_json::json!({"id": id, "object": res.def().object, "deleted": true}));
+                    }
+                    if expand_paths.is_empty() {
+                        return Ok(vec![row.json.clone()]);
+                    }
+                    let mut v: Value = serde_json::from_slice(&row.json).unwrap_or(Value::Null);
+                    for p in &expand_paths {
+                        expand::apply(scope, res, &mut v, p);
+                    }
+                    object(&v)
+                }
+                [_, id, _] if res == Res::Invoice => {
+                    let lines = scope.lines.get(*id).ok_or_else(|| ApiError::no_such("invoice", id))?;
+                    invoice_lines(lines, params, id)
+                }
+                _ => Err(ApiError::not_found(path)),
+            }
+        }
+        _ => Err(ApiError::not_found(path)),
+    }
+}
+
+/// 404 for an object that does not exist, saying so when it exists in the other mode (as Stripe does).
+fn missing(world: &World, caller: &Caller, res: Res, id: &str) -> ApiError {
+    let mut e = ApiError::no_such(res.def().object, id);
+    let other = world.scopes.get(&(caller.account.clone(), !caller.livemode));
+    if other.is_some_and(|s| s.table(res).get(id).is_some()) {
+        let (has, used) = if caller.livemode { ("test", "live") } else { ("live", "test") };
+        e.message = format!("{}; a similar object exists in {has} mode, but a {used} mode key was used to make this request.", e.message);
+    }
+    e
+}
+
+/// `/v1/invoices/{id}/lines`: every line in invoice order, paged with the usual cursors.
+fn invoice_lines(lines: &[(Box<str>, bytes::Bytes)], params: &[(String, String)], invoice: &str) -> Result<Vec<bytes::Bytes>, ApiError> {
+    let mut limit = DEFAULT_LIMIT;
+    let (mut after, mut before) = (None, None);
+    for (k, v) in params {
+        match k.as_str() {
+            "limit" => limit = ListQuery::parse(Res::Coupon, &[(k.clone(), v.clone())])?.limit,
+            "starting_after" => after = Some(v.as_str()),
+            "ending_before" => before = Some(v.as_str()),
+            _ => return Err(ApiError::unknown_parameter(k)),
+        }
+    }
+    if after.is_some() && before.is_some() {
+        return Err(ApiError::invalid(None, "You may only specify one of these parameters: ending_before, starting_after."));
+    }
+    let pos = |param: &str, id: &str| {
+        lines.iter().position(|(l, _)| &**l == id).ok_or_else(|| ApiError::invalid(Some("resource_missing"), format!("No such line item: '{id}'")).param(param))
+    };
+    let (start, end) = match (after, before) {
+        (Some(a), _) => (pos("starting_after", a)? + 1, lines.len()),
+        (_, Some(b)) => {
+            let e = pos("ending_before", b)?;
+            (e.saturating_sub(limit), e)
+        }
+        _ => (0, lines.len()),
+    };
+    let take = (end - start).min(limit);
+    let has_more = if before.is_some() { start > 0 } else { end - start > take };
+    let page = Page { data: lines[start..start + take].iter().map(|(_, b)| b.clone()).collect(), has_more };
+    Ok(page.into_chunks(&format!("/v1/invoices/{invoice}/lines")))
+}
+
+/// RFC 7231 date (`Sun, 01 Nov 2026 00:00:00 GMT`) from Unix seconds.
+pub fn http_date(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!("{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT", months[(month - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(crate::DEFAULT_START), "Sun, 01 Nov 2026 00:00:00 GMT");
+    }
+
+    #[test]
+    fn basic_auth_takes_the_user_name() {
+        // "sk_test_abc:" in base64
+        assert_eq!(decode_basic("c2tfdGVzdF9hYmM6").as_deref(), Some("sk_test_abc"));
+    }
+
+    #[test]
+    fn endpoint_templates() {
+        assert_eq!(endpoint_template("/v1/charges"), "/v1/charges");
+        assert_eq!(endpoint_template("/v1/charges/ch_1"), "/v1/charges/{id}");
+        assert_eq!(endpoint_template("/v1/invoices/in_1/lines"), "/v1/invoices/{id}/lines");
+    }
+}
