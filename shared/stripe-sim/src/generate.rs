@@ -67,7 +67,7 @@ pub fn generate(scope: &mut Scope, n: usize, now: i64, destinations: Vec<String>
     for _ in 0..n / 5 {
         g.setup_intent();
     }
-    for _ in 0..(n / 30).max(1) {
+    for _ in 0..(n / 10).max(1) {
         g.payout();
     }
     for table in &mut g.scope.tables {
@@ -110,18 +110,25 @@ impl Gen<'_> {
 
     /// A creation time: live → now; history → anywhere in the last years, often in a burst second.
     fn when(&mut self) -> i64 {
+        self.when_after(i64::MIN)
+    }
+
+    /// Like [`Gen::when`], but not before `min` (the creation of an object this one refers to).
+    fn when_after(&mut self, min: i64) -> i64 {
         if !self.history {
             return self.now;
         }
         if let Some(t) = self.burst {
-            if self.rng().chance(0.6) {
+            if t >= min && self.rng().chance(0.7) {
                 return t;
             }
-            self.burst = None;
+            if self.rng().chance(0.3) {
+                self.burst = None;
+            }
         }
         // Skewed towards recent times, as real accounts grow.
         let u = self.rng().unit().sqrt();
-        let t = self.now - HISTORY_SECS + (u * (HISTORY_SECS - 60) as f64) as i64;
+        let t = (self.now - HISTORY_SECS + (u * (HISTORY_SECS - 60) as f64) as i64).max(min).min(self.now);
         if self.rng().chance(0.05) {
             self.burst = Some(t);
         }
@@ -324,18 +331,16 @@ impl Gen<'_> {
     /// A payment: payment intent, charge, balance transaction, maybe refunds, a dispute, a transfer and an
     /// application fee (destination charges on Connect platforms).
     pub fn payment(&mut self, opts: Payment) -> PaymentIds {
+        let customer = match opts.customer.clone() {
+            Some(c) => Some((c, i64::MIN)),
+            None if self.rng().chance(0.85) => self.customer_for(self.now),
+            None => None,
+        };
         let at = match opts.at {
             Some(t) => t,
-            None => self.when(),
+            None => self.when_after(customer.as_ref().map_or(i64::MIN, |c| c.1)),
         };
-        let (customer, at) = match opts.customer.clone() {
-            Some(c) => (Some(c), at),
-            None if self.rng().chance(0.85) => match self.customer_for(at) {
-                Some((c, c_created)) => (Some(c), if self.history { at.max(c_created) } else { at }),
-                None => (None, at),
-            },
-            None => (None, at),
-        };
+        let customer = customer.map(|c| c.0);
         let currency = opts.currency.clone().unwrap_or_else(|| self.currency());
         let amount = opts.amount.unwrap_or_else(|| self.rng().range(50, 250_000));
         let outcome = if opts.succeed || opts.refund || opts.dispute {
@@ -438,7 +443,7 @@ impl Gen<'_> {
         }
         ch["amount_refunded"] = json!(amount_refunded);
         ch["refunded"] = json!(captured && amount_refunded == amount);
-        if captured && (opts.dispute || self.rng().chance(0.015)) {
+        if captured && (opts.dispute || self.rng().chance(0.04)) {
             let dp = self.dispute(&ch_id, &pi_id, amount, &currency, at);
             ch["disputed"] = json!(true);
             ids.dispute = Some(dp);
@@ -455,7 +460,7 @@ impl Gen<'_> {
     fn refund(&mut self, charge: &str, pi: &str, amount: i64, currency: &str, at: i64) -> String {
         let id = self.id("re");
         let mut r = self.base("refund", &id, at);
-        let status = *self.rng().weighted(&[("succeeded", 92), ("pending", 5), ("failed", 2), ("canceled", 1)]);
+        let status = *self.rng().weighted(&[("succeeded", 82), ("pending", 9), ("failed", 5), ("canceled", 4)]);
         r["amount"] = json!(amount);
         r["currency"] = json!(currency);
         r["charge"] = json!(charge);
@@ -573,10 +578,7 @@ impl Gen<'_> {
         };
         let at = match invoice {
             Some((_, t)) => t,
-            None => {
-                let t = self.when();
-                if self.history { t.max(c_created) } else { t }
-            }
+            None => self.when_after(c_created),
         };
         let price = self.pick(Res::Price)?;
         let id = self.id("ii");
@@ -603,10 +605,7 @@ impl Gen<'_> {
     /// items. Paid invoices get a payment. Returns the invoice id.
     pub fn invoice(&mut self, draft_only: bool) -> Option<String> {
         let (customer, c_created) = self.customer_for(self.now)?;
-        let at = {
-            let t = self.when();
-            if self.history { t.max(c_created) } else { t }
-        };
+        let at = self.when_after(c_created);
         self.invoice_with(&customer, at, None, draft_only)
     }
 
@@ -697,10 +696,7 @@ impl Gen<'_> {
     /// A subscription with its items and up to three invoices.
     pub fn subscription(&mut self) -> Option<String> {
         let (customer, c_created) = self.customer_for(self.now)?;
-        let at = {
-            let t = self.when();
-            if self.history { t.max(c_created) } else { t }
-        };
+        let at = self.when_after(c_created);
         let id = self.id("sub");
         let n_items = if self.rng().chance(0.04) { self.rng().range(11, 14) } else { self.rng().range(1, 3) };
         let mut items: Vec<(String, Value, i64)> = Vec::new();
@@ -716,7 +712,11 @@ impl Gen<'_> {
             item_objs.push(si);
             items.push((si_id, price, qty));
         }
-        let status = *self.rng().weighted(&[("active", 55), ("canceled", 20), ("trialing", 8), ("past_due", 6), ("unpaid", 3), ("incomplete", 3), ("incomplete_expired", 2), ("paused", 3)]);
+        let status = if !self.history {
+            *self.rng().weighted(&[("active", 70), ("trialing", 20), ("incomplete", 10)])
+        } else {
+            *self.rng().weighted(&[("active", 45), ("canceled", 20), ("trialing", 8), ("past_due", 6), ("unpaid", 5), ("incomplete", 5), ("incomplete_expired", 5), ("paused", 6)])
+        };
         let month = 30 * DAY;
         let elapsed = ((self.now - at) / month).max(0);
         let period_start = at + elapsed * month;
@@ -810,10 +810,7 @@ impl Gen<'_> {
 
     pub fn setup_intent(&mut self) -> Option<String> {
         let (customer, c_created) = self.customer_for(self.now)?;
-        let at = {
-            let t = self.when();
-            if self.history { t.max(c_created) } else { t }
-        };
+        let at = self.when_after(c_created);
         let id = self.id("seti");
         let mut s = self.base("setup_intent", &id, at);
         let status = *self.rng().weighted(&[("succeeded", 60), ("requires_payment_method", 15), ("requires_action", 5), ("canceled", 15), ("processing", 5)]);
@@ -831,7 +828,7 @@ impl Gen<'_> {
         let at = self.when();
         let id = self.id("po");
         let mut p = self.base("payout", &id, at);
-        let status = *self.rng().weighted(&[("paid", 80), ("pending", 5), ("in_transit", 5), ("failed", 5), ("canceled", 5)]);
+        let status = *self.rng().weighted(&[("paid", 70), ("pending", 6), ("in_transit", 6), ("failed", 9), ("canceled", 9)]);
         let amount = self.rng().range(1_000, 5_000_000);
         p["amount"] = json!(amount);
         p["currency"] = json!("usd");
