@@ -17,7 +17,11 @@ pub struct SimBody {
 impl SimBody {
     pub fn new(chunks: Vec<Bytes>) -> SimBody {
         let len = chunks.iter().map(|c| c.len() as u64).sum();
-        SimBody { chunks: chunks.into(), len, budget: None }
+        SimBody {
+            chunks: chunks.into(),
+            len,
+            budget: None,
+        }
     }
 
     pub fn json(bytes: Vec<u8>) -> SimBody {
@@ -35,14 +39,20 @@ impl Body for SimBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let Some(mut chunk) = self.chunks.pop_front() else {
             return Poll::Ready(None);
         };
         if let Some(budget) = self.budget {
             if budget == 0 {
                 self.chunks.clear();
-                return Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "simulated truncated response"))));
+                return Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "simulated truncated response",
+                ))));
             }
             if chunk.len() > budget {
                 chunk.truncate(budget);

@@ -63,12 +63,21 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
 pub async fn handle(sim: &Arc<Simulator>, req: Request<Incoming>) -> Response<SimBody> {
     let method = req.method().clone();
     let path = req.uri().path().trim_start_matches("/_sim/").to_string();
-    let query: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return reply(Err(format!("could not read the request body: {e}"))),
     };
-    let q = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let q = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let result: Result<Value, String> = match (&method, path.as_str()) {
         (&Method::GET, "info") => Ok(json!(sim.info(""))),
         (&Method::GET, "clock") => Ok(json!({"now": sim.now()})),
@@ -123,7 +132,13 @@ pub async fn handle(sim: &Arc<Simulator>, req: Request<Incoming>) -> Response<Si
 
 fn reply(result: Result<Value, String>) -> Response<SimBody> {
     match result {
-        Ok(v) => json_response(200, SimBody::json(serde_json::to_vec(&v).unwrap_or_default())),
-        Err(message) => json_response(400, SimBody::json(serde_json::to_vec(&json!({"error": message})).unwrap_or_default())),
+        Ok(v) => json_response(
+            200,
+            SimBody::json(serde_json::to_vec(&v).unwrap_or_default()),
+        ),
+        Err(message) => json_response(
+            400,
+            SimBody::json(serde_json::to_vec(&json!({"error": message})).unwrap_or_default()),
+        ),
     }
 }

@@ -16,7 +16,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, kind: &'static str, code: Option<&'static str>, message: String) -> ApiError {
+    fn new(
+        status: u16,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: String,
+    ) -> ApiError {
         ApiError {
             status,
             kind,
@@ -136,7 +141,10 @@ impl ApiError {
         let mut error = json!({"message": self.message, "type": self.kind});
         if let Some(code) = self.code {
             error["code"] = json!(code);
-            error["doc_url"] = json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-")));
+            error["doc_url"] = json!(format!(
+                "https://stripe.com/docs/error-codes/{}",
+                code.replace('_', "-")
+            ));
         }
         if let Some(param) = &self.param {
             error["param"] = json!(param);
@@ -153,7 +161,14 @@ pub fn mask_key(key: &str) -> String {
         .map(|(i, _)| i + 1)
         .unwrap_or(0)
         .min(key.len());
-    let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("{}{}{}", &key[..prefix_len], "*".repeat(12), tail)
 }
 

@@ -11,7 +11,11 @@ pub const MAX_DEPTH: usize = 4;
 /// Checks every path against the resources' expandable fields before any data is read.
 pub fn validate(res: Res, paths: &[String], list: bool) -> Result<(), ApiError> {
     for path in paths {
-        let shown = if list { format!("data.{path}") } else { path.clone() };
+        let shown = if list {
+            format!("data.{path}")
+        } else {
+            path.clone()
+        };
         let segments: Vec<&str> = path.split('.').collect();
         if segments.len() > MAX_DEPTH {
             return Err(ApiError::invalid(None, format!("You cannot expand more than {MAX_DEPTH} levels of a property. Property: {shown}")).param("expand"));
@@ -20,11 +24,21 @@ pub fn validate(res: Res, paths: &[String], list: bool) -> Result<(), ApiError> 
         for seg in segments {
             let Some(r) = current else {
                 // Behind a polymorphic reference the target type is only known per object.
-                return Err(ApiError::invalid(None, format!("This property cannot be expanded ({shown}).")).param("expand"));
+                return Err(ApiError::invalid(
+                    None,
+                    format!("This property cannot be expanded ({shown})."),
+                )
+                .param("expand"));
             };
             match r.def().refs.iter().find(|(name, _)| *name == seg) {
                 Some((_, target)) => current = *target,
-                None => return Err(ApiError::invalid(None, format!("This property cannot be expanded ({shown}).")).param("expand")),
+                None => {
+                    return Err(ApiError::invalid(
+                        None,
+                        format!("This property cannot be expanded ({shown})."),
+                    )
+                    .param("expand"))
+                }
             }
         }
     }
@@ -37,7 +51,12 @@ pub fn apply(scope: &Scope, res: Res, obj: &mut Value, path: &str) {
         Some((h, r)) => (h, Some(r)),
         None => (path, None),
     };
-    let target = res.def().refs.iter().find(|(name, _)| *name == head).and_then(|(_, t)| *t);
+    let target = res
+        .def()
+        .refs
+        .iter()
+        .find(|(name, _)| *name == head)
+        .and_then(|(_, t)| *t);
     let Some(id) = obj.get(head).and_then(Value::as_str).map(str::to_string) else {
         // Null references stay null; an already expanded object is expanded further.
         if let (Some(rest), Some(t)) = (rest, target) {
@@ -47,8 +66,12 @@ pub fn apply(scope: &Scope, res: Res, obj: &mut Value, path: &str) {
         }
         return;
     };
-    let Some(target) = target.or_else(|| Res::from_id(&id)) else { return };
-    let Some(row) = scope.table(target).get(&id) else { return };
+    let Some(target) = target.or_else(|| Res::from_id(&id)) else {
+        return;
+    };
+    let Some(row) = scope.table(target).get(&id) else {
+        return;
+    };
     let mut child: Value = if row.deleted {
         json!({"id": id, "object": target.def().object, "deleted": true})
     } else {

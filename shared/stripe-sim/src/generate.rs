@@ -16,12 +16,76 @@ const DAY: i64 = 24 * 3600;
 /// How far back generated history reaches.
 pub const HISTORY_SECS: i64 = 3 * YEAR;
 
-const FIRST: &[&str] = &["Jenny", "Zoë", "José", "Åsa", "Mikołaj", "Chloé", "Søren", "Ngozi", "李", "Олег", "Ana", "Ravi", "Fatma", "Kenji", "Émile", "Noa"];
-const LAST: &[&str] = &["Rosen", "Müller", "García", "Øster", "Wiśniewski", "Dubois", "Nakamura", "Okafor", "王", "Иванов", "Silva", "Patel", "Yılmaz", "Brown", "Lefèvre", "Cohen"];
-const CITIES: &[(&str, &str)] = &[("San Francisco", "US"), ("Zürich", "CH"), ("München", "DE"), ("São Paulo", "BR"), ("東京", "JP"), ("Kraków", "PL"), ("Paris", "FR"), ("London", "GB")];
-const META_KEYS: &[&str] = &["order_id", "plan", "région", "客户编号", "campaign", "note", "sku", "канал", "referrer", "🚀_launch", "crm_id", "cohort"];
-const META_VALUES: &[&str] = &["42", "gold", "Île-de-France", "東京都", "spring-sale", "naïve café ☕", "A-1001", "веб", "partner:acme", "✓ yes", "", "long value with spaces and ünïcödé"];
-const PRODUCTS: &[&str] = &["Rocket Fuel", "Launch Pad", "Orbital Insurance", "Telemetry Pro", "Ground Station", "Café Crème Plan", "Support Añadido", "Mission Control"];
+const FIRST: &[&str] = &[
+    "Jenny", "Zoë", "José", "Åsa", "Mikołaj", "Chloé", "Søren", "Ngozi", "李", "Олег", "Ana",
+    "Ravi", "Fatma", "Kenji", "Émile", "Noa",
+];
+const LAST: &[&str] = &[
+    "Rosen",
+    "Müller",
+    "García",
+    "Øster",
+    "Wiśniewski",
+    "Dubois",
+    "Nakamura",
+    "Okafor",
+    "王",
+    "Иванов",
+    "Silva",
+    "Patel",
+    "Yılmaz",
+    "Brown",
+    "Lefèvre",
+    "Cohen",
+];
+const CITIES: &[(&str, &str)] = &[
+    ("San Francisco", "US"),
+    ("Zürich", "CH"),
+    ("München", "DE"),
+    ("São Paulo", "BR"),
+    ("東京", "JP"),
+    ("Kraków", "PL"),
+    ("Paris", "FR"),
+    ("London", "GB"),
+];
+const META_KEYS: &[&str] = &[
+    "order_id",
+    "plan",
+    "région",
+    "客户编号",
+    "campaign",
+    "note",
+    "sku",
+    "канал",
+    "referrer",
+    "🚀_launch",
+    "crm_id",
+    "cohort",
+];
+const META_VALUES: &[&str] = &[
+    "42",
+    "gold",
+    "Île-de-France",
+    "東京都",
+    "spring-sale",
+    "naïve café ☕",
+    "A-1001",
+    "веб",
+    "partner:acme",
+    "✓ yes",
+    "",
+    "long value with spaces and ünïcödé",
+];
+const PRODUCTS: &[&str] = &[
+    "Rocket Fuel",
+    "Launch Pad",
+    "Orbital Insurance",
+    "Telemetry Pro",
+    "Ground Station",
+    "Café Crème Plan",
+    "Support Añadido",
+    "Mission Control",
+];
 const CURRENCIES: &[(&str, u32)] = &[("usd", 70), ("eur", 15), ("gbp", 10), ("jpy", 5)];
 
 /// Builds objects into one scope.
@@ -38,7 +102,13 @@ pub struct Gen<'a> {
 
 /// Ratios of generated objects to the base count `n` of one account and mode.
 pub fn generate(scope: &mut Scope, n: usize, now: i64, destinations: Vec<String>) {
-    let mut g = Gen { scope, now, history: true, burst: None, destinations };
+    let mut g = Gen {
+        scope,
+        now,
+        history: true,
+        burst: None,
+        destinations,
+    };
     let n = n.max(1);
     for _ in 0..(n / 40).max(3) {
         g.product();
@@ -90,6 +160,17 @@ pub struct Payment {
     pub succeed: bool,
 }
 
+/// The subscription side of a subscription invoice.
+#[derive(Clone, Copy)]
+struct SubInvoice<'a> {
+    id: &'a str,
+    /// (item id, price, quantity) per item.
+    items: &'a [(String, Value, i64)],
+    /// `billing_reason`.
+    reason: &'a str,
+    period: (i64, i64),
+}
+
 /// Ids made by one payment.
 pub struct PaymentIds {
     pub payment_intent: String,
@@ -101,7 +182,13 @@ pub struct PaymentIds {
 impl Gen<'_> {
     /// A generator for live creation at `now` (events are emitted).
     pub fn live(scope: &mut Scope, now: i64, destinations: Vec<String>) -> Gen<'_> {
-        Gen { scope, now, history: false, burst: None, destinations }
+        Gen {
+            scope,
+            now,
+            history: false,
+            burst: None,
+            destinations,
+        }
     }
 
     fn rng(&mut self) -> &mut crate::rng::Rng {
@@ -128,7 +215,9 @@ impl Gen<'_> {
         }
         // Skewed towards recent times, as real accounts grow.
         let u = self.rng().unit().sqrt();
-        let t = (self.now - HISTORY_SECS + (u * (HISTORY_SECS - 60) as f64) as i64).max(min).min(self.now);
+        let t = (self.now - HISTORY_SECS + (u * (HISTORY_SECS - 60) as f64) as i64)
+            .max(min)
+            .min(self.now);
         if self.rng().chance(0.05) {
             self.burst = Some(t);
         }
@@ -152,12 +241,28 @@ impl Gen<'_> {
     }
 
     fn metadata(&mut self) -> Value {
-        let n = *self.rng().weighted(&[(0u32, 40), (1, 20), (2, 12), (3, 8), (5, 10), (12, 6), (50, 4)]);
-        let n = if n > 3 { self.rng().range(4, n as i64) as usize } else { n as usize };
+        let n = *self.rng().weighted(&[
+            (0u32, 40),
+            (1, 20),
+            (2, 12),
+            (3, 8),
+            (5, 10),
+            (12, 6),
+            (50, 4),
+        ]);
+        let n = if n > 3 {
+            self.rng().range(4, n as i64) as usize
+        } else {
+            n as usize
+        };
         let mut m = serde_json::Map::new();
         for i in 0..n {
             let base = *self.rng().pick(META_KEYS);
-            let key = if i < META_KEYS.len() { base.to_string() } else { format!("{base}_{i}") };
+            let key = if i < META_KEYS.len() {
+                base.to_string()
+            } else {
+                format!("{base}_{i}")
+            };
             let value = *self.rng().pick(META_VALUES);
             m.insert(key, json!(value));
         }
@@ -203,9 +308,15 @@ impl Gen<'_> {
         let name = format!("{} {}", self.rng().pick(PRODUCTS), self.rng().range(1, 999));
         p["name"] = json!(name);
         p["active"] = json!(self.rng().chance(0.9));
-        p["description"] = if self.rng().chance(0.5) { json!(format!("{name} — ünïcödé description")) } else { Value::Null };
+        p["description"] = if self.rng().chance(0.5) {
+            json!(format!("{name} — ünïcödé description"))
+        } else {
+            Value::Null
+        };
         p["updated"] = json!(created);
-        let prices: Vec<Value> = (0..self.rng().range(1, 3)).map(|_| self.price_for(&id, created)).collect();
+        let prices: Vec<Value> = (0..self.rng().range(1, 3))
+            .map(|_| self.price_for(&id, created))
+            .collect();
         p["default_price"] = prices[0]["id"].clone();
         self.scope.insert(Res::Product, &p, None);
         for price in prices {
@@ -224,7 +335,11 @@ impl Gen<'_> {
         p["unit_amount"] = json!(amount);
         p["unit_amount_decimal"] = json!(amount.to_string());
         p["active"] = json!(self.rng().chance(0.9));
-        p["nickname"] = if self.rng().chance(0.3) { json!("Standard") } else { Value::Null };
+        p["nickname"] = if self.rng().chance(0.3) {
+            json!("Standard")
+        } else {
+            Value::Null
+        };
         if self.rng().chance(0.7) {
             let interval = *self.rng().pick(&["month", "year", "week"]);
             p["type"] = json!("recurring");
@@ -260,7 +375,11 @@ impl Gen<'_> {
         }
         let duration = *self.rng().pick(&["once", "repeating", "forever"]);
         c["duration"] = json!(duration);
-        c["duration_in_months"] = if duration == "repeating" { json!(self.rng().range(1, 12)) } else { Value::Null };
+        c["duration_in_months"] = if duration == "repeating" {
+            json!(self.rng().range(1, 12))
+        } else {
+            Value::Null
+        };
         c["name"] = json!(format!("Promo {id}"));
         c["times_redeemed"] = json!(self.rng().range(0, 500));
         c["valid"] = json!(self.rng().chance(0.8));
@@ -275,19 +394,39 @@ impl Gen<'_> {
         let name = self.name();
         let (city, country) = *self.rng().pick(CITIES);
         c["name"] = json!(name);
-        c["email"] = json!(format!("{}.{}@example.com", self.rng().alnum(6).to_lowercase(), self.rng().range(1, 99_999)));
-        c["description"] = if self.rng().chance(0.3) { json!(format!("Customer {name}")) } else { Value::Null };
-        c["balance"] = json!(if self.rng().chance(0.1) { self.rng().range(-5000, 5000) } else { 0 });
+        c["email"] = json!(format!(
+            "{}.{}@example.com",
+            self.rng().alnum(6).to_lowercase(),
+            self.rng().range(1, 99_999)
+        ));
+        c["description"] = if self.rng().chance(0.3) {
+            json!(format!("Customer {name}"))
+        } else {
+            Value::Null
+        };
+        c["balance"] = json!(if self.rng().chance(0.1) {
+            self.rng().range(-5000, 5000)
+        } else {
+            0
+        });
         c["currency"] = json!(self.currency());
         c["delinquent"] = json!(self.rng().chance(0.05));
         c["invoice_prefix"] = json!(self.rng().alnum(8).to_uppercase());
-        c["phone"] = if self.rng().chance(0.4) { json!(format!("+1415555{:04}", self.rng().range(0, 9999))) } else { Value::Null };
+        c["phone"] = if self.rng().chance(0.4) {
+            json!(format!("+1415555{:04}", self.rng().range(0, 9999)))
+        } else {
+            Value::Null
+        };
         c["address"] = if self.rng().chance(0.6) {
             json!({"city": city, "country": country, "line1": "1 Example Straße", "line2": null, "postal_code": "10001", "state": null})
         } else {
             Value::Null
         };
-        c["preferred_locales"] = json!(if self.rng().chance(0.2) { vec!["fr", "en"] } else { vec![] });
+        c["preferred_locales"] = json!(if self.rng().chance(0.2) {
+            vec!["fr", "en"]
+        } else {
+            vec![]
+        });
         self.scope.insert(Res::Customer, &c, None);
         id
     }
@@ -299,10 +438,21 @@ impl Gen<'_> {
     }
 
     /// A balance transaction for `source`; returns its JSON (disputes embed it).
-    fn balance_transaction(&mut self, source: &str, kind: &str, amount: i64, currency: &str, at: i64) -> Value {
+    fn balance_transaction(
+        &mut self,
+        source: &str,
+        kind: &str,
+        amount: i64,
+        currency: &str,
+        at: i64,
+    ) -> Value {
         let id = self.id("txn");
         let mut b = self.base("balance_transaction", &id, at);
-        let fee = if kind == "charge" { amount * 29 / 1000 + 30 } else { 0 };
+        let fee = if kind == "charge" {
+            amount * 29 / 1000 + 30
+        } else {
+            0
+        };
         b["amount"] = json!(amount);
         b["currency"] = json!(currency);
         b["fee"] = json!(fee);
@@ -322,7 +472,11 @@ impl Gen<'_> {
         });
         b["description"] = json!(format!("{kind} {source}"));
         b["available_on"] = json!(at + 2 * DAY);
-        b["status"] = json!(if at + 2 * DAY > self.now { "pending" } else { "available" });
+        b["status"] = json!(if at + 2 * DAY > self.now {
+            "pending"
+        } else {
+            "available"
+        });
         b["exchange_rate"] = Value::Null;
         self.scope.insert(Res::BalanceTransaction, &b, None);
         b
@@ -346,7 +500,14 @@ impl Gen<'_> {
         let outcome = if opts.succeed || opts.refund || opts.dispute {
             "succeeded"
         } else {
-            *self.rng().weighted(&[("succeeded", 82), ("failed", 9), ("pending", 2), ("uncaptured", 3), ("canceled", 2), ("requires_action", 2)])
+            *self.rng().weighted(&[
+                ("succeeded", 82),
+                ("failed", 9),
+                ("pending", 2),
+                ("uncaptured", 3),
+                ("canceled", 2),
+                ("requires_action", 2),
+            ])
         };
         let pi_id = self.id("pi");
         let mut pi = self.base("payment_intent", &pi_id, at);
@@ -354,7 +515,11 @@ impl Gen<'_> {
         pi["currency"] = json!(currency);
         pi["customer"] = json!(customer);
         pi["invoice"] = json!(opts.invoice);
-        pi["description"] = if self.rng().chance(0.4) { json!("Order ✓ confirmed") } else { Value::Null };
+        pi["description"] = if self.rng().chance(0.4) {
+            json!("Order ✓ confirmed")
+        } else {
+            Value::Null
+        };
         pi["payment_method_types"] = json!(["card"]);
         pi["client_secret"] = json!(format!("{pi_id}_secret_{}", self.rng().alnum(16)));
         pi["status"] = json!(match outcome {
@@ -367,11 +532,24 @@ impl Gen<'_> {
         });
         pi["amount_received"] = json!(if outcome == "succeeded" { amount } else { 0 });
         pi["amount_capturable"] = json!(if outcome == "uncaptured" { amount } else { 0 });
-        pi["canceled_at"] = if outcome == "canceled" { json!(at) } else { Value::Null };
-        pi["cancellation_reason"] = if outcome == "canceled" { json!("abandoned") } else { Value::Null };
+        pi["canceled_at"] = if outcome == "canceled" {
+            json!(at)
+        } else {
+            Value::Null
+        };
+        pi["cancellation_reason"] = if outcome == "canceled" {
+            json!("abandoned")
+        } else {
+            Value::Null
+        };
         pi["payment_method"] = json!(format!("pm_{}", self.rng().alnum(24)));
         pi["latest_charge"] = Value::Null;
-        let mut ids = PaymentIds { payment_intent: pi_id.clone(), charge: None, refund: None, dispute: None };
+        let mut ids = PaymentIds {
+            payment_intent: pi_id.clone(),
+            charge: None,
+            refund: None,
+            dispute: None,
+        };
         if matches!(outcome, "canceled" | "requires_action") {
             self.scope.insert(Res::PaymentIntent, &pi, None);
             return ids;
@@ -401,11 +579,19 @@ impl Gen<'_> {
         let brand = *self.rng().pick(&["visa", "mastercard", "amex", "discover"]);
         ch["payment_method_details"]["card"]["brand"] = json!(brand);
         ch["payment_method_details"]["card"]["network"] = json!(brand);
-        ch["payment_method_details"]["card"]["last4"] = json!(format!("{:04}", self.rng().range(0, 9999)));
+        ch["payment_method_details"]["card"]["last4"] =
+            json!(format!("{:04}", self.rng().range(0, 9999)));
         ch["payment_method_details"]["card"]["exp_year"] = json!(2024 + self.rng().range(0, 6));
-        ch["receipt_url"] = json!(format!("https://pay.stripe.com/receipts/payment/{}", self.rng().alnum(40)));
+        ch["receipt_url"] = json!(format!(
+            "https://pay.stripe.com/receipts/payment/{}",
+            self.rng().alnum(40)
+        ));
         let (network_status, out_type, reason) = match outcome {
-            "failed" => ("declined_by_network", "issuer_declined", json!("generic_decline")),
+            "failed" => (
+                "declined_by_network",
+                "issuer_declined",
+                json!("generic_decline"),
+            ),
             _ => ("approved_by_network", "authorized", Value::Null),
         };
         ch["outcome"] = json!({"network_status": network_status, "reason": reason, "risk_level": "normal", "risk_score": self.rng().range(0, 99), "seller_message": "Payment complete.", "type": out_type});
@@ -448,11 +634,15 @@ impl Gen<'_> {
             ch["disputed"] = json!(true);
             ids.dispute = Some(dp);
         }
-        self.scope.insert(Res::Charge, &ch, Some(match outcome {
-            "failed" => "charge.failed",
-            "pending" => "charge.pending",
-            _ => "charge.succeeded",
-        }));
+        self.scope.insert(
+            Res::Charge,
+            &ch,
+            Some(match outcome {
+                "failed" => "charge.failed",
+                "pending" => "charge.pending",
+                _ => "charge.succeeded",
+            }),
+        );
         ids.charge = Some(ch_id);
         ids
     }
@@ -460,13 +650,21 @@ impl Gen<'_> {
     fn refund(&mut self, charge: &str, pi: &str, amount: i64, currency: &str, at: i64) -> String {
         let id = self.id("re");
         let mut r = self.base("refund", &id, at);
-        let status = *self.rng().weighted(&[("succeeded", 82), ("pending", 9), ("failed", 5), ("canceled", 4)]);
+        let status = *self.rng().weighted(&[
+            ("succeeded", 82),
+            ("pending", 9),
+            ("failed", 5),
+            ("canceled", 4),
+        ]);
         r["amount"] = json!(amount);
         r["currency"] = json!(currency);
         r["charge"] = json!(charge);
         r["payment_intent"] = json!(pi);
         r["status"] = json!(status);
-        r["reason"] = json!(*self.rng().pick(&["requested_by_customer", "duplicate", "fraudulent"]));
+        r["reason"] =
+            json!(*self
+                .rng()
+                .pick(&["requested_by_customer", "duplicate", "fraudulent"]));
         let bt = self.balance_transaction(&id, "refund", -amount, currency, at);
         r["balance_transaction"] = bt["id"].clone();
         if status == "failed" {
@@ -482,13 +680,27 @@ impl Gen<'_> {
         let id = self.id("dp");
         let d_at = self.after(at, 60 * DAY);
         let mut d = self.base("dispute", &id, d_at);
-        let status = *self.rng().weighted(&[("needs_response", 15), ("under_review", 15), ("won", 30), ("lost", 25), ("warning_needs_response", 5), ("warning_under_review", 5), ("warning_closed", 5)]);
+        let status = *self.rng().weighted(&[
+            ("needs_response", 15),
+            ("under_review", 15),
+            ("won", 30),
+            ("lost", 25),
+            ("warning_needs_response", 5),
+            ("warning_under_review", 5),
+            ("warning_closed", 5),
+        ]);
         d["amount"] = json!(amount);
         d["currency"] = json!(currency);
         d["charge"] = json!(charge);
         d["payment_intent"] = json!(pi);
         d["status"] = json!(status);
-        d["reason"] = json!(*self.rng().pick(&["fraudulent", "product_not_received", "duplicate", "subscription_canceled", "general"]));
+        d["reason"] = json!(*self.rng().pick(&[
+            "fraudulent",
+            "product_not_received",
+            "duplicate",
+            "subscription_canceled",
+            "general"
+        ]));
         d["is_charge_refundable"] = json!(status.starts_with("warning"));
         let bts: Vec<Value> = if status.starts_with("warning") {
             vec![]
@@ -500,7 +712,14 @@ impl Gen<'_> {
         id
     }
 
-    fn transfer(&mut self, dest: &str, amount: i64, currency: &str, at: i64, source: Option<&str>) -> String {
+    fn transfer(
+        &mut self,
+        dest: &str,
+        amount: i64,
+        currency: &str,
+        at: i64,
+        source: Option<&str>,
+    ) -> String {
         let id = self.id("tr");
         let mut t = self.base("transfer", &id, at);
         let bt = self.balance_transaction(&id, "transfer", -amount, currency, at);
@@ -526,7 +745,14 @@ impl Gen<'_> {
         Some(self.transfer(&dest, amount, "usd", at, None))
     }
 
-    fn application_fee(&mut self, account: &str, charge: &str, amount: i64, currency: &str, at: i64) -> String {
+    fn application_fee(
+        &mut self,
+        account: &str,
+        charge: &str,
+        amount: i64,
+        currency: &str,
+        at: i64,
+    ) -> String {
         let id = self.id("fee");
         let mut f = self.base("application_fee", &id, at);
         let bt = self.balance_transaction(&id, "application_fee", amount, currency, at);
@@ -543,15 +769,30 @@ impl Gen<'_> {
         id
     }
 
-    fn line(&mut self, invoice: &str, price: &Value, kind: &str, source: &str, period: (i64, i64), quantity: i64) -> Value {
+    fn line(
+        &mut self,
+        invoice: &str,
+        price: &Value,
+        kind: &str,
+        source: &str,
+        period: (i64, i64),
+        quantity: i64,
+    ) -> Value {
         let mut l = template("line_item");
         let unit = price["unit_amount"].as_i64().unwrap_or(1000);
-        l["id"] = json!(if kind == "subscription" { format!("il_{}", self.rng().alnum(24)) } else { format!("il_tmp_{}", &source[3..]) });
+        l["id"] = json!(if kind == "subscription" {
+            format!("il_{}", self.rng().alnum(24))
+        } else {
+            format!("il_tmp_{}", &source[3..])
+        });
         l["livemode"] = json!(self.scope.livemode);
         l["amount"] = json!(unit * quantity);
         l["amount_excluding_tax"] = json!(unit * quantity);
         l["currency"] = price["currency"].clone();
-        l["description"] = json!(format!("{quantity} × {}", price["nickname"].as_str().unwrap_or("item")));
+        l["description"] = json!(format!(
+            "{quantity} × {}",
+            price["nickname"].as_str().unwrap_or("item")
+        ));
         l["price"] = price.clone();
         l["quantity"] = json!(quantity);
         l["type"] = json!(kind);
@@ -571,7 +812,11 @@ impl Gen<'_> {
     }
 
     /// An invoice item; attached to `invoice` or pending when `None`.
-    pub fn invoice_item(&mut self, customer: Option<(String, i64)>, invoice: Option<(&str, i64)>) -> Option<(String, Value)> {
+    pub fn invoice_item(
+        &mut self,
+        customer: Option<(String, i64)>,
+        invoice: Option<(&str, i64)>,
+    ) -> Option<(String, Value)> {
         let (customer, c_created) = match customer {
             Some(c) => c,
             None => self.customer_for(self.now)?,
@@ -595,7 +840,10 @@ impl Gen<'_> {
         ii["price"] = price.clone();
         ii["date"] = json!(at);
         ii["period"] = json!({"start": at, "end": at});
-        ii["description"] = json!(format!("Add-on: {}", price["nickname"].as_str().unwrap_or("extra")));
+        ii["description"] = json!(format!(
+            "Add-on: {}",
+            price["nickname"].as_str().unwrap_or("extra")
+        ));
         ii["subscription"] = Value::Null;
         self.scope.insert(Res::InvoiceItem, &ii, None);
         Some((id, price))
@@ -609,38 +857,73 @@ impl Gen<'_> {
         self.invoice_with(&customer, at, None, draft_only)
     }
 
-    fn invoice_with(&mut self, customer: &str, at: i64, sub: Option<(&str, &[(String, Value, i64)], &str, (i64, i64))>, draft_only: bool) -> Option<String> {
+    fn invoice_with(
+        &mut self,
+        customer: &str,
+        at: i64,
+        sub: Option<SubInvoice<'_>>,
+        draft_only: bool,
+    ) -> Option<String> {
         let id = self.id("in");
         let status = if draft_only {
             "draft"
         } else {
-            *self.rng().weighted(&[("paid", 65), ("open", 12), ("draft", 8), ("void", 8), ("uncollectible", 7)])
+            *self.rng().weighted(&[
+                ("paid", 65),
+                ("open", 12),
+                ("draft", 8),
+                ("void", 8),
+                ("uncollectible", 7),
+            ])
         };
         let mut lines: Vec<Value> = Vec::new();
         match sub {
-            Some((sub_id, items, _, period)) => {
+            Some(SubInvoice {
+                id: sub_id,
+                items,
+                period,
+                ..
+            }) => {
                 for (si_id, price, qty) in items {
-                    let l = self.line(&id, price, "subscription", &format!("{sub_id}:{si_id}"), period, *qty);
+                    let l = self.line(
+                        &id,
+                        price,
+                        "subscription",
+                        &format!("{sub_id}:{si_id}"),
+                        period,
+                        *qty,
+                    );
                     lines.push(l);
                 }
             }
             None => {
-                let n = if self.rng().chance(0.06) { self.rng().range(11, 25) } else { self.rng().range(1, 5) };
+                let n = if self.rng().chance(0.06) {
+                    self.rng().range(11, 25)
+                } else {
+                    self.rng().range(1, 5)
+                };
                 for _ in 0..n {
-                    let (ii, price) = self.invoice_item(Some((customer.to_string(), at)), Some((&id, at)))?;
+                    let (ii, price) =
+                        self.invoice_item(Some((customer.to_string(), at)), Some((&id, at)))?;
                     let qty = 1;
                     lines.push(self.line(&id, &price, "invoiceitem", &ii, (at, at), qty));
                 }
             }
         }
-        let total: i64 = lines.iter().map(|l| l["amount"].as_i64().unwrap_or(0)).sum();
-        let currency = lines.first().map(|l| l["currency"].clone()).unwrap_or(json!("usd"));
+        let total: i64 = lines
+            .iter()
+            .map(|l| l["amount"].as_i64().unwrap_or(0))
+            .sum();
+        let currency = lines
+            .first()
+            .map(|l| l["currency"].clone())
+            .unwrap_or(json!("usd"));
         let mut inv = self.base("invoice", &id, at);
         inv["customer"] = json!(customer);
         inv["customer_email"] = json!(format!("{}@example.com", &customer[4..]));
         inv["customer_name"] = json!(self.name());
-        inv["subscription"] = json!(sub.map(|s| s.0));
-        inv["billing_reason"] = json!(sub.map_or("manual", |s| s.2));
+        inv["subscription"] = json!(sub.map(|s| s.id));
+        inv["billing_reason"] = json!(sub.map_or("manual", |s| s.reason));
         inv["currency"] = currency.clone();
         inv["status"] = json!(status);
         inv["subtotal"] = json!(total);
@@ -649,23 +932,50 @@ impl Gen<'_> {
         inv["total_excluding_tax"] = json!(total);
         inv["amount_due"] = json!(total);
         inv["amount_paid"] = json!(if status == "paid" { total } else { 0 });
-        inv["amount_remaining"] = json!(if status == "paid" || status == "void" { 0 } else { total });
+        inv["amount_remaining"] = json!(if status == "paid" || status == "void" {
+            0
+        } else {
+            total
+        });
         inv["attempted"] = json!(matches!(status, "paid" | "open" | "uncollectible"));
         inv["attempt_count"] = json!(if status == "draft" { 0 } else { 1 });
         inv["paid"] = json!(status == "paid");
-        inv["number"] = if status == "draft" { Value::Null } else { json!(format!("{}-{:04}", &id[3..11].to_uppercase(), self.rng().range(1, 9999))) };
-        inv["period_start"] = json!(sub.map_or(at, |s| s.3 .0));
-        inv["period_end"] = json!(sub.map_or(at, |s| s.3 .1));
+        inv["number"] = if status == "draft" {
+            Value::Null
+        } else {
+            json!(format!(
+                "{}-{:04}",
+                &id[3..11].to_uppercase(),
+                self.rng().range(1, 9999)
+            ))
+        };
+        inv["period_start"] = json!(sub.map_or(at, |s| s.period.0));
+        inv["period_end"] = json!(sub.map_or(at, |s| s.period.1));
         inv["due_date"] = Value::Null;
-        inv["effective_at"] = if status == "draft" { Value::Null } else { json!(at) };
-        let finalized = if status == "draft" { Value::Null } else { json!(at) };
+        inv["effective_at"] = if status == "draft" {
+            Value::Null
+        } else {
+            json!(at)
+        };
+        let finalized = if status == "draft" {
+            Value::Null
+        } else {
+            json!(at)
+        };
         inv["status_transitions"] = json!({
             "finalized_at": finalized,
             "paid_at": if status == "paid" { json!(at) } else { Value::Null },
             "voided_at": if status == "void" { json!(at) } else { Value::Null },
             "marked_uncollectible_at": if status == "uncollectible" { json!(at) } else { Value::Null },
         });
-        inv["hosted_invoice_url"] = if status == "draft" { Value::Null } else { json!(format!("https://invoice.stripe.com/i/{}", self.rng().alnum(32))) };
+        inv["hosted_invoice_url"] = if status == "draft" {
+            Value::Null
+        } else {
+            json!(format!(
+                "https://invoice.stripe.com/i/{}",
+                self.rng().alnum(32)
+            ))
+        };
         inv["charge"] = Value::Null;
         inv["payment_intent"] = Value::Null;
         if matches!(status, "paid" | "open" | "uncollectible") && total > 0 {
@@ -683,7 +993,12 @@ impl Gen<'_> {
         }
         let stored: Vec<(Box<str>, bytes::Bytes)> = lines
             .iter()
-            .map(|l| (l["id"].as_str().unwrap_or_default().into(), crate::scope::to_bytes(l)))
+            .map(|l| {
+                (
+                    l["id"].as_str().unwrap_or_default().into(),
+                    crate::scope::to_bytes(l),
+                )
+            })
             .collect();
         let has_more = lines.len() > 10;
         lines.truncate(10);
@@ -698,7 +1013,11 @@ impl Gen<'_> {
         let (customer, c_created) = self.customer_for(self.now)?;
         let at = self.when_after(c_created);
         let id = self.id("sub");
-        let n_items = if self.rng().chance(0.04) { self.rng().range(11, 14) } else { self.rng().range(1, 3) };
+        let n_items = if self.rng().chance(0.04) {
+            self.rng().range(11, 14)
+        } else {
+            self.rng().range(1, 3)
+        };
         let mut items: Vec<(String, Value, i64)> = Vec::new();
         let mut item_objs = Vec::new();
         for _ in 0..n_items {
@@ -713,9 +1032,20 @@ impl Gen<'_> {
             items.push((si_id, price, qty));
         }
         let status = if !self.history {
-            *self.rng().weighted(&[("active", 70), ("trialing", 20), ("incomplete", 10)])
+            *self
+                .rng()
+                .weighted(&[("active", 70), ("trialing", 20), ("incomplete", 10)])
         } else {
-            *self.rng().weighted(&[("active", 45), ("canceled", 20), ("trialing", 8), ("past_due", 6), ("unpaid", 5), ("incomplete", 5), ("incomplete_expired", 5), ("paused", 6)])
+            *self.rng().weighted(&[
+                ("active", 45),
+                ("canceled", 20),
+                ("trialing", 8),
+                ("past_due", 6),
+                ("unpaid", 5),
+                ("incomplete", 5),
+                ("incomplete_expired", 5),
+                ("paused", 6),
+            ])
         };
         let month = 30 * DAY;
         let elapsed = ((self.now - at) / month).max(0);
@@ -729,7 +1059,11 @@ impl Gen<'_> {
         s["current_period_end"] = json!(period_start + month);
         s["start_date"] = json!(at);
         s["cancel_at_period_end"] = json!(false);
-        let ended = if status == "canceled" || status == "incomplete_expired" { Some(self.after(at, 400 * DAY)) } else { None };
+        let ended = if status == "canceled" || status == "incomplete_expired" {
+            Some(self.after(at, 400 * DAY))
+        } else {
+            None
+        };
         s["cancel_at"] = Value::Null;
         s["canceled_at"] = json!(ended);
         s["ended_at"] = json!(ended);
@@ -738,8 +1072,16 @@ impl Gen<'_> {
         }
         let trial = status == "trialing";
         s["trial_start"] = if trial { json!(at) } else { Value::Null };
-        s["trial_end"] = if trial { json!(at + 14 * DAY) } else { Value::Null };
-        s["pause_collection"] = if status == "paused" { json!({"behavior": "void", "resumes_at": null}) } else { Value::Null };
+        s["trial_end"] = if trial {
+            json!(at + 14 * DAY)
+        } else {
+            Value::Null
+        };
+        s["pause_collection"] = if status == "paused" {
+            json!({"behavior": "void", "resumes_at": null})
+        } else {
+            Value::Null
+        };
         s["next_pending_invoice_item_invoice"] = Value::Null;
         s["plan"] = Value::Null;
         s["quantity"] = Value::Null;
@@ -748,12 +1090,30 @@ impl Gen<'_> {
             let last = ended.unwrap_or(self.now);
             let periods = (((last - at) / month) + 1).clamp(1, 3);
             for k in 0..periods {
-                let start = if self.history { at + k * month } else { self.now };
+                let start = if self.history {
+                    at + k * month
+                } else {
+                    self.now
+                };
                 if start > self.now {
                     break;
                 }
-                let reason = if k == 0 { "subscription_create" } else { "subscription_cycle" };
-                if let Some(inv) = self.invoice_with(&customer, start, Some((&id, &items, reason, (start, start + month))), false) {
+                let reason = if k == 0 {
+                    "subscription_create"
+                } else {
+                    "subscription_cycle"
+                };
+                if let Some(inv) = self.invoice_with(
+                    &customer,
+                    start,
+                    Some(SubInvoice {
+                        id: &id,
+                        items: &items,
+                        reason,
+                        period: (start, start + month),
+                    }),
+                    false,
+                ) {
                     latest_invoice = json!(inv);
                 }
             }
@@ -782,7 +1142,13 @@ impl Gen<'_> {
         let id = self.id("cn");
         let amount = (total / 2).max(1);
         let refund = match (inv["charge"].as_str(), inv["payment_intent"].as_str()) {
-            (Some(ch), Some(pi)) => Some(self.refund(ch, pi, amount, inv["currency"].as_str().unwrap_or("usd"), at)),
+            (Some(ch), Some(pi)) => Some(self.refund(
+                ch,
+                pi,
+                amount,
+                inv["currency"].as_str().unwrap_or("usd"),
+                at,
+            )),
             _ => None,
         };
         let mut cn = self.base("credit_note", &id, at);
@@ -793,9 +1159,18 @@ impl Gen<'_> {
         cn["total"] = json!(amount);
         cn["currency"] = inv["currency"].clone();
         cn["refund"] = json!(refund);
-        cn["status"] = json!(if self.rng().chance(0.9) { "issued" } else { "void" });
+        cn["status"] = json!(if self.rng().chance(0.9) {
+            "issued"
+        } else {
+            "void"
+        });
         cn["type"] = json!("post_payment");
-        cn["reason"] = json!(*self.rng().pick(&["duplicate", "fraudulent", "order_change", "product_unsatisfactory"]));
+        cn["reason"] = json!(*self.rng().pick(&[
+            "duplicate",
+            "fraudulent",
+            "order_change",
+            "product_unsatisfactory"
+        ]));
         cn["number"] = json!(format!("CN-{}", self.rng().alnum(8).to_uppercase()));
         cn["memo"] = json!("Crédit — thank you");
         cn["lines"]["url"] = json!(format!("/v1/credit_notes/{id}/lines"));
@@ -813,13 +1188,27 @@ impl Gen<'_> {
         let at = self.when_after(c_created);
         let id = self.id("seti");
         let mut s = self.base("setup_intent", &id, at);
-        let status = *self.rng().weighted(&[("succeeded", 60), ("requires_payment_method", 15), ("requires_action", 5), ("canceled", 15), ("processing", 5)]);
+        let status = *self.rng().weighted(&[
+            ("succeeded", 60),
+            ("requires_payment_method", 15),
+            ("requires_action", 5),
+            ("canceled", 15),
+            ("processing", 5),
+        ]);
         s["customer"] = json!(customer);
         s["status"] = json!(status);
         s["usage"] = json!(*self.rng().pick(&["off_session", "on_session"]));
-        s["payment_method"] = if status == "succeeded" { json!(format!("pm_{}", self.rng().alnum(24))) } else { Value::Null };
+        s["payment_method"] = if status == "succeeded" {
+            json!(format!("pm_{}", self.rng().alnum(24)))
+        } else {
+            Value::Null
+        };
         s["client_secret"] = json!(format!("{id}_secret_{}", self.rng().alnum(16)));
-        s["cancellation_reason"] = if status == "canceled" { json!("abandoned") } else { Value::Null };
+        s["cancellation_reason"] = if status == "canceled" {
+            json!("abandoned")
+        } else {
+            Value::Null
+        };
         self.scope.insert(Res::SetupIntent, &s, None);
         Some(id)
     }
@@ -828,13 +1217,23 @@ impl Gen<'_> {
         let at = self.when();
         let id = self.id("po");
         let mut p = self.base("payout", &id, at);
-        let status = *self.rng().weighted(&[("paid", 70), ("pending", 6), ("in_transit", 6), ("failed", 9), ("canceled", 9)]);
+        let status = *self.rng().weighted(&[
+            ("paid", 70),
+            ("pending", 6),
+            ("in_transit", 6),
+            ("failed", 9),
+            ("canceled", 9),
+        ]);
         let amount = self.rng().range(1_000, 5_000_000);
         p["amount"] = json!(amount);
         p["currency"] = json!("usd");
         p["status"] = json!(status);
         p["arrival_date"] = json!(at + 2 * DAY);
-        p["method"] = json!(if self.rng().chance(0.1) { "instant" } else { "standard" });
+        p["method"] = json!(if self.rng().chance(0.1) {
+            "instant"
+        } else {
+            "standard"
+        });
         p["destination"] = json!(format!("ba_{}", self.rng().alnum(24)));
         p["automatic"] = json!(self.rng().chance(0.8));
         let bt = self.balance_transaction(&id, "payout", -amount, "usd", at);

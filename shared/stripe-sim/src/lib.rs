@@ -130,10 +130,16 @@ pub struct StartInfo {
 impl StartInfo {
     /// The `kind` (`secret`/`restricted`) key in `mode` (`test`/`live`) of the `n`-th keyed account.
     pub fn key(&self, kind: &str, mode: &str, n: usize) -> Option<String> {
-        let account = self.accounts.iter().filter(|a| a.kind != AccountKind::Connected).nth(n)?;
+        let account = self
+            .accounts
+            .iter()
+            .filter(|a| a.kind != AccountKind::Connected)
+            .nth(n)?;
         self.keys
             .iter()
-            .find(|k| k.account == account.id && k.kind == kind && k.mode == mode && k.allow.is_none())
+            .find(|k| {
+                k.account == account.id && k.kind == kind && k.mode == mode && k.allow.is_none()
+            })
             .map(|k| k.key.clone())
     }
 
@@ -206,7 +212,9 @@ impl Simulator {
     pub fn info(&self, base_url: &str) -> StartInfo {
         let w = self.world.read();
         let mut keys: Vec<KeyInfo> = w.keys.values().cloned().collect();
-        keys.sort_by(|a, b| (&a.account, a.mode, a.kind, &a.key).cmp(&(&b.account, b.mode, b.kind, &b.key)));
+        keys.sort_by(|a, b| {
+            (&a.account, a.mode, a.kind, &a.key).cmp(&(&b.account, b.mode, b.kind, &b.key))
+        });
         StartInfo {
             base_url: base_url.to_string(),
             seed: self.seed,
@@ -228,44 +236,127 @@ impl Simulator {
     }
 
     /// Creates `count` objects of `resource` (path name, as `charges`) now; returns their ids.
-    pub fn create(&self, account: &str, livemode: bool, resource: &str, count: usize) -> Result<Vec<String>, ControlError> {
+    pub fn create(
+        &self,
+        account: &str,
+        livemode: bool,
+        resource: &str,
+        count: usize,
+    ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
-        let req = self.next_request_id();
-        self.world.write().create(account, livemode, res, count, self.now(), req)
+        let op = world::Op {
+            now: self.now(),
+            request: self.next_request_id(),
+        };
+        self.world.write().create(account, livemode, res, count, op)
     }
 
     /// Updates `count` random objects (or `ids`), emitting `*.updated` events where Stripe has them.
-    pub fn update(&self, account: &str, livemode: bool, resource: &str, count: usize, ids: &[String]) -> Result<Vec<String>, ControlError> {
+    pub fn update(
+        &self,
+        account: &str,
+        livemode: bool,
+        resource: &str,
+        count: usize,
+        ids: &[String],
+    ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
-        let req = self.next_request_id();
-        self.world.write().update(account, livemode, res, count, ids, self.now(), req)
+        let op = world::Op {
+            now: self.now(),
+            request: self.next_request_id(),
+        };
+        self.world
+            .write()
+            .update(account, livemode, res, count, ids, op)
     }
 
     /// Deletes `count` random objects (or `ids`) of a resource that Stripe can delete.
-    pub fn delete(&self, account: &str, livemode: bool, resource: &str, count: usize, ids: &[String]) -> Result<Vec<String>, ControlError> {
+    pub fn delete(
+        &self,
+        account: &str,
+        livemode: bool,
+        resource: &str,
+        count: usize,
+        ids: &[String],
+    ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
-        let req = self.next_request_id();
-        self.world.write().delete(account, livemode, res, count, ids, self.now(), req)
+        let op = world::Op {
+            now: self.now(),
+            request: self.next_request_id(),
+        };
+        self.world
+            .write()
+            .delete(account, livemode, res, count, ids, op)
     }
 
     /// Cancels `count` random active subscriptions (or `ids`).
-    pub fn cancel_subscriptions(&self, account: &str, livemode: bool, count: usize, ids: &[String]) -> Result<Vec<String>, ControlError> {
-        let req = self.next_request_id();
-        self.world.write().cancel_subscriptions(account, livemode, count, ids, self.now(), req)
+    pub fn cancel_subscriptions(
+        &self,
+        account: &str,
+        livemode: bool,
+        count: usize,
+        ids: &[String],
+    ) -> Result<Vec<String>, ControlError> {
+        let op = world::Op {
+            now: self.now(),
+            request: self.next_request_id(),
+        };
+        self.world
+            .write()
+            .cancel_subscriptions(account, livemode, count, ids, op)
     }
 
     /// Every object of a resource in one account and mode, deleted ones flagged, nested lists complete:
     /// `[{"id", "deleted", "object"}]`.
-    pub fn truth(&self, account: &str, livemode: bool, resource: &str) -> Result<Vec<Value>, ControlError> {
+    pub fn truth(
+        &self,
+        account: &str,
+        livemode: bool,
+        resource: &str,
+    ) -> Result<Vec<Value>, ControlError> {
         let res = Self::resource(resource)?;
         let w = self.world.read();
-        let scope = w.scopes.get(&(account.to_string(), livemode)).ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
+        let scope = w
+            .scopes
+            .get(&(account.to_string(), livemode))
+            .ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
         Ok(scope.truth(res))
     }
 
+    /// Ids of the objects a full list would return, in list order (newest first), without the objects.
+    pub fn ids(
+        &self,
+        account: &str,
+        livemode: bool,
+        resource: &str,
+    ) -> Result<Vec<String>, ControlError> {
+        let res = Self::resource(resource)?;
+        let w = self.world.read();
+        let scope = w
+            .scopes
+            .get(&(account.to_string(), livemode))
+            .ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
+        Ok(scope
+            .table(res)
+            .live_ids()
+            .iter()
+            .rev()
+            .map(|id| id.to_string())
+            .collect())
+    }
+
     /// Mints a restricted key that may read only the listed resources.
-    pub fn mint_restricted_key(&self, account: &str, livemode: bool, allow: &[&str]) -> Result<KeyInfo, ControlError> {
-        self.world.write().mint_key(account, livemode, allow.iter().map(|s| s.to_string()).collect())
+    pub fn mint_restricted_key(
+        &self,
+        account: &str,
+        livemode: bool,
+        allow: &[&str],
+    ) -> Result<KeyInfo, ControlError> {
+        self.world.write().mint_key(
+            account,
+            livemode,
+            allow.iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     pub fn set_faults(&self, rules: Vec<FaultRule>) {
@@ -356,5 +447,10 @@ pub async fn serve(sim: Arc<Simulator>, addr: SocketAddr) -> std::io::Result<Run
     let addr = listener.local_addr()?;
     let info = sim.info(&format!("http://{addr}"));
     let task = tokio::spawn(server::accept_loop(listener, sim.clone()));
-    Ok(RunningSim { sim, addr, info, task })
+    Ok(RunningSim {
+        sim,
+        addr,
+        info,
+        task,
+    })
 }

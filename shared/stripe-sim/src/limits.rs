@@ -26,13 +26,21 @@ pub struct RateLimits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits { enabled: true, live_per_sec: 100.0, test_per_sec: 25.0, endpoint_per_sec: 25.0 }
+        RateLimits {
+            enabled: true,
+            live_per_sec: 100.0,
+            test_per_sec: 25.0,
+            endpoint_per_sec: 25.0,
+        }
     }
 }
 
 impl RateLimits {
     pub fn off() -> Self {
-        RateLimits { enabled: false, ..RateLimits::default() }
+        RateLimits {
+            enabled: false,
+            ..RateLimits::default()
+        }
     }
 }
 
@@ -50,18 +58,32 @@ pub struct Limiter {
 
 impl Limiter {
     /// Takes one token from each bucket, or says which limit refused (`global-rate` / `endpoint-rate`).
-    pub fn admit(&self, limits: &RateLimits, account: &str, livemode: bool, endpoint: &str) -> Result<(), &'static str> {
+    pub fn admit(
+        &self,
+        limits: &RateLimits,
+        account: &str,
+        livemode: bool,
+        endpoint: &str,
+    ) -> Result<(), &'static str> {
         if !limits.enabled {
             return Ok(());
         }
         let now = Instant::now();
-        let account_rate = if livemode { limits.live_per_sec } else { limits.test_per_sec };
+        let account_rate = if livemode {
+            limits.live_per_sec
+        } else {
+            limits.test_per_sec
+        };
         let global = format!("{account}/{livemode}");
         let per_endpoint = format!("{global}/{endpoint}");
         let mut buckets = self.buckets.lock();
         let has = |b: &mut HashMap<String, Bucket>, key: &str, rate: f64| -> bool {
-            let bucket = b.entry(key.to_string()).or_insert(Bucket { tokens: rate, at: now });
-            bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate.max(1.0));
+            let bucket = b.entry(key.to_string()).or_insert(Bucket {
+                tokens: rate,
+                at: now,
+            });
+            bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate)
+                .min(rate.max(1.0));
             bucket.at = now;
             bucket.tokens >= 1.0
         };
@@ -115,7 +137,9 @@ pub struct FaultRule {
 impl FaultRule {
     /// Parses `KIND:RATE`, `KIND:every=N`, or `latency=MS:RATE` (command-line form).
     pub fn parse(spec: &str) -> Result<FaultRule, String> {
-        let (kind, when) = spec.split_once(':').ok_or_else(|| format!("fault '{spec}': expected KIND:PROBABILITY or KIND:every=N"))?;
+        let (kind, when) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("fault '{spec}': expected KIND:PROBABILITY or KIND:every=N"))?;
         let (kind, arg) = match kind.split_once('=') {
             Some((k, a)) => (k, Some(a)),
             None => (kind, None),
@@ -130,15 +154,36 @@ impl FaultRule {
             other => return Err(format!("fault '{spec}': unknown kind '{other}' (lock_timeout, 500, 503, drop, truncate, latency=MS)")),
         };
         let latency_ms = match (kind, arg) {
-            (FaultKind::Latency, Some(ms)) => ms.parse().map_err(|_| format!("fault '{spec}': latency needs milliseconds, as in latency=250:0.1"))?,
-            (FaultKind::Latency, None) => return Err(format!("fault '{spec}': latency needs milliseconds, as in latency=250:0.1")),
+            (FaultKind::Latency, Some(ms)) => ms.parse().map_err(|_| {
+                format!("fault '{spec}': latency needs milliseconds, as in latency=250:0.1")
+            })?,
+            (FaultKind::Latency, None) => {
+                return Err(format!(
+                    "fault '{spec}': latency needs milliseconds, as in latency=250:0.1"
+                ))
+            }
             _ => 0,
         };
-        let mut rule = FaultRule { kind, probability: 0.0, every: 0, latency_ms };
+        let mut rule = FaultRule {
+            kind,
+            probability: 0.0,
+            every: 0,
+            latency_ms,
+        };
         match when.strip_prefix("every=") {
-            Some(n) => rule.every = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("fault '{spec}': every=N needs a positive whole number"))?,
+            Some(n) => {
+                rule.every = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("fault '{spec}': every=N needs a positive whole number")
+                })?
+            }
             None => {
-                rule.probability = when.parse().ok().filter(|p: &f64| (0.0..=1.0).contains(p)).ok_or_else(|| format!("fault '{spec}': the probability must be between 0 and 1"))?
+                rule.probability = when
+                    .parse()
+                    .ok()
+                    .filter(|p: &f64| (0.0..=1.0).contains(p))
+                    .ok_or_else(|| {
+                        format!("fault '{spec}': the probability must be between 0 and 1")
+                    })?
             }
         }
         Ok(rule)
@@ -153,7 +198,9 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(rules: Vec<FaultRule>, seed: u64) -> Faults {
-        Faults { rules: Mutex::new((rules, Rng::new(seed, 0xFA17), 0)) }
+        Faults {
+            rules: Mutex::new((rules, Rng::new(seed, 0xFA17), 0)),
+        }
     }
 
     pub fn set(&self, rules: Vec<FaultRule>) {
@@ -174,7 +221,10 @@ impl Faults {
         let n = *count;
         rules
             .iter()
-            .filter(|r| (r.every > 0 && n % r.every == 0) || (r.probability > 0.0 && rng.chance(r.probability)))
+            .filter(|r| {
+                (r.every > 0 && n % r.every == 0)
+                    || (r.probability > 0.0 && rng.chance(r.probability))
+            })
             .cloned()
             .collect()
     }
@@ -186,7 +236,10 @@ mod tests {
 
     #[test]
     fn parse_forms() {
-        assert_eq!(FaultRule::parse("lock_timeout:0.1").unwrap().probability, 0.1);
+        assert_eq!(
+            FaultRule::parse("lock_timeout:0.1").unwrap().probability,
+            0.1
+        );
         assert_eq!(FaultRule::parse("503:every=7").unwrap().every, 7);
         let l = FaultRule::parse("latency=250:0.5").unwrap();
         assert_eq!((l.kind, l.latency_ms), (FaultKind::Latency, 250));
@@ -205,13 +258,26 @@ mod tests {
     #[test]
     fn bucket_refuses_past_its_rate() {
         let l = Limiter::default();
-        let limits = RateLimits { enabled: true, live_per_sec: 5.0, test_per_sec: 5.0, endpoint_per_sec: 3.0 };
-        let ok = (0..10).filter(|_| l.admit(&limits, "a", true, "/v1/charges").is_ok()).count();
+        let limits = RateLimits {
+            enabled: true,
+            live_per_sec: 5.0,
+            test_per_sec: 5.0,
+            endpoint_per_sec: 3.0,
+        };
+        let ok = (0..10)
+            .filter(|_| l.admit(&limits, "a", true, "/v1/charges").is_ok())
+            .count();
         assert_eq!(ok, 3);
-        assert_eq!(l.admit(&limits, "a", true, "/v1/charges"), Err("endpoint-rate"));
+        assert_eq!(
+            l.admit(&limits, "a", true, "/v1/charges"),
+            Err("endpoint-rate")
+        );
         assert!(l.admit(&limits, "a", true, "/v1/customers").is_ok());
         assert!(l.admit(&limits, "a", true, "/v1/customers").is_ok());
-        assert_eq!(l.admit(&limits, "a", true, "/v1/customers"), Err("global-rate"));
+        assert_eq!(
+            l.admit(&limits, "a", true, "/v1/customers"),
+            Err("global-rate")
+        );
         assert!(l.admit(&limits, "b", true, "/v1/customers").is_ok());
     }
 }

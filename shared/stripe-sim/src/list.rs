@@ -26,7 +26,9 @@ impl Match {
             Match::Eq(v) => v == value,
             Match::NotEq(v) => v != value,
             Match::Glob(pre, suf) => {
-                value.len() >= pre.len() + suf.len() && value.starts_with(pre.as_str()) && value.ends_with(suf.as_str())
+                value.len() >= pre.len() + suf.len()
+                    && value.starts_with(pre.as_str())
+                    && value.ends_with(suf.as_str())
             }
             Match::AnyOf(ms) => ms.iter().any(|m| m.matches(value)),
         }
@@ -139,17 +141,29 @@ impl ListQuery {
         }
         if res == Res::Subscription && !status_seen {
             // Stripe's silent default: canceled subscriptions are hidden unless asked for.
-            q.filters.push((filter_index(res, "status"), Match::NotEq("canceled".into())));
+            q.filters
+                .push((filter_index(res, "status"), Match::NotEq("canceled".into())));
         }
         if res == Res::Event {
             let i = filter_index(res, "type");
             match (event_type, event_types.is_empty()) {
                 (Some(_), false) => {
-                    return Err(ApiError::invalid(None, "You may only specify one of these parameters: type, types.").param("types"))
+                    return Err(ApiError::invalid(
+                        None,
+                        "You may only specify one of these parameters: type, types.",
+                    )
+                    .param("types"))
                 }
                 (Some(m), true) => q.filters.push((i, m)),
                 (None, false) if event_types.len() > MAX_EVENT_TYPES => {
-                    return Err(ApiError::invalid(None, format!("You may only specify up to {MAX_EVENT_TYPES} types (got {}).", event_types.len())).param("types"))
+                    return Err(ApiError::invalid(
+                        None,
+                        format!(
+                            "You may only specify up to {MAX_EVENT_TYPES} types (got {}).",
+                            event_types.len()
+                        ),
+                    )
+                    .param("types"))
                 }
                 (None, false) => q.filters.push((i, Match::AnyOf(event_types))),
                 (None, true) => {}
@@ -174,17 +188,31 @@ fn filter_index(res: Res, name: &str) -> usize {
 
 fn parse_int(key: &str, value: &str) -> Result<i64, ApiError> {
     value.parse().map_err(|_| {
-        ApiError::invalid(Some("parameter_invalid_integer"), format!("Invalid integer: {value}")).param(key)
+        ApiError::invalid(
+            Some("parameter_invalid_integer"),
+            format!("Invalid integer: {value}"),
+        )
+        .param(key)
     })
 }
 
 fn parse_limit(value: &str) -> Result<usize, ApiError> {
     let n = parse_int("limit", value)?;
     if n < 1 {
-        return Err(ApiError::invalid(Some("parameter_invalid_integer"), "This value must be greater than or equal to 1.").param("limit"));
+        return Err(ApiError::invalid(
+            Some("parameter_invalid_integer"),
+            "This value must be greater than or equal to 1.",
+        )
+        .param("limit"));
     }
     if n > MAX_LIMIT as i64 {
-        return Err(ApiError::invalid(Some("parameter_invalid_integer"), format!("This value must be less than or equal to {MAX_LIMIT} (it currently is '{n}').")).param("limit"));
+        return Err(ApiError::invalid(
+            Some("parameter_invalid_integer"),
+            format!(
+                "This value must be less than or equal to {MAX_LIMIT} (it currently is '{n}')."
+            ),
+        )
+        .param("limit"));
     }
     Ok(n as usize)
 }
@@ -208,7 +236,10 @@ impl Page {
             chunks.push(obj);
         }
         let url = serde_json::to_string(url).unwrap_or_else(|_| "\"\"".into());
-        chunks.push(Bytes::from(format!("],\"has_more\":{},\"url\":{url}}}", self.has_more)));
+        chunks.push(Bytes::from(format!(
+            "],\"has_more\":{},\"url\":{url}}}",
+            self.has_more
+        )));
         chunks
     }
 }
@@ -218,13 +249,21 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn limit_bounds() {
         assert_eq!(ListQuery::parse(Res::Charge, &p(&[])).unwrap().limit, 10);
-        assert_eq!(ListQuery::parse(Res::Charge, &p(&[("limit", "100")])).unwrap().limit, 100);
+        assert_eq!(
+            ListQuery::parse(Res::Charge, &p(&[("limit", "100")]))
+                .unwrap()
+                .limit,
+            100
+        );
         for bad in ["0", "101", "x"] {
             let e = ListQuery::parse(Res::Charge, &p(&[("limit", bad)])).unwrap_err();
             assert_eq!((e.status, e.param.as_deref()), (400, Some("limit")));
@@ -233,17 +272,29 @@ mod tests {
 
     #[test]
     fn created_only_where_supported() {
-        let q = ListQuery::parse(Res::Charge, &p(&[("created[gte]", "5"), ("created[lt]", "9")])).unwrap();
+        let q = ListQuery::parse(
+            Res::Charge,
+            &p(&[("created[gte]", "5"), ("created[lt]", "9")]),
+        )
+        .unwrap();
         assert_eq!((q.created_from, q.created_to), (5, 9));
         let q = ListQuery::parse(Res::Charge, &p(&[("created", "5")])).unwrap();
         assert_eq!((q.created_from, q.created_to), (5, 6));
-        let e = ListQuery::parse(Res::SubscriptionItem, &p(&[("subscription", "sub_1"), ("created[gte]", "5")])).unwrap_err();
+        let e = ListQuery::parse(
+            Res::SubscriptionItem,
+            &p(&[("subscription", "sub_1"), ("created[gte]", "5")]),
+        )
+        .unwrap_err();
         assert_eq!(e.code, Some("parameter_unknown"));
     }
 
     #[test]
     fn cursors_are_exclusive_of_each_other() {
-        let e = ListQuery::parse(Res::Charge, &p(&[("starting_after", "a"), ("ending_before", "b")])).unwrap_err();
+        let e = ListQuery::parse(
+            Res::Charge,
+            &p(&[("starting_after", "a"), ("ending_before", "b")]),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400);
     }
 
@@ -251,7 +302,12 @@ mod tests {
     fn subscriptions_hide_canceled_by_default() {
         let q = ListQuery::parse(Res::Subscription, &p(&[])).unwrap();
         assert_eq!(q.filters[0].1, Match::NotEq("canceled".into()));
-        assert!(ListQuery::parse(Res::Subscription, &p(&[("status", "all")])).unwrap().filters.is_empty());
+        assert!(
+            ListQuery::parse(Res::Subscription, &p(&[("status", "all")]))
+                .unwrap()
+                .filters
+                .is_empty()
+        );
     }
 
     #[test]
@@ -261,7 +317,9 @@ mod tests {
         assert!(!q.filters[0].1.matches("charge.updated"));
         let e = ListQuery::parse(Res::Event, &p(&[("type", "a"), ("types[]", "b")])).unwrap_err();
         assert_eq!(e.status, 400);
-        let many: Vec<(String, String)> = (0..21).map(|i| ("types[]".to_string(), format!("t{i}"))).collect();
+        let many: Vec<(String, String)> = (0..21)
+            .map(|i| ("types[]".to_string(), format!("t{i}")))
+            .collect();
         assert!(ListQuery::parse(Res::Event, &many).is_err());
     }
 

@@ -52,7 +52,8 @@ struct Args {
 }
 
 fn parse_profile(s: &str) -> Result<Profile, String> {
-    Profile::parse(s).ok_or_else(|| format!("unknown profile '{s}': use tiny, small, demo or large"))
+    Profile::parse(s)
+        .ok_or_else(|| format!("unknown profile '{s}': use tiny, small, demo or large"))
 }
 
 #[tokio::main]
@@ -61,7 +62,12 @@ async fn main() -> std::io::Result<()> {
     let rate_limits = if args.rate_limit <= 0.0 {
         RateLimits::off()
     } else {
-        RateLimits { enabled: true, live_per_sec: args.rate_limit, test_per_sec: args.test_rate_limit, endpoint_per_sec: args.endpoint_rate_limit }
+        RateLimits {
+            enabled: true,
+            live_per_sec: args.rate_limit,
+            test_per_sec: args.test_rate_limit,
+            endpoint_per_sec: args.endpoint_rate_limit,
+        }
     };
     let config = SimConfig {
         seed: args.seed,
@@ -70,10 +76,16 @@ async fn main() -> std::io::Result<()> {
         rate_limits,
         latency_ms: args.latency_ms,
         faults: args.faults,
-        events: EventPolicy { visibility_delay_secs: args.event_delay_secs, duplicate_rate: args.event_duplicate_rate },
+        events: EventPolicy {
+            visibility_delay_secs: args.event_delay_secs,
+            duplicate_rate: args.event_duplicate_rate,
+        },
     };
     let running = stripe_sim::start_on(config, SocketAddr::new(args.host, args.port)).await?;
-    println!("{}", serde_json::to_string(running.info()).map_err(std::io::Error::other)?);
+    println!(
+        "{}",
+        serde_json::to_string(running.info()).map_err(std::io::Error::other)?
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

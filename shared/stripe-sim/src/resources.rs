@@ -208,7 +208,10 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("charge.dispute.created"),
         updated_event: Some("charge.dispute.updated"),
         deleted_event: None,
-        refs: &[("charge", Some(Charge)), ("payment_intent", Some(PaymentIntent))],
+        refs: &[
+            ("charge", Some(Charge)),
+            ("payment_intent", Some(PaymentIntent)),
+        ],
         permission: "rak_dispute_read",
     },
     ResourceDef {

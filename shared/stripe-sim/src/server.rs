@@ -21,7 +21,9 @@ use std::time::Duration;
 /// Accepts connections until the task is aborted.
 pub async fn accept_loop(listener: tokio::net::TcpListener, sim: Arc<Simulator>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let sim = sim.clone();
         tokio::spawn(async move {
@@ -69,13 +71,18 @@ async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Result<Response<
 
 pub fn json_response(status: u16, body: SimBody) -> Response<SimBody> {
     let mut resp = Response::new(body);
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 pub fn error_response(e: &ApiError) -> Response<SimBody> {
-    let mut resp = json_response(e.status, SimBody::json(serde_json::to_vec(&e.body()).unwrap_or_default()));
+    let mut resp = json_response(
+        e.status,
+        SimBody::json(serde_json::to_vec(&e.body()).unwrap_or_default()),
+    );
     for (name, value) in &e.headers {
         if let Ok(v) = HeaderValue::from_str(value) {
             resp.headers_mut().insert(*name, v);
@@ -93,7 +100,10 @@ struct Caller {
 }
 
 fn authenticate(world: &World, req: &Request<Incoming>) -> Result<Caller, ApiError> {
-    let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let key = match auth {
         Some(a) if a.starts_with("Bearer ") => a[7..].trim().to_string(),
         Some(a) if a.starts_with("Basic ") => decode_basic(&a[6..]).unwrap_or_default(),
@@ -103,18 +113,32 @@ fn authenticate(world: &World, req: &Request<Incoming>) -> Result<Caller, ApiErr
         return Err(ApiError::unauthorized("You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, or we can help at https://support.stripe.com/.".into()));
     }
     let Some(info) = world.keys.get(&key) else {
-        return Err(ApiError::unauthorized(format!("Invalid API Key provided: {}", mask_key(&key))));
+        return Err(ApiError::unauthorized(format!(
+            "Invalid API Key provided: {}",
+            mask_key(&key)
+        )));
     };
     let mut account = info.account.clone();
-    if let Some(target) = req.headers().get("stripe-account").and_then(|v| v.to_str().ok()) {
+    if let Some(target) = req
+        .headers()
+        .get("stripe-account")
+        .and_then(|v| v.to_str().ok())
+    {
         let allowed = target == info.account
-            || world.account(target).is_some_and(|a| a.kind == AccountKind::Connected && a.platform.as_deref() == Some(info.account.as_str()));
+            || world.account(target).is_some_and(|a| {
+                a.kind == AccountKind::Connected
+                    && a.platform.as_deref() == Some(info.account.as_str())
+            });
         if !allowed {
             return Err(ApiError::forbidden(format!("The provided key '{}' does not have access to account '{target}' (or that account does not exist). Application access may have been revoked.", mask_key(&key))));
         }
         account = target.to_string();
     }
-    Ok(Caller { livemode: info.livemode(), key: info.clone(), account })
+    Ok(Caller {
+        livemode: info.livemode(),
+        key: info.clone(),
+        account,
+    })
 }
 
 fn decode_basic(b64: &str) -> Option<String> {
@@ -153,9 +177,18 @@ async fn api(sim: &Arc<Simulator>, req: &Request<Incoming>) -> Result<ApiResult,
         Err(e) => return Ok(Err(record(sim, "-", false, &endpoint, e))),
     };
     let limits = *sim.limits.read();
-    if let Err(reason) = sim.limiter.admit(&limits, &caller.key.account, caller.livemode, &endpoint) {
+    if let Err(reason) = sim
+        .limiter
+        .admit(&limits, &caller.key.account, caller.livemode, &endpoint)
+    {
         sim.stats.lock().rate_limited += 1;
-        return Ok(Err(record(sim, &caller.account, caller.livemode, &endpoint, ApiError::rate_limited(reason))));
+        return Ok(Err(record(
+            sim,
+            &caller.account,
+            caller.livemode,
+            &endpoint,
+            ApiError::rate_limited(reason),
+        )));
     }
     let fired = sim.faults.roll();
     let mut truncate = false;
@@ -165,15 +198,42 @@ async fn api(sim: &Arc<Simulator>, req: &Request<Incoming>) -> Result<ApiResult,
             FaultKind::Latency => tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await,
             FaultKind::Drop => return Err(Dropped),
             FaultKind::Truncate => truncate = true,
-            FaultKind::LockTimeout => return Ok(Err(record(sim, &caller.account, caller.livemode, &endpoint, ApiError::lock_timeout()))),
-            FaultKind::ServerError => return Ok(Err(record(sim, &caller.account, caller.livemode, &endpoint, ApiError::server(500)))),
-            FaultKind::Unavailable => return Ok(Err(record(sim, &caller.account, caller.livemode, &endpoint, ApiError::server(503)))),
+            FaultKind::LockTimeout => {
+                return Ok(Err(record(
+                    sim,
+                    &caller.account,
+                    caller.livemode,
+                    &endpoint,
+                    ApiError::lock_timeout(),
+                )))
+            }
+            FaultKind::ServerError => {
+                return Ok(Err(record(
+                    sim,
+                    &caller.account,
+                    caller.livemode,
+                    &endpoint,
+                    ApiError::server(500),
+                )))
+            }
+            FaultKind::Unavailable => {
+                return Ok(Err(record(
+                    sim,
+                    &caller.account,
+                    caller.livemode,
+                    &endpoint,
+                    ApiError::server(503),
+                )))
+            }
         }
     }
     let result = if req.method() != Method::GET {
         Err(ApiError::method_not_allowed(req.method().as_str(), path))
     } else {
-        let params: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+        let params: Vec<(String, String)> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
         let world = sim.world.read();
         route(&world, &caller, path, &params, sim.now())
     };
@@ -186,7 +246,11 @@ async fn api(sim: &Arc<Simulator>, req: &Request<Incoming>) -> Result<ApiResult,
     Ok(match result {
         Ok(chunks) => {
             record_status(sim, &caller.account, caller.livemode, &endpoint, 200);
-            let body = if truncate { SimBody::new(chunks).truncate_half() } else { SimBody::new(chunks) };
+            let body = if truncate {
+                SimBody::new(chunks).truncate_half()
+            } else {
+                SimBody::new(chunks)
+            };
             let mut resp = json_response(200, body);
             if let Ok(v) = HeaderValue::from_str(&version) {
                 resp.headers_mut().insert("stripe-version", v);
@@ -206,7 +270,10 @@ fn record_status(sim: &Simulator, account: &str, livemode: bool, endpoint: &str,
     let mut stats = sim.stats.lock();
     stats.requests += 1;
     *stats.by_status.entry(status).or_default() += 1;
-    *stats.by_endpoint.entry(format!("{account} {} {endpoint}", mode_name(livemode))).or_default() += 1;
+    *stats
+        .by_endpoint
+        .entry(format!("{account} {} {endpoint}", mode_name(livemode)))
+        .or_default() += 1;
 }
 
 /// `/v1/charges/ch_123` → `/v1/charges/{id}`: the key of per-endpoint limits and counters.
@@ -220,8 +287,18 @@ fn endpoint_template(path: &str) -> String {
     }
 }
 
-fn route(world: &World, caller: &Caller, path: &str, params: &[(String, String)], now: i64) -> Result<Vec<bytes::Bytes>, ApiError> {
-    let segs: Vec<&str> = path.trim_start_matches("/v1/").split('/').filter(|s| !s.is_empty()).collect();
+fn route(
+    world: &World,
+    caller: &Caller,
+    path: &str,
+    params: &[(String, String)],
+    now: i64,
+) -> Result<Vec<bytes::Bytes>, ApiError> {
+    let segs: Vec<&str> = path
+        .trim_start_matches("/v1/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     if !path.starts_with("/v1/") {
         return Err(ApiError::not_found(path));
     }
@@ -229,7 +306,11 @@ fn route(world: &World, caller: &Caller, path: &str, params: &[(String, String)]
         .scopes
         .get(&(caller.account.clone(), caller.livemode))
         .ok_or_else(|| ApiError::not_found(path))?;
-    let object = |v: &Value| Ok(vec![bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default())]);
+    let object = |v: &Value| {
+        Ok(vec![bytes::Bytes::from(
+            serde_json::to_vec(v).unwrap_or_default(),
+        )])
+    };
     match segs.as_slice() {
         ["account"] => object(&world.account_json(&caller.account, caller.livemode)),
         [name] | [name, _] | [name, _, "lines"] => {
@@ -262,19 +343,32 @@ fn route(world: &World, caller: &Caller, path: &str, params: &[(String, String)]
                     Ok(page.into_chunks(&format!("/v1/{name}")))
                 }
                 [_, id] => {
-                    let expand_paths: Vec<String> = params.iter().filter(|(k, _)| k.starts_with("expand")).map(|(_, v)| v.clone()).collect();
+                    let expand_paths: Vec<String> = params
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("expand"))
+                        .map(|(_, v)| v.clone())
+                        .collect();
                     for (k, _) in params {
                         if !k.starts_with("expand") {
                             return Err(ApiError::unknown_parameter(k));
                         }
                     }
                     expand::validate(res, &expand_paths, false)?;
-                    let row = scope.table(res).get(id).ok_or_else(|| missing(world, caller, res, id))?;
+                    let row = scope
+                        .table(res)
+                        .get(id)
+                        .ok_or_else(|| missing(world, caller, res, id))?;
                     if res == Res::Event && row.created < now - EVENT_RETENTION_SECS {
-                        return Err(ApiError::invalid(Some("resource_missing"), format!("No such event: '{id}'. Events are only kept for 30 days.")).param("id"));
+                        return Err(ApiError::invalid(
+                            Some("resource_missing"),
+                            format!("No such event: '{id}'. Events are only kept for 30 days."),
+                        )
+                        .param("id"));
                     }
                     if row.deleted {
-                        return object(&serde_json::json!({"id": id, "object": res.def().object, "deleted": true}));
+                        return object(
+                            &serde_json::json!({"id": id, "object": res.def().object, "deleted": true}),
+                        );
                     }
                     if expand_paths.is_empty() {
                         return Ok(vec![row.json.clone()]);
@@ -286,7 +380,10 @@ fn route(world: &World, caller: &Caller, path: &str, params: &[(String, String)]
                     object(&v)
                 }
                 [_, id, _] if res == Res::Invoice => {
-                    let lines = scope.lines.get(*id).ok_or_else(|| ApiError::no_such("invoice", id))?;
+                    let lines = scope
+                        .lines
+                        .get(*id)
+                        .ok_or_else(|| ApiError::no_such("invoice", id))?;
                     invoice_lines(lines, params, id)
                 }
                 _ => Err(ApiError::not_found(path)),
@@ -299,16 +396,26 @@ fn route(world: &World, caller: &Caller, path: &str, params: &[(String, String)]
 /// 404 for an object that does not exist, saying so when it exists in the other mode (as Stripe does).
 fn missing(world: &World, caller: &Caller, res: Res, id: &str) -> ApiError {
     let mut e = ApiError::no_such(res.def().object, id);
-    let other = world.scopes.get(&(caller.account.clone(), !caller.livemode));
+    let other = world
+        .scopes
+        .get(&(caller.account.clone(), !caller.livemode));
     if other.is_some_and(|s| s.table(res).get(id).is_some()) {
-        let (has, used) = if caller.livemode { ("test", "live") } else { ("live", "test") };
+        let (has, used) = if caller.livemode {
+            ("test", "live")
+        } else {
+            ("live", "test")
+        };
         e.message = format!("{}; a similar object exists in {has} mode, but a {used} mode key was used to make this request.", e.message);
     }
     e
 }
 
 /// `/v1/invoices/{id}/lines`: every line in invoice order, paged with the usual cursors.
-fn invoice_lines(lines: &[(Box<str>, bytes::Bytes)], params: &[(String, String)], invoice: &str) -> Result<Vec<bytes::Bytes>, ApiError> {
+fn invoice_lines(
+    lines: &[(Box<str>, bytes::Bytes)],
+    params: &[(String, String)],
+    invoice: &str,
+) -> Result<Vec<bytes::Bytes>, ApiError> {
     let mut limit = DEFAULT_LIMIT;
     let (mut after, mut before) = (None, None);
     for (k, v) in params {
@@ -320,10 +427,19 @@ fn invoice_lines(lines: &[(Box<str>, bytes::Bytes)], params: &[(String, String)]
         }
     }
     if after.is_some() && before.is_some() {
-        return Err(ApiError::invalid(None, "You may only specify one of these parameters: ending_before, starting_after."));
+        return Err(ApiError::invalid(
+            None,
+            "You may only specify one of these parameters: ending_before, starting_after.",
+        ));
     }
     let pos = |param: &str, id: &str| {
-        lines.iter().position(|(l, _)| &**l == id).ok_or_else(|| ApiError::invalid(Some("resource_missing"), format!("No such line item: '{id}'")).param(param))
+        lines.iter().position(|(l, _)| &**l == id).ok_or_else(|| {
+            ApiError::invalid(
+                Some("resource_missing"),
+                format!("No such line item: '{id}'"),
+            )
+            .param(param)
+        })
     };
     let (start, end) = match (after, before) {
         (Some(a), _) => (pos("starting_after", a)? + 1, lines.len()),
@@ -334,8 +450,18 @@ fn invoice_lines(lines: &[(Box<str>, bytes::Bytes)], params: &[(String, String)]
         _ => (0, lines.len()),
     };
     let take = (end - start).min(limit);
-    let has_more = if before.is_some() { start > 0 } else { end - start > take };
-    let page = Page { data: lines[start..start + take].iter().map(|(_, b)| b.clone()).collect(), has_more };
+    let has_more = if before.is_some() {
+        start > 0
+    } else {
+        end - start > take
+    };
+    let page = Page {
+        data: lines[start..start + take]
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect(),
+        has_more,
+    };
     Ok(page.into_chunks(&format!("/v1/invoices/{invoice}/lines")))
 }
 
@@ -354,8 +480,16 @@ pub fn http_date(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!("{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT", months[(month - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        months[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -365,19 +499,28 @@ mod tests {
     #[test]
     fn http_dates() {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(http_date(crate::DEFAULT_START), "Sun, 01 Nov 2026 00:00:00 GMT");
+        assert_eq!(
+            http_date(crate::DEFAULT_START),
+            "Sun, 01 Nov 2026 00:00:00 GMT"
+        );
     }
 
     #[test]
     fn basic_auth_takes_the_user_name() {
         // "sk_test_abc:" in base64
-        assert_eq!(decode_basic("c2tfdGVzdF9hYmM6").as_deref(), Some("sk_test_abc"));
+        assert_eq!(
+            decode_basic("c2tfdGVzdF9hYmM6").as_deref(),
+            Some("sk_test_abc")
+        );
     }
 
     #[test]
     fn endpoint_templates() {
         assert_eq!(endpoint_template("/v1/charges"), "/v1/charges");
         assert_eq!(endpoint_template("/v1/charges/ch_1"), "/v1/charges/{id}");
-        assert_eq!(endpoint_template("/v1/invoices/in_1/lines"), "/v1/invoices/{id}/lines");
+        assert_eq!(
+            endpoint_template("/v1/invoices/in_1/lines"),
+            "/v1/invoices/{id}/lines"
+        );
     }
 }

@@ -150,7 +150,12 @@ mod tests {
     fn ids(p: &Page) -> Vec<String> {
         p.data
             .iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap().trim_matches('"').to_string())
+            .map(|b| {
+                String::from_utf8(b.to_vec())
+                    .unwrap()
+                    .trim_matches('"')
+                    .to_string()
+            })
             .collect()
     }
 

@@ -20,7 +20,10 @@ fn all() -> &'static Map<String, Value> {
 
 /// A fresh copy of Stripe's example object of type `name` (`charge`, `invoice`, …); `{}` if unknown.
 pub fn template(name: &str) -> Value {
-    all().get(name).cloned().unwrap_or_else(|| Value::Object(Map::new()))
+    all()
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()))
 }
 
 #[cfg(test)]

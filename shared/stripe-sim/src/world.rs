@@ -16,6 +16,13 @@ use std::collections::{BTreeMap, HashMap};
 /// The API version the simulator renders objects in.
 pub const PINNED_API_VERSION: &str = "2023-08-16";
 
+/// When a control operation happens and which request made it (recorded in its events).
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub now: i64,
+    pub request: String,
+}
+
 /// What kind of Stripe account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,7 +79,11 @@ pub enum ControlError {
     #[error("unknown resource '{0}': use a /v1 path segment such as 'charges'")]
     UnknownResource(String),
     #[error("{res} cannot be {what} through the simulator: {why}")]
-    NotSupported { res: String, what: &'static str, why: &'static str },
+    NotSupported {
+        res: String,
+        what: &'static str,
+        why: &'static str,
+    },
     #[error("invalid control request: {0}")]
     Invalid(String),
 }
@@ -99,8 +110,16 @@ impl World {
         let cast = [
             ("Acme Rockets", AccountKind::Standard, PINNED_API_VERSION),
             ("Globex Corporation", AccountKind::Standard, "2022-11-15"),
-            ("Initech Platform", AccountKind::Platform, PINNED_API_VERSION),
-            ("Initrode Express", AccountKind::Connected, PINNED_API_VERSION),
+            (
+                "Initech Platform",
+                AccountKind::Platform,
+                PINNED_API_VERSION,
+            ),
+            (
+                "Initrode Express",
+                AccountKind::Connected,
+                PINNED_API_VERSION,
+            ),
             ("Hooli Express", AccountKind::Connected, PINNED_API_VERSION),
         ];
         let mut accounts: Vec<Account> = Vec::new();
@@ -114,7 +133,11 @@ impl World {
                 id,
                 name: name.to_string(),
                 kind,
-                platform: if kind == AccountKind::Connected { platform.clone() } else { None },
+                platform: if kind == AccountKind::Connected {
+                    platform.clone()
+                } else {
+                    None
+                },
                 api_version: version.to_string(),
             });
         }
@@ -123,24 +146,52 @@ impl World {
             for mode in ["test", "live"] {
                 for (prefix, kind) in [("sk", "secret"), ("rk", "restricted")] {
                     let key = format!("{prefix}_{mode}_{}", rng.alnum(32));
-                    keys.insert(key.clone(), KeyInfo { key, account: a.id.clone(), mode, kind, allow: None });
+                    keys.insert(
+                        key.clone(),
+                        KeyInfo {
+                            key,
+                            account: a.id.clone(),
+                            mode,
+                            kind,
+                            allow: None,
+                        },
+                    );
                 }
             }
         }
         let connected_of = |p: &str| -> Vec<String> {
-            accounts.iter().filter(|a| a.platform.as_deref() == Some(p)).map(|a| a.id.clone()).collect()
+            accounts
+                .iter()
+                .filter(|a| a.platform.as_deref() == Some(p))
+                .map(|a| a.id.clone())
+                .collect()
         };
         let mut scopes = BTreeMap::new();
         for (i, a) in accounts.iter().enumerate() {
             for livemode in [false, true] {
                 let stream = (i as u64) * 2 + livemode as u64 + 1;
-                let mut scope = Scope::new(&a.id, livemode, a.kind == AccountKind::Connected, &a.api_version, Rng::new(seed, stream));
+                let mut scope = Scope::new(
+                    &a.id,
+                    livemode,
+                    a.kind == AccountKind::Connected,
+                    &a.api_version,
+                    Rng::new(seed, stream),
+                );
                 scope.event_policy = events;
-                let count = if a.kind == AccountKind::Connected { n / 4 } else { n };
+                let count = if a.kind == AccountKind::Connected {
+                    n / 4
+                } else {
+                    n
+                };
                 let destinations = connected_of(&a.id);
                 generate::generate(&mut scope, count, now, destinations.clone());
                 for (j, dest) in destinations.iter().enumerate() {
-                    let acct = account_object(&accounts, dest, now - generate::HISTORY_SECS + (j as i64 + 1) * 86_400, livemode);
+                    let acct = account_object(
+                        &accounts,
+                        dest,
+                        now - generate::HISTORY_SECS + (j as i64 + 1) * 86_400,
+                        livemode,
+                    );
                     scope.table_mut(Res::Account).push(crate::table::Row {
                         id: dest.as_str().into(),
                         created: acct["created"].as_i64().unwrap_or(0),
@@ -153,7 +204,13 @@ impl World {
                 scopes.insert((a.id.clone(), livemode), scope);
             }
         }
-        World { accounts, keys, scopes, seed, minted: 0 }
+        World {
+            accounts,
+            keys,
+            scopes,
+            seed,
+            minted: 0,
+        }
     }
 
     pub fn account(&self, id: &str) -> Option<&Account> {
@@ -162,7 +219,12 @@ impl World {
 
     /// The `/v1/account` object.
     pub fn account_json(&self, id: &str, livemode: bool) -> Value {
-        account_object(&self.accounts, id, crate::clock::DEFAULT_START - generate::HISTORY_SECS, livemode)
+        account_object(
+            &self.accounts,
+            id,
+            crate::clock::DEFAULT_START - generate::HISTORY_SECS,
+            livemode,
+        )
     }
 
     fn scope_mut(&mut self, account: &str, livemode: bool) -> Result<&mut Scope, ControlError> {
@@ -172,14 +234,26 @@ impl World {
     }
 
     fn destinations(&self, account: &str) -> Vec<String> {
-        self.accounts.iter().filter(|a| a.platform.as_deref() == Some(account)).map(|a| a.id.clone()).collect()
+        self.accounts
+            .iter()
+            .filter(|a| a.platform.as_deref() == Some(account))
+            .map(|a| a.id.clone())
+            .collect()
     }
 
     /// Creates `count` objects of `res` (with the related objects they need) at `now`, emitting events.
-    pub fn create(&mut self, account: &str, livemode: bool, res: Res, count: usize, now: i64, request: String) -> Result<Vec<String>, ControlError> {
+    pub fn create(
+        &mut self,
+        account: &str,
+        livemode: bool,
+        res: Res,
+        count: usize,
+        op: Op,
+    ) -> Result<Vec<String>, ControlError> {
         let destinations = self.destinations(account);
         let scope = self.scope_mut(account, livemode)?;
-        scope.request_id = Some(request);
+        scope.request_id = Some(op.request.clone());
+        let now = op.now;
         let mut g = Gen::live(scope, now, destinations);
         let mut ids = Vec::new();
         for _ in 0..count {
@@ -233,15 +307,30 @@ impl World {
 
     /// Updates `count` random objects of `res` (or the given ids), emitting `*.updated` with
     /// `previous_attributes` where Stripe has such an event.
-    pub fn update(&mut self, account: &str, livemode: bool, res: Res, count: usize, ids: &[String], now: i64, request: String) -> Result<Vec<String>, ControlError> {
+    pub fn update(
+        &mut self,
+        account: &str,
+        livemode: bool,
+        res: Res,
+        count: usize,
+        ids: &[String],
+        op: Op,
+    ) -> Result<Vec<String>, ControlError> {
         if matches!(res, Res::Event | Res::Account) {
-            return Err(ControlError::NotSupported { res: res.def().path.into(), what: "updated", why: "events and accounts are read-only" });
+            return Err(ControlError::NotSupported {
+                res: res.def().path.into(),
+                what: "updated",
+                why: "events and accounts are read-only",
+            });
         }
         let scope = self.scope_mut(account, livemode)?;
-        scope.request_id = Some(request);
+        scope.request_id = Some(op.request.clone());
+        let now = op.now;
         let targets = choose(scope, res, count, ids, |_| true)?;
         for id in &targets {
-            let Some(mut obj) = scope.object(res, id) else { continue };
+            let Some(mut obj) = scope.object(res, id) else {
+                continue;
+            };
             let previous = mutate(res, &mut obj, &mut scope.rng, now);
             scope.replace(res, &obj, res.def().updated_event, Some(previous), now);
         }
@@ -251,25 +340,44 @@ impl World {
 
     /// Deletes `count` random objects of `res` (or the given ids). Only resources with a `*.deleted`
     /// event can be deleted; invoices only as drafts, invoice items only while pending.
-    pub fn delete(&mut self, account: &str, livemode: bool, res: Res, count: usize, ids: &[String], now: i64, request: String) -> Result<Vec<String>, ControlError> {
+    pub fn delete(
+        &mut self,
+        account: &str,
+        livemode: bool,
+        res: Res,
+        count: usize,
+        ids: &[String],
+        op: Op,
+    ) -> Result<Vec<String>, ControlError> {
         let Some(event) = res.def().deleted_event else {
-            return Err(ControlError::NotSupported { res: res.def().path.into(), what: "deleted", why: "Stripe has no deleted event for it" });
+            return Err(ControlError::NotSupported {
+                res: res.def().path.into(),
+                what: "deleted",
+                why: "Stripe has no deleted event for it",
+            });
         };
         let scope = self.scope_mut(account, livemode)?;
-        scope.request_id = Some(request);
+        scope.request_id = Some(op.request.clone());
+        let now = op.now;
         let targets = choose(scope, res, count, ids, |o| match res {
             Res::Invoice => o["status"] == "draft",
             Res::InvoiceItem => o["invoice"].is_null(),
             _ => true,
         })?;
         for id in &targets {
-            let Some(obj) = scope.object(res, id) else { continue };
+            let Some(obj) = scope.object(res, id) else {
+                continue;
+            };
             if res == Res::Customer {
                 let subs: Vec<String> = scope
                     .table(Res::Subscription)
                     .rows()
                     .iter()
-                    .filter(|r| !r.deleted && r.attrs.first().is_some_and(|c| **c == **id) && r.attrs.get(1).is_some_and(|s| &**s != "canceled"))
+                    .filter(|r| {
+                        !r.deleted
+                            && r.attrs.first().is_some_and(|c| **c == **id)
+                            && r.attrs.get(1).is_some_and(|s| &**s != "canceled")
+                    })
                     .map(|r| r.id.to_string())
                     .collect();
                 for sub in subs {
@@ -286,10 +394,20 @@ impl World {
     }
 
     /// Cancels `count` random subscriptions that are not canceled yet (or the given ids).
-    pub fn cancel_subscriptions(&mut self, account: &str, livemode: bool, count: usize, ids: &[String], now: i64, request: String) -> Result<Vec<String>, ControlError> {
+    pub fn cancel_subscriptions(
+        &mut self,
+        account: &str,
+        livemode: bool,
+        count: usize,
+        ids: &[String],
+        op: Op,
+    ) -> Result<Vec<String>, ControlError> {
         let scope = self.scope_mut(account, livemode)?;
-        scope.request_id = Some(request);
-        let targets = choose(scope, Res::Subscription, count, ids, |o| o["status"] != "canceled")?;
+        scope.request_id = Some(op.request.clone());
+        let now = op.now;
+        let targets = choose(scope, Res::Subscription, count, ids, |o| {
+            o["status"] != "canceled"
+        })?;
         for id in &targets {
             cancel(scope, id, now);
         }
@@ -298,8 +416,15 @@ impl World {
     }
 
     /// Mints a restricted key that may read only `allow` (resource path names).
-    pub fn mint_key(&mut self, account: &str, livemode: bool, allow: Vec<String>) -> Result<KeyInfo, ControlError> {
-        let a = self.account(account).ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
+    pub fn mint_key(
+        &mut self,
+        account: &str,
+        livemode: bool,
+        allow: Vec<String>,
+    ) -> Result<KeyInfo, ControlError> {
+        let a = self
+            .account(account)
+            .ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
         if a.kind == AccountKind::Connected {
             return Err(ControlError::Invalid("connected accounts are reached with their platform's key and the Stripe-Account header".into()));
         }
@@ -312,7 +437,13 @@ impl World {
         let mode = if livemode { "live" } else { "test" };
         let mut rng = Rng::new(self.seed, 1_000_000 + self.minted);
         let key = format!("rk_{mode}_{}", rng.alnum(32));
-        let info = KeyInfo { key: key.clone(), account: account.to_string(), mode, kind: "restricted", allow: Some(allow) };
+        let info = KeyInfo {
+            key: key.clone(),
+            account: account.to_string(),
+            mode,
+            kind: "restricted",
+            allow: Some(allow),
+        };
         self.keys.insert(key, info.clone());
         Ok(info)
     }
@@ -334,12 +465,24 @@ fn scope_done(scope: &mut Scope) {
 }
 
 /// Picks targets: the given ids (which must exist and pass `eligible`), or `count` random eligible ones.
-fn choose(scope: &mut Scope, res: Res, count: usize, ids: &[String], eligible: impl Fn(&Value) -> bool) -> Result<Vec<String>, ControlError> {
+fn choose(
+    scope: &mut Scope,
+    res: Res,
+    count: usize,
+    ids: &[String],
+    eligible: impl Fn(&Value) -> bool,
+) -> Result<Vec<String>, ControlError> {
     if !ids.is_empty() {
         for id in ids {
             match scope.object(res, id) {
-                Some(o) if !scope.table(res).get(id).is_some_and(|r| r.deleted) && eligible(&o) => {}
-                _ => return Err(ControlError::Invalid(format!("{} '{id}' does not exist, is deleted, or cannot take this change", res.def().object))),
+                Some(o) if !scope.table(res).get(id).is_some_and(|r| r.deleted) && eligible(&o) => {
+                }
+                _ => {
+                    return Err(ControlError::Invalid(format!(
+                        "{} '{id}' does not exist, is deleted, or cannot take this change",
+                        res.def().object
+                    )))
+                }
             }
         }
         return Ok(ids.to_vec());
@@ -357,12 +500,21 @@ fn choose(scope: &mut Scope, res: Res, count: usize, ids: &[String], eligible: i
 }
 
 fn cancel(scope: &mut Scope, id: &str, now: i64) {
-    let Some(mut sub) = scope.object(Res::Subscription, id) else { return };
+    let Some(mut sub) = scope.object(Res::Subscription, id) else {
+        return;
+    };
     sub["status"] = json!("canceled");
     sub["canceled_at"] = json!(now);
     sub["ended_at"] = json!(now);
-    sub["cancellation_details"] = json!({"comment": null, "feedback": null, "reason": "cancellation_requested"});
-    scope.replace(Res::Subscription, &sub, Some("customer.subscription.deleted"), None, now);
+    sub["cancellation_details"] =
+        json!({"comment": null, "feedback": null, "reason": "cancellation_requested"});
+    scope.replace(
+        Res::Subscription,
+        &sub,
+        Some("customer.subscription.deleted"),
+        None,
+        now,
+    );
 }
 
 /// Changes an object the way an update through the API would; returns `previous_attributes`.
@@ -373,21 +525,40 @@ fn mutate(res: Res, obj: &mut Value, rng: &mut Rng, now: i64) -> Value {
         obj[key] = value;
     };
     let mut meta = obj["metadata"].as_object().cloned().unwrap_or_default();
-    let rev = meta.get("sim_revision").and_then(Value::as_str).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + 1;
+    let rev = meta
+        .get("sim_revision")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
     meta.insert("sim_revision".into(), json!(rev.to_string()));
-    meta.insert("sim_note".into(), json!(format!("mis à jour №{}", rng.range(1, 1_000_000))));
+    meta.insert(
+        "sim_note".into(),
+        json!(format!("mis à jour №{}", rng.range(1, 1_000_000))),
+    );
     set(obj, "metadata", Value::Object(meta));
     match res {
-        Res::Customer => set(obj, "email", json!(format!("updated.{}@example.com", rng.alnum(8).to_lowercase()))),
-        Res::Charge | Res::PaymentIntent | Res::Invoice | Res::Subscription | Res::InvoiceItem | Res::Payout | Res::Transfer | Res::Product | Res::SetupIntent => {
-            set(obj, "description", json!(format!("Updated at {now} — ✓")))
-        }
+        Res::Customer => set(
+            obj,
+            "email",
+            json!(format!(
+                "updated.{}@example.com",
+                rng.alnum(8).to_lowercase()
+            )),
+        ),
+        Res::Charge
+        | Res::PaymentIntent
+        | Res::Invoice
+        | Res::Subscription
+        | Res::InvoiceItem
+        | Res::Payout
+        | Res::Transfer
+        | Res::Product
+        | Res::SetupIntent => set(obj, "description", json!(format!("Updated at {now} — ✓"))),
         Res::Price => set(obj, "nickname", json!(format!("Tier {}", rng.range(1, 9)))),
         Res::Coupon => set(obj, "name", json!(format!("Promo ✨ {}", rng.range(1, 99)))),
-        Res::Dispute => {
-            if obj["status"] == "needs_response" {
-                set(obj, "status", json!("under_review"));
-            }
+        Res::Dispute if obj["status"] == "needs_response" => {
+            set(obj, "status", json!("under_review"))
         }
         _ => {}
     }

@@ -27,14 +27,24 @@ impl Resp {
     }
 
     pub fn ids(&self) -> Vec<String> {
-        self.json["data"].as_array().map(|a| a.iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+        self.json["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|o| o["id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
 impl Harness {
     pub async fn start(config: SimConfig) -> Harness {
         let sim = stripe_sim::start(config).await.expect("simulator starts");
-        Harness { sim, http: Client::builder(TokioExecutor::new()).build_http() }
+        Harness {
+            sim,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 
     pub async fn tiny() -> Harness {
@@ -47,38 +57,78 @@ impl Harness {
     }
 
     pub fn account(&self, n: usize) -> String {
-        self.sim.info().accounts.iter().filter(|a| a.kind != AccountKind::Connected).nth(n).unwrap().id.clone()
+        self.sim
+            .info()
+            .accounts
+            .iter()
+            .filter(|a| a.kind != AccountKind::Connected)
+            .nth(n)
+            .unwrap()
+            .id
+            .clone()
     }
 
     /// Sends a request; `Err` when the connection or body fails.
-    pub async fn try_send(&self, method: &str, path: &str, key: Option<&str>, headers: &[(&str, &str)], body: Option<Value>) -> Result<Resp, String> {
-        let mut req = hyper::Request::builder().method(method).uri(format!("{}{path}", self.sim.base_url()));
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<Resp, String> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.sim.base_url()));
         if let Some(key) = key {
             req = req.header("authorization", format!("Bearer {key}"));
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let body = body.map(|b| Bytes::from(serde_json::to_vec(&b).unwrap())).unwrap_or_default();
-        let resp = self.http.request(req.body(Full::new(body)).unwrap()).await.map_err(|e| format!("request: {e:?}"))?;
+        let body = body
+            .map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()))
+            .unwrap_or_default();
+        let resp = self
+            .http
+            .request(req.body(Full::new(body)).unwrap())
+            .await
+            .map_err(|e| format!("request: {e:?}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.map_err(|e| format!("body: {e:?}"))?.to_bytes();
-        let json = serde_json::from_slice(&bytes).map_err(|e| format!("json: {e}: {}", String::from_utf8_lossy(&bytes)))?;
-        Ok(Resp { status, headers, json })
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e:?}"))?
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("json: {e}: {}", String::from_utf8_lossy(&bytes)))?;
+        Ok(Resp {
+            status,
+            headers,
+            json,
+        })
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Resp {
-        self.try_send("GET", path, Some(key), &[], None).await.unwrap()
+        self.try_send("GET", path, Some(key), &[], None)
+            .await
+            .unwrap()
     }
 
     pub async fn get_as(&self, path: &str, key: &str, headers: &[(&str, &str)]) -> Resp {
-        self.try_send("GET", path, Some(key), headers, None).await.unwrap()
+        self.try_send("GET", path, Some(key), headers, None)
+            .await
+            .unwrap()
     }
 
     /// A control-API call; panics unless it answers 200.
     pub async fn control(&self, method: &str, path: &str, body: Value) -> Value {
-        let r = self.try_send(method, &format!("/_sim/{path}"), None, &[], Some(body)).await.unwrap();
+        let r = self
+            .try_send(method, &format!("/_sim/{path}"), None, &[], Some(body))
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "control {path}: {}", r.json);
         r.json
     }
@@ -88,8 +138,13 @@ impl Harness {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut ids: Vec<String> = Vec::new();
         loop {
-            let cursor = ids.last().map(|c| format!("&starting_after={c}")).unwrap_or_default();
-            let r = self.get(&format!("{path}{sep}limit={limit}{cursor}"), key).await;
+            let cursor = ids
+                .last()
+                .map(|c| format!("&starting_after={c}"))
+                .unwrap_or_default();
+            let r = self
+                .get(&format!("{path}{sep}limit={limit}{cursor}"), key)
+                .await;
             assert_eq!(r.status, 200, "{path}: {}", r.json);
             ids.extend(r.ids());
             if !r.json["has_more"].as_bool().unwrap() {
@@ -99,14 +154,44 @@ impl Harness {
     }
 
     /// Ground truth of a resource: (id, deleted, object).
-    pub async fn truth(&self, account: &str, mode: &str, resource: &str) -> Vec<(String, bool, Value)> {
-        let r = self.try_send("GET", &format!("/_sim/truth?account={account}&mode={mode}&resource={resource}"), None, &[], None).await.unwrap();
+    pub async fn truth(
+        &self,
+        account: &str,
+        mode: &str,
+        resource: &str,
+    ) -> Vec<(String, bool, Value)> {
+        let r = self
+            .try_send(
+                "GET",
+                &format!("/_sim/truth?account={account}&mode={mode}&resource={resource}"),
+                None,
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "{}", r.json);
-        r.json["data"].as_array().unwrap().iter().map(|o| (o["id"].as_str().unwrap().to_string(), o["deleted"].as_bool().unwrap(), o["object"].clone())).collect()
+        r.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["id"].as_str().unwrap().to_string(),
+                    o["deleted"].as_bool().unwrap(),
+                    o["object"].clone(),
+                )
+            })
+            .collect()
     }
 
     /// Live ids of the truth, in Stripe's list order (newest first, same-second ties newest-inserted first).
-    pub async fn truth_ids_newest_first(&self, account: &str, mode: &str, resource: &str) -> Vec<String> {
+    pub async fn truth_ids_newest_first(
+        &self,
+        account: &str,
+        mode: &str,
+        resource: &str,
+    ) -> Vec<String> {
         let mut t: Vec<(String, bool, Value)> = self.truth(account, mode, resource).await;
         t.retain(|(_, deleted, _)| !deleted);
         t.reverse();
