@@ -315,12 +315,7 @@ impl Simulator {
         resource: &str,
     ) -> Result<Vec<Value>, ControlError> {
         let res = Self::resource(resource)?;
-        let w = self.world.read();
-        let scope = w
-            .scopes
-            .get(&(account.to_string(), livemode))
-            .ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
-        Ok(scope.truth(res))
+        self.read_scope(account, livemode, |scope| scope.truth(res))
     }
 
     /// Ids of the objects a full list would return, in list order (newest first), without the objects.
@@ -331,18 +326,29 @@ impl Simulator {
         resource: &str,
     ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
+        self.read_scope(account, livemode, |scope| {
+            scope
+                .table(res)
+                .live_ids()
+                .iter()
+                .rev()
+                .map(|id| id.to_string())
+                .collect()
+        })
+    }
+
+    fn read_scope<T>(
+        &self,
+        account: &str,
+        livemode: bool,
+        read: impl FnOnce(&scope::Scope) -> T,
+    ) -> Result<T, ControlError> {
         let w = self.world.read();
         let scope = w
             .scopes
             .get(&(account.to_string(), livemode))
             .ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
-        Ok(scope
-            .table(res)
-            .live_ids()
-            .iter()
-            .rev()
-            .map(|id| id.to_string())
-            .collect())
+        Ok(read(scope))
     }
 
     /// Mints a restricted key that may read only the listed resources.

@@ -190,42 +190,30 @@ async fn api(sim: &Arc<Simulator>, req: &Request<Incoming>) -> Result<ApiResult,
             ApiError::rate_limited(reason),
         )));
     }
-    let fired = sim.faults.roll();
     let mut truncate = false;
-    for fault in &fired {
+    for fault in sim.faults.roll() {
         sim.stats.lock().faults += 1;
-        match fault.kind {
-            FaultKind::Latency => tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await,
+        let error = match fault.kind {
+            FaultKind::Latency => {
+                tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
+                continue;
+            }
+            FaultKind::Truncate => {
+                truncate = true;
+                continue;
+            }
             FaultKind::Drop => return Err(Dropped),
-            FaultKind::Truncate => truncate = true,
-            FaultKind::LockTimeout => {
-                return Ok(Err(record(
-                    sim,
-                    &caller.account,
-                    caller.livemode,
-                    &endpoint,
-                    ApiError::lock_timeout(),
-                )))
-            }
-            FaultKind::ServerError => {
-                return Ok(Err(record(
-                    sim,
-                    &caller.account,
-                    caller.livemode,
-                    &endpoint,
-                    ApiError::server(500),
-                )))
-            }
-            FaultKind::Unavailable => {
-                return Ok(Err(record(
-                    sim,
-                    &caller.account,
-                    caller.livemode,
-                    &endpoint,
-                    ApiError::server(503),
-                )))
-            }
-        }
+            FaultKind::LockTimeout => ApiError::lock_timeout(),
+            FaultKind::ServerError => ApiError::server(500),
+            FaultKind::Unavailable => ApiError::server(503),
+        };
+        return Ok(Err(record(
+            sim,
+            &caller.account,
+            caller.livemode,
+            &endpoint,
+            error,
+        )));
     }
     let result = if req.method() != Method::GET {
         Err(ApiError::method_not_allowed(req.method().as_str(), path))

@@ -227,6 +227,18 @@ impl World {
         )
     }
 
+    /// The scope a control operation changes, with the operation's request id set for its events.
+    fn begin(
+        &mut self,
+        account: &str,
+        livemode: bool,
+        op: &Op,
+    ) -> Result<&mut Scope, ControlError> {
+        let scope = self.scope_mut(account, livemode)?;
+        scope.request_id = Some(op.request.clone());
+        Ok(scope)
+    }
+
     fn scope_mut(&mut self, account: &str, livemode: bool) -> Result<&mut Scope, ControlError> {
         self.scopes
             .get_mut(&(account.to_string(), livemode))
@@ -251,8 +263,7 @@ impl World {
         op: Op,
     ) -> Result<Vec<String>, ControlError> {
         let destinations = self.destinations(account);
-        let scope = self.scope_mut(account, livemode)?;
-        scope.request_id = Some(op.request.clone());
+        let scope = self.begin(account, livemode, &op)?;
         let now = op.now;
         let mut g = Gen::live(scope, now, destinations);
         let mut ids = Vec::new();
@@ -323,8 +334,7 @@ impl World {
                 why: "events and accounts are read-only",
             });
         }
-        let scope = self.scope_mut(account, livemode)?;
-        scope.request_id = Some(op.request.clone());
+        let scope = self.begin(account, livemode, &op)?;
         let now = op.now;
         let targets = choose(scope, res, count, ids, |_| true)?;
         for id in &targets {
@@ -356,8 +366,7 @@ impl World {
                 why: "Stripe has no deleted event for it",
             });
         };
-        let scope = self.scope_mut(account, livemode)?;
-        scope.request_id = Some(op.request.clone());
+        let scope = self.begin(account, livemode, &op)?;
         let now = op.now;
         let targets = choose(scope, res, count, ids, |o| match res {
             Res::Invoice => o["status"] == "draft",
@@ -402,8 +411,7 @@ impl World {
         ids: &[String],
         op: Op,
     ) -> Result<Vec<String>, ControlError> {
-        let scope = self.scope_mut(account, livemode)?;
-        scope.request_id = Some(op.request.clone());
+        let scope = self.begin(account, livemode, &op)?;
         let now = op.now;
         let targets = choose(scope, Res::Subscription, count, ids, |o| {
             o["status"] != "canceled"
