@@ -179,6 +179,11 @@ impl Scope {
             for json in recent {
                 if let Ok(obj) = serde_json::from_slice::<Value>(&json) {
                     let created = obj["created"].as_i64().unwrap_or(now);
+                    let kind = match (res, obj["status"].as_str()) {
+                        (Res::Charge, Some("failed")) => "charge.failed",
+                        (Res::Charge, Some("pending")) => "charge.pending",
+                        _ => kind,
+                    };
                     self.emit(kind, &obj, None, created);
                 }
             }
