@@ -48,11 +48,11 @@ use world::World;
 /// Named data sizes: the base number of objects per resource in each account and mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// About 1,000 objects in all: unit-style conformance tests.
+    /// About 1,800 objects in all: unit-style conformance tests.
     Tiny,
-    /// About 10,000 objects.
+    /// About 10,500 objects.
     Small,
-    /// About 110,000 objects: the CLI's demo.
+    /// About 113,000 objects: the CLI's demo.
     Demo,
     /// About 1,000,000 objects: benchmarks.
     Large,
