@@ -18,7 +18,7 @@ struct Args {
     /// Seed of all generated data: same seed, same accounts, keys and objects.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Data size by name: tiny (~1k objects), small (~10k), demo (~120k), large (~1M).
+    /// Data size by name: tiny (~1.8k objects), small (~10.5k), demo (~113k), large (~1M).
     #[arg(long, default_value = "small", value_parser = parse_profile)]
     profile: Profile,
     /// Base objects per resource per account and mode; overrides --profile.
