@@ -193,6 +193,23 @@ impl Scope {
 
     /// Every object of a resource with nested lists complete, deleted ones flagged.
     pub fn truth(&self, res: Res) -> Vec<Value> {
+        // Subscriptions embed at most 10 items; the complete lists come from the items table.
+        let mut items: HashMap<&str, Vec<Value>> = HashMap::new();
+        if res == Res::Subscription {
+            for row in self
+                .table(Res::SubscriptionItem)
+                .rows()
+                .iter()
+                .filter(|r| !r.deleted)
+            {
+                if let (Some(sub), Ok(item)) = (
+                    row.attrs.first(),
+                    serde_json::from_slice::<Value>(&row.json),
+                ) {
+                    items.entry(&**sub).or_default().push(item);
+                }
+            }
+        }
         self.table(res)
             .rows()
             .iter()
@@ -208,6 +225,10 @@ impl Scope {
                         );
                         obj["lines"]["has_more"] = json!(false);
                     }
+                }
+                if let Some(all) = items.remove(&*r.id) {
+                    obj["items"]["data"] = Value::Array(all);
+                    obj["items"]["has_more"] = json!(false);
                 }
                 Some(json!({"id": r.id, "deleted": r.deleted, "object": obj}))
             })

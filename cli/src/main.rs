@@ -1,0 +1,168 @@
+//! `stripe-pipeline`: sync Stripe accounts to Parquet and DuckDB (local mode).
+//!
+//! Exit codes: 0 everything synced; 1 some datasets failed (named in the summary); 2 bad configuration or
+//! an invalid key (nothing was written); 3 the local output could not be used.
+
+mod demo;
+mod progress;
+mod summary;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use stripe_pipeline::catalog::Catalog;
+use stripe_pipeline::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stripe-pipeline",
+    version,
+    about = "Copy Stripe accounts into Parquet files and DuckDB tables named like Stripe's Data Pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// TOML configuration file (see README: accounts, output_dir, api_base, rate_budget, concurrency, datasets).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Output directory (lake in <dir>/lake, DuckDB in <dir>/stripe_pipeline.duckdb, state in <dir>/state). Default ./data.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Back-fill every configured account and dataset into the lake and DuckDB.
+    Sync {
+        #[command(flatten)]
+        common: Common,
+        /// Sync the built-in Stripe simulator's demo data (5 accounts' worth, ~113,000 objects); no key needed.
+        #[arg(long)]
+        demo: bool,
+        /// Only these datasets (repeatable), e.g. --dataset charges --dataset customers.
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        /// Stripe API base URL (default https://api.stripe.com; env STRIPE_API_BASE).
+        #[arg(long)]
+        api_base: Option<String>,
+        /// Share of Stripe's rate limits to use, in (0, 1] (default 0.5).
+        #[arg(long)]
+        rate_budget: Option<f64>,
+        /// Segments in flight per account (default 8).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Per table and account: rows, when data landed, what it is complete up to, the last error.
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List the datasets and tables of the catalog.
+    Tables,
+}
+
+fn load_config(common: &Common) -> Result<Config, String> {
+    let mut cfg = match &common.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &common.output_dir {
+        cfg.output_dir = dir.clone();
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRIPE_PIPELINE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match cli.command {
+        Command::Sync {
+            common,
+            demo,
+            datasets,
+            api_base,
+            rate_budget,
+            concurrency,
+            quiet,
+        } => runtime.block_on(async {
+            let mut cfg = match load_config(&common) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e),
+            };
+            cfg.merge_env(|k| std::env::var(k).ok());
+            if !datasets.is_empty() {
+                cfg.datasets = datasets;
+            }
+            if let Some(b) = api_base {
+                cfg.api_base = b;
+            }
+            if let Some(b) = rate_budget {
+                cfg.rate_budget = b;
+            }
+            if let Some(c) = concurrency {
+                cfg.concurrency = c;
+            }
+            let _sim = if demo {
+                match demo::start(&mut cfg, quiet).await {
+                    Ok(sim) => Some(sim),
+                    Err(e) => return fail(3, &format!("cannot start the demo simulator: {e}")),
+                }
+            } else {
+                None
+            };
+            summary::run_sync(cfg, quiet).await
+        }),
+        Command::Status { common } => {
+            let cfg = match load_config(&common) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e),
+            };
+            match stripe_pipeline::local::status(&cfg) {
+                Ok(rows) => {
+                    summary::print_status(&rows);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(3, &e),
+            }
+        }
+        Command::Tables => {
+            for d in &Catalog::get().datasets {
+                let tables: Vec<String> = d
+                    .tables
+                    .iter()
+                    .map(|t| format!("{} ({} columns)", t.name, t.columns.len()))
+                    .collect();
+                println!("{:<22} {}", d.name, tables.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,123 @@
+//! Running a sync from the command line and printing what happened.
+
+use crate::progress::BarProgress;
+use std::process::ExitCode;
+use std::sync::Arc;
+use stripe_pipeline::catalog::{Catalog, Dataset};
+use stripe_pipeline::config::Config;
+use stripe_pipeline::local::StatusRow;
+use stripe_pipeline::sync::{self, SyncReport};
+
+/// Validates, checks keys, syncs, prints the summary; returns the exit code.
+pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
+    let accounts = match cfg.accounts(|k| std::env::var(k).ok()) {
+        Ok(a) => a,
+        Err(e) => return crate::fail(2, &e.to_string()),
+    };
+    let catalog = Catalog::get();
+    let datasets: Vec<&'static Dataset> = if cfg.datasets.is_empty() {
+        catalog.datasets.iter().collect()
+    } else {
+        cfg.datasets
+            .iter()
+            .filter_map(|d| catalog.dataset(d))
+            .collect()
+    };
+    let client = stripe_pipeline::local::client(&cfg);
+    // Keys first: an invalid key stops the run before anything is written.
+    let resolved = match sync::resolve(&client, &accounts).await {
+        Ok(r) => r,
+        Err(e) => return crate::fail(2, &e.to_string()),
+    };
+    let names: Vec<String> = accounts.iter().map(|a| a.name.clone()).collect();
+    let progress = Arc::new(BarProgress::new(&names, datasets.len(), quiet));
+    let run_id = format!(
+        "run-{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        std::process::id()
+    );
+    let engine = match stripe_pipeline::local::engine(&cfg, client, progress.clone(), run_id) {
+        Ok(e) => e,
+        Err(e) => return crate::fail(3, &e),
+    };
+    let report = engine.sync(&resolved, &datasets).await;
+    progress.finish();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return crate::fail(1, &e.to_string()),
+    };
+    print_summary(&cfg, &report);
+    let failures = report.failures();
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for (account, dataset, error) in &failures {
+            eprintln!("error: account '{account}', dataset '{dataset}' failed: {error}");
+        }
+        ExitCode::from(1)
+    }
+}
+
+fn print_summary(cfg: &Config, report: &SyncReport) {
+    println!(
+        "Synced {} account(s) in {:.1} s: {} API calls, {} rate-limited (429), {} retries.",
+        report.accounts.len(),
+        report.elapsed_secs,
+        report.api_calls,
+        report.rate_limited,
+        report.retries
+    );
+    for a in &report.accounts {
+        let objects: u64 = a.datasets.iter().map(|d| d.objects).sum();
+        let schema = if a.livemode {
+            "stripe"
+        } else {
+            "stripe_testmode"
+        };
+        println!(
+            "  {} ({}, {schema}): {objects} objects",
+            a.name, a.merchant_id
+        );
+        for d in &a.datasets {
+            match &d.error {
+                None => println!("    {:<22} {:>9} objects", d.dataset, d.objects),
+                Some(e) => println!("    {:<22} FAILED: {e}", d.dataset),
+            }
+        }
+    }
+    let mut per_table: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for f in &report.files {
+        *per_table.entry(f.table.as_str()).or_default() += f.rows;
+    }
+    println!("Rows written this run, per table:");
+    for (table, rows) in per_table {
+        println!("    {table:<34} {rows:>9}");
+    }
+    println!(
+        "Lake: {}   DuckDB: {}",
+        cfg.lake_dir().display(),
+        cfg.duckdb_path().display()
+    );
+}
+
+pub fn print_status(rows: &[StatusRow]) {
+    println!(
+        "{:<16} {:<34} {:<22} {:>9}  {:<26} {:<26} last error",
+        "schema", "table", "merchant_id", "rows", "data landed", "data as of"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:<34} {:<22} {:>9}  {:<26} {:<26} {}",
+            r.schema,
+            r.table,
+            r.merchant_id,
+            r.rows,
+            r.data_landed.as_deref().unwrap_or("-"),
+            r.data_as_of.as_deref().unwrap_or("-"),
+            r.last_error.as_deref().unwrap_or("-")
+        );
+    }
+}

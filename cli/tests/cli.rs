@@ -1,0 +1,124 @@
+//! The `stripe-pipeline` binary: exit codes, messages, and that a bad key writes nothing.
+
+use std::process::Command;
+use stripe_sim::SimConfig;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stripe-pipeline"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_key_exits_2_naming_the_account_and_writes_nothing() {
+    let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let good = sim.info().key("secret", "test", 0).unwrap();
+    let base = sim.base_url();
+    let out2 = out.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["sync", "--quiet", "--api-base", &base, "--output-dir"])
+            .arg(&out2)
+            .env(
+                "STRIPE_PIPELINE_KEYS",
+                format!("good={good},broken=sk_test_thisisnotakey0000"),
+            )
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("account 'broken'") && stderr.contains("invalid"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("thisisnotakey"),
+        "the key is not echoed: {stderr}"
+    );
+    assert!(!out.exists(), "nothing is written when a key is invalid");
+}
+
+#[test]
+fn bad_configuration_exits_2_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "rate_budget = 3\n[[accounts]]\nname = \"x\"\nkey_env = \"NOPE_NOT_SET\"\n",
+    )
+    .unwrap();
+    let output = bin()
+        .args(["sync", "--quiet", "--config"])
+        .arg(&cfg)
+        .env_remove("STRIPE_PIPELINE_KEYS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rate_budget") && stderr.contains("NOPE_NOT_SET"),
+        "{stderr}"
+    );
+    let output = bin().args(["sync", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--demo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_then_status_reports_tables_per_account() {
+    let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = sim.info().key("secret", "live", 0).unwrap();
+    let merchant = sim.info().accounts[0].id.clone();
+    let base = sim.base_url();
+    let out = dir.path().to_path_buf();
+    let (sync, status) = tokio::task::spawn_blocking(move || {
+        let sync = bin()
+            .args([
+                "sync",
+                "--quiet",
+                "--dataset",
+                "customers",
+                "--dataset",
+                "charges",
+                "--api-base",
+                &base,
+                "--output-dir",
+            ])
+            .arg(&out)
+            .env("STRIPE_PIPELINE_KEYS", format!("acme={key}"))
+            .output()
+            .unwrap();
+        let status = bin()
+            .args(["status", "--output-dir"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        (sync, status)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&sync.stdout);
+    assert_eq!(
+        sync.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    assert!(
+        stdout.contains("API calls") && stdout.contains("charges"),
+        "{stdout}"
+    );
+    let status = String::from_utf8_lossy(&status.stdout);
+    let line = status
+        .lines()
+        .find(|l| l.contains(" charges ") && l.contains(&merchant))
+        .unwrap_or_else(|| panic!("{status}"));
+    let truth = sim.sim().ids(&merchant, true, "charges").unwrap().len();
+    assert!(
+        line.contains(&format!(" {truth} ")),
+        "{line} should show {truth} rows"
+    );
+}

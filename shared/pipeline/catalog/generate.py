@@ -1,0 +1,607 @@
+#!/usr/bin/env python3
+"""Generate the column catalog (catalog.json) from Stripe's OpenAPI spec.
+
+Usage: python3 shared/pipeline/catalog/generate.py [SPEC_PATH] [OUT_PATH]
+
+The defaults are resolved relative to this file, so the command works from any directory:
+SPEC_PATH = <repo>/../shared/stripe-openapi/spec3.v524.2023-08-16.yaml, OUT_PATH = catalog.json next to this file.
+Same spec in, byte-identical catalog out. The rules are described in README.md next to this file.
+"""
+
+import json
+import os
+import re
+import sys
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
+DEFAULT_SPEC = os.path.normpath(
+    os.path.join(REPO, "..", "shared", "stripe-openapi", "spec3.v524.2023-08-16.yaml")
+)
+DEFAULT_OUT = os.path.join(HERE, "catalog.json")
+
+# --------------------------------------------------------------------------------------------------
+# Configuration: one entry per dataset, in output order.
+#
+#   name            dataset name
+#   list_path       the list endpoint (GET) that backfills it
+#   object          the object schema in components/schemas (also the `object` value of its items)
+#   table           main table name (default: name)
+#   singular        singular of the main table, for `<singular>_id` (default: table minus trailing "s")
+#   default_params  query parameters always sent to the list endpoint, as [name, value] pairs
+#   events          extra event types whose data.object is this object: "a.b.*" is a prefix, else exact.
+#                   Types "<object>.<action>" (no further dot) are always included.
+#   sigma_columns   extra main-table columns of Stripe's Data Pipeline that the API object lacks
+#   children        child tables: name, source (path of the array or list field), parent_key,
+#                   nested_list_path (for list objects: endpoint paging the full list, {id} = parent id),
+#                   item_schema (checked against the spec)
+# --------------------------------------------------------------------------------------------------
+DATASETS = [
+    {
+        "name": "balance_transactions",
+        "list_path": "/v1/balance_transactions",
+        "object": "balance_transaction",
+        # Columns of Stripe's Data Pipeline tables that the API object does not carry. They are null until
+        # the engine derives them (automatic_transfer_id: the automatic payout that paid the transaction out).
+        "sigma_columns": [{"name": "automatic_transfer_id", "type": "string", "path": ["automatic_transfer_id"]}],
+        "children": [
+            {
+                "name": "balance_transaction_fee_details",
+                "source": ["fee_details"],
+                "parent_key": "balance_transaction_id",
+                "nested_list_path": None,
+                "item_schema": "fee",
+            }
+        ],
+    },
+    {"name": "charges", "list_path": "/v1/charges", "object": "charge"},
+    {"name": "customers", "list_path": "/v1/customers", "object": "customer"},
+    {"name": "payment_intents", "list_path": "/v1/payment_intents", "object": "payment_intent"},
+    {
+        "name": "refunds",
+        "list_path": "/v1/refunds",
+        "object": "refund",
+        "events": ["charge.refund.updated"],
+    },
+    {
+        "name": "disputes",
+        "list_path": "/v1/disputes",
+        "object": "dispute",
+        "events": ["charge.dispute.*"],
+    },
+    {"name": "payouts", "list_path": "/v1/payouts", "object": "payout"},
+    {"name": "transfers", "list_path": "/v1/transfers", "object": "transfer"},
+    {
+        "name": "invoices",
+        "list_path": "/v1/invoices",
+        "object": "invoice",
+        "children": [
+            {
+                "name": "invoice_line_items",
+                "source": ["lines"],
+                "parent_key": "invoice_id",
+                "nested_list_path": "/v1/invoices/{id}/lines",
+                "item_schema": "line_item",
+            }
+        ],
+    },
+    {
+        "name": "invoiceitems",
+        "list_path": "/v1/invoiceitems",
+        "object": "invoiceitem",
+        "table": "invoice_items",
+    },
+    {
+        "name": "subscriptions",
+        "list_path": "/v1/subscriptions",
+        "object": "subscription",
+        # The endpoint hides canceled subscriptions unless asked for all of them.
+        "default_params": [["status", "all"]],
+        "events": ["customer.subscription.*"],
+        "children": [
+            {
+                "name": "subscription_items",
+                "source": ["items"],
+                "parent_key": "subscription_id",
+                "nested_list_path": "/v1/subscription_items?subscription={id}",
+                "item_schema": "subscription_item",
+            }
+        ],
+    },
+    {"name": "prices", "list_path": "/v1/prices", "object": "price"},
+    {"name": "products", "list_path": "/v1/products", "object": "product"},
+    {"name": "coupons", "list_path": "/v1/coupons", "object": "coupon"},
+    {
+        "name": "credit_notes",
+        "list_path": "/v1/credit_notes",
+        "object": "credit_note",
+        "children": [
+            {
+                "name": "credit_note_line_items",
+                "source": ["lines"],
+                "parent_key": "credit_note_id",
+                "nested_list_path": "/v1/credit_notes/{id}/lines",
+                "item_schema": "credit_note_line_item",
+            }
+        ],
+    },
+    {"name": "setup_intents", "list_path": "/v1/setup_intents", "object": "setup_intent"},
+    {"name": "application_fees", "list_path": "/v1/application_fees", "object": "application_fee"},
+]
+
+# A `.deleted` event that is not a deletion.
+NOT_DELETIONS = {"customer.subscription.deleted"}
+
+# Columns the engine adds to every table; never listed.
+ENGINE_COLUMNS = {"merchant_id", "batch_timestamp", "deleted"}
+# A nested object with more properties than this is kept as one json column.
+MAX_FLATTEN_PROPERTIES = 25
+# Longest column path (levels of nesting, the property itself included).
+MAX_PATH_DEPTH = 4
+
+# Sanity checks on the output: table -> {column: (type, reference)}; and columns that must be absent.
+EXPECT = {
+    "charges": {
+        "id": ("string", False),
+        "amount": ("int64", False),
+        "created": ("timestamp", False),
+        "customer_id": ("string", True),
+        "balance_transaction_id": ("string", True),
+        "outcome_type": ("string", False),
+        "billing_details_address_city": ("string", False),
+        "livemode": ("bool", False),
+    },
+    "balance_transactions": {
+        "fee": ("int64", False),
+        "net": ("int64", False),
+        "source_id": ("string", True),
+        "available_on": ("timestamp", False),
+    },
+    "invoice_line_items": {
+        "price_id": ("string", True),
+        "period_start": ("timestamp", False),
+    },
+    "subscription_items": {"price_id": ("string", True), "created": ("timestamp", False)},
+}
+EXPECT_ABSENT = {
+    "subscriptions": ["items", "items_id"],
+    "invoices": ["lines", "lines_id"],
+    "charges": ["object", "metadata", "refunds"],
+}
+
+SCHEMA_PREFIX = "#/components/schemas/"
+# A few Unix times lack `format: unix-time` in the spec (e.g. subscription_item.created); their description says so.
+UNIX_TIME_DESCRIPTION = re.compile(r"seconds since the unix epoch|unix timestamp", re.IGNORECASE)
+
+
+def warn(msg):
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+class GenerateError(Exception):
+    pass
+
+
+class Spec:
+    def __init__(self, doc):
+        self.doc = doc
+        self.schemas = doc["components"]["schemas"]
+        self.paths = doc["paths"]
+
+    def deref(self, s):
+        """Follows $ref until a schema without one."""
+        seen = 0
+        while isinstance(s, dict) and "$ref" in s:
+            ref = s["$ref"]
+            if not ref.startswith(SCHEMA_PREFIX):
+                raise GenerateError(f"unsupported $ref {ref!r}")
+            s = self.schemas[ref[len(SCHEMA_PREFIX):]]
+            seen += 1
+            if seen > 50:
+                raise GenerateError(f"$ref cycle at {ref!r}")
+        return s
+
+    def ref_name(self, s):
+        ref = s.get("$ref", "")
+        return ref[len(SCHEMA_PREFIX):] if ref.startswith(SCHEMA_PREFIX) else None
+
+
+def is_null_member(m):
+    return m.get("type") == "null" or m.get("enum") == [None]
+
+
+def non_null_members(s):
+    return [m for m in s["anyOf"] if not is_null_member(m)]
+
+
+def is_list_object(s):
+    """A Stripe list object: {object: "list", data: [...], has_more, url}."""
+    props = s.get("properties") or {}
+    obj = props.get("object") or {}
+    return obj.get("enum") == ["list"] and {"data", "has_more", "url"} <= set(props)
+
+
+def is_resource(s):
+    """A full API resource: it has both an `id` and an `object` property."""
+    props = s.get("properties") or {}
+    return "id" in props and "object" in props
+
+
+def is_map(s):
+    return bool(s.get("additionalProperties")) and not s.get("properties")
+
+
+def scalar_type(s):
+    t = s.get("type")
+    if t == "string":
+        return "string"
+    if t == "integer":
+        if s.get("format") == "unix-time" or UNIX_TIME_DESCRIPTION.search(s.get("description") or ""):
+            return "timestamp"
+        return "int64"
+    if t == "number":
+        return "float64"
+    if t == "boolean":
+        return "bool"
+    return None
+
+
+class TableBuilder:
+    """Flattens one object schema into columns."""
+
+    def __init__(self, spec, table, kind, reserved, skip_paths):
+        self.spec = spec
+        self.table = table
+        self.kind = kind
+        self.reserved = set(reserved)
+        self.skip_paths = {tuple(p) for p in skip_paths}
+        self.columns = []
+        self.names = set()
+        self.found_skips = set()
+        self.has_metadata = False
+
+    def add(self, name, typ, path, reference=False, join=False):
+        if name in self.reserved:
+            warn(f"{self.table}: column {name!r} (path {path}) clashes with an engine column; dropped")
+            return
+        if name in self.names:
+            warn(f"{self.table}: duplicate column {name!r} (path {path}); kept the first")
+            return
+        col = {"name": name, "type": typ, "path": list(path)}
+        if reference:
+            col["reference"] = True
+        if join:
+            col["join"] = True
+        self.names.add(name)
+        self.columns.append(col)
+
+    def build(self, schema):
+        s = self.spec.deref(schema)
+        props = s.get("properties") or {}
+        keys = list(props)
+        if "id" in keys:
+            keys.remove("id")
+            keys.insert(0, "id")
+        for key in keys:
+            if key == "object":
+                continue
+            prop = props[key]
+            if self.kind == "main" and key == "metadata" and is_map(self.spec.deref(prop)):
+                self.has_metadata = True
+                continue
+            self.property(key, prop, (key,))
+        return self.columns
+
+    def property(self, name, p, path):
+        """Emits the column(s) for property schema `p` named `name` at `path`."""
+        if path in self.skip_paths:
+            self.found_skips.add(path)
+            return
+        spec = self.spec
+        while True:
+            if "anyOf" in p:
+                members = non_null_members(p)
+                if "x-expansionResources" in p and any(m.get("type") == "string" for m in members):
+                    self.add(f"{name}_id", "string", path, reference=True)
+                    return
+                if len(members) == 1:
+                    p = members[0]
+                    continue
+                types = {scalar_type(spec.deref(m)) for m in members}
+                if len(types) == 1 and None not in types:
+                    self.add(name, types.pop(), path)
+                    return
+                self.add(name, "json", path)  # polymorphic
+                return
+            if "$ref" in p:
+                target = spec.deref(p)
+                if is_resource(target) and not is_list_object(target):
+                    self.add(f"{name}_id", "string", path, reference=True)
+                    return
+                p = target
+                continue
+            break
+
+        st = scalar_type(p)
+        if st is not None:
+            self.add(name, st, path)
+            return
+        t = p.get("type")
+        if t == "array":
+            if self.item_is_scalar(p.get("items") or {}):
+                self.add(name, "string", path, join=True)
+            else:
+                self.add(name, "json", path)
+            return
+        if is_list_object(p):
+            return  # a nested list without a configured child table: no column
+        props = p.get("properties") or {}
+        if props:
+            if is_resource(p):
+                self.add(f"{name}_id", "string", path, reference=True)
+                return
+            own = [k for k in props if k != "object"]
+            if len(own) > MAX_FLATTEN_PROPERTIES or len(path) + 1 > MAX_PATH_DEPTH:
+                self.add(name, "json", path)
+                return
+            for key in own:
+                self.property(f"{name}_{key}", props[key], path + (key,))
+            return
+        # A map (additionalProperties), an object without declared properties, or an untyped value.
+        self.add(name, "json", path)
+
+    def item_is_scalar(self, items):
+        """Array items that are scalars, or ids of expandable resources (never expanded by the engine)."""
+        s = items
+        while True:
+            if "anyOf" in s:
+                members = non_null_members(s)
+                if "x-expansionResources" in s and any(m.get("type") == "string" for m in members):
+                    return True
+                if len(members) == 1:
+                    s = members[0]
+                    continue
+                return all(scalar_type(self.spec.deref(m)) for m in members)
+            if "$ref" in s:
+                s = self.spec.deref(s)
+                continue
+            return scalar_type(s) is not None
+
+
+def list_operation(spec, path):
+    item = spec.paths.get(path)
+    if not item or "get" not in item:
+        raise GenerateError(f"no GET operation at {path} in the spec")
+    return item["get"]
+
+
+def list_item_schema(spec, op, path):
+    """The schema name of the items returned by a list operation."""
+    try:
+        schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+        data = spec.deref(schema)["properties"]["data"]
+        return spec.ref_name(data["items"])
+    except (KeyError, TypeError):
+        raise GenerateError(f"{path}: cannot find the list response's data items") from None
+
+
+def query_params(op):
+    return [p for p in op.get("parameters", []) if p.get("in") == "query"]
+
+
+def check_nested_list_path(spec, nested, item_schema, table):
+    """The nested list endpoint must exist and return items of the child's schema."""
+    base, _, query = nested.partition("?")
+    candidates = []
+    for path in spec.paths:
+        segs, want = path.split("/"), base.split("/")
+        if len(segs) == len(want) and all(
+            w == s or (w == "{id}" and s.startswith("{") and s.endswith("}")) for w, s in zip(want, segs)
+        ):
+            candidates.append(path)
+    if len(candidates) != 1:
+        raise GenerateError(f"{table}: nested_list_path {nested!r} matches {candidates} in the spec")
+    op = list_operation(spec, candidates[0])
+    got = list_item_schema(spec, op, candidates[0])
+    if got != item_schema:
+        raise GenerateError(f"{table}: {nested} returns {got!r}, expected {item_schema!r}")
+    names = {p["name"] for p in query_params(op)}
+    for pair in filter(None, query.split("&")):
+        key = pair.split("=", 1)[0]
+        if key not in names:
+            raise GenerateError(f"{table}: {candidates[0]} has no query parameter {key!r}")
+
+
+def event_types(spec):
+    op = spec.paths["/v1/webhook_endpoints"]["post"]
+    schema = op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    enum = spec.deref(schema)["properties"]["enabled_events"]["items"]["enum"]
+    return sorted({e for e in enum if e != "*"})
+
+
+def dataset_events(all_events, ds):
+    obj = ds["object"]
+    out = set()
+    for e in all_events:
+        rest = e[len(obj) + 1:] if e.startswith(obj + ".") else None
+        if rest and "." not in rest:
+            out.add(e)
+    for pattern in ds.get("events", []):
+        if pattern.endswith(".*"):
+            matched = {e for e in all_events if e.startswith(pattern[:-1])}
+        else:
+            matched = {pattern} & set(all_events)
+        if not matched:
+            raise GenerateError(f"{ds['name']}: event pattern {pattern!r} matches no event type")
+        out |= matched
+    return sorted(out)
+
+
+def build_dataset(spec, ds, all_events):
+    name = ds["name"]
+    obj = ds["object"]
+    if obj not in spec.schemas:
+        raise GenerateError(f"{name}: no schema {obj!r} in components/schemas")
+    schema = spec.schemas[obj]
+    obj_enum = ((schema.get("properties") or {}).get("object") or {}).get("enum")
+    if obj_enum != [obj]:
+        warn(f"{name}: schema {obj!r} has object enum {obj_enum}")
+    op = list_operation(spec, ds["list_path"])
+    items = list_item_schema(spec, op, ds["list_path"])
+    if items != obj:
+        raise GenerateError(f"{name}: {ds['list_path']} lists {items!r}, not {obj!r}")
+    params = query_params(op)
+    param_names = {p["name"] for p in params}
+    for key, _ in ds.get("default_params", []):
+        if key not in param_names:
+            raise GenerateError(f"{name}: default param {key!r} is not a query parameter of {ds['list_path']}")
+
+    table = ds.get("table", name)
+    singular = ds.get("singular", table[:-1] if table.endswith("s") else table)
+    children = ds.get("children", [])
+
+    main = TableBuilder(spec, table, "main", ENGINE_COLUMNS, [c["source"] for c in children])
+    tables = [
+        {
+            "name": table,
+            "kind": "main",
+            "source": [],
+            "parent_key": None,
+            "nested_list_path": None,
+            "columns": main.build(schema) + ds.get("sigma_columns", []),
+        }
+    ]
+    if main.has_metadata:
+        tables.append(
+            {
+                "name": f"{table}_metadata",
+                "kind": "metadata",
+                "source": ["metadata"],
+                "parent_key": f"{singular}_id",
+                "nested_list_path": None,
+                "columns": [],
+            }
+        )
+    for child in children:
+        tables.append(build_child(spec, schema, child, main))
+
+    events = dataset_events(all_events, ds)
+    return {
+        "name": name,
+        "list_path": ds["list_path"],
+        "object": obj,
+        "required_params": [p["name"] for p in params if p.get("required")],
+        "default_params": [list(p) for p in ds.get("default_params", [])],
+        "created_filter": "created" in param_names,
+        "event_types": events,
+        "delete_events": [e for e in events if e.endswith(".deleted") and e not in NOT_DELETIONS],
+        "tables": tables,
+    }
+
+
+def build_child(spec, parent_schema, child, main):
+    cname = child["name"]
+    source = tuple(child["source"])
+    if source not in main.found_skips:
+        raise GenerateError(f"{cname}: source {list(source)} is not a property of {main.table}")
+    s = parent_schema
+    for key in source:
+        s = spec.deref(s)
+        s = (s.get("properties") or {}).get(key)
+        if s is None:
+            raise GenerateError(f"{cname}: no property {key!r} on the way to {list(source)}")
+        while "anyOf" in s and len(non_null_members(s)) == 1:
+            s = non_null_members(s)[0]
+    s = spec.deref(s)
+    if is_list_object(s):
+        if not child.get("nested_list_path"):
+            raise GenerateError(f"{cname}: {list(source)} is a list object; it needs a nested_list_path")
+        items = s["properties"]["data"].get("items") or {}
+    elif s.get("type") == "array":
+        if child.get("nested_list_path"):
+            raise GenerateError(f"{cname}: {list(source)} is a plain array; nested_list_path must be null")
+        items = s.get("items") or {}
+    else:
+        raise GenerateError(f"{cname}: {list(source)} is neither an array nor a list object")
+    item_schema = spec.ref_name(items)
+    if child.get("item_schema") and item_schema != child["item_schema"]:
+        raise GenerateError(f"{cname}: items are {item_schema!r}, expected {child['item_schema']!r}")
+    if child.get("nested_list_path"):
+        check_nested_list_path(spec, child["nested_list_path"], item_schema, cname)
+    builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]}, [])
+    return {
+        "name": cname,
+        "kind": "child",
+        "source": list(source),
+        "parent_key": child["parent_key"],
+        "nested_list_path": child.get("nested_list_path"),
+        "columns": builder.build(items),
+    }
+
+
+def sanity_check(catalog):
+    tables = {t["name"]: t for d in catalog["datasets"] for t in d["tables"]}
+    problems = []
+    for tname, cols in EXPECT.items():
+        have = {c["name"]: c for c in tables.get(tname, {}).get("columns", [])}
+        if tname not in tables:
+            problems.append(f"table {tname} missing")
+            continue
+        for cname, (typ, ref) in cols.items():
+            c = have.get(cname)
+            if c is None:
+                problems.append(f"{tname}.{cname} missing")
+            elif c["type"] != typ or c.get("reference", False) != ref:
+                problems.append(f"{tname}.{cname} is {c}, expected type {typ}, reference {ref}")
+    for tname, cols in EXPECT_ABSENT.items():
+        have = {c["name"] for c in tables.get(tname, {}).get("columns", [])}
+        for cname in cols:
+            if cname in have:
+                problems.append(f"{tname}.{cname} must not be a column")
+    for t in tables.values():
+        if t["kind"] == "main" and (not t["columns"] or t["columns"][0]["name"] != "id"):
+            problems.append(f"{t['name']}: first column is not id")
+    if len(tables) != sum(len(d["tables"]) for d in catalog["datasets"]):
+        problems.append("duplicate table names")
+    return problems
+
+
+def main(argv):
+    if len(argv) > 3 or any(a in ("-h", "--help") for a in argv[1:]):
+        print(__doc__.strip())
+        return 0 if len(argv) <= 3 else 2
+    spec_path = os.path.abspath(argv[1]) if len(argv) > 1 else DEFAULT_SPEC
+    out_path = os.path.abspath(argv[2]) if len(argv) > 2 else DEFAULT_OUT
+    with open(spec_path, encoding="utf-8") as f:
+        spec = Spec(yaml.load(f, Loader=yaml.CSafeLoader))
+    all_events = event_types(spec)
+    catalog = {
+        "api_version": str(spec.doc["info"]["version"]),
+        "generated_from": os.path.basename(spec_path),
+        "datasets": [build_dataset(spec, ds, all_events) for ds in DATASETS],
+    }
+    problems = sanity_check(catalog)
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 1
+    text = json.dumps(catalog, indent=1, ensure_ascii=False) + "\n"
+    tmp = out_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, out_path)
+    for d in catalog["datasets"]:
+        for t in d["tables"]:
+            print(f"{t['name']:<36} {t['kind']:<9} {len(t['columns']):>4} columns")
+    print(f"wrote {out_path} ({len(catalog['datasets'])} datasets) from {os.path.basename(spec_path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except (GenerateError, OSError, yaml.YAMLError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,171 @@
+//! The table catalog: which datasets exist, how to list them, and how their objects map to tables and
+//! columns. It is generated from Stripe's OpenAPI spec by `catalog/generate.py` and committed as
+//! `catalog/catalog.json`, so the engine builds without the spec and every column is traceable to it.
+
+use serde::Deserialize;
+use std::sync::OnceLock;
+
+/// Columns every table has besides the catalog's: the Stripe account, when the pipeline fetched this
+/// version of the row, and the soft-delete flag.
+pub const MERCHANT_ID: &str = "merchant_id";
+pub const BATCH_TIMESTAMP: &str = "batch_timestamp";
+pub const DELETED: &str = "deleted";
+
+static CATALOG_JSON: &str = include_str!("../catalog/catalog.json");
+
+/// Arrow-level type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    String,
+    Int64,
+    Float64,
+    Bool,
+    /// Unix seconds in JSON; a timestamp without time zone holding UTC in Arrow, Parquet and the
+    /// warehouses (so no time-zone database is needed to read it).
+    Timestamp,
+    /// Any JSON value, stored as compact JSON text.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// Where the value sits in the object (`["outcome", "type"]`).
+    pub path: Vec<String>,
+    /// A reference: the value is an id, or an expanded object whose `id` is taken.
+    #[serde(default)]
+    pub reference: bool,
+    /// A list of scalars, stored comma-separated.
+    #[serde(default)]
+    pub join: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableKind {
+    /// One row per object of the dataset.
+    Main,
+    /// One row per metadata key: `(<parent_key>, key, value)`.
+    Metadata,
+    /// One row per element of an array or nested list inside the object.
+    Child,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    pub name: String,
+    pub kind: TableKind,
+    /// Path of the rows inside the object (empty for the main table).
+    pub source: Vec<String>,
+    /// Column holding the parent object's id (metadata and child tables).
+    pub parent_key: Option<String>,
+    /// Endpoint paging the complete nested list when the embedded one has `has_more` (`{id}` = parent).
+    pub nested_list_path: Option<String>,
+    pub columns: Vec<Column>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    pub name: String,
+    pub list_path: String,
+    pub object: String,
+    pub required_params: Vec<String>,
+    /// Parameters always sent (`status=all` on subscriptions, which hides canceled ones otherwise).
+    pub default_params: Vec<(String, String)>,
+    pub created_filter: bool,
+    pub event_types: Vec<String>,
+    pub delete_events: Vec<String>,
+    pub tables: Vec<Table>,
+}
+
+impl Dataset {
+    pub fn main_table(&self) -> &Table {
+        self.tables
+            .iter()
+            .find(|t| t.kind == TableKind::Main)
+            .unwrap_or(&self.tables[0])
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    pub api_version: String,
+    pub generated_from: String,
+    pub datasets: Vec<Dataset>,
+}
+
+impl Catalog {
+    /// The committed catalog (parsed once).
+    pub fn get() -> &'static Catalog {
+        static CATALOG: OnceLock<Catalog> = OnceLock::new();
+        CATALOG.get_or_init(|| match serde_json::from_str(CATALOG_JSON) {
+            Ok(c) => c,
+            // The file is part of the source tree and tested; a parse error is a build defect.
+            Err(e) => panic!("catalog/catalog.json is invalid: {e}"),
+        })
+    }
+
+    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
+        self.datasets.iter().find(|d| d.name == name)
+    }
+
+    /// Every table of every dataset.
+    pub fn tables(&self) -> impl Iterator<Item = (&Dataset, &Table)> {
+        self.datasets
+            .iter()
+            .flat_map(|d| d.tables.iter().map(move |t| (d, t)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_catalog_parses_and_has_the_core_tables() {
+        let c = Catalog::get();
+        assert_eq!(c.api_version, "2023-08-16");
+        let names: Vec<&str> = c.tables().map(|(_, t)| t.name.as_str()).collect();
+        for t in [
+            "charges",
+            "charges_metadata",
+            "balance_transactions",
+            "balance_transaction_fee_details",
+            "invoice_line_items",
+            "subscription_items",
+            "customers",
+        ] {
+            assert!(names.contains(&t), "{t}");
+        }
+        let charges = c.dataset("charges").unwrap().main_table();
+        assert_eq!(charges.columns[0].name, "id");
+        let col = |n: &str| {
+            charges
+                .columns
+                .iter()
+                .find(|c| c.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        assert_eq!(col("amount").kind, ColumnType::Int64);
+        assert_eq!(col("created").kind, ColumnType::Timestamp);
+        assert!(col("customer_id").reference);
+        let mut seen = std::collections::HashSet::new();
+        for (_, t) in c.tables() {
+            assert!(seen.insert(&t.name), "table {} twice", t.name);
+            for reserved in [MERCHANT_ID, BATCH_TIMESTAMP, DELETED] {
+                assert!(
+                    t.columns.iter().all(|c| c.name != reserved),
+                    "{} has {reserved}",
+                    t.name
+                );
+            }
+        }
+    }
+}

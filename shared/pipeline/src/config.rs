@@ -1,0 +1,333 @@
+//! The pipeline's configuration: a TOML file and/or environment variables, validated up front.
+//!
+//! Every field's doc comment is its user documentation (the README's configuration table repeats it).
+//! Keys are [`Secret`]s: they print as `***` in logs, errors and debug output.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A Stripe API key. Debug and Display never show it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The key itself, for the Authorization header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `live` for `sk_live_…`/`rk_live_…`, `test` for `…_test_…`; `None` for anything else.
+    pub fn livemode(&self) -> Option<bool> {
+        let mut parts = self.0.splitn(3, '_');
+        match (parts.next(), parts.next()) {
+            (Some("sk" | "rk"), Some("live")) => Some(true),
+            (Some("sk" | "rk"), Some("test")) => Some(false),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One Stripe account (in one mode: the key decides live or test).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// A name for logs and messages (`acme-live`).
+    pub name: String,
+    /// The secret or restricted key (`sk_live_…`, `rk_live_…`). A restricted read-only key is recommended.
+    #[serde(default)]
+    pub key: Option<Secret>,
+    /// Name of an environment variable holding the key, instead of `key`.
+    #[serde(default)]
+    pub key_env: Option<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where output goes: the Parquet lake in `<output_dir>/lake`, the DuckDB file
+    /// `<output_dir>/stripe_pipeline.duckdb`, the state in `<output_dir>/state`. Default `./data`.
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    /// Stripe API base URL. Default `https://api.stripe.com`.
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+    /// Share of Stripe's rate limits the pipeline may use, in (0, 1]. Default 0.5: the merchant's own
+    /// integration shares the same limits.
+    #[serde(default = "default_budget")]
+    pub rate_budget: f64,
+    /// Segments read at once per account (each a stream of pages). Default 8.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Datasets to sync (`charges`, `customers`, …). Empty: all of the catalog.
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// The accounts to sync.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+}
+
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_api_base() -> String {
+    "https://api.stripe.com".into()
+}
+
+fn default_budget() -> f64 {
+    0.5
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            output_dir: default_output_dir(),
+            api_base: default_api_base(),
+            rate_budget: default_budget(),
+            concurrency: default_concurrency(),
+            datasets: Vec::new(),
+            accounts: Vec::new(),
+        }
+    }
+}
+
+/// The DuckDB file under `output_dir`. Not `stripe.duckdb`: DuckDB names a database after its file, and a
+/// database called `stripe` makes `stripe.charges` ambiguous with the schema `stripe` that Stripe-compatible
+/// SQL names.
+pub const DUCKDB_FILE: &str = "stripe_pipeline.duckdb";
+
+/// An account ready to sync: its key resolved.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub key: Secret,
+    pub livemode: bool,
+}
+
+/// Everything wrong with a configuration, in one message.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration{}:\n  - {}", source_name.as_ref().map(|s| format!(" in {s}")).unwrap_or_default(), problems.join("\n  - "))]
+pub struct ConfigError {
+    pub source_name: Option<String>,
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let one = |p: String| ConfigError {
+            source_name: Some(path.display().to_string()),
+            problems: vec![p],
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| one(format!("cannot read the file: {e}")))?;
+        toml::from_str(&text).map_err(|e| one(e.to_string()))
+    }
+
+    /// Adds accounts from `STRIPE_PIPELINE_KEYS` (`name=key,name=key`) and overrides `api_base` from
+    /// `STRIPE_API_BASE`, reading variables through `env` (the process environment in production).
+    pub fn merge_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        if let Some(keys) = env("STRIPE_PIPELINE_KEYS") {
+            for (i, pair) in keys
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .enumerate()
+            {
+                let (name, key) = pair.split_once('=').unwrap_or(("", pair));
+                let name = if name.is_empty() {
+                    format!("account-{}", i + 1)
+                } else {
+                    name.to_string()
+                };
+                self.accounts.push(AccountConfig {
+                    name,
+                    key: Some(Secret::new(key)),
+                    key_env: None,
+                });
+            }
+        }
+        if let Some(base) = env("STRIPE_API_BASE") {
+            self.api_base = base;
+        }
+    }
+
+    /// Checks every setting and resolves keys; lists every problem at once.
+    pub fn accounts(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Account>, ConfigError> {
+        let mut problems = Vec::new();
+        if !(self.rate_budget > 0.0 && self.rate_budget <= 1.0) {
+            problems.push(format!(
+                "rate_budget must be in (0, 1], got {}",
+                self.rate_budget
+            ));
+        }
+        if self.concurrency == 0 || self.concurrency > 64 {
+            problems.push(format!(
+                "concurrency must be between 1 and 64, got {}",
+                self.concurrency
+            ));
+        }
+        if !self.api_base.starts_with("http://") && !self.api_base.starts_with("https://") {
+            problems.push(format!(
+                "api_base must be an http(s) URL, got '{}'",
+                self.api_base
+            ));
+        }
+        let catalog = crate::catalog::Catalog::get();
+        for d in &self.datasets {
+            if catalog.dataset(d).is_none() {
+                let known: Vec<&str> = catalog.datasets.iter().map(|d| d.name.as_str()).collect();
+                problems.push(format!(
+                    "unknown dataset '{d}' (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        if self.accounts.is_empty() {
+            problems.push("no accounts: add [[accounts]] with name and key (or key_env) to the config file, set STRIPE_PIPELINE_KEYS=name=sk_live_…, or try --demo".into());
+        }
+        let mut out = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for a in &self.accounts {
+            if !names.insert(a.name.clone()) {
+                problems.push(format!("account name '{}' is used twice", a.name));
+            }
+            let key = match (&a.key, &a.key_env) {
+                (Some(k), None) => Some(k.clone()),
+                (None, Some(var)) => match env(var) {
+                    Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                    _ => {
+                        problems.push(format!(
+                            "account '{}': environment variable {var} is not set",
+                            a.name
+                        ));
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    problems.push(format!(
+                        "account '{}': set key or key_env, not both",
+                        a.name
+                    ));
+                    None
+                }
+                (None, None) => {
+                    problems.push(format!("account '{}': no key (set key or key_env)", a.name));
+                    None
+                }
+            };
+            if let Some(key) = key {
+                match key.livemode() {
+                    Some(livemode) => out.push(Account { name: a.name.clone(), key, livemode }),
+                    None => problems.push(format!("account '{}': the key does not look like a Stripe secret or restricted key (sk_live_…, rk_live_…, sk_test_…, rk_test_…)", a.name)),
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigError {
+                source_name: None,
+                problems,
+            })
+        }
+    }
+
+    pub fn lake_dir(&self) -> PathBuf {
+        self.output_dir.join("lake")
+    }
+
+    pub fn duckdb_path(&self) -> PathBuf {
+        self.output_dir.join(DUCKDB_FILE)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.output_dir.join("state")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("sk_live_abcdef");
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+        assert_eq!(s.livemode(), Some(true));
+        assert_eq!(Secret::new("rk_test_x").livemode(), Some(false));
+        assert_eq!(Secret::new("pk_live_x").livemode(), None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let cfg: Config = toml::from_str(
+            r#"
+            rate_budget = 2.0
+            datasets = ["charges", "nope"]
+            [[accounts]]
+            name = "a"
+            key = "pk_live_123"
+            [[accounts]]
+            name = "b"
+            key_env = "MISSING_VAR"
+            "#,
+        )
+        .unwrap();
+        let err = cfg.accounts(|_| None).unwrap_err().to_string();
+        for needle in [
+            "rate_budget",
+            "unknown dataset 'nope'",
+            "account 'a'",
+            "MISSING_VAR",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+        assert!(!err.contains("pk_live_123"), "keys are never echoed");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_and_env_adds_accounts() {
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let mut cfg = Config::default();
+        cfg.merge_env(|k| {
+            (k == "STRIPE_PIPELINE_KEYS").then(|| "acme=sk_test_1, rk_live_2".to_string())
+        });
+        let accounts = cfg.accounts(|_| None).unwrap();
+        assert_eq!(accounts.len(), 2);
+        assert_eq!(
+            (accounts[0].name.as_str(), accounts[0].livemode),
+            ("acme", false)
+        );
+        assert_eq!(
+            (accounts[1].name.as_str(), accounts[1].livemode),
+            ("account-2", true)
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The lake: Parquet files in an object store (a local directory here; S3, GCS or Azure later through
+//! the same `object_store` port).
+//!
+//! Layout: `<livemode|testmode>/<table>/merchant_id=<acct_…>/<run>-<slice>-<seq>.parquet`, and one
+//! manifest per run at `<livemode|testmode>/_manifests/<run>.json`. Files are written once under a new
+//! name and never rewritten, so a reader never sees a half-written file and a replayed slice only adds
+//! files whose rows the warehouse merge deduplicates.
+
+use arrow::record_batch::RecordBatch;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Rows per Parquet row group.
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("cannot use the lake directory {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode Parquet for {table}: {source}")]
+    Encode {
+        table: String,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("cannot write {path} to the lake: {source}")]
+    Write {
+        path: String,
+        source: object_store::Error,
+    },
+}
+
+/// One file written.
+#[derive(Debug, Clone, Serialize)]
+pub struct LakeFile {
+    pub table: String,
+    pub path: String,
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    /// Set when the store is a local directory (DuckDB reads the files from there).
+    local_root: Option<PathBuf>,
+}
+
+/// `livemode` or `testmode`: the lake's root folder for a mode.
+pub fn mode_root(livemode: bool) -> &'static str {
+    if livemode {
+        "livemode"
+    } else {
+        "testmode"
+    }
+}
+
+impl Lake {
+    /// A lake in a local directory (created if missing).
+    pub fn local(root: &Path) -> Result<Lake, LakeError> {
+        std::fs::create_dir_all(root).map_err(|source| LakeError::Open {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let root = root.canonicalize().map_err(|source| LakeError::Open {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| LakeError::Open {
+            path: root.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(Lake {
+            store: Arc::new(store),
+            local_root: Some(root),
+        })
+    }
+
+    /// A local path for a lake path, when the lake is a local directory.
+    pub fn local_path(&self, path: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|r| r.join(path))
+    }
+
+    /// Encodes `batches` (one table's rows) as one zstd Parquet file and stores it under a new name.
+    pub async fn write(
+        &self,
+        livemode: bool,
+        merchant_id: &str,
+        file_stem: &str,
+        batches: &[RecordBatch],
+        table: &str,
+    ) -> Result<Option<LakeFile>, LakeError> {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let Some(first) = batches.first() else {
+            return Ok(None);
+        };
+        if rows == 0 {
+            return Ok(None);
+        }
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let encode = |source| LakeError::Encode {
+            table: table.to_string(),
+            source,
+        };
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), first.schema(), Some(props)).map_err(encode)?;
+        for b in batches {
+            writer.write(b).map_err(encode)?;
+        }
+        let bytes = writer.into_inner().map_err(encode)?;
+        let path = format!(
+            "{}/{table}/merchant_id={merchant_id}/{file_stem}.parquet",
+            mode_root(livemode)
+        );
+        let size = bytes.len();
+        self.store
+            .put(&StorePath::from(path.as_str()), PutPayload::from(bytes))
+            .await
+            .map_err(|source| LakeError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Some(LakeFile {
+            table: table.to_string(),
+            path,
+            rows,
+            bytes: size,
+        }))
+    }
+
+    /// Writes a run's manifest (after all its files).
+    pub async fn write_manifest(
+        &self,
+        livemode: bool,
+        run_id: &str,
+        manifest: &serde_json::Value,
+    ) -> Result<String, LakeError> {
+        let path = format!("{}/_manifests/{run_id}.json", mode_root(livemode));
+        let body = serde_json::to_vec_pretty(manifest).unwrap_or_default();
+        self.store
+            .put(&StorePath::from(path.as_str()), PutPayload::from(body))
+            .await
+            .map_err(|source| LakeError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,17 @@
+//! The Stripe Data Pipeline engine, shared by the CLI (local mode) and the Lambda functions.
+//!
+//! A sync resolves each account (`GET /v1/account`), plans each dataset's backfill into `created`
+//! segments, pages them under a shared rate budget, converts pages to Arrow, writes Parquet to the lake,
+//! merges it into the warehouse and only then commits its cursor (see [`sync::Engine::deliver`]'s doc).
+
+pub mod backfill;
+pub mod catalog;
+pub mod config;
+pub mod convert;
+pub mod lake;
+#[cfg(feature = "duckdb")]
+pub mod local;
+pub mod state;
+pub mod stripe;
+pub mod sync;
+pub mod warehouse;

@@ -1,0 +1,105 @@
+//! Local mode: the engine wired to a local lake directory, a local state store and a DuckDB file, and
+//! the `status` view of them.
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::lake::Lake;
+use crate::state::LocalState;
+use crate::stripe::{Limiter, RetryPolicy, StripeClient};
+use crate::sync::{Engine, Progress};
+use crate::warehouse::duckdb::DuckDb;
+use crate::warehouse::{schema_name, Warehouse};
+use std::sync::Arc;
+
+/// A Stripe client with the configured budget.
+pub fn client(cfg: &Config) -> StripeClient {
+    StripeClient::new(
+        &cfg.api_base,
+        Arc::new(Limiter::new(cfg.rate_budget)),
+        RetryPolicy::default(),
+    )
+}
+
+/// The engine for local mode. Creates the output directory, the state store and the DuckDB file.
+pub fn engine(
+    cfg: &Config,
+    client: StripeClient,
+    progress: Arc<dyn Progress>,
+    run_id: String,
+) -> Result<Arc<Engine>, String> {
+    let lake = Lake::local(&cfg.lake_dir()).map_err(|e| e.to_string())?;
+    let state = LocalState::open(&cfg.state_dir()).map_err(|e| e.to_string())?;
+    let warehouse: Box<dyn Warehouse> =
+        Box::new(DuckDb::open(&cfg.duckdb_path()).map_err(|e| e.to_string())?);
+    Ok(Arc::new(Engine {
+        client,
+        lake,
+        state,
+        warehouse: Arc::new(std::sync::Mutex::new(warehouse)),
+        concurrency: cfg.concurrency,
+        progress,
+        run_id,
+    }))
+}
+
+/// One line of `status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusRow {
+    pub schema: String,
+    pub table: String,
+    pub merchant_id: String,
+    pub rows: u64,
+    pub data_landed: Option<String>,
+    pub data_as_of: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Per table and account: rows, when data landed, what it is complete up to, and the last error.
+pub fn status(cfg: &Config) -> Result<Vec<StatusRow>, String> {
+    let path = cfg.duckdb_path();
+    if !path.exists() {
+        return Err(format!(
+            "no data yet: {} does not exist (run `stripe-pipeline sync` first)",
+            path.display()
+        ));
+    }
+    let mut db = DuckDb::open(&path).map_err(|e| e.to_string())?;
+    let state = LocalState::open(&cfg.state_dir()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for livemode in [true, false] {
+        let schema = schema_name(livemode);
+        let rows = db
+            .query_strings(&format!(
+                "SELECT table_name, merchant_id, CAST(data_landed AS VARCHAR), CAST(data_as_of AS VARCHAR) FROM \"{schema}\".data_load_times ORDER BY 2, 1"
+            ))
+            .unwrap_or_default();
+        for r in rows {
+            let [Some(table), Some(merchant), landed, as_of] =
+                <[Option<String>; 4]>::try_from(r).unwrap_or([None, None, None, None])
+            else {
+                continue;
+            };
+            let count = db.count(livemode, &table, &merchant).unwrap_or(0);
+            let dataset = Catalog::get()
+                .tables()
+                .find(|(_, t)| t.name == table)
+                .map(|(d, _)| d.name.clone())
+                .unwrap_or_default();
+            let key = format!(
+                "{merchant}/{}/{dataset}",
+                if livemode { "live" } else { "test" }
+            );
+            let last_error = state.get(&key).ok().and_then(|v| v.value.last_error);
+            out.push(StatusRow {
+                schema: schema.into(),
+                table,
+                merchant_id: merchant,
+                rows: count,
+                data_landed: landed,
+                data_as_of: as_of,
+                last_error,
+            });
+        }
+    }
+    Ok(out)
+}

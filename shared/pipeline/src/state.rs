@@ -1,0 +1,298 @@
+//! Sync state: per account, mode and dataset, how far the backfill got (segments and page cursors), when
+//! data last landed, and the last error; plus leases so two runs never work on the same dataset at once.
+//!
+//! The local store keeps one JSON file per key and replaces it by write-to-temp, fsync, rename: a
+//! `kill -9` at any instant leaves either the old or the new version, never a torn file. Every write is
+//! conditional on the version read (compare-and-swap), so a stale writer is refused instead of
+//! overwriting newer progress.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One `created` window `[from, to)` of a backfill and how far it was paged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub from: i64,
+    pub to: i64,
+    /// Last object loaded (`starting_after` of the next page).
+    pub after: Option<String>,
+    /// `created` of that object: where to restart by time if the cursor object is deleted.
+    pub after_created: Option<i64>,
+    pub done: bool,
+}
+
+/// Progress of the first full load of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backfill {
+    /// Objects created before this instant are covered by the backfill.
+    pub upper: i64,
+    pub segments: Vec<Segment>,
+}
+
+impl Backfill {
+    pub fn complete(&self) -> bool {
+        self.segments.iter().all(|s| s.done)
+    }
+}
+
+/// Everything the pipeline remembers about one dataset of one account and mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatasetState {
+    pub backfill: Option<Backfill>,
+    /// When data last landed (Unix seconds).
+    pub landed_at: Option<i64>,
+    /// The data is complete up to this instant.
+    pub as_of: Option<i64>,
+    pub rows: u64,
+    pub last_error: Option<String>,
+}
+
+/// A stored value with the version a conditional write must name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versioned<T> {
+    pub version: u64,
+    pub value: T,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state for {key} changed under us (expected version {expected}, found {found}): another run is working on it")]
+    Conflict {
+        key: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{key} is leased by {owner} until {until}: another run is working on it; wait or remove {path}")]
+    Leased {
+        key: String,
+        owner: String,
+        until: i64,
+        path: PathBuf,
+    },
+    #[error("state store at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} is not valid state ({message}); move it away to start that dataset over"
+    )]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// A held lease; release it with [`LocalState::release`].
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub key: String,
+    pub owner: String,
+}
+
+/// The local, crash-safe state store.
+#[derive(Debug, Clone)]
+pub struct LocalState {
+    dir: PathBuf,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl LocalState {
+    pub fn open(dir: &Path) -> Result<LocalState, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(LocalState {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn file(&self, key: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", key.replace('/', "__")))
+    }
+
+    /// The state of `key` (version 0 and the default value when there is none yet).
+    pub fn get(&self, key: &str) -> Result<Versioned<DatasetState>, StateError> {
+        let path = self.file(key, "json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Versioned {
+                version: 0,
+                value: DatasetState::default(),
+            }),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// Writes `value` if the stored version is still `expected`; returns the new version.
+    pub fn put(&self, key: &str, expected: u64, value: &DatasetState) -> Result<u64, StateError> {
+        let current = self.get(key)?.version;
+        if current != expected {
+            return Err(StateError::Conflict {
+                key: key.to_string(),
+                expected,
+                found: current,
+            });
+        }
+        let next = Versioned {
+            version: expected + 1,
+            value,
+        };
+        let path = self.file(key, "json");
+        let body = serde_json::to_vec_pretty(&next).unwrap_or_default();
+        atomic_write(&path, &body)?;
+        Ok(expected + 1)
+    }
+
+    /// All keys with state.
+    pub fn keys(&self) -> Result<Vec<String>, StateError> {
+        let io = |source| StateError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut keys = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name().to_string_lossy().to_string();
+            if let Some(stem) = name.strip_suffix(".json") {
+                keys.push(stem.replace("__", "/"));
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Takes the lease on `key` for `ttl_secs`, unless another owner holds an unexpired one.
+    pub fn acquire(&self, key: &str, owner: &str, ttl_secs: i64) -> Result<Lease, StateError> {
+        let path = self.file(key, "lease");
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        for _ in 0..3 {
+            let body = format!("{owner}\n{}\n", now_secs() + ttl_secs);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(body.as_bytes()).map_err(io)?;
+                    f.sync_all().map_err(io)?;
+                    return Ok(Lease {
+                        key: key.to_string(),
+                        owner: owner.to_string(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let mut lines = text.lines();
+                    let holder = lines.next().unwrap_or_default().to_string();
+                    let until: i64 = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+                    if holder != owner && until > now_secs() {
+                        return Err(StateError::Leased {
+                            key: key.to_string(),
+                            owner: holder,
+                            until,
+                            path,
+                        });
+                    }
+                    // Expired (or ours from a crashed attempt): move it aside atomically and retry.
+                    let tomb = self.file(&format!("{key}.{owner}.{}", now_secs()), "expired-lease");
+                    let _ = std::fs::rename(&path, &tomb);
+                    let _ = std::fs::remove_file(&tomb);
+                }
+                Err(source) => return Err(StateError::Io { path, source }),
+            }
+        }
+        Err(StateError::Leased {
+            key: key.to_string(),
+            owner: "another run".into(),
+            until: now_secs() + ttl_secs,
+            path,
+        })
+    }
+
+    /// Gives a lease back (a lease that is not ours any more is left alone).
+    pub fn release(&self, lease: &Lease) {
+        let path = self.file(&lease.key, "lease");
+        if std::fs::read_to_string(&path)
+            .is_ok_and(|t| t.lines().next() == Some(lease.owner.as_str()))
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Write-to-temp, fsync, rename, fsync the directory.
+fn atomic_write(path: &Path, body: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(body).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_commits_are_rejected_and_recommits_are_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalState::open(dir.path()).unwrap();
+        let v = s.get("acct/live/charges").unwrap();
+        assert_eq!(v.version, 0);
+        let mut st = v.value.clone();
+        st.rows = 5;
+        assert_eq!(s.put("acct/live/charges", 0, &st).unwrap(), 1);
+        assert!(matches!(
+            s.put("acct/live/charges", 0, &st),
+            Err(StateError::Conflict { .. })
+        ));
+        assert_eq!(s.get("acct/live/charges").unwrap().value.rows, 5);
+        assert_eq!(s.keys().unwrap(), vec!["acct/live/charges".to_string()]);
+    }
+
+    #[test]
+    fn leases_are_exclusive_until_released_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalState::open(dir.path()).unwrap();
+        let a = s.acquire("k", "run-a", 60).unwrap();
+        assert!(matches!(
+            s.acquire("k", "run-b", 60),
+            Err(StateError::Leased { .. })
+        ));
+        s.release(&a);
+        let b = s.acquire("k", "run-b", -1).unwrap();
+        // b's lease is already expired: a may take it over.
+        assert!(s.acquire("k", "run-a", 60).is_ok());
+        s.release(&b);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalState::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("k.json"), b"{not json").unwrap();
+        assert!(matches!(s.get("k"), Err(StateError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,225 @@
+//! Errors from Stripe, classified once: what the user must do, and whether a retry can help.
+
+/// A failed Stripe request. Every variant carries Stripe's `Request-Id` when there was a response, so a
+/// support ticket can name the request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StripeError {
+    #[error("the API key is invalid or revoked (HTTP 401, request {request_id}): {message}. Check the key in the configuration.")]
+    InvalidKey { message: String, request_id: String },
+    #[error("the key lacks a permission (HTTP 403, request {request_id}): {message}. Grant read access to this resource on the restricted key, or leave the dataset out.")]
+    PermissionDenied { message: String, request_id: String },
+    #[error("{message} (HTTP {status}, code resource_missing, request {request_id})")]
+    ResourceMissing {
+        status: u16,
+        param: Option<String>,
+        message: String,
+        request_id: String,
+    },
+    #[error("Stripe rejected the request (HTTP {status}{}, request {request_id}): {message}", code.as_ref().map(|c| format!(", code {c}")).unwrap_or_default())]
+    InvalidRequest {
+        status: u16,
+        code: Option<String>,
+        message: String,
+        request_id: String,
+    },
+    #[error("rate limited by Stripe after {attempts} attempts (HTTP 429 {reason}, request {request_id}); lower rate_budget or concurrency if this persists")]
+    RateLimited {
+        reason: String,
+        attempts: u32,
+        request_id: String,
+    },
+    #[error(
+        "Stripe failed after {attempts} attempts (HTTP {status}, request {request_id}): {message}"
+    )]
+    Server {
+        status: u16,
+        attempts: u32,
+        message: String,
+        request_id: String,
+    },
+    #[error("network error talking to {base} after {attempts} attempts: {message}")]
+    Network {
+        base: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error("unexpected response from Stripe (request {request_id}): {message}")]
+    Decode { message: String, request_id: String },
+}
+
+impl StripeError {
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            StripeError::Network { .. } => None,
+            StripeError::InvalidKey { request_id, .. }
+            | StripeError::PermissionDenied { request_id, .. }
+            | StripeError::ResourceMissing { request_id, .. }
+            | StripeError::InvalidRequest { request_id, .. }
+            | StripeError::RateLimited { request_id, .. }
+            | StripeError::Server { request_id, .. }
+            | StripeError::Decode { request_id, .. } => Some(request_id),
+        }
+    }
+
+    /// A `starting_after` cursor that names an object Stripe no longer lists.
+    pub fn is_missing_cursor(&self) -> bool {
+        matches!(self, StripeError::ResourceMissing { param: Some(p), .. } if p == "starting_after" || p == "ending_before")
+    }
+}
+
+/// What one HTTP attempt came to, before the retry decision.
+#[derive(Debug)]
+pub enum Attempt {
+    Ok(serde_json::Value),
+    /// Worth retrying (network error, 409, 429, 5xx, or `Stripe-Should-Retry: true`).
+    Retry(StripeError),
+    /// Final (other 4xx, or `Stripe-Should-Retry: false`).
+    Fail(StripeError),
+}
+
+/// Classifies a response. The retry whitelist lives here and only here.
+pub fn classify(
+    status: u16,
+    should_retry: Option<bool>,
+    rate_reason: Option<String>,
+    request_id: String,
+    body: &[u8],
+    attempts: u32,
+) -> Attempt {
+    let json: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) if status == 200 => {
+            // A cut-off body on a 200 is a transport failure: retry.
+            return Attempt::Retry(StripeError::Decode {
+                message: format!("invalid JSON ({e})"),
+                request_id,
+            });
+        }
+        Err(_) => serde_json::Value::Null,
+    };
+    if status == 200 {
+        return Attempt::Ok(json);
+    }
+    let err = &json["error"];
+    let message = err["message"]
+        .as_str()
+        .unwrap_or("no error message")
+        .to_string();
+    let code = err["code"].as_str().map(str::to_string);
+    let error = match status {
+        401 => StripeError::InvalidKey {
+            message,
+            request_id,
+        },
+        403 => StripeError::PermissionDenied {
+            message,
+            request_id,
+        },
+        429 => StripeError::RateLimited {
+            reason: rate_reason
+                .or_else(|| code.clone())
+                .unwrap_or_else(|| "rate_limit".into()),
+            attempts,
+            request_id,
+        },
+        500..=599 => StripeError::Server {
+            status,
+            attempts,
+            message,
+            request_id,
+        },
+        _ if code.as_deref() == Some("resource_missing") => StripeError::ResourceMissing {
+            status,
+            param: err["param"].as_str().map(str::to_string),
+            message,
+            request_id,
+        },
+        _ => StripeError::InvalidRequest {
+            status,
+            code,
+            message,
+            request_id,
+        },
+    };
+    let retryable = match should_retry {
+        Some(flag) => flag,
+        None => matches!(status, 409 | 429 | 500..=599),
+    };
+    if retryable {
+        Attempt::Retry(error)
+    } else {
+        Attempt::Fail(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(code: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"error": {"message": "m", "code": code, "param": "starting_after"}})).unwrap()
+    }
+
+    #[test]
+    fn retry_whitelist() {
+        assert!(matches!(
+            classify(
+                429,
+                None,
+                Some("global-rate".into()),
+                "r".into(),
+                &body("rate_limit"),
+                1
+            ),
+            Attempt::Retry(_)
+        ));
+        assert!(matches!(
+            classify(503, None, None, "r".into(), b"", 1),
+            Attempt::Retry(_)
+        ));
+        assert!(matches!(
+            classify(409, None, None, "r".into(), b"", 1),
+            Attempt::Retry(_)
+        ));
+        assert!(matches!(
+            classify(400, None, None, "r".into(), &body("parameter_unknown"), 1),
+            Attempt::Fail(_)
+        ));
+        assert!(matches!(
+            classify(401, None, None, "r".into(), b"", 1),
+            Attempt::Fail(StripeError::InvalidKey { .. })
+        ));
+        // Stripe-Should-Retry overrides the status.
+        assert!(matches!(
+            classify(500, Some(false), None, "r".into(), b"", 1),
+            Attempt::Fail(_)
+        ));
+        assert!(matches!(
+            classify(400, Some(true), None, "r".into(), b"", 1),
+            Attempt::Retry(_)
+        ));
+        // A truncated 200 is retried.
+        assert!(matches!(
+            classify(200, None, None, "r".into(), b"{\"obj", 1),
+            Attempt::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn missing_cursor_is_recognised_and_messages_carry_request_ids() {
+        match classify(
+            400,
+            None,
+            None,
+            "req_9".into(),
+            &body("resource_missing"),
+            1,
+        ) {
+            Attempt::Fail(e) => {
+                assert!(e.is_missing_cursor());
+                assert!(e.to_string().contains("req_9"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

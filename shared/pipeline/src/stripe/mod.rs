@@ -1,0 +1,258 @@
+//! The Stripe API client: HTTPS (rustls), pinned API version, `Stripe-Account`, a shared rate budget, and
+//! retries with exponential backoff and jitter for exactly the failures that a retry can fix.
+
+mod error;
+mod limiter;
+
+pub use error::StripeError;
+pub use limiter::Limiter;
+
+use crate::config::Secret;
+use bytes::Bytes;
+use error::{classify, Attempt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The API version every request pins, so object shapes match the catalog.
+pub const API_VERSION: &str = "2023-08-16";
+
+/// How failed requests are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included. Default 8.
+    pub max_attempts: u32,
+    /// First backoff. Default 250 ms; doubles per attempt, with full jitter.
+    pub base_delay: Duration,
+    /// Backoff ceiling. Default 20 s.
+    pub max_delay: Duration,
+    /// Per-attempt timeout. Default 80 s (Stripe's own request timeout is 80 s).
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(20),
+            timeout: Duration::from_secs(80),
+        }
+    }
+}
+
+/// Counters for the closing summary.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub requests: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// Who is calling: the key, and the connected account to act for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Rate-limit bucket name (one per Stripe account).
+    pub label: String,
+    pub key: Secret,
+    pub livemode: bool,
+    /// `Stripe-Account` header (Connect).
+    pub stripe_account: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct StripeClient {
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    base: String,
+    limiter: Arc<Limiter>,
+    retry: RetryPolicy,
+    pub stats: Arc<ClientStats>,
+}
+
+impl StripeClient {
+    pub fn new(base: &str, limiter: Arc<Limiter>, retry: RetryPolicy) -> StripeClient {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        StripeClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            limiter,
+            retry,
+            stats: Arc::default(),
+        }
+    }
+
+    /// `GET path?params`, rate limited and retried; the parsed JSON on success.
+    pub async fn get(
+        &self,
+        caller: &Caller,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<Value, StripeError> {
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            q.finish()
+        };
+        let url = if query.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}{path}?{query}", self.base)
+        };
+        let endpoint = endpoint_of(path);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.limiter
+                .acquire(&caller.label, caller.livemode, &endpoint)
+                .await;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = self.attempt(caller, &url, attempt).await;
+            let error = match outcome {
+                Attempt::Ok(v) => return Ok(v),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(e) => e,
+            };
+            if let StripeError::RateLimited { .. } = error {
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            }
+            if attempt >= self.retry.max_attempts {
+                return Err(error);
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(account = %caller.label, path, attempt, %error, "retrying");
+            tokio::time::sleep(self.backoff(attempt)).await;
+        }
+    }
+
+    /// Full jitter: uniform in [0, min(max, base × 2^attempt)].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .retry
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.retry.max_delay);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let unit = (nanos % 1_000_000) as f64 / 1_000_000.0;
+        cap.mul_f64(0.5 + unit / 2.0)
+    }
+
+    async fn attempt(&self, caller: &Caller, url: &str, attempts: u32) -> Attempt {
+        let mut req = hyper::Request::get(url)
+            .header("authorization", format!("Bearer {}", caller.key.expose()))
+            .header("stripe-version", API_VERSION)
+            .header(
+                "user-agent",
+                concat!("stripe-pipeline/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(acct) = &caller.stripe_account {
+            req = req.header("stripe-account", acct);
+        }
+        let req = match req.body(Empty::new()) {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Fail(StripeError::Decode {
+                    message: format!("cannot build request: {e}"),
+                    request_id: "-".into(),
+                })
+            }
+        };
+        let network = |message: String| StripeError::Network {
+            base: self.base.clone(),
+            attempts,
+            message,
+        };
+        let resp = match tokio::time::timeout(self.retry.timeout, self.http.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Attempt::Retry(network(error_chain(&e))),
+            Err(_) => {
+                return Attempt::Retry(network(format!(
+                    "no response within {:?}",
+                    self.retry.timeout
+                )))
+            }
+        };
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let request_id = header("request-id").unwrap_or_else(|| "-".into());
+        let should_retry = header("stripe-should-retry").map(|v| v == "true");
+        let rate_reason = header("stripe-rate-limited-reason");
+        let body = match tokio::time::timeout(self.retry.timeout, resp.into_body().collect()).await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
+                return Attempt::Retry(network(format!(
+                    "response body cut off: {}",
+                    error_chain(&e)
+                )))
+            }
+            Err(_) => return Attempt::Retry(network("response body timed out".into())),
+        };
+        classify(
+            status,
+            should_retry,
+            rate_reason,
+            request_id,
+            &body,
+            attempts,
+        )
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// `/v1/invoices/in_1/lines` → `/v1/invoices/{id}/lines`: the per-endpoint rate-limit key.
+fn endpoint_of(path: &str) -> String {
+    path.split('/')
+        .enumerate()
+        .map(|(i, seg)| {
+            if i >= 3 && seg.contains('_') {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_group_by_template() {
+        assert_eq!(super::endpoint_of("/v1/charges"), "/v1/charges");
+        assert_eq!(
+            super::endpoint_of("/v1/invoices/in_123/lines"),
+            "/v1/invoices/{id}/lines"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! Warehouses: where the lake's Parquet files are merged into tables named like Stripe's.
+//!
+//! One trait, one behaviour for every backend: schemas `stripe` (live) and `stripe_testmode` (test);
+//! tables and columns from the catalog, added to but never dropped; loads that are idempotent and keep
+//! the newest version of each `(merchant_id, id)`; metadata and child rows replaced per parent object
+//! whose new version won; and `data_load_times`.
+
+#[cfg(feature = "duckdb")]
+pub mod duckdb;
+
+use crate::catalog::{Dataset, Table};
+use std::path::PathBuf;
+
+/// The warehouse schema of a mode.
+pub fn schema_name(livemode: bool) -> &'static str {
+    if livemode {
+        "stripe"
+    } else {
+        "stripe_testmode"
+    }
+}
+
+/// One load: a dataset's new files for one account and mode.
+#[derive(Debug, Clone)]
+pub struct Load<'a> {
+    pub dataset: &'a Dataset,
+    pub livemode: bool,
+    pub merchant_id: &'a str,
+    /// Parquet files per table name.
+    pub files: Vec<(String, PathBuf)>,
+    /// The data is complete up to this instant (Unix seconds), for `data_load_times`.
+    pub as_of: i64,
+}
+
+impl Load<'_> {
+    pub fn files_of(&self, table: &Table) -> Vec<&PathBuf> {
+        self.files
+            .iter()
+            .filter(|(t, _)| *t == table.name)
+            .map(|(_, p)| p)
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("cannot open the {backend} warehouse at {target}: {message}")]
+    Open {
+        backend: &'static str,
+        target: String,
+        message: String,
+    },
+    #[error("{backend} failed while {action}: {message}")]
+    Sql {
+        backend: &'static str,
+        action: String,
+        message: String,
+    },
+}
+
+/// A warehouse backend.
+pub trait Warehouse: Send {
+    /// Creates the schema and the dataset's tables, and adds catalog columns that the tables lack.
+    fn prepare(&mut self, livemode: bool, dataset: &Dataset) -> Result<(), WarehouseError>;
+    /// Merges a load in one transaction; returns the number of main-table rows inserted or updated.
+    fn load(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError>;
+    /// Rows of a table for one merchant (for summaries and `status`).
+    fn count(
+        &mut self,
+        livemode: bool,
+        table: &str,
+        merchant_id: &str,
+    ) -> Result<u64, WarehouseError>;
+}
