@@ -111,7 +111,7 @@ impl Builder {
             self.null();
             return true;
         };
-        let ok = match (self, col.kind) {
+        match (self, col.kind) {
             (Builder::Str(b), ColumnType::Json) => {
                 b.append_value(v.to_string());
                 true
@@ -133,8 +133,7 @@ impl Builder {
                 v.is_boolean()
             }
             (Builder::Ts(b), _) => append_opt(b, v.as_i64().and_then(|s| s.checked_mul(1_000_000))),
-        };
-        ok
+        }
     }
 }
 

@@ -178,7 +178,7 @@ impl Engine {
         let files = Arc::new(Mutex::new(Vec::new()));
         let mut reports = Vec::new();
         let mut tasks = tokio::task::JoinSet::new();
-        for r in resolved.iter().cloned() {
+        for r in resolved {
             // One budget of segments in flight per account, shared by its datasets: bounds memory
             // (each segment buffers up to FLUSH_ROWS rows) and spreads the rate budget across resources.
             let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
