@@ -374,37 +374,7 @@ impl Engine {
         let mut s = shared.lock().await;
         if let Some(b) = s.state.backfill.clone().filter(Backfill::complete) {
             // Record freshness even when the dataset had nothing to load (an empty table is complete too).
-            let (warehouse, livemode, merchant_id) = (
-                self.warehouse.clone(),
-                r.account.livemode,
-                r.merchant_id.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                let mut wh = warehouse
-                    .lock()
-                    .map_err(|_| "warehouse lock poisoned".to_string())?;
-                wh.load(&Load {
-                    dataset,
-                    livemode,
-                    merchant_id: &merchant_id,
-                    files: Vec::new(),
-                    as_of: b.upper,
-                })
-                .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| {
-                account_err(StripeError::Decode {
-                    message: e.to_string(),
-                    request_id: "-".into(),
-                })
-            })?
-            .map_err(|message| {
-                account_err(StripeError::Decode {
-                    message,
-                    request_id: "-".into(),
-                })
-            })?;
+            self.load_warehouse(r, dataset, Vec::new(), b.upper).await?;
             s.state.as_of = Some(b.upper);
             let st = s.state.clone();
             s.version = self.state.put(key, s.version, &st)?;
@@ -500,6 +470,44 @@ impl Engine {
         }
     }
 
+    /// Merges `files` into the warehouse (blocking work, off the async threads) and records freshness.
+    async fn load_warehouse(
+        &self,
+        r: &Resolved,
+        dataset: &'static Dataset,
+        files: Vec<(String, std::path::PathBuf)>,
+        as_of: i64,
+    ) -> Result<(), SyncError> {
+        let (warehouse, livemode, merchant_id) = (
+            self.warehouse.clone(),
+            r.account.livemode,
+            r.merchant_id.clone(),
+        );
+        let result = tokio::task::spawn_blocking(move || {
+            let mut wh = warehouse
+                .lock()
+                .map_err(|_| "warehouse lock poisoned".to_string())?;
+            wh.load(&Load {
+                dataset,
+                livemode,
+                merchant_id: &merchant_id,
+                files,
+                as_of,
+            })
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        result.map(|_| ()).map_err(|message| SyncError::Account {
+            account: r.account.name.clone(),
+            source: StripeError::Decode {
+                message,
+                request_id: "-".into(),
+            },
+        })
+    }
+
     /// The slice protocol: files first, then the warehouse, then the cursor — in that order only.
     ///
     /// A crash (or error) at each step leads to:
@@ -562,25 +570,7 @@ impl Engine {
             .filter_map(|f| Some((f.table.clone(), self.lake.local_path(&f.path)?)))
             .collect();
         if !load_files.is_empty() {
-            let warehouse = self.warehouse.clone();
-            let livemode = r.account.livemode;
-            let merchant_id = r.merchant_id.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut wh = warehouse
-                    .lock()
-                    .map_err(|_| "warehouse lock poisoned".to_string())?;
-                wh.load(&Load {
-                    dataset,
-                    livemode,
-                    merchant_id: &merchant_id,
-                    files: load_files,
-                    as_of,
-                })
-                .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| write_err(e.to_string()))?
-            .map_err(write_err)?;
+            self.load_warehouse(r, dataset, load_files, as_of).await?;
         }
         // 3. Cursor commit (conditional on the version this run holds).
         let mut s = shared.lock().await;
