@@ -94,6 +94,9 @@ pub struct SimConfig {
     pub latency_ms: u64,
     pub faults: Vec<FaultRule>,
     pub events: EventPolicy,
+    /// Generate objects only in this keyed account (by position, as in [`StartInfo::key`]) and mode
+    /// (`true` = live); the other scopes stay empty. For benchmarks that need one large account.
+    pub only: Option<(usize, bool)>,
 }
 
 impl SimConfig {
@@ -107,6 +110,7 @@ impl SimConfig {
             latency_ms: 0,
             faults: Vec::new(),
             events: EventPolicy::default(),
+            only: None,
         }
     }
 
@@ -185,7 +189,13 @@ pub fn mode_name(livemode: bool) -> &'static str {
 impl Simulator {
     /// Generates the data (this is where the time goes: about 2 s per 100,000 objects).
     pub fn new(config: SimConfig) -> Arc<Simulator> {
-        let world = World::generate(config.seed, config.objects, config.start, config.events);
+        let world = World::generate(
+            config.seed,
+            config.objects,
+            config.start,
+            config.events,
+            config.only,
+        );
         Arc::new(Simulator {
             world: RwLock::new(world),
             clock: Clock::new(config.start),

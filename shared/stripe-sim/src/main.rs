@@ -80,6 +80,7 @@ async fn main() -> std::io::Result<()> {
             visibility_delay_secs: args.event_delay_secs,
             duplicate_rate: args.event_duplicate_rate,
         },
+        only: None,
     };
     let running = stripe_sim::start_on(config, SocketAddr::new(args.host, args.port)).await?;
     println!(

@@ -104,8 +104,14 @@ fn account_id(rng: &mut Rng) -> String {
 
 impl World {
     /// Builds the cast and generates `n` objects per resource base count in every account and mode
-    /// (connected accounts get a quarter).
-    pub fn generate(seed: u64, n: usize, now: i64, events: EventPolicy) -> World {
+    /// (connected accounts get a quarter), or only in the `only` keyed account and mode.
+    pub fn generate(
+        seed: u64,
+        n: usize,
+        now: i64,
+        events: EventPolicy,
+        only: Option<(usize, bool)>,
+    ) -> World {
         let mut rng = Rng::new(seed, 0);
         let cast = [
             ("Acme Rockets", AccountKind::Standard, PINNED_API_VERSION),
@@ -166,6 +172,12 @@ impl World {
                 .map(|a| a.id.clone())
                 .collect()
         };
+        let keyed: Vec<&str> = accounts
+            .iter()
+            .filter(|a| a.kind != AccountKind::Connected)
+            .map(|a| a.id.as_str())
+            .collect();
+        let chosen = only.and_then(|(k, live)| Some((keyed.get(k)?.to_string(), live)));
         let mut scopes = BTreeMap::new();
         for (i, a) in accounts.iter().enumerate() {
             for livemode in [false, true] {
@@ -178,10 +190,10 @@ impl World {
                     Rng::new(seed, stream),
                 );
                 scope.event_policy = events;
-                let count = if a.kind == AccountKind::Connected {
-                    n / 4
-                } else {
-                    n
+                let count = match &chosen {
+                    Some((id, live)) if *id != a.id || *live != livemode => 0,
+                    _ if a.kind == AccountKind::Connected => n / 4,
+                    _ => n,
                 };
                 let destinations = connected_of(&a.id);
                 generate::generate(&mut scope, count, now, destinations.clone());
