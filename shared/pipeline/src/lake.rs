@@ -55,6 +55,29 @@ pub struct Lake {
     local_root: Option<PathBuf>,
 }
 
+/// Encodes one table's batches as one zstd Parquet file (page statistics, row groups of
+/// [`ROW_GROUP_ROWS`]).
+pub fn encode(batches: &[RecordBatch], table: &str) -> Result<Vec<u8>, LakeError> {
+    let encode = |source| LakeError::Encode {
+        table: table.to_string(),
+        source,
+    };
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), first.schema(), Some(props)).map_err(encode)?;
+    for b in batches {
+        writer.write(b).map_err(encode)?;
+    }
+    writer.into_inner().map_err(encode)
+}
+
 /// `livemode` or `testmode`: the lake's root folder for a mode.
 pub fn mode_root(livemode: bool) -> &'static str {
     if livemode {
@@ -100,27 +123,10 @@ impl Lake {
         table: &str,
     ) -> Result<Option<LakeFile>, LakeError> {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let Some(first) = batches.first() else {
-            return Ok(None);
-        };
         if rows == 0 {
             return Ok(None);
         }
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
-        let encode = |source| LakeError::Encode {
-            table: table.to_string(),
-            source,
-        };
-        let mut writer =
-            ArrowWriter::try_new(Vec::new(), first.schema(), Some(props)).map_err(encode)?;
-        for b in batches {
-            writer.write(b).map_err(encode)?;
-        }
-        let bytes = writer.into_inner().map_err(encode)?;
+        let bytes = encode(batches, table)?;
         let path = format!(
             "{}/{table}/merchant_id={merchant_id}/{file_stem}.parquet",
             mode_root(livemode)

@@ -8,7 +8,7 @@ use crate::config::Account;
 use crate::convert::{Converter, RowContext};
 use crate::lake::{Lake, LakeFile};
 use crate::state::{Backfill, DatasetState, LocalState, Segment, StateError};
-use crate::stripe::{Caller, StripeClient, StripeError};
+use crate::stripe::{Caller, Response, StripeClient, StripeError};
 use crate::warehouse::{Load, Warehouse};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -18,8 +18,10 @@ use tokio::sync::{Mutex, Semaphore};
 
 /// Rows buffered before a batch is delivered (files written, loaded, cursor committed).
 pub const FLUSH_ROWS: usize = 20_000;
+/// JSON bytes read before a batch is delivered: bounds each segment's memory whatever the object size.
+pub const FLUSH_BYTES: usize = 8 << 20;
 /// Segments per dataset at most.
-pub const MAX_SEGMENTS: usize = 8;
+pub const MAX_SEGMENTS: usize = 32;
 /// How long a dataset lease lasts without renewal.
 pub const LEASE_SECS: i64 = 3600;
 
@@ -106,13 +108,6 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 /// A checked account: its key works and its Stripe id is known.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -182,7 +177,11 @@ impl Engine {
             // One budget of segments in flight per account, shared by its datasets: bounds memory
             // (each segment buffers up to FLUSH_ROWS rows) and spreads the rate budget across resources.
             let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
-            for &d in datasets {
+            // Lists without a `created` filter can only be paged one page after another: start them
+            // first, so they run alongside the segmented ones instead of after them.
+            let mut ordered: Vec<&'static Dataset> = datasets.to_vec();
+            ordered.sort_by_key(|d| d.created_filter);
+            for d in ordered {
                 let engine = self.clone();
                 let r = r.clone();
                 let files = files.clone();
@@ -409,15 +408,13 @@ impl Engine {
         let mut converter = Converter::new(dataset);
         let mut objects = 0u64;
         let mut seq = 0u32;
+        let mut pending_bytes = 0usize;
         loop {
             let params = backfill::page_params(dataset, &seg, PAGE_LIMIT);
-            let page = match backfill::fetch_page(
-                &self.client,
-                &r.caller,
-                &dataset.list_path,
-                &params,
-            )
-            .await
+            let resp = match self
+                .client
+                .get_raw(&r.caller, &dataset.list_path, &params)
+                .await
             {
                 Ok(p) => p,
                 Err(e) if e.is_missing_cursor() && seg.after_created.is_some() => {
@@ -431,26 +428,36 @@ impl Engine {
                 }
                 Err(e) => return Err(account_err(e)),
             };
-            let batch_timestamp = now_micros();
+            // Rows carry Stripe's clock (when this version was read), so a later read, or a later
+            // event, always wins the merge against an earlier one.
+            let batch_timestamp = resp.server_time.unwrap_or_else(now_secs) * 1_000_000;
             let ctx = RowContext {
                 merchant_id: &r.merchant_id,
                 batch_timestamp,
                 deleted: false,
             };
-            let n = page.data.len() as u64;
-            for mut obj in page.data {
-                backfill::complete_nested(&self.client, &r.caller, dataset, &mut obj)
-                    .await
-                    .map_err(account_err)?;
-                seg.after = obj["id"].as_str().map(str::to_string);
-                seg.after_created = obj["created"].as_i64().or(seg.after_created);
-                converter.push(&obj, ctx);
+            let summary = converter.push_page(&resp.body, ctx).map_err(|e| {
+                account_err(StripeError::Decode {
+                    message: format!("{}: unexpected list page ({e})", dataset.list_path),
+                    request_id: resp.request_id.clone(),
+                })
+            })?;
+            if !summary.truncated.is_empty() {
+                self.complete_truncated(r, dataset, &resp, &summary.truncated, &mut converter, ctx)
+                    .await?;
+            }
+            pending_bytes += resp.body.len();
+            let n = summary.objects as u64;
+            if let Some((id, created)) = summary.last {
+                seg.after = Some(id);
+                seg.after_created = created.or(seg.after_created);
             }
             objects += n;
             self.progress.rows(&r.account.name, &dataset.name, n);
-            seg.done = !page.has_more || n == 0;
-            if seg.done || converter.buffered() >= FLUSH_ROWS {
+            seg.done = !summary.has_more || n == 0;
+            if seg.done || converter.buffered() >= FLUSH_ROWS || pending_bytes >= FLUSH_BYTES {
                 seq += 1;
+                pending_bytes = 0;
                 let stem = format!("{}-{}-s{index:02}-{seq:05}", self.run_id, dataset.name);
                 self.deliver(
                     r,
@@ -468,6 +475,61 @@ impl Engine {
                 return Ok(objects);
             }
         }
+    }
+
+    /// Converts the objects of a page whose nested lists were cut off (`has_more`), after paging those
+    /// lists to their end.
+    async fn complete_truncated(
+        &self,
+        r: &Resolved,
+        dataset: &'static Dataset,
+        resp: &Response,
+        ids: &[String],
+        converter: &mut Converter,
+        ctx: RowContext<'_>,
+    ) -> Result<(), SyncError> {
+        let account_err = |source| SyncError::Account {
+            account: r.account.name.clone(),
+            source,
+        };
+        let page: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
+            account_err(StripeError::Decode {
+                message: format!("{}: {e}", dataset.list_path),
+                request_id: resp.request_id.clone(),
+            })
+        })?;
+        // Page the cut-off lists of all these objects at once: each is a chain of requests, and at
+        // Stripe's latency one after another would stall the segment.
+        let mut tasks = tokio::task::JoinSet::new();
+        let objects = page["data"].as_array().into_iter().flatten();
+        for (n, obj) in objects
+            .filter(|o| {
+                o["id"]
+                    .as_str()
+                    .is_some_and(|id| ids.iter().any(|t| t == id))
+            })
+            .enumerate()
+        {
+            let (client, caller, mut obj) = (self.client.clone(), r.caller.clone(), obj.clone());
+            tasks.spawn(async move {
+                let done = backfill::complete_nested(&client, &caller, dataset, &mut obj).await;
+                done.map(|()| (n, obj))
+            });
+        }
+        let mut completed = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let done = joined.map_err(|e| StateError::Io {
+                path: dataset.name.clone().into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            completed.push(done.map_err(account_err)?);
+        }
+        // Keep the page's order, so the batch is the same whatever finished first.
+        completed.sort_by_key(|(n, _)| *n);
+        for (_, obj) in completed {
+            converter.push(&obj, ctx);
+        }
+        Ok(())
     }
 
     /// Merges `files` into the warehouse (blocking work, off the async threads) and records freshness.

@@ -70,7 +70,8 @@ impl StripeError {
 /// What one HTTP attempt came to, before the retry decision.
 #[derive(Debug)]
 pub enum Attempt {
-    Ok(serde_json::Value),
+    /// A 200 whose body is complete JSON.
+    Ok(bytes::Bytes),
     /// Worth retrying (network error, 409, 429, 5xx, or `Stripe-Should-Retry: true`).
     Retry(StripeError),
     /// Final (other 4xx, or `Stripe-Should-Retry: false`).
@@ -83,23 +84,20 @@ pub fn classify(
     should_retry: Option<bool>,
     rate_reason: Option<String>,
     request_id: String,
-    body: &[u8],
+    body: bytes::Bytes,
     attempts: u32,
 ) -> Attempt {
-    let json: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) if status == 200 => {
-            // A cut-off body on a 200 is a transport failure: retry.
-            return Attempt::Retry(StripeError::Decode {
+    if status == 200 {
+        // Checked without building a tree: a cut-off body on a 200 is a transport failure, retried.
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            Ok(_) => Attempt::Ok(body),
+            Err(e) => Attempt::Retry(StripeError::Decode {
                 message: format!("invalid JSON ({e})"),
                 request_id,
-            });
-        }
-        Err(_) => serde_json::Value::Null,
-    };
-    if status == 200 {
-        return Attempt::Ok(json);
+            }),
+        };
     }
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let err = &json["error"];
     let message = err["message"]
         .as_str()
@@ -156,8 +154,8 @@ pub fn classify(
 mod tests {
     use super::*;
 
-    fn body(code: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({"error": {"message": "m", "code": code, "param": "starting_after"}})).unwrap()
+    fn body(code: &str) -> bytes::Bytes {
+        serde_json::to_vec(&serde_json::json!({"error": {"message": "m", "code": code, "param": "starting_after"}})).unwrap().into()
     }
 
     #[test]
@@ -168,53 +166,53 @@ mod tests {
                 None,
                 Some("global-rate".into()),
                 "r".into(),
-                &body("rate_limit"),
+                body("rate_limit"),
                 1
             ),
             Attempt::Retry(_)
         ));
         assert!(matches!(
-            classify(503, None, None, "r".into(), b"", 1),
+            classify(503, None, None, "r".into(), bytes::Bytes::new(), 1),
             Attempt::Retry(_)
         ));
         assert!(matches!(
-            classify(409, None, None, "r".into(), b"", 1),
+            classify(409, None, None, "r".into(), bytes::Bytes::new(), 1),
             Attempt::Retry(_)
         ));
         assert!(matches!(
-            classify(400, None, None, "r".into(), &body("parameter_unknown"), 1),
+            classify(400, None, None, "r".into(), body("parameter_unknown"), 1),
             Attempt::Fail(_)
         ));
         assert!(matches!(
-            classify(401, None, None, "r".into(), b"", 1),
+            classify(401, None, None, "r".into(), bytes::Bytes::new(), 1),
             Attempt::Fail(StripeError::InvalidKey { .. })
         ));
         // Stripe-Should-Retry overrides the status.
         assert!(matches!(
-            classify(500, Some(false), None, "r".into(), b"", 1),
+            classify(500, Some(false), None, "r".into(), bytes::Bytes::new(), 1),
             Attempt::Fail(_)
         ));
         assert!(matches!(
-            classify(400, Some(true), None, "r".into(), b"", 1),
+            classify(400, Some(true), None, "r".into(), bytes::Bytes::new(), 1),
             Attempt::Retry(_)
         ));
         // A truncated 200 is retried.
         assert!(matches!(
-            classify(200, None, None, "r".into(), b"{\"obj", 1),
+            classify(
+                200,
+                None,
+                None,
+                "r".into(),
+                bytes::Bytes::from_static(b"{\"obj"),
+                1
+            ),
             Attempt::Retry(_)
         ));
     }
 
     #[test]
     fn missing_cursor_is_recognised_and_messages_carry_request_ids() {
-        match classify(
-            400,
-            None,
-            None,
-            "req_9".into(),
-            &body("resource_missing"),
-            1,
-        ) {
+        match classify(400, None, None, "req_9".into(), body("resource_missing"), 1) {
             Attempt::Fail(e) => {
                 assert!(e.is_missing_cursor());
                 assert!(e.to_string().contains("req_9"));

@@ -53,6 +53,17 @@ pub struct ClientStats {
     pub retries: AtomicU64,
 }
 
+/// A successful response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Complete JSON text.
+    pub body: Bytes,
+    /// Stripe's clock when it answered (`Date`), Unix seconds. Stripe time, not ours, decides event
+    /// lags, cursor ages and which version of an object is newer.
+    pub server_time: Option<i64>,
+    pub request_id: String,
+}
+
 /// Who is calling: the key, and the connected account to act for.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -99,6 +110,21 @@ impl StripeClient {
         path: &str,
         params: &[(String, String)],
     ) -> Result<Value, StripeError> {
+        let resp = self.get_raw(caller, path, params).await?;
+        serde_json::from_slice(&resp.body).map_err(|e| StripeError::Decode {
+            message: format!("{path}: {e}"),
+            request_id: resp.request_id,
+        })
+    }
+
+    /// `GET path?params`, rate limited and retried; the body (checked to be complete JSON) and Stripe's
+    /// clock, for callers that convert the text directly.
+    pub async fn get_raw(
+        &self,
+        caller: &Caller,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<Response, StripeError> {
         let query = {
             let mut q = form_urlencoded::Serializer::new(String::new());
             for (k, v) in params {
@@ -119,9 +145,15 @@ impl StripeClient {
                 .acquire(&caller.label, caller.livemode, &endpoint)
                 .await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let outcome = self.attempt(caller, &url, attempt).await;
+            let (outcome, date, request_id) = self.attempt(caller, &url, attempt).await;
             let error = match outcome {
-                Attempt::Ok(v) => return Ok(v),
+                Attempt::Ok(body) => {
+                    return Ok(Response {
+                        body,
+                        server_time: date,
+                        request_id,
+                    })
+                }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry(e) => e,
             };
@@ -152,7 +184,13 @@ impl StripeClient {
         cap.mul_f64(0.5 + unit / 2.0)
     }
 
-    async fn attempt(&self, caller: &Caller, url: &str, attempts: u32) -> Attempt {
+    /// One attempt: its outcome, the response's `Date` (Unix seconds) and `Request-Id`.
+    async fn attempt(
+        &self,
+        caller: &Caller,
+        url: &str,
+        attempts: u32,
+    ) -> (Attempt, Option<i64>, String) {
         let mut req = hyper::Request::get(url)
             .header("authorization", format!("Bearer {}", caller.key.expose()))
             .header("stripe-version", API_VERSION)
@@ -166,10 +204,11 @@ impl StripeClient {
         let req = match req.body(Empty::new()) {
             Ok(r) => r,
             Err(e) => {
-                return Attempt::Fail(StripeError::Decode {
+                let error = StripeError::Decode {
                     message: format!("cannot build request: {e}"),
                     request_id: "-".into(),
-                })
+                };
+                return (Attempt::Fail(error), None, "-".into());
             }
         };
         let network = |message: String| StripeError::Network {
@@ -179,12 +218,10 @@ impl StripeClient {
         };
         let resp = match tokio::time::timeout(self.retry.timeout, self.http.request(req)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Attempt::Retry(network(error_chain(&e))),
+            Ok(Err(e)) => return (Attempt::Retry(network(error_chain(&e))), None, "-".into()),
             Err(_) => {
-                return Attempt::Retry(network(format!(
-                    "no response within {:?}",
-                    self.retry.timeout
-                )))
+                let message = format!("no response within {:?}", self.retry.timeout);
+                return (Attempt::Retry(network(message)), None, "-".into());
             }
         };
         let status = resp.status().as_u16();
@@ -197,25 +234,31 @@ impl StripeClient {
         let request_id = header("request-id").unwrap_or_else(|| "-".into());
         let should_retry = header("stripe-should-retry").map(|v| v == "true");
         let rate_reason = header("stripe-rate-limited-reason");
+        let date = header("date")
+            .and_then(|d| httpdate::parse_http_date(&d).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
         let body = match tokio::time::timeout(self.retry.timeout, resp.into_body().collect()).await
         {
             Ok(Ok(b)) => b.to_bytes(),
             Ok(Err(e)) => {
-                return Attempt::Retry(network(format!(
-                    "response body cut off: {}",
-                    error_chain(&e)
-                )))
+                let message = format!("response body cut off: {}", error_chain(&e));
+                return (Attempt::Retry(network(message)), date, request_id);
             }
-            Err(_) => return Attempt::Retry(network("response body timed out".into())),
+            Err(_) => {
+                let message = "response body timed out".to_string();
+                return (Attempt::Retry(network(message)), date, request_id);
+            }
         };
-        classify(
+        let outcome = classify(
             status,
             should_retry,
             rate_reason,
-            request_id,
-            &body,
+            request_id.clone(),
+            body,
             attempts,
-        )
+        );
+        (outcome, date, request_id)
     }
 }
 

@@ -72,3 +72,20 @@ pub trait Warehouse: Send {
         merchant_id: &str,
     ) -> Result<u64, WarehouseError>;
 }
+
+/// No warehouse: the Parquet lake is the output (for users who query the files with Athena, Spark or
+/// DuckDB themselves). Loads succeed without doing anything, so the slice protocol is unchanged.
+#[derive(Debug, Default)]
+pub struct LakeOnly;
+
+impl Warehouse for LakeOnly {
+    fn prepare(&mut self, _: bool, _: &Dataset) -> Result<(), WarehouseError> {
+        Ok(())
+    }
+    fn load(&mut self, _: &Load<'_>) -> Result<u64, WarehouseError> {
+        Ok(0)
+    }
+    fn count(&mut self, _: bool, _: &str, _: &str) -> Result<u64, WarehouseError> {
+        Ok(0)
+    }
+}

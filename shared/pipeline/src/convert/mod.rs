@@ -1,0 +1,559 @@
+//! JSON objects → Arrow record batches, one set of column builders per catalog table.
+//!
+//! Values that do not fit their column (a string where a number was expected, a field Stripe added later)
+//! never fail a sync: unmapped fields are ignored (the catalog decides the columns) and mismatched values
+//! become null and are counted, so a surprise in the data is visible without losing the rest of the row.
+
+use crate::catalog::{
+    ColumnType, Dataset, Table, TableKind, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
+};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::sync::Arc;
+use walk::{Cell, ObjectRows, ObjectSeed, Plan};
+
+mod walk;
+
+/// The Arrow type of a catalog column.
+pub fn arrow_type(kind: ColumnType) -> DataType {
+    match kind {
+        ColumnType::String | ColumnType::Json => DataType::Utf8,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+    }
+}
+
+/// The columns of a table as stored: catalog columns (metadata: parent key, key, value; child: parent
+/// key first), then `merchant_id`, `batch_timestamp`, `deleted`.
+pub fn table_columns(table: &Table) -> Vec<(String, ColumnType)> {
+    let mut cols: Vec<(String, ColumnType)> = Vec::new();
+    let parent = table
+        .parent_key
+        .clone()
+        .unwrap_or_else(|| "parent_id".into());
+    match table.kind {
+        TableKind::Main => {}
+        TableKind::Metadata => {
+            cols.push((parent, ColumnType::String));
+            cols.push(("key".into(), ColumnType::String));
+            cols.push(("value".into(), ColumnType::String));
+        }
+        TableKind::Child => cols.push((parent, ColumnType::String)),
+    }
+    cols.extend(table.columns.iter().map(|c| (c.name.clone(), c.kind)));
+    cols.push((MERCHANT_ID.into(), ColumnType::String));
+    cols.push((BATCH_TIMESTAMP.into(), ColumnType::Timestamp));
+    cols.push((DELETED.into(), ColumnType::Bool));
+    cols
+}
+
+pub fn table_schema(table: &Table) -> SchemaRef {
+    Arc::new(Schema::new(
+        table_columns(table)
+            .into_iter()
+            .map(|(name, kind)| Field::new(name, arrow_type(kind), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+enum Builder {
+    Str(StringBuilder),
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMicrosecondBuilder),
+}
+
+impl Builder {
+    fn new(kind: ColumnType) -> Builder {
+        match kind {
+            ColumnType::String | ColumnType::Json => Builder::Str(StringBuilder::new()),
+            ColumnType::Int64 => Builder::I64(Int64Builder::new()),
+            ColumnType::Float64 => Builder::F64(Float64Builder::new()),
+            ColumnType::Bool => Builder::Bool(BooleanBuilder::new()),
+            ColumnType::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::new()),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Str(b) => Arc::new(b.finish()),
+            Builder::I64(b) => Arc::new(b.finish()),
+            Builder::F64(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Ts(b) => Arc::new(b.finish()),
+        }
+    }
+
+    fn null(&mut self) {
+        match self {
+            Builder::Str(b) => b.append_null(),
+            Builder::I64(b) => b.append_null(),
+            Builder::F64(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+            Builder::Ts(b) => b.append_null(),
+        }
+    }
+
+    fn str(&mut self, s: &str) {
+        if let Builder::Str(b) = self {
+            b.append_value(s);
+        }
+    }
+
+    /// Appends `cell` as this column's type; returns false (and appends null) when it does not fit.
+    fn cell(&mut self, kind: ColumnType, cell: &Cell<'_>) -> bool {
+        if *cell == Cell::Null {
+            self.null();
+            return true;
+        }
+        match self {
+            Builder::Str(b) => {
+                let text: Option<Cow<'_, str>> = match cell {
+                    Cell::Str(s) => Some(Cow::Borrowed(s.as_ref())),
+                    Cell::I64(i) if kind != ColumnType::Json => Some(Cow::Owned(i.to_string())),
+                    Cell::U64(u) if kind != ColumnType::Json => Some(Cow::Owned(u.to_string())),
+                    Cell::F64(f) if kind != ColumnType::Json => {
+                        Some(Cow::Owned(Value::from(*f).to_string()))
+                    }
+                    Cell::Bool(v) if kind != ColumnType::Json => {
+                        Some(Cow::Borrowed(if *v { "true" } else { "false" }))
+                    }
+                    _ => None,
+                };
+                b.append_option(text);
+                !matches!(cell, Cell::Bad)
+            }
+            Builder::I64(b) => append_opt(b, cell.as_i64()),
+            Builder::F64(b) => append_opt(
+                b,
+                match *cell {
+                    Cell::I64(i) => Some(i as f64),
+                    Cell::U64(u) => Some(u as f64),
+                    Cell::F64(f) => Some(f),
+                    _ => None,
+                },
+            ),
+            Builder::Bool(b) => append_bool(
+                b,
+                match *cell {
+                    Cell::Bool(v) => Some(v),
+                    _ => None,
+                },
+            ),
+            Builder::Ts(b) => append_opt(b, cell.as_i64().and_then(|s| s.checked_mul(1_000_000))),
+        }
+    }
+}
+
+fn append_opt<T: arrow::datatypes::ArrowPrimitiveType>(
+    b: &mut arrow::array::PrimitiveBuilder<T>,
+    v: Option<T::Native>,
+) -> bool {
+    b.append_option(v);
+    v.is_some()
+}
+
+fn append_bool(b: &mut BooleanBuilder, v: Option<bool>) -> bool {
+    b.append_option(v);
+    v.is_some()
+}
+
+/// Rows of one table being built.
+pub struct TableRows {
+    pub table: Table,
+    schema: SchemaRef,
+    builders: Vec<Builder>,
+    pub rows: usize,
+}
+
+impl TableRows {
+    fn new(table: &Table) -> TableRows {
+        TableRows {
+            schema: table_schema(table),
+            builders: table_columns(table)
+                .iter()
+                .map(|(_, k)| Builder::new(*k))
+                .collect(),
+            table: table.clone(),
+            rows: 0,
+        }
+    }
+
+    /// The rows so far as a record batch; the builders start over.
+    pub fn take(&mut self) -> Option<RecordBatch> {
+        if self.rows == 0 {
+            return None;
+        }
+        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays).ok()
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+/// What every row of one object shares.
+#[derive(Debug, Clone, Copy)]
+pub struct RowContext<'a> {
+    pub merchant_id: &'a str,
+    /// Microseconds since the epoch.
+    pub batch_timestamp: i64,
+    pub deleted: bool,
+}
+
+/// Converts a dataset's objects into rows of all its tables.
+pub struct Converter {
+    pub tables: Vec<TableRows>,
+    plan: Plan,
+    /// Values that did not fit their column (set to null).
+    pub mismatches: u64,
+}
+
+/// What one list page held.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PageSummary {
+    /// Objects in `data`.
+    pub objects: usize,
+    pub has_more: bool,
+    /// `id` and `created` of the last object (the next page's cursor).
+    pub last: Option<(String, Option<i64>)>,
+    /// Objects whose nested lists were cut off: not converted; complete them and [`Converter::push`].
+    pub truncated: Vec<String>,
+}
+
+impl Converter {
+    pub fn new(dataset: &Dataset) -> Converter {
+        Converter {
+            tables: dataset.tables.iter().map(TableRows::new).collect(),
+            plan: Plan::new(&dataset.tables),
+            mismatches: 0,
+        }
+    }
+
+    /// Rows buffered in all tables.
+    pub fn buffered(&self) -> usize {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    /// Adds one object (with its nested lists already complete).
+    pub fn push(&mut self, obj: &Value, ctx: RowContext<'_>) {
+        let mut rows = ObjectRows::default();
+        // Walking a `Value` cannot fail: every shape is accepted, mismatches become nulls.
+        let seed = ObjectSeed {
+            plan: &self.plan,
+            rows: &mut rows,
+        };
+        if seed.deserialize(obj).is_ok() {
+            self.append(&rows, ctx);
+        }
+    }
+
+    /// Converts a list page straight from its JSON text (`{"data": [...], "has_more": …}`).
+    ///
+    /// Objects with truncated nested lists are left out and named in the summary. On an error (the
+    /// text is not JSON) rows of objects before the error may have been added: drop the converter.
+    pub fn push_page(
+        &mut self,
+        json: &[u8],
+        ctx: RowContext<'_>,
+    ) -> Result<PageSummary, serde_json::Error> {
+        let mut summary = PageSummary::default();
+        let mut de = serde_json::Deserializer::from_slice(json);
+        PageSeed {
+            conv: self,
+            ctx,
+            summary: &mut summary,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        Ok(summary)
+    }
+
+    fn append(&mut self, rows: &ObjectRows<'_>, ctx: RowContext<'_>) {
+        let id = rows.id(&self.plan).unwrap_or_default();
+        let mut mismatches = 0;
+        for (t, table) in self.tables.iter_mut().enumerate() {
+            match table.table.kind {
+                TableKind::Main => {
+                    let cols = self.plan.main_columns();
+                    for ((col, cell), b) in cols.iter().zip(&rows.main).zip(&mut table.builders) {
+                        mismatches += u64::from(!b.cell(col.kind, cell));
+                    }
+                    implicit(&mut table.builders[cols.len()..], ctx);
+                    table.rows += 1;
+                }
+                TableKind::Metadata => {
+                    for (_, key, value) in rows.metadata.iter().filter(|(mt, _, _)| *mt == t) {
+                        table.builders[0].str(id);
+                        table.builders[1].str(key);
+                        match value {
+                            Some(v) => table.builders[2].str(v),
+                            None => table.builders[2].null(),
+                        }
+                        implicit(&mut table.builders[3..], ctx);
+                        table.rows += 1;
+                    }
+                }
+                TableKind::Child => {
+                    let cols = self.plan.columns_of(t);
+                    for (_, cells) in rows.children.iter().filter(|(ct, _)| *ct == t) {
+                        table.builders[0].str(id);
+                        for ((col, cell), b) in cols.iter().zip(cells).zip(&mut table.builders[1..])
+                        {
+                            mismatches += u64::from(!b.cell(col.kind, cell));
+                        }
+                        implicit(&mut table.builders[cols.len() + 1..], ctx);
+                        table.rows += 1;
+                    }
+                }
+            }
+        }
+        self.mismatches += mismatches;
+    }
+}
+
+/// The top level of a list page.
+struct PageSeed<'c, 's, 'x> {
+    conv: &'c mut Converter,
+    ctx: RowContext<'x>,
+    summary: &'s mut PageSummary,
+}
+
+impl<'de> DeserializeSeed<'de> for PageSeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PageSeed<'_, '_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Stripe list object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut saw_data = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "data" => {
+                    saw_data = true;
+                    map.next_value_seed(DataSeed {
+                        conv: &mut *self.conv,
+                        ctx: self.ctx,
+                        summary: &mut *self.summary,
+                    })?;
+                }
+                "has_more" => {
+                    self.summary.has_more = map.next_value::<Option<bool>>()?.unwrap_or(false)
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if saw_data {
+            Ok(())
+        } else {
+            Err(de::Error::custom("the response is not a list (no `data`)"))
+        }
+    }
+}
+
+/// The `data` array of a list page.
+struct DataSeed<'c, 's, 'x> {
+    conv: &'c mut Converter,
+    ctx: RowContext<'x>,
+    summary: &'s mut PageSummary,
+}
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed<'_, '_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of objects")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            let mut rows = ObjectRows::default();
+            let seed = ObjectSeed {
+                plan: &self.conv.plan,
+                rows: &mut rows,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                return Ok(());
+            }
+            self.summary.objects += 1;
+            let id = rows.id(&self.conv.plan).unwrap_or_default().to_string();
+            self.summary.last = Some((id.clone(), rows.created(&self.conv.plan)));
+            if rows.truncated {
+                self.summary.truncated.push(id);
+            } else {
+                self.conv.append(&rows, self.ctx);
+            }
+        }
+    }
+}
+
+fn implicit(builders: &mut [Builder], ctx: RowContext<'_>) {
+    if let [Builder::Str(m), Builder::Ts(ts), Builder::Bool(d)] = builders {
+        m.append_value(ctx.merchant_id);
+        ts.append_value(ctx.batch_timestamp);
+        d.append_value(ctx.deleted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use arrow::array::{Array, AsArray};
+    use serde_json::json;
+
+    fn ctx() -> RowContext<'static> {
+        RowContext {
+            merchant_id: "acct_1",
+            batch_timestamp: 5_000_000,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn objects_become_rows_of_every_table() {
+        let ds = Catalog::get().dataset("balance_transactions").unwrap();
+        let mut c = Converter::new(ds);
+        let bt = json!({"id": "txn_1", "amount": 100, "fee": 33, "created": 1_700_000_000, "source": {"id": "ch_1", "object": "charge"},
+            "fee_details": [{"amount": 33, "currency": "usd", "type": "stripe_fee", "description": "Stripe fees", "application": null}],
+            "surprise_new_field": {"x": 1}});
+        c.push(&bt, ctx());
+        let main = c.tables[0].take().unwrap();
+        let col = |b: &RecordBatch, n: &str| b.column(b.schema().index_of(n).unwrap()).clone();
+        assert_eq!(
+            col(&main, "amount")
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            100
+        );
+        assert_eq!(col(&main, "source_id").as_string::<i32>().value(0), "ch_1");
+        assert_eq!(
+            col(&main, "created")
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .value(0),
+            1_700_000_000_000_000
+        );
+        assert_eq!(
+            col(&main, "merchant_id").as_string::<i32>().value(0),
+            "acct_1"
+        );
+        let fees = c
+            .tables
+            .iter_mut()
+            .find(|t| t.table.name == "balance_transaction_fee_details")
+            .unwrap()
+            .take()
+            .unwrap();
+        assert_eq!(fees.num_rows(), 1);
+        assert_eq!(
+            col(&fees, "balance_transaction_id")
+                .as_string::<i32>()
+                .value(0),
+            "txn_1"
+        );
+        assert_eq!(c.mismatches, 0);
+    }
+
+    fn batches(c: &mut Converter) -> Vec<Option<RecordBatch>> {
+        c.tables.iter_mut().map(TableRows::take).collect()
+    }
+
+    #[test]
+    fn pages_convert_exactly_like_parsed_objects() {
+        let sim = stripe_sim::Simulator::new(stripe_sim::SimConfig::tiny());
+        let info = sim.info("");
+        let account = &info.accounts[0].id;
+        for ds in &Catalog::get().datasets {
+            let objects: Vec<Value> = sim
+                .truth(account, true, &ds.name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| t["object"].clone())
+                .collect();
+            let page = json!({"object": "list", "url": "/v1/x", "has_more": true, "data": objects});
+            let text = serde_json::to_vec(&page).unwrap();
+            let mut fast = Converter::new(ds);
+            let summary = fast.push_page(&text, ctx()).unwrap();
+            assert_eq!(summary.objects, objects.len(), "{}", ds.name);
+            assert!(summary.has_more);
+            assert!(
+                summary.truncated.is_empty(),
+                "{}: truth has complete lists",
+                ds.name
+            );
+            if let Some(last) = objects.last() {
+                assert_eq!(
+                    summary.last.as_ref().map(|l| l.0.as_str()),
+                    last["id"].as_str()
+                );
+            }
+            let mut slow = Converter::new(ds);
+            for o in &objects {
+                slow.push(o, ctx());
+            }
+            assert_eq!(batches(&mut fast), batches(&mut slow), "{}", ds.name);
+            assert_eq!(fast.mismatches, slow.mismatches);
+        }
+    }
+
+    #[test]
+    fn truncated_nested_lists_are_left_for_completion() {
+        let ds = Catalog::get().dataset("invoices").unwrap();
+        let page = json!({"object": "list", "has_more": false, "data": [
+            {"id": "in_1", "created": 5, "lines": {"object": "list", "data": [{"id": "il_1"}], "has_more": true}},
+            {"id": "in_2", "created": 4, "lines": {"object": "list", "data": [{"id": "il_2"}], "has_more": false}},
+        ]});
+        let mut c = Converter::new(ds);
+        let summary = c.push_page(page.to_string().as_bytes(), ctx()).unwrap();
+        assert_eq!(summary.truncated, vec!["in_1".to_string()]);
+        assert_eq!(summary.last, Some(("in_2".to_string(), Some(4))));
+        assert_eq!(c.tables[0].rows, 1);
+        assert!(c.push_page(b"{\"error\": {}}", ctx()).is_err());
+        assert!(c.push_page(b"{\"data\": [", ctx()).is_err());
+    }
+
+    #[test]
+    fn metadata_rows_and_mismatched_values() {
+        let ds = Catalog::get().dataset("customers").unwrap();
+        let mut c = Converter::new(ds);
+        c.push(&json!({"id": "cus_1", "balance": "not a number", "metadata": {"a": "1", "région": "Île"}}), ctx());
+        assert_eq!(c.mismatches, 1);
+        let main = c.tables[0].take().unwrap();
+        let bal = main.column(main.schema().index_of("balance").unwrap());
+        assert!(bal.is_null(0));
+        let meta = c
+            .tables
+            .iter_mut()
+            .find(|t| t.table.name == "customers_metadata")
+            .unwrap()
+            .take()
+            .unwrap();
+        assert_eq!(meta.num_rows(), 2);
+        assert_eq!(meta.schema().field(0).name(), "customer_id");
+    }
+}
