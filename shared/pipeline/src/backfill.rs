@@ -57,11 +57,16 @@ pub async fn fetch_page(
     })
 }
 
-/// Cuts `[HISTORY_START, upper)` into at most `max` segments by probing where the objects are.
+/// Cuts `[HISTORY_START, upper)` into at most `max` non-empty segments by probing where the objects are.
+///
+/// Level by level, every window whose first page says `has_more` is halved, and the windows of a level
+/// are probed at once (each probe is one request; at Stripe's latency, one after another would cost
+/// seconds). Empty windows are kept as finished segments but do not count against `max`, so a
+/// history that starts late is still cut finely where its objects are.
 pub async fn plan(
     client: &StripeClient,
     caller: &Caller,
-    dataset: &Dataset,
+    dataset: &'static Dataset,
     upper: i64,
     max: usize,
 ) -> Result<Vec<Segment>, StripeError> {
@@ -75,39 +80,57 @@ pub async fn plan(
     if !dataset.created_filter || max <= 1 {
         return Ok(vec![whole]);
     }
-    let mut todo = vec![whole];
-    let mut done = Vec::new();
-    while let Some(seg) = todo.pop() {
-        if done.len() + todo.len() + 1 >= max || seg.to - seg.from < 2 {
-            done.push(seg);
-            continue;
+    let mut level = vec![whole];
+    let mut settled: Vec<Segment> = Vec::new();
+    loop {
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, seg) in level.iter().enumerate() {
+            let (client, caller, params) = (
+                client.clone(),
+                caller.clone(),
+                page_params(dataset, seg, PAGE_LIMIT),
+            );
+            probes.spawn(async move {
+                let page = fetch_page(&client, &caller, &dataset.list_path, &params).await;
+                (i, page.map(|p| (p.data.is_empty(), p.has_more)))
+            });
         }
-        let probe = fetch_page(
-            client,
-            caller,
-            &dataset.list_path,
-            &page_params(dataset, &seg, PAGE_LIMIT),
-        )
-        .await?;
-        if probe.data.is_empty() {
-            // Nothing here: keep the (empty) window so the plan still covers all of history.
-            done.push(Segment { done: true, ..seg });
-            continue;
+        let mut results = vec![(false, false); level.len()];
+        while let Some(joined) = probes.join_next().await {
+            let (i, probe) = joined.map_err(|e| StripeError::Decode {
+                message: format!("a planning probe failed: {e}"),
+                request_id: "-".into(),
+            })?;
+            results[i] = probe?;
         }
-        if !probe.has_more {
-            // One page holds the whole window: splitting it would only cost requests.
-            done.push(seg);
-            continue;
+        let mut next = Vec::new();
+        let mut dense = Vec::new();
+        for (seg, (empty, more)) in level.into_iter().zip(results) {
+            if empty {
+                settled.push(Segment { done: true, ..seg });
+            } else if more && seg.to - seg.from >= 2 {
+                dense.push(seg);
+            } else {
+                settled.push(seg);
+            }
         }
-        let mid = seg.from + (seg.to - seg.from) / 2;
-        todo.push(Segment {
-            to: mid,
-            ..seg.clone()
-        });
-        todo.push(Segment { from: mid, ..seg });
+        let busy = settled.iter().filter(|s| !s.done).count();
+        if dense.is_empty() || busy + 2 * dense.len() > max {
+            settled.extend(dense);
+            break;
+        }
+        for seg in dense {
+            let mid = seg.from + (seg.to - seg.from) / 2;
+            next.push(Segment {
+                to: mid,
+                ..seg.clone()
+            });
+            next.push(Segment { from: mid, ..seg });
+        }
+        level = next;
     }
-    done.sort_by_key(|s| s.from);
-    Ok(done)
+    settled.sort_by_key(|s| s.from);
+    Ok(settled)
 }
 
 /// Replaces truncated nested lists (`has_more`) in `obj` by their complete contents.
