@@ -391,8 +391,8 @@ impl<'de> Visitor<'de> for DataSeed<'_, '_, '_> {
         f.write_str("a list of objects")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut rows = ObjectRows::default();
         loop {
-            let mut rows = ObjectRows::default();
             let seed = ObjectSeed {
                 plan: &self.conv.plan,
                 rows: &mut rows,

@@ -186,9 +186,13 @@ pub struct ObjectSeed<'p, 'r, 'de> {
 impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        // The buffers are reused from object to object (a page's objects share one set).
         let n = self.plan.main_columns.len();
         self.rows.main.clear();
         self.rows.main.resize(n, Cell::Null);
+        self.rows.metadata.clear();
+        self.rows.children.clear();
+        self.rows.truncated = false;
         d.deserialize_any(LevelVisitor {
             plan: self.plan,
             node: &self.plan.root,
