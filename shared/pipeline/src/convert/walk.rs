@@ -7,6 +7,7 @@
 
 use crate::catalog::{Column, ColumnType, Table, TableKind};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -432,12 +433,14 @@ impl<'de> Visitor<'de> for TextSeed {
         d.deserialize_any(TextSeed)
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(Some(Cow::Owned(v.to_string())))
+        let mut out = Vec::new();
+        JsonText { out: &mut out }.visit_map(map)?;
+        Ok(String::from_utf8(out).ok().map(Cow::Owned))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(Some(Cow::Owned(v.to_string())))
+        let mut out = Vec::new();
+        JsonText { out: &mut out }.visit_seq(seq)?;
+        Ok(String::from_utf8(out).ok().map(Cow::Owned))
     }
 }
 
@@ -655,8 +658,6 @@ impl<'de> DeserializeSeed<'de> for ItemSeed<'_, '_, 'de> {
         })
     }
 }
-
-use serde::Deserialize;
 
 /// Any JSON value written out as compact JSON text while it is read (no tree is built): what a JSON
 /// column stores. Keys keep the order they arrive in.
