@@ -36,7 +36,7 @@ struct Common {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Back-fill every configured account and dataset into the lake and DuckDB.
+    /// Sync every configured account and dataset into the lake and DuckDB: a backfill on the first run, then the changes since the last run (events, due snapshots).
     Sync {
         #[command(flatten)]
         common: Common,

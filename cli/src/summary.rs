@@ -55,7 +55,7 @@ pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         for (account, dataset, error) in &failures {
-            eprintln!("error: account '{account}', dataset '{dataset}' failed: {error}");
+            eprintln!("error: account '{account}', {dataset} failed: {error}");
         }
         ExitCode::from(1)
     }
@@ -70,23 +70,62 @@ fn print_summary(cfg: &Config, report: &SyncReport) {
         report.rate_limited,
         report.retries
     );
+    let calls: Vec<String> = report
+        .calls
+        .iter()
+        .map(|(kind, n)| {
+            format!(
+                "{} {n}",
+                serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    println!("API calls by kind: {}.", calls.join(", "));
     for a in &report.accounts {
         let objects: u64 = a.datasets.iter().map(|d| d.objects).sum();
+        let changes: u64 = a.datasets.iter().map(|d| d.changes).sum();
         let schema = if a.livemode {
             "stripe"
         } else {
             "stripe_testmode"
         };
         println!(
-            "  {} ({}, {schema}): {objects} objects",
+            "  {} ({}, {schema}): {objects} objects listed, {changes} changed objects from events",
             a.name, a.merchant_id
         );
+        if let Some(e) = &a.error {
+            println!("    NOT SYNCED: {e}");
+            continue;
+        }
+        let f = &a.feed;
+        match (&f.error, f.window) {
+            (Some(e), _) => println!("    change feed FAILED: {e}"),
+            (None, Some((from, to))) => println!(
+                "    change feed: {} events ({} duplicates) in [{from}, {to}), {} objects changed, {} re-read in the pinned API version",
+                f.counts.events, f.counts.duplicates, f.counts.objects, f.counts.refetched
+            ),
+            (None, None) => println!("    change feed: started (reads changes from the next run on)"),
+        }
         for d in &a.datasets {
+            let list = d
+                .list
+                .and_then(|k| serde_json::to_value(k).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "-".into());
             match &d.error {
-                None => println!("    {:<22} {:>9} objects", d.dataset, d.objects),
+                None => println!(
+                    "    {:<22} {:>9} listed ({list}), {:>7} changed",
+                    d.dataset, d.objects, d.changes
+                ),
                 Some(e) => println!("    {:<22} FAILED: {e}", d.dataset),
             }
         }
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
     let mut per_table: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for f in &report.files {

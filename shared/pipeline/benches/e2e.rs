@@ -128,12 +128,12 @@ async fn main() {
         api_base: info["base_url"].as_str().unwrap_or_default().to_string(),
         rate_budget: 1.0,
         concurrency,
-        datasets: vec![],
         accounts: vec![AccountConfig {
             name: "bench".into(),
             key: Some(Secret::new(key)),
             key_env: None,
         }],
+        ..Config::default()
     };
     let accounts = cfg.accounts(|_| None).expect("accounts");
     let client = StripeClient::new(
@@ -153,6 +153,7 @@ async fn main() {
         state: LocalState::open(&cfg.state_dir()).expect("state"),
         warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
         concurrency,
+        incremental: cfg.incremental(),
         progress: counter.clone(),
         run_id: "bench".into(),
     });

@@ -80,6 +80,20 @@ pub struct Config {
     /// Datasets to sync (`charges`, `customers`, …). Empty: all of the catalog.
     #[serde(default)]
     pub datasets: Vec<String>,
+    /// How far behind Stripe's clock the change feed reads, in seconds: events of the last `lag_secs`
+    /// are left for the next run, because Stripe may still be writing them. Default 60.
+    #[serde(default = "default_lag")]
+    pub lag_secs: i64,
+    /// How far back before its cursor the change feed reads again, in seconds, to catch events that
+    /// became visible late (events are deduplicated, so re-reading is harmless). Default 300.
+    #[serde(default = "default_overlap")]
+    pub overlap_secs: i64,
+    /// How often datasets whose changes Stripe does not announce by events (`balance_transactions`,
+    /// `payment_intents`, `invoiceitems`, `setup_intents`, `application_fees`: no `*.updated` event)
+    /// are listed again in full, in seconds; objects missing from such a list are marked deleted.
+    /// 0: on every run. Default 86400 (daily).
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval_secs: i64,
     /// The accounts to sync.
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
@@ -101,6 +115,18 @@ fn default_concurrency() -> usize {
     8
 }
 
+fn default_lag() -> i64 {
+    60
+}
+
+fn default_overlap() -> i64 {
+    300
+}
+
+fn default_snapshot_interval() -> i64 {
+    86_400
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -109,6 +135,9 @@ impl Default for Config {
             rate_budget: default_budget(),
             concurrency: default_concurrency(),
             datasets: Vec::new(),
+            lag_secs: default_lag(),
+            overlap_secs: default_overlap(),
+            snapshot_interval_secs: default_snapshot_interval(),
             accounts: Vec::new(),
         }
     }
@@ -193,6 +222,24 @@ impl Config {
                 self.concurrency
             ));
         }
+        if !(0..=3600).contains(&self.lag_secs) {
+            problems.push(format!(
+                "lag_secs must be between 0 and 3600, got {}",
+                self.lag_secs
+            ));
+        }
+        if !(0..=86_400).contains(&self.overlap_secs) {
+            problems.push(format!(
+                "overlap_secs must be between 0 and 86400, got {}",
+                self.overlap_secs
+            ));
+        }
+        if self.snapshot_interval_secs < 0 {
+            problems.push(format!(
+                "snapshot_interval_secs must be 0 or more, got {}",
+                self.snapshot_interval_secs
+            ));
+        }
         if !self.api_base.starts_with("http://") && !self.api_base.starts_with("https://") {
             problems.push(format!(
                 "api_base must be an http(s) URL, got '{}'",
@@ -269,6 +316,15 @@ impl Config {
 
     pub fn state_dir(&self) -> PathBuf {
         self.output_dir.join("state")
+    }
+
+    /// The incremental-sync settings the engine runs with.
+    pub fn incremental(&self) -> crate::sync::Incremental {
+        crate::sync::Incremental {
+            lag_secs: self.lag_secs,
+            overlap_secs: self.overlap_secs,
+            snapshot_interval_secs: self.snapshot_interval_secs,
+        }
     }
 }
 

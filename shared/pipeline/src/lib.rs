@@ -8,6 +8,8 @@ pub mod backfill;
 pub mod catalog;
 pub mod config;
 pub mod convert;
+pub mod failpoint;
+pub mod feed;
 pub mod lake;
 #[cfg(feature = "duckdb")]
 pub mod local;

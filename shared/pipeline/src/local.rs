@@ -37,6 +37,7 @@ pub fn engine(
         state,
         warehouse: Arc::new(std::sync::Mutex::new(warehouse)),
         concurrency: cfg.concurrency,
+        incremental: cfg.incremental(),
         progress,
         run_id,
     }))
@@ -89,7 +90,10 @@ pub fn status(cfg: &Config) -> Result<Vec<StatusRow>, String> {
                 "{merchant}/{}/{dataset}",
                 if livemode { "live" } else { "test" }
             );
-            let last_error = state.get(&key).ok().and_then(|v| v.value.last_error);
+            let last_error = state
+                .get::<crate::state::DatasetState>(&key)
+                .ok()
+                .and_then(|v| v.value.last_error);
             out.push(StatusRow {
                 schema: schema.into(),
                 table,

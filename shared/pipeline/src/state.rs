@@ -6,6 +6,7 @@
 //! conditional on the version read (compare-and-swap), so a stale writer is refused instead of
 //! overwriting newer progress.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,11 +24,17 @@ pub struct Segment {
     pub done: bool,
 }
 
-/// Progress of the first full load of a dataset.
+/// Progress of a full list of a dataset: its first load, a snapshot re-list, or a re-backfill after the
+/// event cursor fell past Stripe's retention.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Backfill {
     /// Objects created before this instant are covered by the backfill.
     pub upper: i64,
+    /// Stripe's clock when the list started. When the list completes, stored rows older than this that
+    /// the list did not return are gone from Stripe and get marked deleted (0: plans from before this
+    /// field existed, no sweep).
+    #[serde(default)]
+    pub started: i64,
     pub segments: Vec<Segment>,
 }
 
@@ -46,6 +53,21 @@ pub struct DatasetState {
     /// The data is complete up to this instant.
     pub as_of: Option<i64>,
     pub rows: u64,
+    pub last_error: Option<String>,
+    /// When the last complete list of this dataset started (Stripe's clock): snapshot datasets are
+    /// listed again once it is older than the snapshot interval.
+    #[serde(default)]
+    pub listed_at: Option<i64>,
+}
+
+/// The change feed of one account and mode: how far `/v1/events` has been read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedState {
+    /// Every event created before this instant (Stripe's clock) has been applied, except those made
+    /// visible late, which the next read's overlap window catches.
+    pub cursor: Option<i64>,
+    /// When the feed was last read successfully (Stripe's clock).
+    pub read_at: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -118,7 +140,10 @@ impl LocalState {
     }
 
     /// The state of `key` (version 0 and the default value when there is none yet).
-    pub fn get(&self, key: &str) -> Result<Versioned<DatasetState>, StateError> {
+    pub fn get<T: DeserializeOwned + Default>(
+        &self,
+        key: &str,
+    ) -> Result<Versioned<T>, StateError> {
         let path = self.file(key, "json");
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
@@ -127,15 +152,20 @@ impl LocalState {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Versioned {
                 version: 0,
-                value: DatasetState::default(),
+                value: T::default(),
             }),
             Err(source) => Err(StateError::Io { path, source }),
         }
     }
 
     /// Writes `value` if the stored version is still `expected`; returns the new version.
-    pub fn put(&self, key: &str, expected: u64, value: &DatasetState) -> Result<u64, StateError> {
-        let current = self.get(key)?.version;
+    pub fn put<T: Serialize + DeserializeOwned + Default>(
+        &self,
+        key: &str,
+        expected: u64,
+        value: &T,
+    ) -> Result<u64, StateError> {
+        let current = self.get::<T>(key)?.version;
         if current != expected {
             return Err(StateError::Conflict {
                 key: key.to_string(),
@@ -178,7 +208,7 @@ impl LocalState {
             source,
         };
         for _ in 0..3 {
-            let body = format!("{owner}\n{}\n", now_secs() + ttl_secs);
+            let body = format!("{owner}\n{}\n{}\n", now_secs() + ttl_secs, holder_process());
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -197,7 +227,8 @@ impl LocalState {
                     let mut lines = text.lines();
                     let holder = lines.next().unwrap_or_default().to_string();
                     let until: i64 = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
-                    if holder != owner && until > now_secs() {
+                    let process = lines.next().unwrap_or_default();
+                    if holder != owner && until > now_secs() && !process_is_gone(process) {
                         return Err(StateError::Leased {
                             key: key.to_string(),
                             owner: holder,
@@ -205,7 +236,8 @@ impl LocalState {
                             path,
                         });
                     }
-                    // Expired (or ours from a crashed attempt): move it aside atomically and retry.
+                    // Expired, left by a process of this machine that died (`kill -9`), or ours from a
+                    // crashed attempt: move it aside atomically and retry.
                     let tomb = self.file(&format!("{key}.{owner}.{}", now_secs()), "expired-lease");
                     let _ = std::fs::rename(&path, &tomb);
                     let _ = std::fs::remove_file(&tomb);
@@ -230,6 +262,31 @@ impl LocalState {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `pid@host` of this process, recorded in its leases.
+fn holder_process() -> String {
+    format!("{}@{}", std::process::id(), hostname())
+}
+
+/// Whether the process that took a lease is known to be dead: it ran on this machine (Linux, where
+/// `/proc` lists live processes) and its pid is gone. A lease from another machine only expires.
+fn process_is_gone(process: &str) -> bool {
+    let Some((pid, host)) = process.split_once('@') else {
+        return false;
+    };
+    let here = hostname();
+    !here.is_empty()
+        && host == here
+        && pid.parse::<u32>().is_ok()
+        && Path::new("/proc/self").exists()
+        && !Path::new("/proc").join(pid).exists()
 }
 
 /// Write-to-temp, fsync, rename, fsync the directory.
@@ -259,7 +316,7 @@ mod tests {
     fn stale_commits_are_rejected_and_recommits_are_versioned() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalState::open(dir.path()).unwrap();
-        let v = s.get("acct/live/charges").unwrap();
+        let v = s.get::<DatasetState>("acct/live/charges").unwrap();
         assert_eq!(v.version, 0);
         let mut st = v.value.clone();
         st.rows = 5;
@@ -268,7 +325,13 @@ mod tests {
             s.put("acct/live/charges", 0, &st),
             Err(StateError::Conflict { .. })
         ));
-        assert_eq!(s.get("acct/live/charges").unwrap().value.rows, 5);
+        assert_eq!(
+            s.get::<DatasetState>("acct/live/charges")
+                .unwrap()
+                .value
+                .rows,
+            5
+        );
         assert_eq!(s.keys().unwrap(), vec!["acct/live/charges".to_string()]);
     }
 
@@ -289,10 +352,40 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_of_a_dead_local_process_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalState::open(dir.path()).unwrap();
+        // A process that has exited: its pid no longer exists.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let far = now_secs() + 3600;
+        std::fs::write(
+            dir.path().join("k.lease"),
+            format!("run-dead\n{far}\n{pid}@{}\n", hostname()),
+        )
+        .unwrap();
+        assert!(s.acquire("k", "run-new", 60).is_ok());
+        // A live holder (this process) keeps its lease.
+        std::fs::write(
+            dir.path().join("j.lease"),
+            format!("run-live\n{far}\n{}\n", holder_process()),
+        )
+        .unwrap();
+        assert!(matches!(
+            s.acquire("j", "run-new", 60),
+            Err(StateError::Leased { .. })
+        ));
+    }
+
+    #[test]
     fn a_corrupt_file_is_reported_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalState::open(dir.path()).unwrap();
         std::fs::write(dir.path().join("k.json"), b"{not json").unwrap();
-        assert!(matches!(s.get("k"), Err(StateError::Corrupt { .. })));
+        assert!(matches!(
+            s.get::<DatasetState>("k"),
+            Err(StateError::Corrupt { .. })
+        ));
     }
 }

@@ -1,15 +1,19 @@
-//! The engine's entry point for a full sync: check every account's key, then back-fill every dataset of
-//! every account in parallel (segments of all datasets share the account's rate budget), delivering
-//! batches through the slice protocol in [`Engine::deliver`].
+//! The engine's entry point for a sync: check every account's key, then per account and mode read the
+//! change feed (new objects, updates, deletes since the last run) and list the datasets that need a list
+//! this run (first backfill, a due snapshot, a re-backfill after the event cursor fell past Stripe's
+//! retention, new objects of datasets without events). Segments of all datasets share the account's
+//! rate budget; batches go through the slice protocol in [`Engine::deliver`].
 
-use crate::backfill::{self, PAGE_LIMIT};
+use crate::backfill::{self, HISTORY_START, PAGE_LIMIT};
 use crate::catalog::Dataset;
 use crate::config::Account;
 use crate::convert::{Converter, RowContext};
+use crate::failpoint;
+use crate::feed::{self, FeedCounts, FeedStart};
 use crate::lake::{Lake, LakeFile};
-use crate::state::{Backfill, DatasetState, LocalState, Segment, StateError};
-use crate::stripe::{Caller, Response, StripeClient, StripeError};
-use crate::warehouse::{Load, Warehouse};
+use crate::state::{Backfill, DatasetState, FeedState, LocalState, Segment, StateError};
+use crate::stripe::{CallKind, Caller, Response, StripeClient, StripeError};
+use crate::warehouse::{Load, Warehouse, WarehouseError};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,8 +26,73 @@ pub const FLUSH_ROWS: usize = 20_000;
 pub const FLUSH_BYTES: usize = 8 << 20;
 /// Segments per dataset at most.
 pub const MAX_SEGMENTS: usize = 32;
-/// How long a dataset lease lasts without renewal.
+/// How long an account's lease lasts without renewal.
 pub const LEASE_SECS: i64 = 3600;
+
+/// Settings of incremental sync (see the configuration's `lag_secs`, `overlap_secs`,
+/// `snapshot_interval_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incremental {
+    pub lag_secs: i64,
+    pub overlap_secs: i64,
+    pub snapshot_interval_secs: i64,
+}
+
+impl Default for Incremental {
+    fn default() -> Self {
+        Incremental {
+            lag_secs: 60,
+            overlap_secs: 300,
+            snapshot_interval_secs: 86_400,
+        }
+    }
+}
+
+/// Which list a dataset gets this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListKind {
+    /// The first load (or a re-backfill after the event cursor fell past retention).
+    Backfill,
+    /// Continue a list an earlier run did not finish (or finish its sweep of vanished objects).
+    Resume,
+    /// A full re-list of a dataset whose changes have no events; vanished objects are marked deleted.
+    Snapshot,
+    /// Objects created since the last list, for datasets Stripe sends no events for at all.
+    NewObjects,
+}
+
+/// Whether Stripe announces updates of this dataset's objects by events. Without an `*.updated` event
+/// (balance transactions, payment intents, …) some changes only show in a new list.
+pub fn needs_snapshots(d: &Dataset) -> bool {
+    !d.event_types.iter().any(|t| t.ends_with(".updated"))
+}
+
+/// Decides a dataset's list for this run from its state and Stripe's clock.
+pub fn list_work(
+    state: &DatasetState,
+    d: &Dataset,
+    now: i64,
+    settings: &Incremental,
+) -> Option<ListKind> {
+    let b = match &state.backfill {
+        None => return Some(ListKind::Backfill),
+        Some(b) => b,
+    };
+    if !b.complete() || (b.started > 0 && state.listed_at != Some(b.started)) {
+        return Some(ListKind::Resume);
+    }
+    let due = state
+        .listed_at
+        .is_none_or(|t| now - t >= settings.snapshot_interval_secs);
+    if needs_snapshots(d) && due {
+        Some(ListKind::Snapshot)
+    } else if d.event_types.is_empty() && d.created_filter {
+        Some(ListKind::NewObjects)
+    } else {
+        None
+    }
+}
 
 /// What the sync reports while it runs (the CLI draws progress bars from it).
 pub trait Progress: Send + Sync {
@@ -53,7 +122,21 @@ pub enum SyncError {
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetReport {
     pub dataset: String,
+    /// Objects listed this run.
     pub objects: u64,
+    /// Objects changed according to the change feed.
+    pub changes: u64,
+    /// The list this dataset got this run, if any.
+    pub list: Option<ListKind>,
+    pub error: Option<String>,
+}
+
+/// What the change feed of one account and mode did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedReport {
+    /// The window read, `[from, to)` in Stripe's clock; `None` when nothing was read this run.
+    pub window: Option<(i64, i64)>,
+    pub counts: FeedCounts,
     pub error: Option<String>,
 }
 
@@ -63,6 +146,9 @@ pub struct AccountReport {
     pub merchant_id: String,
     pub livemode: bool,
     pub datasets: Vec<DatasetReport>,
+    pub feed: FeedReport,
+    /// Why nothing was done for this account (another run holds it, the state store failed).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,24 +156,35 @@ pub struct SyncReport {
     pub run_id: String,
     pub accounts: Vec<AccountReport>,
     pub api_calls: u64,
+    /// API calls by kind.
+    pub calls: Vec<(CallKind, u64)>,
     pub rate_limited: u64,
     pub retries: u64,
     pub files: Vec<LakeFile>,
+    /// Things the user must know although nothing failed (a re-backfill after the 30-day cliff).
+    pub warnings: Vec<String>,
     pub elapsed_secs: f64,
 }
 
 impl SyncReport {
+    /// `(account, what, error)` for every failed part: `what` is a dataset name, `events` for the
+    /// change feed, or `account` when the account was not synced at all.
     pub fn failures(&self) -> Vec<(String, String, String)> {
-        self.accounts
-            .iter()
-            .flat_map(|a| {
-                a.datasets.iter().filter_map(move |d| {
-                    d.error
-                        .clone()
-                        .map(|e| (a.name.clone(), d.dataset.clone(), e))
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for a in &self.accounts {
+            if let Some(e) = &a.error {
+                out.push((a.name.clone(), "account".to_string(), e.clone()));
+            }
+            if let Some(e) = &a.feed.error {
+                out.push((a.name.clone(), "events".to_string(), e.clone()));
+            }
+            for d in &a.datasets {
+                if let Some(e) = &d.error {
+                    out.push((a.name.clone(), d.dataset.clone(), e.clone()));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -97,6 +194,7 @@ pub struct Engine {
     pub state: LocalState,
     pub warehouse: Arc<std::sync::Mutex<Box<dyn Warehouse>>>,
     pub concurrency: usize,
+    pub incremental: Incremental,
     pub progress: Arc<dyn Progress>,
     pub run_id: String,
 }
@@ -114,6 +212,38 @@ pub struct Resolved {
     pub account: Account,
     pub merchant_id: String,
     pub caller: Caller,
+    /// Stripe's clock when the key was checked: the run's "now" for lists, the feed and the cliff.
+    pub server_time: i64,
+}
+
+impl Resolved {
+    pub fn mode(&self) -> &'static str {
+        if self.account.livemode {
+            "live"
+        } else {
+            "test"
+        }
+    }
+
+    /// The state key of one of this account's datasets (or `_events` for its change feed).
+    pub fn key(&self, name: &str) -> String {
+        format!("{}/{}/{name}", self.merchant_id, self.mode())
+    }
+
+    pub fn error(&self, source: StripeError) -> SyncError {
+        SyncError::Account {
+            account: self.account.name.clone(),
+            source,
+        }
+    }
+}
+
+/// An error of the pipeline's own (a write or a load), in the same shape as Stripe's.
+fn local_error(r: &Resolved, message: String) -> SyncError {
+    r.error(StripeError::Decode {
+        message,
+        request_id: "-".into(),
+    })
 }
 
 /// One dataset's in-memory state, shared by its segment tasks (commits are serialized through it).
@@ -136,13 +266,14 @@ pub async fn resolve(
             livemode: a.livemode,
             stripe_account: None,
         };
-        let acct = client
-            .get(&caller, "/v1/account", &[])
+        let resp = client
+            .get_raw(&caller, "/v1/account", &[])
             .await
             .map_err(|source| SyncError::Account {
                 account: a.name.clone(),
                 source,
             })?;
+        let acct: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
         let merchant_id = acct["id"]
             .as_str()
             .filter(|id| id.starts_with("acct_"))
@@ -157,13 +288,15 @@ pub async fn resolve(
             account: a.clone(),
             merchant_id: merchant_id.to_string(),
             caller,
+            server_time: resp.server_time.unwrap_or_else(now_secs),
         });
     }
     Ok(out)
 }
 
 impl Engine {
-    /// Back-fills `datasets` for every resolved account; failures of single datasets are reported, not fatal.
+    /// Syncs `datasets` of every resolved account; failures of single datasets (or of one account's
+    /// change feed) are reported, not fatal.
     pub async fn sync(
         self: &Arc<Self>,
         resolved: &[Resolved],
@@ -171,57 +304,24 @@ impl Engine {
     ) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
         let files = Arc::new(Mutex::new(Vec::new()));
-        let mut reports = Vec::new();
         let mut tasks = tokio::task::JoinSet::new();
-        for r in resolved {
-            // One budget of segments in flight per account, shared by its datasets: bounds memory
-            // (each segment buffers up to FLUSH_ROWS rows) and spreads the rate budget across resources.
-            let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
-            // Lists without a `created` filter can only be paged one page after another: start them
-            // first, so they run alongside the segmented ones instead of after them.
-            let mut ordered: Vec<&'static Dataset> = datasets.to_vec();
-            ordered.sort_by_key(|d| d.created_filter);
-            for d in ordered {
-                let engine = self.clone();
-                let r = r.clone();
-                let files = files.clone();
-                let permits = permits.clone();
-                tasks.spawn(async move {
-                    let result = engine.backfill(&r, d, &files, &permits).await;
-                    let error = result.as_ref().err().map(|e| e.to_string());
-                    engine
-                        .progress
-                        .dataset_done(&r.account.name, &d.name, error.as_deref());
-                    (
-                        r.account.name.clone(),
-                        DatasetReport {
-                            dataset: d.name.clone(),
-                            objects: result.unwrap_or(0),
-                            error,
-                        },
-                    )
-                });
-            }
+        for (i, r) in resolved.iter().enumerate() {
+            let (engine, r, files, datasets) =
+                (self.clone(), r.clone(), files.clone(), datasets.to_vec());
+            tasks.spawn(async move { (i, engine.sync_account(&r, &datasets, &files).await) });
         }
-        let mut by_account: Vec<(String, DatasetReport)> = Vec::new();
+        let mut results = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            if let Ok(pair) = joined {
-                by_account.push(pair);
+            if let Ok(done) = joined {
+                results.push(done);
             }
         }
-        for r in resolved {
-            let mut datasets: Vec<DatasetReport> = by_account
-                .iter()
-                .filter(|(a, _)| *a == r.account.name)
-                .map(|(_, d)| d.clone())
-                .collect();
-            datasets.sort_by(|a, b| a.dataset.cmp(&b.dataset));
-            reports.push(AccountReport {
-                name: r.account.name.clone(),
-                merchant_id: r.merchant_id.clone(),
-                livemode: r.account.livemode,
-                datasets,
-            });
+        results.sort_by_key(|(i, _)| *i);
+        let mut reports = Vec::new();
+        let mut warnings = Vec::new();
+        for (_, (report, mut w)) in results {
+            reports.push(report);
+            warnings.append(&mut w);
         }
         let files = files.lock().await.clone();
         for livemode in [false, true] {
@@ -251,71 +351,263 @@ impl Engine {
             run_id: self.run_id.clone(),
             accounts: reports,
             api_calls: stats.requests.load(Ordering::Relaxed),
+            calls: CallKind::ALL
+                .iter()
+                .map(|k| (*k, stats.calls(*k)))
+                .collect(),
             rate_limited: stats.rate_limited.load(Ordering::Relaxed),
             retries: stats.retries.load(Ordering::Relaxed),
             files,
+            warnings,
             elapsed_secs: started.elapsed().as_secs_f64(),
         })
     }
 
-    /// Back-fills one dataset of one account: plan (or resume) segments, then page them in parallel.
-    async fn backfill(
+    /// One account and mode, under its lease: two runs on the same state never work on it at once.
+    async fn sync_account(
+        self: &Arc<Self>,
+        r: &Resolved,
+        datasets: &[&'static Dataset],
+        files: &Arc<Mutex<Vec<LakeFile>>>,
+    ) -> (AccountReport, Vec<String>) {
+        let mut report = AccountReport {
+            name: r.account.name.clone(),
+            merchant_id: r.merchant_id.clone(),
+            livemode: r.account.livemode,
+            datasets: datasets
+                .iter()
+                .map(|d| DatasetReport {
+                    dataset: d.name.clone(),
+                    objects: 0,
+                    changes: 0,
+                    list: None,
+                    error: None,
+                })
+                .collect(),
+            feed: FeedReport {
+                window: None,
+                counts: FeedCounts::default(),
+                error: None,
+            },
+            error: None,
+        };
+        let lease = match self.state.acquire(
+            &format!("{}/{}", r.merchant_id, r.mode()),
+            &self.run_id,
+            LEASE_SECS,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return (report, Vec::new());
+            }
+        };
+        let mut warnings = Vec::new();
+        if let Err(e) = self
+            .sync_account_leased(r, datasets, files, &mut report, &mut warnings)
+            .await
+        {
+            report.error = Some(e.to_string());
+        }
+        self.state.release(&lease);
+        (report, warnings)
+    }
+
+    async fn sync_account_leased(
+        self: &Arc<Self>,
+        r: &Resolved,
+        datasets: &[&'static Dataset],
+        files: &Arc<Mutex<Vec<LakeFile>>>,
+        report: &mut AccountReport,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), SyncError> {
+        let (livemode, all) = (r.account.livemode, datasets.to_vec());
+        self.with_warehouse(r, move |wh| {
+            all.iter().try_for_each(|d| wh.prepare(livemode, d))
+        })
+        .await?;
+        self.feed_step(r, datasets, files, report, warnings).await?;
+        // Lists: every dataset that needs one, in parallel under one budget of segments per account
+        // (bounds memory: each segment buffers up to FLUSH_ROWS rows, and spreads the rate budget across
+        // resources). Lists without a `created` filter can only be paged one page after another: start
+        // them first, so they run alongside the segmented ones instead of after them.
+        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let mut ordered: Vec<&'static Dataset> = datasets.to_vec();
+        ordered.sort_by_key(|d| d.created_filter);
+        let mut tasks = tokio::task::JoinSet::new();
+        for d in ordered {
+            let state: DatasetState = self.state.get(&r.key(&d.name))?.value;
+            let Some(kind) = list_work(&state, d, r.server_time, &self.incremental) else {
+                self.progress.dataset_done(&r.account.name, &d.name, None);
+                continue;
+            };
+            let (engine, r, files, permits) =
+                (self.clone(), r.clone(), files.clone(), permits.clone());
+            tasks.spawn(async move {
+                let result = engine.list(&r, d, kind, &files, &permits).await;
+                let error = result.as_ref().err().map(|e| e.to_string());
+                engine
+                    .progress
+                    .dataset_done(&r.account.name, &d.name, error.as_deref());
+                (d.name.clone(), kind, result.unwrap_or(0), error)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((name, kind, objects, error)) = joined else {
+                continue;
+            };
+            if let Some(d) = report.datasets.iter_mut().find(|d| d.dataset == name) {
+                d.list = Some(kind);
+                d.objects = objects;
+                d.error = error;
+            }
+        }
+        Ok(())
+    }
+
+    /// The change feed of one account and mode: start it, detect the 30-day cliff, or read and apply
+    /// its window and then commit its cursor. A failed read or load leaves the cursor where it was.
+    async fn feed_step(
+        self: &Arc<Self>,
+        r: &Resolved,
+        datasets: &[&'static Dataset],
+        files: &Arc<Mutex<Vec<LakeFile>>>,
+        report: &mut AccountReport,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), SyncError> {
+        let key = r.key("_events");
+        let stored = self.state.get::<FeedState>(&key)?;
+        let mut feed = stored.value;
+        let now = r.server_time;
+        let inc = &self.incremental;
+        match feed::start(feed.cursor, now, inc.lag_secs, inc.overlap_secs) {
+            FeedStart::Begin => {
+                // Before any list starts: changes made while the lists run are read next time.
+                feed.cursor = Some(now);
+                self.state.put(&key, stored.version, &feed)?;
+            }
+            FeedStart::Cliff { cursor } => {
+                let affected: Vec<&str> = datasets
+                    .iter()
+                    .filter(|d| !d.event_types.is_empty())
+                    .map(|d| d.name.as_str())
+                    .collect();
+                let message = format!(
+                    "account '{}' ({}): the change feed was last read up to {} (Stripe time), more than Stripe's 30-day event retention ago, so changes since then cannot be read as events. Listing these datasets again in full and marking objects missing from the new lists as deleted: {}",
+                    r.account.name,
+                    r.mode(),
+                    cursor,
+                    affected.join(", ")
+                );
+                tracing::warn!("{message}");
+                warnings.push(message);
+                // Datasets first, cursor second: a crash in between finds the old cursor and
+                // starts over, never a moved cursor without the re-backfill.
+                for d in datasets.iter().filter(|d| !d.event_types.is_empty()) {
+                    let k = r.key(&d.name);
+                    let current = self.state.get::<DatasetState>(&k)?;
+                    let mut st = current.value;
+                    st.backfill = None;
+                    self.state.put(&k, current.version, &st)?;
+                }
+                feed.cursor = Some(now);
+                self.state.put(&key, stored.version, &feed)?;
+            }
+            FeedStart::Wait => {}
+            FeedStart::Read { from, to } => {
+                report.feed.window = Some((from, to));
+                match self.read_feed(r, datasets, from, to, files).await {
+                    Ok((per_dataset, counts)) => {
+                        for d in report.datasets.iter_mut() {
+                            d.changes = per_dataset.get(&d.dataset).copied().unwrap_or(0);
+                        }
+                        report.feed.counts = counts;
+                        failpoint::point("feed-commit");
+                        feed.cursor = Some(to);
+                        feed.read_at = Some(now);
+                        feed.last_error = None;
+                    }
+                    Err(e) => {
+                        report.feed.error = Some(e.to_string());
+                        feed.last_error = Some(e.to_string());
+                    }
+                }
+                self.state.put(&key, stored.version, &feed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists one dataset of one account: plan (or resume) its segments, page them in parallel, and at
+    /// the end of a complete list mark the objects it did not return as deleted.
+    async fn list(
         self: &Arc<Self>,
         r: &Resolved,
         dataset: &'static Dataset,
+        kind: ListKind,
         files: &Arc<Mutex<Vec<LakeFile>>>,
         permits: &Arc<Semaphore>,
     ) -> Result<u64, SyncError> {
-        let mode = if r.account.livemode { "live" } else { "test" };
-        let key = format!("{}/{mode}/{}", r.merchant_id, dataset.name);
-        let lease = self.state.acquire(&key, &self.run_id, LEASE_SECS)?;
-        let result = self.backfill_leased(r, dataset, files, &key, permits).await;
+        let key = r.key(&dataset.name);
+        let result = self
+            .list_inner(r, dataset, kind, files, &key, permits)
+            .await;
         if let Err(e) = &result {
-            if let Ok(mut current) = self.state.get(&key) {
+            if let Ok(mut current) = self.state.get::<DatasetState>(&key) {
                 current.value.last_error = Some(e.to_string());
                 let _ = self.state.put(&key, current.version, &current.value);
             }
         }
-        self.state.release(&lease);
         result
     }
 
-    async fn backfill_leased(
+    async fn list_inner(
         self: &Arc<Self>,
         r: &Resolved,
         dataset: &'static Dataset,
+        kind: ListKind,
         files: &Arc<Mutex<Vec<LakeFile>>>,
         key: &str,
         permits: &Arc<Semaphore>,
     ) -> Result<u64, SyncError> {
-        let account_err = |source| SyncError::Account {
-            account: r.account.name.clone(),
-            source,
-        };
-        let stored = self.state.get(key)?;
+        let stored = self.state.get::<DatasetState>(key)?;
         let mut state = stored.value;
         let mut version = stored.version;
-        if state.backfill.as_ref().is_none_or(|b| b.complete()) {
-            // A complete backfill is redone in full (incremental sync is a later stage): MERGE keeps it exact.
-            let upper = now_secs() + 1;
-            let segments = backfill::plan(&self.client, &r.caller, dataset, upper, MAX_SEGMENTS)
-                .await
-                .map_err(account_err)?;
-            state.backfill = Some(Backfill { upper, segments });
+        let now = r.server_time;
+        let plan = match kind {
+            ListKind::Resume => None,
+            ListKind::Backfill | ListKind::Snapshot => {
+                let upper = now + 1;
+                let segments =
+                    backfill::plan(&self.client, &r.caller, dataset, upper, MAX_SEGMENTS)
+                        .await
+                        .map_err(|e| r.error(e))?;
+                Some(Backfill {
+                    upper,
+                    started: now,
+                    segments,
+                })
+            }
+            ListKind::NewObjects => {
+                let last = state.backfill.as_ref().map_or(HISTORY_START, |b| b.upper);
+                Some(Backfill {
+                    upper: now + 1,
+                    // No sweep: this list covers only the newest objects.
+                    started: 0,
+                    segments: vec![Segment {
+                        from: last - self.incremental.overlap_secs,
+                        to: now + 1,
+                        after: None,
+                        after_created: None,
+                        done: false,
+                    }],
+                })
+            }
+        };
+        if let Some(plan) = plan {
+            state.backfill = Some(plan);
             state.last_error = None;
             version = self.state.put(key, version, &state)?;
-        }
-        {
-            let mut wh = self.warehouse.lock().map_err(|_| StateError::Io {
-                path: "warehouse".into(),
-                source: std::io::Error::other("warehouse lock poisoned"),
-            })?;
-            wh.prepare(r.account.livemode, dataset).map_err(|e| {
-                account_err(StripeError::Decode {
-                    message: e.to_string(),
-                    request_id: "-".into(),
-                })
-            })?;
         }
         let shared = Arc::new(Mutex::new(Shared {
             key: key.to_string(),
@@ -372,9 +664,36 @@ impl Engine {
         }
         let mut s = shared.lock().await;
         if let Some(b) = s.state.backfill.clone().filter(Backfill::complete) {
-            // Record freshness even when the dataset had nothing to load (an empty table is complete too).
-            self.load_warehouse(r, dataset, Vec::new(), b.upper).await?;
+            // Objects the complete list did not return are gone from Stripe: rows older than the
+            // list's start that no page refreshed. Recorded even when there are none, so freshness
+            // shows for an empty table too.
+            let tombstones = if b.started > 0 {
+                let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
+                let before = b.started * 1_000_000;
+                self.with_warehouse(r, move |wh| {
+                    wh.stale_ids(livemode, dataset, &merchant_id, before)
+                })
+                .await?
+            } else {
+                Vec::new()
+            };
+            let stem = format!("{}-{}-sweep", self.run_id, dataset.name);
+            let written = self
+                .write_and_load(
+                    r,
+                    dataset,
+                    &mut Converter::new(dataset),
+                    &stem,
+                    b.upper,
+                    (tombstones, b.started * 1_000_000),
+                )
+                .await?;
+            files.lock().await.extend(written);
+            failpoint::point("sweep-commit");
             s.state.as_of = Some(b.upper);
+            if b.started > 0 {
+                s.state.listed_at = Some(b.started);
+            }
             let st = s.state.clone();
             s.version = self.state.put(key, s.version, &st)?;
         }
@@ -428,6 +747,7 @@ impl Engine {
                 }
                 Err(e) => return Err(account_err(e)),
             };
+            failpoint::point("page");
             // Rows carry Stripe's clock (when this version was read), so a later read, or a later
             // event, always wins the merge against an earlier one.
             let batch_timestamp = resp.server_time.unwrap_or_else(now_secs) * 1_000_000;
@@ -539,35 +859,123 @@ impl Engine {
         dataset: &'static Dataset,
         files: Vec<(String, std::path::PathBuf)>,
         as_of: i64,
+        (tombstones, tombstone_timestamp): (Vec<String>, i64),
     ) -> Result<(), SyncError> {
-        let (warehouse, livemode, merchant_id) = (
-            self.warehouse.clone(),
-            r.account.livemode,
-            r.merchant_id.clone(),
-        );
-        let result = tokio::task::spawn_blocking(move || {
-            let mut wh = warehouse
-                .lock()
-                .map_err(|_| "warehouse lock poisoned".to_string())?;
+        let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
+        self.with_warehouse(r, move |wh| {
             wh.load(&Load {
                 dataset,
                 livemode,
                 merchant_id: &merchant_id,
                 files,
                 as_of,
+                tombstones,
+                tombstone_timestamp,
             })
-            .map_err(|e| e.to_string())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs blocking warehouse work off the async threads, one caller at a time.
+    pub(crate) async fn with_warehouse<T: Send + 'static>(
+        &self,
+        r: &Resolved,
+        work: impl FnOnce(&mut dyn Warehouse) -> Result<T, WarehouseError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let warehouse = self.warehouse.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut wh = warehouse
+                .lock()
+                .map_err(|_| "warehouse lock poisoned".to_string())?;
+            work(wh.as_mut()).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        result.map(|_| ()).map_err(|message| SyncError::Account {
-            account: r.account.name.clone(),
-            source: StripeError::Decode {
-                message,
-                request_id: "-".into(),
-            },
-        })
+        .and_then(|x| x)
+        .map_err(|message| local_error(r, message))
+    }
+
+    /// Steps 1 and 2 of the slice protocol: the converter's rows (and `tombstones`: ids of objects
+    /// known to be gone, with the `batch_timestamp` their rows get) go to Parquet files, then into the
+    /// warehouse in one transaction. Returns the files written.
+    pub(crate) async fn write_and_load(
+        &self,
+        r: &Resolved,
+        dataset: &'static Dataset,
+        converter: &mut Converter,
+        stem: &str,
+        as_of: i64,
+        (tombstones, tombstone_timestamp): (Vec<String>, i64),
+    ) -> Result<Vec<LakeFile>, SyncError> {
+        let mut batches = Vec::new();
+        for t in &mut converter.tables {
+            if let Some(batch) = t.take() {
+                batches.push((t.table.name.clone(), batch));
+            }
+        }
+        let mut written = Vec::new();
+        for (table, batch) in batches {
+            if let Some(f) = self
+                .lake
+                .write(r.account.livemode, &r.merchant_id, stem, &[batch], &table)
+                .await
+                .map_err(|e| local_error(r, e.to_string()))?
+            {
+                written.push(f);
+            }
+        }
+        let load_files: Vec<(String, std::path::PathBuf)> = written
+            .iter()
+            .filter_map(|f| Some((f.table.clone(), self.lake.local_path(&f.path)?)))
+            .collect();
+        if !tombstones.is_empty() {
+            // In the lake, a deleted object is a row with its id, `deleted` set and nothing else; the
+            // warehouse keeps the last version's columns and only sets the flag.
+            let mut marks = Converter::new(dataset);
+            for id in &tombstones {
+                let stub = serde_json::json!({"id": id, "object": dataset.object});
+                marks.push(
+                    &stub,
+                    RowContext {
+                        merchant_id: &r.merchant_id,
+                        batch_timestamp: tombstone_timestamp,
+                        deleted: true,
+                    },
+                );
+            }
+            let main = dataset.main_table().name.clone();
+            if let Some(batch) = marks
+                .tables
+                .iter_mut()
+                .find_map(|t| (t.table.name == main).then(|| t.take()).flatten())
+            {
+                if let Some(f) = self
+                    .lake
+                    .write(
+                        r.account.livemode,
+                        &r.merchant_id,
+                        &format!("{stem}-deleted"),
+                        &[batch],
+                        &main,
+                    )
+                    .await
+                    .map_err(|e| local_error(r, e.to_string()))?
+                {
+                    written.push(f);
+                }
+            }
+        }
+        failpoint::point("parquet");
+        self.load_warehouse(
+            r,
+            dataset,
+            load_files,
+            as_of,
+            (tombstones, tombstone_timestamp),
+        )
+        .await?;
+        Ok(written)
     }
 
     /// The slice protocol: files first, then the warehouse, then the cursor — in that order only.
@@ -592,33 +1000,6 @@ impl Engine {
         shared: &Arc<Mutex<Shared>>,
         files: &Arc<Mutex<Vec<LakeFile>>>,
     ) -> Result<(), SyncError> {
-        let write_err = |message: String| SyncError::Account {
-            account: r.account.name.clone(),
-            source: StripeError::Decode {
-                message,
-                request_id: "-".into(),
-            },
-        };
-        // 1. Parquet files.
-        let mut written = Vec::new();
-        for t in &mut converter.tables {
-            let Some(batch) = t.take() else { continue };
-            if let Some(f) = self
-                .lake
-                .write(
-                    r.account.livemode,
-                    &r.merchant_id,
-                    stem,
-                    &[batch],
-                    &t.table.name,
-                )
-                .await
-                .map_err(|e| write_err(e.to_string()))?
-            {
-                written.push(f);
-            }
-        }
-        // 2. Warehouse load.
         let as_of = shared
             .lock()
             .await
@@ -627,13 +1008,11 @@ impl Engine {
             .as_ref()
             .map(|b| b.upper)
             .unwrap_or(0);
-        let load_files: Vec<(String, std::path::PathBuf)> = written
-            .iter()
-            .filter_map(|f| Some((f.table.clone(), self.lake.local_path(&f.path)?)))
-            .collect();
-        if !load_files.is_empty() {
-            self.load_warehouse(r, dataset, load_files, as_of).await?;
-        }
+        // 1 and 2: Parquet files, then the warehouse load.
+        let written = self
+            .write_and_load(r, dataset, converter, stem, as_of, (Vec::new(), 0))
+            .await?;
+        failpoint::point("commit");
         // 3. Cursor commit (conditional on the version this run holds).
         let mut s = shared.lock().await;
         if let Some(b) = s.state.backfill.as_mut() {
@@ -642,7 +1021,7 @@ impl Engine {
         s.state.landed_at = Some(now_secs());
         s.state.rows += written
             .iter()
-            .filter(|f| f.table == dataset.main_table().name)
+            .filter(|f| f.table == dataset.main_table().name && !f.path.contains("-deleted"))
             .map(|f| f.rows as u64)
             .sum::<u64>();
         let st = s.state.clone();

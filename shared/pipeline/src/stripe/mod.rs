@@ -51,6 +51,56 @@ pub struct ClientStats {
     pub requests: AtomicU64,
     pub rate_limited: AtomicU64,
     pub retries: AtomicU64,
+    /// Requests by kind (retries included), so a summary can show where the API budget went.
+    pub by_kind: [AtomicU64; CallKind::ALL.len()],
+}
+
+/// What a request was for, from the shape of its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    /// `GET /v1/account`: the key check.
+    Account,
+    /// `GET /v1/events`: the change feed.
+    Events,
+    /// `GET /v1/<resource>`: list pages of backfills and snapshots.
+    List,
+    /// `GET /v1/<resource>/<id>/<list>`: nested lists cut off at 10 items.
+    Nested,
+    /// `GET /v1/<resource>/<id>`: single objects (events rendered in another API version).
+    Object,
+}
+
+impl CallKind {
+    pub const ALL: [CallKind; 5] = [
+        CallKind::Account,
+        CallKind::Events,
+        CallKind::List,
+        CallKind::Nested,
+        CallKind::Object,
+    ];
+
+    pub fn of(path: &str) -> CallKind {
+        let segments: Vec<&str> = path
+            .trim_start_matches("/v1/")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        match segments.as_slice() {
+            ["account"] => CallKind::Account,
+            ["events"] => CallKind::Events,
+            [_] => CallKind::List,
+            [_, _] => CallKind::Object,
+            _ => CallKind::Nested,
+        }
+    }
+}
+
+impl ClientStats {
+    /// Requests of one kind so far.
+    pub fn calls(&self, kind: CallKind) -> u64 {
+        self.by_kind[kind as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// A successful response.
@@ -145,6 +195,7 @@ impl StripeClient {
                 .acquire(&caller.label, caller.livemode, &endpoint)
                 .await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.stats.by_kind[CallKind::of(path) as usize].fetch_add(1, Ordering::Relaxed);
             let (outcome, date, request_id) = self.attempt(caller, &url, attempt).await;
             let error = match outcome {
                 Attempt::Ok(body) => {
@@ -297,5 +348,15 @@ mod tests {
             super::endpoint_of("/v1/invoices/in_123/lines"),
             "/v1/invoices/{id}/lines"
         );
+    }
+
+    #[test]
+    fn calls_are_classified_by_path_shape() {
+        use super::CallKind;
+        assert_eq!(CallKind::of("/v1/account"), CallKind::Account);
+        assert_eq!(CallKind::of("/v1/events"), CallKind::Events);
+        assert_eq!(CallKind::of("/v1/charges"), CallKind::List);
+        assert_eq!(CallKind::of("/v1/customers/cus_1"), CallKind::Object);
+        assert_eq!(CallKind::of("/v1/invoices/in_1/lines"), CallKind::Nested);
     }
 }

@@ -1,7 +1,9 @@
 //! The embedded DuckDB warehouse (local mode).
 
 use super::{schema_name, Load, Warehouse, WarehouseError};
-use crate::catalog::{ColumnType, Dataset, Table, TableKind, BATCH_TIMESTAMP, MERCHANT_ID};
+use crate::catalog::{
+    ColumnType, Dataset, Table, TableKind, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
+};
 use crate::convert::table_columns;
 use std::collections::HashSet;
 use std::path::Path;
@@ -144,6 +146,29 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// Replaces the `data_load_times` rows of a dataset's tables for one merchant.
+fn record_load_times(
+    tx: &duckdb::Transaction<'_>,
+    schema: &str,
+    dataset: &Dataset,
+    merchant_id: &str,
+    as_of: i64,
+) -> Result<(), WarehouseError> {
+    for table in &dataset.tables {
+        tx.execute_batch(&format!(
+            "DELETE FROM {s}.data_load_times WHERE table_name = {t} AND merchant_id = {mid}; \
+             INSERT INTO {s}.data_load_times VALUES ({t}, {mid}, make_timestamp({landed}), make_timestamp({asof}));",
+            s = q(schema),
+            t = lit(&table.name),
+            mid = lit(merchant_id),
+            landed = now_micros(),
+            asof = as_of.saturating_mul(1_000_000)
+        ))
+        .map_err(DuckDb::err("recording data_load_times"))?;
+    }
+    Ok(())
+}
+
 fn file_list(files: &[&std::path::PathBuf]) -> String {
     let items: Vec<String> = files
         .iter()
@@ -247,20 +272,72 @@ impl Warehouse for DuckDb {
             tx.execute_batch("DROP TABLE IF EXISTS stage;")
                 .map_err(Self::err("dropping the staging table"))?;
         }
-        for table in &load.dataset.tables {
-            tx.execute_batch(&format!(
-                "DELETE FROM {s}.data_load_times WHERE table_name = {t} AND merchant_id = {mid}; \
-                 INSERT INTO {s}.data_load_times VALUES ({t}, {mid}, make_timestamp({landed}), make_timestamp({asof}));",
-                s = q(schema),
-                t = lit(&table.name),
-                mid = lit(load.merchant_id),
-                landed = now_micros(),
-                asof = load.as_of.saturating_mul(1_000_000)
-            ))
-            .map_err(Self::err("recording data_load_times"))?;
+        if !load.tombstones.is_empty() {
+            // Keep the last version's columns; only the flag and the version's time change. A later
+            // load of an older version cannot undo it: its batch_timestamp is not newer.
+            let ids: Vec<String> = load.tombstones.iter().map(|id| lit(id)).collect();
+            tx.execute(
+                &format!(
+                    "UPDATE {target} SET {d} = true, {b} = greatest({b}, make_timestamp({ts})) \
+                     WHERE {m} = {mid} AND id IN (SELECT unnest([{ids}]))",
+                    d = q(DELETED),
+                    b = q(BATCH_TIMESTAMP),
+                    m = q(MERCHANT_ID),
+                    ts = load.tombstone_timestamp,
+                    mid = lit(load.merchant_id),
+                    ids = ids.join(", ")
+                ),
+                [],
+            )
+            .map_err(Self::err(format!(
+                "marking deleted rows of {schema}.{}",
+                main.name
+            )))?;
         }
+        record_load_times(&tx, schema, load.dataset, load.merchant_id, load.as_of)?;
+        crate::failpoint::point("load");
         tx.commit().map_err(Self::err("committing the load"))?;
         Ok(changed)
+    }
+
+    fn record_freshness(
+        &mut self,
+        livemode: bool,
+        datasets: &[&Dataset],
+        merchant_id: &str,
+        as_of: i64,
+    ) -> Result<(), WarehouseError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(Self::err("starting a transaction"))?;
+        for d in datasets {
+            record_load_times(&tx, schema_name(livemode), d, merchant_id, as_of)?;
+        }
+        tx.commit().map_err(Self::err("committing data_load_times"))
+    }
+
+    fn stale_ids(
+        &mut self,
+        livemode: bool,
+        dataset: &Dataset,
+        merchant_id: &str,
+        before: i64,
+    ) -> Result<Vec<String>, WarehouseError> {
+        let sql = format!(
+            "SELECT id FROM {}.{} WHERE {m} = {} AND NOT coalesce({d}, false) AND {b} < make_timestamp({before}) ORDER BY id",
+            q(schema_name(livemode)),
+            q(&dataset.main_table().name),
+            lit(merchant_id),
+            m = q(MERCHANT_ID),
+            d = q(DELETED),
+            b = q(BATCH_TIMESTAMP),
+        );
+        Ok(self
+            .query_strings(&sql)?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
     }
 
     fn count(

@@ -30,6 +30,11 @@ pub struct Load<'a> {
     pub files: Vec<(String, PathBuf)>,
     /// The data is complete up to this instant (Unix seconds), for `data_load_times`.
     pub as_of: i64,
+    /// Objects known to be gone from Stripe without a final version to load (a complete re-list did not
+    /// return them, or Stripe answered a fetch with "deleted"): their rows are kept, with `deleted` set.
+    pub tombstones: Vec<String>,
+    /// The `batch_timestamp` tombstoned rows get (when the deletion was observed).
+    pub tombstone_timestamp: i64,
 }
 
 impl Load<'_> {
@@ -64,6 +69,24 @@ pub trait Warehouse: Send {
     fn prepare(&mut self, livemode: bool, dataset: &Dataset) -> Result<(), WarehouseError>;
     /// Merges a load in one transaction; returns the number of main-table rows inserted or updated.
     fn load(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError>;
+    /// Records in `data_load_times`, in one transaction, that these datasets are complete up to `as_of`
+    /// (the change feed found nothing new for them).
+    fn record_freshness(
+        &mut self,
+        livemode: bool,
+        datasets: &[&Dataset],
+        merchant_id: &str,
+        as_of: i64,
+    ) -> Result<(), WarehouseError>;
+    /// Ids of the dataset's rows for one merchant that are not deleted and older than `before` (a
+    /// `batch_timestamp`): after a complete re-list that started at `before`, these objects are gone.
+    fn stale_ids(
+        &mut self,
+        livemode: bool,
+        dataset: &Dataset,
+        merchant_id: &str,
+        before: i64,
+    ) -> Result<Vec<String>, WarehouseError>;
     /// Rows of a table for one merchant (for summaries and `status`).
     fn count(
         &mut self,
@@ -74,7 +97,9 @@ pub trait Warehouse: Send {
 }
 
 /// No warehouse: the Parquet lake is the output (for users who query the files with Athena, Spark or
-/// DuckDB themselves). Loads succeed without doing anything, so the slice protocol is unchanged.
+/// DuckDB themselves). Loads succeed without doing anything, so the slice protocol is unchanged. It keeps
+/// no rows, so it knows no stale ids: objects that vanish without a delete event are only detected with a
+/// warehouse.
 #[derive(Debug, Default)]
 pub struct LakeOnly;
 
@@ -84,6 +109,24 @@ impl Warehouse for LakeOnly {
     }
     fn load(&mut self, _: &Load<'_>) -> Result<u64, WarehouseError> {
         Ok(0)
+    }
+    fn record_freshness(
+        &mut self,
+        _: bool,
+        _: &[&Dataset],
+        _: &str,
+        _: i64,
+    ) -> Result<(), WarehouseError> {
+        Ok(())
+    }
+    fn stale_ids(
+        &mut self,
+        _: bool,
+        _: &Dataset,
+        _: &str,
+        _: i64,
+    ) -> Result<Vec<String>, WarehouseError> {
+        Ok(Vec::new())
     }
     fn count(&mut self, _: bool, _: &str, _: &str) -> Result<u64, WarehouseError> {
         Ok(0)

@@ -1,0 +1,369 @@
+//! Helpers shared by the acceptance suites: a simulator, a configuration for it, a sync run, and the
+//! comparison of every DuckDB table with the simulator's ground truth.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use stripe_pipeline::catalog::{Catalog, Column, ColumnType, Dataset, TableKind};
+use stripe_pipeline::config::{AccountConfig, Config, Secret};
+use stripe_pipeline::sync::{self, Quiet, SyncReport};
+use stripe_pipeline::warehouse::duckdb::DuckDb;
+use stripe_pipeline::warehouse::schema_name;
+use stripe_sim::{AccountKind, RunningSim, SimConfig};
+
+pub async fn sim(config: SimConfig) -> RunningSim {
+    stripe_sim::start(config).await.expect("simulator")
+}
+
+/// Two accounts, live and test: four configured accounts.
+pub fn config(sim: &RunningSim, out: &Path) -> Config {
+    let info = sim.info();
+    let mut accounts = Vec::new();
+    for n in 0..2 {
+        for mode in ["live", "test"] {
+            accounts.push(AccountConfig {
+                name: format!("a{n}-{mode}"),
+                key: Some(Secret::new(info.key("secret", mode, n).unwrap())),
+                key_env: None,
+            });
+        }
+    }
+    Config {
+        output_dir: out.to_path_buf(),
+        api_base: sim.base_url(),
+        rate_budget: 1.0,
+        concurrency: 4,
+        accounts,
+        ..Config::default()
+    }
+}
+
+pub async fn run(cfg: &Config) -> SyncReport {
+    let accounts = cfg.accounts(|_| None).unwrap();
+    let client = stripe_pipeline::local::client(cfg);
+    let resolved = sync::resolve(&client, &accounts).await.unwrap();
+    let engine = stripe_pipeline::local::engine(
+        cfg,
+        client,
+        Arc::new(Quiet),
+        format!(
+            "test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ),
+    )
+    .unwrap();
+    let datasets: Vec<&'static Dataset> = if cfg.datasets.is_empty() {
+        Catalog::get().datasets.iter().collect()
+    } else {
+        cfg.datasets
+            .iter()
+            .map(|d| Catalog::get().dataset(d).unwrap())
+            .collect()
+    };
+    engine.sync(&resolved, &datasets).await.unwrap()
+}
+
+/// The value a column should hold, as DuckDB prints it cast to text (timestamps as epoch seconds).
+fn expected(col: &Column, obj: &Value) -> Option<String> {
+    let v = col.path.iter().try_fold(obj, |v, k| v.get(k.as_str()))?;
+    match v {
+        Value::Null => None,
+        Value::Object(o) if col.reference => {
+            o.get("id").and_then(Value::as_str).map(str::to_string)
+        }
+        Value::Array(items) if col.join => Some(
+            items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ if col.kind == ColumnType::Json => Some(v.to_string()),
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn select_expr(col: &Column) -> String {
+    match col.kind {
+        ColumnType::Timestamp => {
+            format!("CAST(CAST(epoch(\"{}\") AS BIGINT) AS VARCHAR)", col.name)
+        }
+        _ => format!("CAST(\"{}\" AS VARCHAR)", col.name),
+    }
+}
+
+fn same(col: &Column, got: &Option<String>, want: &Option<String>) -> bool {
+    match (col.kind, got, want) {
+        (ColumnType::Json, Some(g), Some(w)) => {
+            serde_json::from_str::<Value>(g).ok() == serde_json::from_str::<Value>(w).ok()
+        }
+        (ColumnType::Float64, Some(g), Some(w)) => g.parse::<f64>().ok() == w.parse::<f64>().ok(),
+        _ => got == want,
+    }
+}
+
+/// Rows of a child or metadata table whose parent is not deleted (rows of deleted objects are kept as
+/// they were last seen).
+fn live_parent(schema: &str, dataset: &Dataset, parent: &str, merchant: &str) -> String {
+    format!(
+        "{parent} IN (SELECT id FROM {schema}.{} WHERE merchant_id = '{merchant}' AND NOT deleted)",
+        dataset.main_table().name
+    )
+}
+
+/// Asserts that every table of `dataset` for one merchant equals the simulator's ground truth.
+pub async fn assert_equal(
+    db: &DuckDb,
+    sim: &RunningSim,
+    merchant: &str,
+    livemode: bool,
+    dataset: &Dataset,
+) {
+    let mode = if livemode { "live" } else { "test" };
+    let truth: Vec<Value> = sim.sim().truth(merchant, livemode, &dataset.name).unwrap();
+    let live: Vec<&Value> = truth
+        .iter()
+        .filter(|t| t["deleted"] == false)
+        .map(|t| &t["object"])
+        .collect();
+    let schema = schema_name(livemode);
+    for table in &dataset.tables {
+        let ctx = format!("{schema}.{} for {merchant} ({mode})", table.name);
+        match table.kind {
+            TableKind::Main => {
+                let cols: Vec<String> = table.columns.iter().map(select_expr).collect();
+                let rows = db
+                    .query_strings(&format!(
+                        "SELECT {} FROM {schema}.{} WHERE merchant_id = '{merchant}' AND NOT deleted ORDER BY id",
+                        cols.join(", "),
+                        table.name
+                    ))
+                    .unwrap();
+                let got: BTreeMap<String, Vec<Option<String>>> = rows
+                    .into_iter()
+                    .map(|r| (r[0].clone().unwrap(), r))
+                    .collect();
+                assert_eq!(got.len(), live.len(), "{ctx}: rows not deleted");
+                for obj in &live {
+                    let id = obj["id"].as_str().unwrap();
+                    let row = got.get(id).unwrap_or_else(|| panic!("{ctx}: {id} missing"));
+                    for (col, value) in table.columns.iter().zip(row) {
+                        let want = expected(col, obj);
+                        assert!(
+                            same(col, value, &want),
+                            "{ctx}: {id}.{}: got {value:?}, want {want:?}",
+                            col.name
+                        );
+                    }
+                }
+                // Deleted rows are kept, flagged: each is an object Stripe deleted.
+                let gone: BTreeSet<&str> = truth
+                    .iter()
+                    .filter(|t| t["deleted"] == true)
+                    .filter_map(|t| t["id"].as_str())
+                    .collect();
+                let flagged = db
+                    .query_strings(&format!(
+                        "SELECT id FROM {schema}.{} WHERE merchant_id = '{merchant}' AND deleted",
+                        table.name
+                    ))
+                    .unwrap();
+                for r in flagged {
+                    let id = r[0].clone().unwrap();
+                    assert!(
+                        gone.contains(id.as_str()),
+                        "{ctx}: {id} is marked deleted but exists"
+                    );
+                }
+            }
+            TableKind::Metadata => {
+                let parent = table.parent_key.as_deref().unwrap();
+                let rows = db.query_strings(&format!("SELECT {parent}, key, value FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).unwrap();
+                let got: BTreeSet<(String, String, String)> = rows
+                    .into_iter()
+                    .map(|r| {
+                        (
+                            r[0].clone().unwrap(),
+                            r[1].clone().unwrap(),
+                            r[2].clone().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                let want: BTreeSet<(String, String, String)> = live
+                    .iter()
+                    .flat_map(|o| {
+                        let id = o["id"].as_str().unwrap().to_string();
+                        o["metadata"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(move |(k, v)| {
+                                (
+                                    id.clone(),
+                                    k.clone(),
+                                    v.as_str().unwrap_or_default().to_string(),
+                                )
+                            })
+                    })
+                    .collect();
+                assert_eq!(got, want, "{ctx}");
+            }
+            TableKind::Child => {
+                let parent = table.parent_key.as_deref().unwrap();
+                let n = db.query_strings(&format!("SELECT count(*)::VARCHAR FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).unwrap();
+                let want: usize = live
+                    .iter()
+                    .map(
+                        |o| match table.source.iter().try_fold(*o, |v, k| v.get(k.as_str())) {
+                            Some(Value::Array(a)) => a.len(),
+                            Some(Value::Object(l)) => l["data"].as_array().map_or(0, Vec::len),
+                            _ => 0,
+                        },
+                    )
+                    .sum();
+                assert_eq!(
+                    n[0][0].as_deref(),
+                    Some(want.to_string().as_str()),
+                    "{ctx}: child rows"
+                );
+                if table.columns.iter().any(|c| c.name == "id") {
+                    let rows = db
+                        .query_strings(&format!(
+                            "SELECT {parent}, id FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}",
+                            table.name,
+                            live_parent(schema, dataset, parent, merchant)
+                        ))
+                        .unwrap();
+                    let got: BTreeSet<(String, String)> = rows
+                        .into_iter()
+                        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+                        .collect();
+                    let want: BTreeSet<(String, String)> = live
+                        .iter()
+                        .flat_map(|o| {
+                            let id = o["id"].as_str().unwrap().to_string();
+                            let items =
+                                match table.source.iter().try_fold(*o, |v, k| v.get(k.as_str())) {
+                                    Some(Value::Object(l)) => {
+                                        l["data"].as_array().cloned().unwrap_or_default()
+                                    }
+                                    Some(Value::Array(a)) => a.clone(),
+                                    _ => vec![],
+                                };
+                            items.into_iter().map(move |i| {
+                                (id.clone(), i["id"].as_str().unwrap_or_default().to_string())
+                            })
+                        })
+                        .collect();
+                    assert_eq!(got, want, "{ctx}");
+                }
+            }
+        }
+    }
+}
+
+pub fn merchants(sim: &RunningSim) -> Vec<String> {
+    sim.info()
+        .accounts
+        .iter()
+        .filter(|a| a.kind != AccountKind::Connected)
+        .take(2)
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+pub async fn assert_all_equal(out: &Path, sim: &RunningSim, datasets: &[&Dataset]) {
+    let scopes: Vec<(String, bool)> = merchants(sim)
+        .into_iter()
+        .flat_map(|m| [(m.clone(), true), (m, false)])
+        .collect();
+    assert_scopes_equal(out, sim, &scopes, datasets).await;
+}
+
+/// Every table of the given accounts and modes equals the ground truth, and no table has a duplicate.
+pub async fn assert_scopes_equal(
+    out: &Path,
+    sim: &RunningSim,
+    scopes: &[(String, bool)],
+    datasets: &[&Dataset],
+) {
+    let db = DuckDb::open(&out.join("stripe_pipeline.duckdb")).unwrap();
+    for (merchant, livemode) in scopes {
+        for d in datasets {
+            assert_equal(&db, sim, merchant, *livemode, d).await;
+        }
+    }
+    for livemode in [true, false] {
+        for t in datasets.iter().map(|d| d.main_table()) {
+            let dups = db
+                .query_strings(&format!(
+                    "SELECT (count(*) - count(DISTINCT (merchant_id, id)))::VARCHAR FROM {}.{}",
+                    schema_name(livemode),
+                    t.name
+                ))
+                .unwrap();
+            assert_eq!(dups[0][0].as_deref(), Some("0"), "duplicates in {}", t.name);
+        }
+    }
+}
+
+/// One round of changes in one account and mode: creates, updates (with and without events),
+/// deletes of customers, products, coupons, prices, draft invoices and pending invoice items, and
+/// canceled subscriptions. Operations the scope cannot do right now (nothing eligible) are skipped.
+pub fn churn(sim: &RunningSim, merchant: &str, livemode: bool) {
+    let s = sim.sim();
+    for (resource, n) in [
+        ("customers", 3),
+        ("products", 2),
+        ("prices", 2),
+        ("coupons", 1),
+        ("charges", 3),
+        ("payment_intents", 1),
+        ("refunds", 1),
+        ("invoices", 12),
+        ("invoiceitems", 2),
+        ("subscriptions", 2),
+        ("setup_intents", 1),
+        ("payouts", 1),
+    ] {
+        let _ = s.create(merchant, livemode, resource, n);
+    }
+    for (resource, n) in [
+        ("customers", 3),
+        ("charges", 2),
+        ("invoices", 3),
+        ("subscriptions", 2),
+        ("products", 1),
+        ("prices", 1),
+        ("coupons", 1),
+        // No `*.updated` events: only a snapshot re-list sees these.
+        ("balance_transactions", 2),
+        ("payment_intents", 1),
+        ("invoiceitems", 1),
+        ("setup_intents", 1),
+    ] {
+        let _ = s.update(merchant, livemode, resource, n, &[]);
+    }
+    for (resource, n) in [
+        ("customers", 1),
+        ("products", 1),
+        ("coupons", 1),
+        ("prices", 1),
+        ("invoices", 1),
+        ("invoiceitems", 1),
+    ] {
+        let _ = s.delete(merchant, livemode, resource, n, &[]);
+    }
+    let _ = s.cancel_subscriptions(merchant, livemode, 1, &[]);
+}

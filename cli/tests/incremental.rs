@@ -1,0 +1,191 @@
+//! Acceptance tests of incremental sync: after the simulator changes objects, the next sync makes every
+//! table equal to the ground truth again (change feed, snapshots, deletes, late and duplicated events,
+//! the 30-day event retention cliff), within the API budget of an idle run.
+
+mod common;
+
+use common::*;
+use stripe_pipeline::catalog::{Catalog, Dataset};
+use stripe_pipeline::config::Config;
+use stripe_pipeline::stripe::CallKind;
+use stripe_pipeline::sync::SyncReport;
+use stripe_sim::{EventPolicy, RunningSim, SimConfig};
+
+/// Simulated seconds between a round of changes and the next sync: more than the feed's lag.
+const PAST_LAG: i64 = 120;
+
+fn all() -> Vec<&'static Dataset> {
+    Catalog::get().datasets.iter().collect()
+}
+
+fn scopes(sim: &RunningSim) -> Vec<(String, bool)> {
+    merchants(sim)
+        .into_iter()
+        .flat_map(|m| [(m.clone(), true), (m, false)])
+        .collect()
+}
+
+fn incremental_config(sim: &RunningSim, out: &std::path::Path) -> Config {
+    Config {
+        // Snapshot datasets are listed again on every run, so event-less updates show at once.
+        snapshot_interval_secs: 0,
+        ..config(sim, out)
+    }
+}
+
+fn assert_ok(report: &SyncReport) {
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+}
+
+fn changes(report: &SyncReport) -> u64 {
+    report
+        .accounts
+        .iter()
+        .flat_map(|a| &a.datasets)
+        .map(|d| d.changes)
+        .sum()
+}
+
+fn calls(report: &SyncReport, kind: CallKind) -> u64 {
+    report
+        .calls
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_of_random_changes_converge_to_the_ground_truth() {
+    let sim = sim(SimConfig::tiny()).await;
+    let out = tempfile::tempdir().unwrap();
+    let cfg = incremental_config(&sim, out.path());
+    assert_ok(&run(&cfg).await);
+    assert_all_equal(out.path(), &sim, &all()).await;
+    let before = sim.sim().now();
+    for round in 0..5 {
+        for (merchant, livemode) in scopes(&sim) {
+            churn(&sim, &merchant, livemode);
+        }
+        sim.sim().advance(PAST_LAG);
+        let report = run(&cfg).await;
+        assert_ok(&report);
+        assert!(changes(&report) > 0, "round {round}: the feed saw changes");
+        assert_all_equal(out.path(), &sim, &all()).await;
+    }
+    // The rounds exercised what the feed must get right: invoices whose lines an event cuts at 10,
+    // canceled subscriptions, deleted customers, products and coupons.
+    let (merchant, livemode) = &scopes(&sim)[0];
+    let truth = |r: &str| sim.sim().truth(merchant, *livemode, r).unwrap();
+    let new_long_invoice = truth("invoices").iter().any(|t| {
+        t["object"]["created"].as_i64() >= Some(before)
+            && t["object"]["lines"]["data"]
+                .as_array()
+                .is_some_and(|l| l.len() > 10)
+    });
+    assert!(
+        new_long_invoice,
+        "an invoice with more than 10 lines was created"
+    );
+    assert!(truth("subscriptions")
+        .iter()
+        .any(|t| t["object"]["status"] == "canceled"
+            && t["object"]["canceled_at"].as_i64() >= Some(before)));
+    for r in ["customers", "products", "coupons"] {
+        assert!(truth(r).iter().any(|t| t["deleted"] == true), "{r} deleted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_duplicated_events_still_converge() {
+    let sim = sim(SimConfig::tiny()).await;
+    let out = tempfile::tempdir().unwrap();
+    let cfg = incremental_config(&sim, out.path());
+    assert_ok(&run(&cfg).await);
+    // Events show up 150 s after they happened (more than the lag, less than lag + overlap), and
+    // about a third of them twice.
+    sim.sim().set_event_policy(EventPolicy {
+        visibility_delay_secs: 150,
+        duplicate_rate: 0.3,
+    });
+    let mut duplicates = 0;
+    for _ in 0..2 {
+        for (merchant, livemode) in scopes(&sim) {
+            churn(&sim, &merchant, livemode);
+        }
+        sim.sim().advance(PAST_LAG);
+        let report = run(&cfg).await;
+        assert_ok(&report);
+        duplicates += report
+            .accounts
+            .iter()
+            .map(|a| a.feed.counts.duplicates)
+            .sum::<u64>();
+    }
+    // Past the delay: the overlap reads the window's end again and finds the late events.
+    sim.sim().advance(200);
+    let report = run(&cfg).await;
+    assert_ok(&report);
+    assert!(duplicates > 0, "duplicated events were seen and dropped");
+    assert_all_equal(out.path(), &sim, &all()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_past_the_event_retention_is_detected_and_rebackfilled() {
+    let sim = sim(SimConfig::tiny()).await;
+    let out = tempfile::tempdir().unwrap();
+    let cfg = incremental_config(&sim, out.path());
+    assert_ok(&run(&cfg).await);
+    for (merchant, livemode) in scopes(&sim) {
+        churn(&sim, &merchant, livemode);
+    }
+    // 31 days without a sync: the events of these changes are gone from Stripe.
+    sim.sim().advance(31 * 86_400);
+    let report = run(&cfg).await;
+    assert_ok(&report);
+    assert_eq!(
+        report.warnings.len(),
+        scopes(&sim).len(),
+        "{:?}",
+        report.warnings
+    );
+    for w in &report.warnings {
+        assert!(
+            w.contains("30-day event retention") && w.contains("customers, "),
+            "{w}"
+        );
+    }
+    // Deleted customers, products and coupons had no event to read any more: the re-list marked them.
+    assert_all_equal(out.path(), &sim, &all()).await;
+    // Back to normal: the next run reads events again.
+    sim.sim().advance(PAST_LAG);
+    let next = run(&cfg).await;
+    assert_ok(&next);
+    assert!(next.warnings.is_empty());
+    assert!(next.accounts.iter().all(|a| a.feed.window.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_run_makes_one_events_call_per_account_and_mode() {
+    let sim = sim(SimConfig::tiny()).await;
+    let out = tempfile::tempdir().unwrap();
+    // Snapshots once a day (the default): none is due in the next minutes.
+    let cfg = config(&sim, out.path());
+    assert_ok(&run(&cfg).await);
+    sim.sim().advance(400);
+    assert_ok(&run(&cfg).await);
+    sim.sim().advance(400);
+    let idle = run(&cfg).await;
+    assert_ok(&idle);
+    let n = scopes(&sim).len() as u64;
+    assert_eq!(changes(&idle), 0);
+    assert!(calls(&idle, CallKind::Events) <= n, "{:?}", idle.calls);
+    // Balance transactions have no events at all: one list call per account and mode for new ones.
+    assert!(calls(&idle, CallKind::List) <= n, "{:?}", idle.calls);
+    assert_eq!(calls(&idle, CallKind::Nested), 0, "{:?}", idle.calls);
+    assert_eq!(calls(&idle, CallKind::Object), 0, "{:?}", idle.calls);
+    assert_eq!(calls(&idle, CallKind::Account), n, "{:?}", idle.calls);
+    assert_eq!(
+        idle.api_calls,
+        idle.calls.iter().map(|(_, c)| c).sum::<u64>()
+    );
+}

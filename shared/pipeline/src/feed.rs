@@ -1,0 +1,524 @@
+//! The change feed: one read of `/v1/events` per account and mode brings every dataset's new objects,
+//! updates and deletes, so API calls grow with changes, not with the number of tables.
+//!
+//! A run reads the window `[cursor - overlap, now - lag)` of Stripe's clock. The lag leaves events Stripe
+//! may still be writing to the next run; the overlap reads the end of the previous window again, so events
+//! that became visible late are still seen. Events are deduplicated by id and collapsed to the newest
+//! change per object: the list is newest first, ordered by `created` and, within a second, by when Stripe
+//! recorded the event, so the first event of an object in list order is its newest (event ids are random
+//! and say nothing about order). Re-applying a change in a later window is harmless: loads keep the row
+//! with the newest `batch_timestamp`, and a change carries its event's time.
+//!
+//! Event payloads are rendered in the account's default API version. When that is not the pinned
+//! version, field names may differ, so the payload is not converted: the object is fetched again
+//! (rendered in the pinned version) and that read is loaded instead.
+
+use crate::backfill;
+use crate::catalog::Dataset;
+use crate::convert::{Converter, RowContext};
+use crate::failpoint;
+use crate::lake::LakeFile;
+use crate::state::DatasetState;
+use crate::stripe::{StripeError, API_VERSION};
+use crate::sync::{Engine, Resolved, SyncError, FLUSH_ROWS};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::{Mutex, Semaphore};
+
+/// Stripe keeps events for 30 days.
+pub const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
+/// A window must start at least this long after the retention edge: the read itself takes time, and an
+/// event that expires while the feed pages would be a silent gap.
+pub const RETENTION_MARGIN_SECS: i64 = 3600;
+/// Added to an event's `created` (in microseconds) for its `batch_timestamp`, so that an event wins over a
+/// list read of the same second: the read may have happened before the change.
+pub const EVENT_TIE_MICROS: i64 = 500_000;
+
+/// One list page of `/v1/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventPage {
+    pub data: Vec<Event>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// The parts of an event the feed needs; everything else is ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub created: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventData {
+    pub object: Value,
+}
+
+/// The newest change of one object within a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub id: String,
+    /// Event `created` (Stripe's clock).
+    pub created: i64,
+    pub object: Value,
+    pub deleted: bool,
+    /// Rendered in the pinned API version: its fields map onto the catalog's columns.
+    pub trusted: bool,
+}
+
+/// Counts of one window, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct FeedCounts {
+    pub events: u64,
+    pub duplicates: u64,
+    /// Events about objects of datasets not being synced (or of no dataset).
+    pub ignored: u64,
+    /// Distinct objects changed.
+    pub objects: u64,
+    /// Objects fetched again because their event was rendered in another API version.
+    pub refetched: u64,
+}
+
+/// Collapses a window's events to the newest change per object, grouped by dataset name.
+#[derive(Debug, Default)]
+pub struct Collapser {
+    seen: HashSet<String>,
+    by_object: HashMap<String, (String, Change)>,
+    pub counts: FeedCounts,
+}
+
+impl Collapser {
+    /// Adds events in list order (newest first, page after page).
+    pub fn add(&mut self, events: Vec<Event>, datasets: &[&Dataset]) {
+        for e in events {
+            self.counts.events += 1;
+            if !self.seen.insert(e.id.clone()) {
+                self.counts.duplicates += 1;
+                continue;
+            }
+            let object_type = e.data.object["object"].as_str().unwrap_or_default();
+            let Some(dataset) = datasets.iter().find(|d| d.object == object_type) else {
+                self.counts.ignored += 1;
+                continue;
+            };
+            let Some(id) = e.data.object["id"].as_str().map(str::to_string) else {
+                self.counts.ignored += 1;
+                continue;
+            };
+            // Later in the list is older, unless Stripe listed it out of order by `created`.
+            if self
+                .by_object
+                .get(&id)
+                .is_some_and(|(_, c)| c.created >= e.created)
+            {
+                continue;
+            }
+            let deleted = dataset.delete_events.contains(&e.kind)
+                || e.data.object["deleted"].as_bool() == Some(true);
+            let trusted = e.api_version.as_deref() == Some(API_VERSION);
+            let change = Change {
+                id: id.clone(),
+                created: e.created,
+                object: e.data.object,
+                deleted,
+                trusted,
+            };
+            self.by_object.insert(id, (dataset.name.clone(), change));
+        }
+    }
+
+    /// The changes per dataset name, each list in a stable order (by object id).
+    pub fn finish(mut self) -> (HashMap<String, Vec<Change>>, FeedCounts) {
+        self.counts.objects = self.by_object.len() as u64;
+        let mut out: HashMap<String, Vec<Change>> = HashMap::new();
+        for (_, (dataset, change)) in self.by_object {
+            out.entry(dataset).or_default().push(change);
+        }
+        for changes in out.values_mut() {
+            changes.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        (out, self.counts)
+    }
+}
+
+/// What the feed must do before reading, given its cursor and Stripe's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedStart {
+    /// No cursor yet: start the feed now (the backfill covers everything before).
+    Begin,
+    /// The window's start is past Stripe's event retention: events are lost; re-backfill.
+    Cliff { cursor: i64 },
+    /// Read `[from, to)`.
+    Read { from: i64, to: i64 },
+    /// Nothing to read yet (the window is empty).
+    Wait,
+}
+
+/// Decides the feed's window.
+pub fn start(cursor: Option<i64>, now: i64, lag: i64, overlap: i64) -> FeedStart {
+    let Some(cursor) = cursor else {
+        return FeedStart::Begin;
+    };
+    let from = cursor - overlap;
+    if from < now - EVENT_RETENTION_SECS + RETENTION_MARGIN_SECS {
+        return FeedStart::Cliff { cursor };
+    }
+    let to = now - lag;
+    if to <= cursor {
+        FeedStart::Wait
+    } else {
+        FeedStart::Read { from, to }
+    }
+}
+
+/// The query of one page of the window.
+pub fn page_params(from: i64, to: i64, after: Option<&str>) -> Vec<(String, String)> {
+    let mut p = vec![
+        ("limit".to_string(), "100".to_string()),
+        ("created[gte]".to_string(), from.to_string()),
+        ("created[lt]".to_string(), to.to_string()),
+    ];
+    if let Some(a) = after {
+        p.push(("starting_after".to_string(), a.to_string()));
+    }
+    p
+}
+
+/// Objects fetched at once when completing or re-reading changes.
+const FETCHES_IN_FLIGHT: usize = 16;
+
+/// What a change becomes after any fetches it needed.
+enum Outcome {
+    Row {
+        object: Value,
+        batch_timestamp: i64,
+        deleted: bool,
+    },
+    /// Gone from Stripe, with no version to load: keep the row, set `deleted`.
+    Tombstone(String),
+    /// Deleted while we looked; its delete event comes in a later window.
+    Skip,
+}
+
+impl Engine {
+    /// Reads the window `[from, to)` of the account's events and applies it dataset by dataset (Parquet,
+    /// then the warehouse). Returns the changed objects per dataset. The caller commits the cursor only
+    /// when this succeeded for every dataset: a failure anywhere reads the whole window again next run.
+    pub(crate) async fn read_feed(
+        self: &Arc<Self>,
+        r: &Resolved,
+        datasets: &[&'static Dataset],
+        from: i64,
+        to: i64,
+        files: &Arc<Mutex<Vec<LakeFile>>>,
+    ) -> Result<(HashMap<String, u64>, FeedCounts), SyncError> {
+        let mut collapser = Collapser::default();
+        let mut after: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .get_raw(
+                    &r.caller,
+                    "/v1/events",
+                    &page_params(from, to, after.as_deref()),
+                )
+                .await
+                .map_err(|e| r.error(e))?;
+            let page: EventPage = serde_json::from_slice(&resp.body).map_err(|e| {
+                r.error(StripeError::Decode {
+                    message: format!("/v1/events: unexpected list page ({e})"),
+                    request_id: resp.request_id.clone(),
+                })
+            })?;
+            failpoint::point("feed-page");
+            let more = page.has_more && !page.data.is_empty();
+            after = page.data.last().map(|e| e.id.clone());
+            collapser.add(page.data, datasets);
+            if !more {
+                break;
+            }
+        }
+        let (mut changes, mut counts) = collapser.finish();
+        let mut per_dataset = HashMap::new();
+        let mut unchanged = Vec::new();
+        for d in datasets {
+            let list = changes.remove(&d.name).unwrap_or_default();
+            let complete = self
+                .state
+                .get::<DatasetState>(&r.key(&d.name))?
+                .value
+                .backfill
+                .is_some_and(|b| b.complete());
+            if list.is_empty() {
+                if complete {
+                    unchanged.push(*d);
+                }
+                continue;
+            }
+            // A dataset whose list is complete is now complete up to the window's end.
+            let as_of = if complete { to } else { from };
+            counts.refetched += list.iter().filter(|c| !c.trusted).count() as u64;
+            let n = list.len() as u64;
+            self.apply(r, d, list, as_of, files).await?;
+            self.progress.rows(&r.account.name, &d.name, n);
+            per_dataset.insert(d.name.clone(), n);
+        }
+        // Datasets without changes are complete up to the window's end too: one transaction for all.
+        let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
+        self.with_warehouse(r, move |wh| {
+            wh.record_freshness(livemode, &unchanged, &merchant_id, to)
+        })
+        .await?;
+        Ok((per_dataset, counts))
+    }
+
+    /// Turns one dataset's changes into rows and tombstones and loads them.
+    async fn apply(
+        self: &Arc<Self>,
+        r: &Resolved,
+        dataset: &'static Dataset,
+        changes: Vec<Change>,
+        as_of: i64,
+        files: &Arc<Mutex<Vec<LakeFile>>>,
+    ) -> Result<(), SyncError> {
+        let permits = Arc::new(Semaphore::new(FETCHES_IN_FLIGHT));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (n, change) in changes.into_iter().enumerate() {
+            let (engine, r, permits) = (self.clone(), r.clone(), permits.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                engine.outcome(&r, dataset, change).await.map(|o| (n, o))
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let done = joined.map_err(|e| {
+                crate::sync::SyncError::State(crate::state::StateError::Io {
+                    path: dataset.name.clone().into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })?;
+            outcomes.push(done?);
+        }
+        // The order of the changes, whatever finished first: the same window gives the same files.
+        outcomes.sort_by_key(|(n, _)| *n);
+        let mut converter = Converter::new(dataset);
+        let mut tombstones = Vec::new();
+        let mut part = 0;
+        let total = outcomes.len();
+        for (i, (_, outcome)) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Outcome::Row {
+                    object,
+                    batch_timestamp,
+                    deleted,
+                } => converter.push(
+                    &object,
+                    RowContext {
+                        merchant_id: &r.merchant_id,
+                        batch_timestamp,
+                        deleted,
+                    },
+                ),
+                Outcome::Tombstone(id) => tombstones.push(id),
+                Outcome::Skip => {}
+            }
+            if converter.buffered() >= FLUSH_ROWS || i + 1 == total {
+                part += 1;
+                let stem = format!("{}-{}-events-{part:03}", self.run_id, dataset.name);
+                let marks = (std::mem::take(&mut tombstones), r.server_time * 1_000_000);
+                let written = self
+                    .write_and_load(r, dataset, &mut converter, &stem, as_of, marks)
+                    .await?;
+                files.lock().await.extend(written);
+            }
+        }
+        Ok(())
+    }
+
+    /// What to load for one change: its event's payload, or a fresh read when the payload is in
+    /// another API version; truncated nested lists paged to their end.
+    async fn outcome(
+        &self,
+        r: &Resolved,
+        dataset: &'static Dataset,
+        change: Change,
+    ) -> Result<Outcome, SyncError> {
+        let missing = |e: &StripeError| matches!(e, StripeError::ResourceMissing { .. });
+        if change.trusted {
+            let mut object = change.object;
+            if !change.deleted {
+                match backfill::complete_nested(&self.client, &r.caller, dataset, &mut object).await
+                {
+                    Ok(()) => {}
+                    Err(e) if missing(&e) => return Ok(Outcome::Skip),
+                    Err(e) => return Err(r.error(e)),
+                }
+            }
+            return Ok(Outcome::Row {
+                object,
+                batch_timestamp: change.created * 1_000_000 + EVENT_TIE_MICROS,
+                deleted: change.deleted,
+            });
+        }
+        let path = format!("{}/{}", dataset.list_path, change.id);
+        let resp = match self.client.get_raw(&r.caller, &path, &[]).await {
+            Ok(resp) => resp,
+            Err(e) if missing(&e) => return Ok(Outcome::Tombstone(change.id)),
+            Err(e) => return Err(r.error(e)),
+        };
+        let mut object: Value = serde_json::from_slice(&resp.body).map_err(|e| {
+            r.error(StripeError::Decode {
+                message: format!("{path}: {e}"),
+                request_id: resp.request_id.clone(),
+            })
+        })?;
+        if object["deleted"].as_bool() == Some(true) {
+            return Ok(Outcome::Tombstone(change.id));
+        }
+        match backfill::complete_nested(&self.client, &r.caller, dataset, &mut object).await {
+            Ok(()) => {}
+            Err(e) if missing(&e) => return Ok(Outcome::Tombstone(change.id)),
+            Err(e) => return Err(r.error(e)),
+        }
+        Ok(Outcome::Row {
+            object,
+            batch_timestamp: resp.server_time.unwrap_or(r.server_time) * 1_000_000,
+            deleted: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use serde_json::json;
+
+    fn event(id: &str, created: i64, kind: &str, object: Value, version: &str) -> Event {
+        Event {
+            id: id.into(),
+            created,
+            kind: kind.into(),
+            api_version: Some(version.into()),
+            data: EventData { object },
+        }
+    }
+
+    #[test]
+    fn newest_change_per_object_wins_and_duplicates_are_dropped() {
+        let datasets: Vec<&Dataset> = Catalog::get().datasets.iter().collect();
+        let cus = |name: &str| json!({"id": "cus_1", "object": "customer", "name": name});
+        let mut c = Collapser::default();
+        let older = event(
+            "evt_b",
+            20,
+            "customer.updated",
+            cus("same second, older"),
+            API_VERSION,
+        );
+        // Newest first, as Stripe lists them; evt_b repeats (Stripe may deliver an event twice).
+        c.add(
+            vec![
+                event("evt_c", 20, "customer.updated", cus("new"), API_VERSION),
+                older.clone(),
+                older,
+                event("evt_a", 10, "customer.created", cus("old"), API_VERSION),
+                event(
+                    "evt_x",
+                    9,
+                    "balance.available",
+                    json!({"object": "balance"}),
+                    API_VERSION,
+                ),
+            ],
+            &datasets,
+        );
+        // A later page repeating an older event changes nothing.
+        c.add(
+            vec![event(
+                "evt_a",
+                10,
+                "customer.created",
+                cus("old"),
+                API_VERSION,
+            )],
+            &datasets,
+        );
+        let (changes, counts) = c.finish();
+        let cus = &changes["customers"];
+        assert_eq!(cus.len(), 1);
+        assert_eq!(cus[0].object["name"], "new");
+        assert!(cus[0].trusted && !cus[0].deleted);
+        assert_eq!(
+            counts,
+            FeedCounts {
+                events: 6,
+                duplicates: 2,
+                ignored: 1,
+                objects: 1,
+                refetched: 0
+            }
+        );
+    }
+
+    #[test]
+    fn deletes_and_other_api_versions_are_flagged() {
+        let datasets: Vec<&Dataset> = Catalog::get().datasets.iter().collect();
+        let mut c = Collapser::default();
+        c.add(
+            vec![
+                event(
+                    "evt_1",
+                    5,
+                    "product.deleted",
+                    json!({"id": "prod_1", "object": "product"}),
+                    API_VERSION,
+                ),
+                event(
+                    "evt_2",
+                    5,
+                    "customer.subscription.deleted",
+                    json!({"id": "sub_1", "object": "subscription", "status": "canceled"}),
+                    "2022-11-15",
+                ),
+            ],
+            &datasets,
+        );
+        let (changes, _) = c.finish();
+        assert!(changes["products"][0].deleted);
+        // A canceled subscription is an update (the row stays, status canceled), not a delete.
+        let sub = &changes["subscriptions"][0];
+        assert!(!sub.deleted && !sub.trusted);
+    }
+
+    #[test]
+    fn windows_lag_overlap_and_the_retention_cliff() {
+        assert_eq!(start(None, 1_000_000, 60, 300), FeedStart::Begin);
+        assert_eq!(
+            start(Some(999_000), 1_000_000, 60, 300),
+            FeedStart::Read {
+                from: 998_700,
+                to: 999_940
+            }
+        );
+        assert_eq!(start(Some(999_990), 1_000_000, 60, 300), FeedStart::Wait);
+        let now = 100 * 86_400;
+        let old = now - EVENT_RETENTION_SECS + RETENTION_MARGIN_SECS;
+        assert_eq!(
+            start(Some(old), now, 60, 300),
+            FeedStart::Cliff { cursor: old }
+        );
+        assert!(matches!(
+            start(Some(old + 300), now, 60, 300),
+            FeedStart::Read { .. }
+        ));
+    }
+}
