@@ -595,7 +595,8 @@ impl Engine {
                     // No sweep: this list covers only the newest objects.
                     started: 0,
                     segments: vec![Segment {
-                        from: last - self.incremental.overlap_secs,
+                        // Never after now: a clock that went back (a restarted simulator) lists nothing new.
+                        from: (last - self.incremental.overlap_secs).min(now),
                         to: now + 1,
                         after: None,
                         after_created: None,
