@@ -107,7 +107,10 @@ fn print_summary(cfg: &Config, report: &SyncReport) {
                 "    change feed: {} events ({} duplicates) in [{from}, {to}), {} objects changed, {} re-read in the pinned API version",
                 f.counts.events, f.counts.duplicates, f.counts.objects, f.counts.refetched
             ),
-            (None, None) => println!("    change feed: started (reads changes from the next run on)"),
+            (None, None) if f.started => {
+                println!("    change feed: started (reads changes from the next run on)")
+            }
+            (None, None) => println!("    change feed: nothing to read yet (the last read is within the lag)"),
         }
         for d in &a.datasets {
             let list = d

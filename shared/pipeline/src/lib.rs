@@ -1,8 +1,9 @@
 //! The Stripe Data Pipeline engine, shared by the CLI (local mode) and the Lambda functions.
 //!
-//! A sync resolves each account (`GET /v1/account`), plans each dataset's backfill into `created`
-//! segments, pages them under a shared rate budget, converts pages to Arrow, writes Parquet to the lake,
-//! merges it into the warehouse and only then commits its cursor (see [`sync::Engine::deliver`]'s doc).
+//! A sync resolves each account (`GET /v1/account`), then per account and mode reads the change feed
+//! ([`feed`]) and lists the datasets that need it (first backfill in `created` segments, due snapshots),
+//! under a shared rate budget; it converts pages to Arrow, writes Parquet to the lake, merges it into the
+//! warehouse and only then commits its cursor (see [`sync::Engine::deliver`]'s doc).
 
 pub mod backfill;
 pub mod catalog;

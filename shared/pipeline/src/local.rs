@@ -86,14 +86,19 @@ pub fn status(cfg: &Config) -> Result<Vec<StatusRow>, String> {
                 .find(|(_, t)| t.name == table)
                 .map(|(d, _)| d.name.clone())
                 .unwrap_or_default();
-            let key = format!(
-                "{merchant}/{}/{dataset}",
-                if livemode { "live" } else { "test" }
-            );
+            let prefix = format!("{merchant}/{}", if livemode { "live" } else { "test" });
+            // The dataset's own error first; else the account's change feed, which feeds every table.
             let last_error = state
-                .get::<crate::state::DatasetState>(&key)
+                .get::<crate::state::DatasetState>(&format!("{prefix}/{dataset}"))
                 .ok()
-                .and_then(|v| v.value.last_error);
+                .and_then(|v| v.value.last_error)
+                .or_else(|| {
+                    state
+                        .get::<crate::state::FeedState>(&format!("{prefix}/_events"))
+                        .ok()
+                        .and_then(|v| v.value.last_error)
+                        .map(|e| format!("change feed: {e}"))
+                });
             out.push(StatusRow {
                 schema: schema.into(),
                 table,

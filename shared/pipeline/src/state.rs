@@ -66,8 +66,6 @@ pub struct FeedState {
     /// Every event created before this instant (Stripe's clock) has been applied, except those made
     /// visible late, which the next read's overlap window catches.
     pub cursor: Option<i64>,
-    /// When the feed was last read successfully (Stripe's clock).
-    pub read_at: Option<i64>,
     pub last_error: Option<String>,
 }
 

@@ -138,6 +138,10 @@ pub struct FeedReport {
     pub window: Option<(i64, i64)>,
     pub counts: FeedCounts,
     pub error: Option<String>,
+    /// Set when the cursor was past Stripe's event retention and the datasets are listed again.
+    pub warning: Option<String>,
+    /// The feed began this run (first sync, or after the cliff): changes are read from the next run on.
+    pub started: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,12 +321,11 @@ impl Engine {
             }
         }
         results.sort_by_key(|(i, _)| *i);
-        let mut reports = Vec::new();
-        let mut warnings = Vec::new();
-        for (_, (report, mut w)) in results {
-            reports.push(report);
-            warnings.append(&mut w);
-        }
+        let reports: Vec<AccountReport> = results.into_iter().map(|(_, r)| r).collect();
+        let warnings = reports
+            .iter()
+            .filter_map(|a| a.feed.warning.clone())
+            .collect();
         let files = files.lock().await.clone();
         for livemode in [false, true] {
             let mine: Vec<&LakeFile> = files
@@ -369,7 +372,7 @@ impl Engine {
         r: &Resolved,
         datasets: &[&'static Dataset],
         files: &Arc<Mutex<Vec<LakeFile>>>,
-    ) -> (AccountReport, Vec<String>) {
+    ) -> AccountReport {
         let mut report = AccountReport {
             name: r.account.name.clone(),
             merchant_id: r.merchant_id.clone(),
@@ -388,6 +391,8 @@ impl Engine {
                 window: None,
                 counts: FeedCounts::default(),
                 error: None,
+                warning: None,
+                started: false,
             },
             error: None,
         };
@@ -399,18 +404,17 @@ impl Engine {
             Ok(l) => l,
             Err(e) => {
                 report.error = Some(e.to_string());
-                return (report, Vec::new());
+                return report;
             }
         };
-        let mut warnings = Vec::new();
         if let Err(e) = self
-            .sync_account_leased(r, datasets, files, &mut report, &mut warnings)
+            .sync_account_leased(r, datasets, files, &mut report)
             .await
         {
             report.error = Some(e.to_string());
         }
         self.state.release(&lease);
-        (report, warnings)
+        report
     }
 
     async fn sync_account_leased(
@@ -419,14 +423,13 @@ impl Engine {
         datasets: &[&'static Dataset],
         files: &Arc<Mutex<Vec<LakeFile>>>,
         report: &mut AccountReport,
-        warnings: &mut Vec<String>,
     ) -> Result<(), SyncError> {
         let (livemode, all) = (r.account.livemode, datasets.to_vec());
         self.with_warehouse(r, move |wh| {
             all.iter().try_for_each(|d| wh.prepare(livemode, d))
         })
         .await?;
-        self.feed_step(r, datasets, files, report, warnings).await?;
+        self.feed_step(r, datasets, files, report).await?;
         // Lists: every dataset that needs one, in parallel under one budget of segments per account
         // (bounds memory: each segment buffers up to FLUSH_ROWS rows, and spreads the rate budget across
         // resources). Lists without a `created` filter can only be paged one page after another: start
@@ -473,7 +476,6 @@ impl Engine {
         datasets: &[&'static Dataset],
         files: &Arc<Mutex<Vec<LakeFile>>>,
         report: &mut AccountReport,
-        warnings: &mut Vec<String>,
     ) -> Result<(), SyncError> {
         let key = r.key("_events");
         let stored = self.state.get::<FeedState>(&key)?;
@@ -485,25 +487,28 @@ impl Engine {
                 // Before any list starts: changes made while the lists run are read next time.
                 feed.cursor = Some(now);
                 self.state.put(&key, stored.version, &feed)?;
+                report.feed.started = true;
             }
             FeedStart::Cliff { cursor } => {
-                let affected: Vec<&str> = datasets
+                let affected: Vec<&Dataset> = datasets
                     .iter()
+                    .copied()
                     .filter(|d| !d.event_types.is_empty())
-                    .map(|d| d.name.as_str())
                     .collect();
+                let names: Vec<&str> = affected.iter().map(|d| d.name.as_str()).collect();
                 let message = format!(
                     "account '{}' ({}): the change feed was last read up to {} (Stripe time), more than Stripe's 30-day event retention ago, so changes since then cannot be read as events. Listing these datasets again in full and marking objects missing from the new lists as deleted: {}",
                     r.account.name,
                     r.mode(),
                     cursor,
-                    affected.join(", ")
+                    names.join(", ")
                 );
                 tracing::warn!("{message}");
-                warnings.push(message);
+                report.feed.warning = Some(message);
+                report.feed.started = true;
                 // Datasets first, cursor second: a crash in between finds the old cursor and
                 // starts over, never a moved cursor without the re-backfill.
-                for d in datasets.iter().filter(|d| !d.event_types.is_empty()) {
+                for d in affected {
                     let k = r.key(&d.name);
                     let current = self.state.get::<DatasetState>(&k)?;
                     let mut st = current.value;
@@ -524,7 +529,6 @@ impl Engine {
                         report.feed.counts = counts;
                         failpoint::point("feed-commit");
                         feed.cursor = Some(to);
-                        feed.read_at = Some(now);
                         feed.last_error = None;
                     }
                     Err(e) => {
@@ -710,10 +714,6 @@ impl Engine {
         shared: &Arc<Mutex<Shared>>,
         files: &Arc<Mutex<Vec<LakeFile>>>,
     ) -> Result<u64, SyncError> {
-        let account_err = |source| SyncError::Account {
-            account: r.account.name.clone(),
-            source,
-        };
         let mut seg: Segment = {
             let s = shared.lock().await;
             s.state
@@ -746,7 +746,7 @@ impl Engine {
                     seg.after_created = None;
                     continue;
                 }
-                Err(e) => return Err(account_err(e)),
+                Err(e) => return Err(r.error(e)),
             };
             failpoint::point("page");
             // Rows carry Stripe's clock (when this version was read), so a later read, or a later
@@ -758,7 +758,7 @@ impl Engine {
                 deleted: false,
             };
             let summary = converter.push_page(&resp.body, ctx).map_err(|e| {
-                account_err(StripeError::Decode {
+                r.error(StripeError::Decode {
                     message: format!("{}: unexpected list page ({e})", dataset.list_path),
                     request_id: resp.request_id.clone(),
                 })
@@ -809,12 +809,8 @@ impl Engine {
         converter: &mut Converter,
         ctx: RowContext<'_>,
     ) -> Result<(), SyncError> {
-        let account_err = |source| SyncError::Account {
-            account: r.account.name.clone(),
-            source,
-        };
         let page: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
-            account_err(StripeError::Decode {
+            r.error(StripeError::Decode {
                 message: format!("{}: {e}", dataset.list_path),
                 request_id: resp.request_id.clone(),
             })
@@ -843,7 +839,7 @@ impl Engine {
                 path: dataset.name.clone().into(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            completed.push(done.map_err(account_err)?);
+            completed.push(done.map_err(|e| r.error(e))?);
         }
         // Keep the page's order, so the batch is the same whatever finished first.
         completed.sort_by_key(|(n, _)| *n);
@@ -1022,7 +1018,7 @@ impl Engine {
         s.state.landed_at = Some(now_secs());
         s.state.rows += written
             .iter()
-            .filter(|f| f.table == dataset.main_table().name && !f.path.contains("-deleted"))
+            .filter(|f| f.table == dataset.main_table().name)
             .map(|f| f.rows as u64)
             .sum::<u64>();
         let st = s.state.clone();
