@@ -150,12 +150,13 @@ async fn main() {
     let engine = Arc::new(Engine {
         client,
         lake: Lake::local(&cfg.lake_dir()).expect("lake"),
-        state: LocalState::open(&cfg.state_dir()).expect("state"),
+        state: LocalState::open(&cfg.state_dir()).expect("state").into(),
         warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
         concurrency,
         incremental: cfg.incremental(),
         progress: counter.clone(),
         run_id: "bench".into(),
+        deadline: None,
     });
     // By default every dataset that can be cut into `created` segments; `--all` adds the lists Stripe
     // can only page one page after another (credit notes: about 400 objects/s at 250 ms latency).

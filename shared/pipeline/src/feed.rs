@@ -252,7 +252,8 @@ impl Engine {
             let list = changes.remove(&d.name).unwrap_or_default();
             let complete = self
                 .state
-                .get::<DatasetState>(&r.key(&d.name))?
+                .get::<DatasetState>(&r.key(&d.name))
+                .await?
                 .value
                 .backfill
                 .is_some_and(|b| b.complete());

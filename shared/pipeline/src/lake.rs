@@ -27,6 +27,8 @@ pub enum LakeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot use the lake at {url}: {message}")]
+    Url { url: String, message: String },
     #[error("cannot encode Parquet for {table}: {source}")]
     Encode {
         table: String,
@@ -106,6 +108,52 @@ impl Lake {
             store: Arc::new(store),
             local_root: Some(root),
         })
+    }
+
+    /// A lake in cloud object storage: `s3://bucket/prefix`, `gs://bucket/prefix` or
+    /// `az://container/prefix`. Credentials and settings come from the environment the way each cloud's
+    /// tools read them (`AWS_*`, `GOOGLE_*`, `AZURE_*`; in Lambda, the function's role), and `options`
+    /// (object_store's keys, e.g. `aws_endpoint`) override them.
+    #[cfg(feature = "cloud")]
+    pub fn cloud(url: &str, options: &[(String, String)]) -> Result<Lake, LakeError> {
+        let bad = |message: String| LakeError::Url {
+            url: url.to_string(),
+            message,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(
+            parsed.scheme(),
+            "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss"
+        ) {
+            return Err(bad(
+                "use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix".into(),
+            ));
+        }
+        let mut opts: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| {
+                ["AWS_", "GOOGLE_", "AZURE_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        opts.extend(options.iter().cloned());
+        let (store, prefix) =
+            object_store::parse_url_opts(&parsed, opts).map_err(|e| bad(e.to_string()))?;
+        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+            Arc::from(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        Ok(Lake {
+            store,
+            local_root: None,
+        })
+    }
+
+    /// The object store under the lake (readers in tests and tools list and fetch files through it).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     /// A local path for a lake path, when the lake is a local directory.

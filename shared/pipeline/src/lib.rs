@@ -14,6 +14,7 @@ pub mod feed;
 pub mod lake;
 #[cfg(feature = "duckdb")]
 pub mod local;
+pub mod slice;
 pub mod state;
 pub mod stripe;
 pub mod sync;

@@ -5,7 +5,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::lake::Lake;
 use crate::state::LocalState;
-use crate::stripe::{Limiter, RetryPolicy, StripeClient};
+use crate::stripe::StripeClient;
 use crate::sync::{Engine, Progress};
 use crate::warehouse::duckdb::DuckDb;
 use crate::warehouse::{schema_name, Warehouse};
@@ -13,11 +13,7 @@ use std::sync::Arc;
 
 /// A Stripe client with the configured budget.
 pub fn client(cfg: &Config) -> StripeClient {
-    StripeClient::new(
-        &cfg.api_base,
-        Arc::new(Limiter::new(cfg.rate_budget)),
-        RetryPolicy::default(),
-    )
+    StripeClient::with_budget(&cfg.api_base, cfg.rate_budget)
 }
 
 /// The engine for local mode. Creates the output directory, the state store and the DuckDB file.
@@ -34,12 +30,13 @@ pub fn engine(
     Ok(Arc::new(Engine {
         client,
         lake,
-        state,
+        state: state.into(),
         warehouse: Arc::new(std::sync::Mutex::new(warehouse)),
         concurrency: cfg.concurrency,
         incremental: cfg.incremental(),
         progress,
         run_id,
+        deadline: None,
     }))
 }
 

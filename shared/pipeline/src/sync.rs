@@ -11,7 +11,7 @@ use crate::convert::{Converter, RowContext};
 use crate::failpoint;
 use crate::feed::{self, FeedCounts, FeedStart};
 use crate::lake::{Lake, LakeFile};
-use crate::state::{Backfill, DatasetState, FeedState, LocalState, Segment, StateError};
+use crate::state::{Backfill, DatasetState, FeedState, Segment, StateError, StateStore};
 use crate::stripe::{CallKind, Caller, Response, StripeClient, StripeError};
 use crate::warehouse::{Load, Warehouse, WarehouseError};
 use serde::Serialize;
@@ -117,6 +117,10 @@ pub enum SyncError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(
+        "stopped at the deadline with the list's progress committed; a continuation resumes it"
+    )]
+    Deadline,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +157,35 @@ pub struct AccountReport {
     pub feed: FeedReport,
     /// Why nothing was done for this account (another run holds it, the state store failed).
     pub error: Option<String>,
+}
+
+impl AccountReport {
+    /// A report of an account where nothing happened yet.
+    pub fn empty(r: &Resolved, datasets: &[&'static Dataset]) -> AccountReport {
+        AccountReport {
+            name: r.account.name.clone(),
+            merchant_id: r.merchant_id.clone(),
+            livemode: r.account.livemode,
+            datasets: datasets
+                .iter()
+                .map(|d| DatasetReport {
+                    dataset: d.name.clone(),
+                    objects: 0,
+                    changes: 0,
+                    list: None,
+                    error: None,
+                })
+                .collect(),
+            feed: FeedReport {
+                window: None,
+                counts: FeedCounts::default(),
+                error: None,
+                warning: None,
+                started: false,
+            },
+            error: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,12 +228,16 @@ impl SyncReport {
 pub struct Engine {
     pub client: StripeClient,
     pub lake: Lake,
-    pub state: LocalState,
+    pub state: StateStore,
     pub warehouse: Arc<std::sync::Mutex<Box<dyn Warehouse>>>,
     pub concurrency: usize,
     pub incremental: Incremental,
     pub progress: Arc<dyn Progress>,
     pub run_id: String,
+    /// Stop listing at this instant (a Lambda function's deadline, less a margin): the batch in hand is
+    /// delivered and committed, and the list ends with [`SyncError::Deadline`] for a continuation to
+    /// resume. `None` in local mode.
+    pub deadline: Option<Instant>,
 }
 
 fn now_secs() -> i64 {
@@ -373,34 +410,16 @@ impl Engine {
         datasets: &[&'static Dataset],
         files: &Arc<Mutex<Vec<LakeFile>>>,
     ) -> AccountReport {
-        let mut report = AccountReport {
-            name: r.account.name.clone(),
-            merchant_id: r.merchant_id.clone(),
-            livemode: r.account.livemode,
-            datasets: datasets
-                .iter()
-                .map(|d| DatasetReport {
-                    dataset: d.name.clone(),
-                    objects: 0,
-                    changes: 0,
-                    list: None,
-                    error: None,
-                })
-                .collect(),
-            feed: FeedReport {
-                window: None,
-                counts: FeedCounts::default(),
-                error: None,
-                warning: None,
-                started: false,
-            },
-            error: None,
-        };
-        let lease = match self.state.acquire(
-            &format!("{}/{}", r.merchant_id, r.mode()),
-            &self.run_id,
-            LEASE_SECS,
-        ) {
+        let mut report = AccountReport::empty(r, datasets);
+        let lease = match self
+            .state
+            .acquire(
+                &format!("{}/{}", r.merchant_id, r.mode()),
+                &self.run_id,
+                LEASE_SECS,
+            )
+            .await
+        {
             Ok(l) => l,
             Err(e) => {
                 report.error = Some(e.to_string());
@@ -413,7 +432,7 @@ impl Engine {
         {
             report.error = Some(e.to_string());
         }
-        self.state.release(&lease);
+        self.state.release(&lease).await;
         report
     }
 
@@ -439,7 +458,7 @@ impl Engine {
         ordered.sort_by_key(|d| d.created_filter);
         let mut tasks = tokio::task::JoinSet::new();
         for d in ordered {
-            let state: DatasetState = self.state.get(&r.key(&d.name))?.value;
+            let state: DatasetState = self.state.get(&r.key(&d.name)).await?.value;
             let Some(kind) = list_work(&state, d, r.server_time, &self.incremental) else {
                 self.progress.dataset_done(&r.account.name, &d.name, None);
                 continue;
@@ -470,7 +489,7 @@ impl Engine {
 
     /// The change feed of one account and mode: start it, detect the 30-day cliff, or read and apply
     /// its window and then commit its cursor. A failed read or load leaves the cursor where it was.
-    async fn feed_step(
+    pub(crate) async fn feed_step(
         self: &Arc<Self>,
         r: &Resolved,
         datasets: &[&'static Dataset],
@@ -478,7 +497,7 @@ impl Engine {
         report: &mut AccountReport,
     ) -> Result<(), SyncError> {
         let key = r.key("_events");
-        let stored = self.state.get::<FeedState>(&key)?;
+        let stored = self.state.get::<FeedState>(&key).await?;
         let mut feed = stored.value;
         let now = r.server_time;
         let inc = &self.incremental;
@@ -486,7 +505,7 @@ impl Engine {
             FeedStart::Begin => {
                 // Before any list starts: changes made while the lists run are read next time.
                 feed.cursor = Some(now);
-                self.state.put(&key, stored.version, &feed)?;
+                self.state.put(&key, stored.version, &feed).await?;
                 report.feed.started = true;
             }
             FeedStart::Cliff { cursor } => {
@@ -510,13 +529,13 @@ impl Engine {
                 // starts over, never a moved cursor without the re-backfill.
                 for d in affected {
                     let k = r.key(&d.name);
-                    let current = self.state.get::<DatasetState>(&k)?;
+                    let current = self.state.get::<DatasetState>(&k).await?;
                     let mut st = current.value;
                     st.backfill = None;
-                    self.state.put(&k, current.version, &st)?;
+                    self.state.put(&k, current.version, &st).await?;
                 }
                 feed.cursor = Some(now);
-                self.state.put(&key, stored.version, &feed)?;
+                self.state.put(&key, stored.version, &feed).await?;
             }
             FeedStart::Wait => {}
             FeedStart::Read { from, to } => {
@@ -536,7 +555,7 @@ impl Engine {
                         feed.last_error = Some(e.to_string());
                     }
                 }
-                self.state.put(&key, stored.version, &feed)?;
+                self.state.put(&key, stored.version, &feed).await?;
             }
         }
         Ok(())
@@ -544,7 +563,7 @@ impl Engine {
 
     /// Lists one dataset of one account: plan (or resume) its segments, page them in parallel, and at
     /// the end of a complete list mark the objects it did not return as deleted.
-    async fn list(
+    pub(crate) async fn list(
         self: &Arc<Self>,
         r: &Resolved,
         dataset: &'static Dataset,
@@ -556,10 +575,14 @@ impl Engine {
         let result = self
             .list_inner(r, dataset, kind, files, &key, permits)
             .await;
-        if let Err(e) = &result {
-            if let Ok(mut current) = self.state.get::<DatasetState>(&key) {
+        if let Some(e) = result
+            .as_ref()
+            .err()
+            .filter(|e| !matches!(e, SyncError::Deadline))
+        {
+            if let Ok(mut current) = self.state.get::<DatasetState>(&key).await {
                 current.value.last_error = Some(e.to_string());
-                let _ = self.state.put(&key, current.version, &current.value);
+                let _ = self.state.put(&key, current.version, &current.value).await;
             }
         }
         result
@@ -574,7 +597,7 @@ impl Engine {
         key: &str,
         permits: &Arc<Semaphore>,
     ) -> Result<u64, SyncError> {
-        let stored = self.state.get::<DatasetState>(key)?;
+        let stored = self.state.get::<DatasetState>(key).await?;
         let mut state = stored.value;
         let mut version = stored.version;
         let now = r.server_time;
@@ -612,7 +635,7 @@ impl Engine {
         if let Some(plan) = plan {
             state.backfill = Some(plan);
             state.last_error = None;
-            version = self.state.put(key, version, &state)?;
+            version = self.state.put(key, version, &state).await?;
         }
         let shared = Arc::new(Mutex::new(Shared {
             key: key.to_string(),
@@ -700,7 +723,7 @@ impl Engine {
                 s.state.listed_at = Some(b.started);
             }
             let st = s.state.clone();
-            s.version = self.state.put(key, s.version, &st)?;
+            s.version = self.state.put(key, s.version, &st).await?;
         }
         Ok(objects)
     }
@@ -776,7 +799,12 @@ impl Engine {
             objects += n;
             self.progress.rows(&r.account.name, &dataset.name, n);
             seg.done = !summary.has_more || n == 0;
-            if seg.done || converter.buffered() >= FLUSH_ROWS || pending_bytes >= FLUSH_BYTES {
+            let out_of_time = self.deadline.is_some_and(|d| Instant::now() >= d);
+            if seg.done
+                || out_of_time
+                || converter.buffered() >= FLUSH_ROWS
+                || pending_bytes >= FLUSH_BYTES
+            {
                 seq += 1;
                 pending_bytes = 0;
                 let stem = format!("{}-{}-s{index:02}-{seq:05}", self.run_id, dataset.name);
@@ -794,6 +822,9 @@ impl Engine {
             }
             if seg.done {
                 return Ok(objects);
+            }
+            if out_of_time {
+                return Err(SyncError::Deadline);
             }
         }
     }
@@ -1023,7 +1054,7 @@ impl Engine {
             .sum::<u64>();
         let st = s.state.clone();
         let key = s.key.clone();
-        s.version = self.state.put(&key, s.version, &st)?;
+        s.version = self.state.put(&key, s.version, &st).await?;
         files.lock().await.extend(written);
         Ok(())
     }

@@ -22,12 +22,13 @@ async fn run(cfg: &Config, run_id: &str) -> SyncReport {
     let engine = Arc::new(Engine {
         client,
         lake: Lake::local(&cfg.lake_dir()).unwrap(),
-        state: LocalState::open(&cfg.state_dir()).unwrap(),
+        state: LocalState::open(&cfg.state_dir()).unwrap().into(),
         warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
         concurrency: 2,
         incremental: cfg.incremental(),
         progress: Arc::new(Quiet),
         run_id: run_id.into(),
+        deadline: None,
     });
     let datasets: Vec<&'static Dataset> = Catalog::get().datasets.iter().collect();
     engine.sync(&resolved, &datasets).await.unwrap()

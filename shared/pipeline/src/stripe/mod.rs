@@ -135,9 +135,17 @@ pub struct StripeClient {
 }
 
 impl StripeClient {
+    /// A client that uses `budget` (a share in (0, 1]) of Stripe's rate limit, with the default retries.
+    pub fn with_budget(base: &str, budget: f64) -> StripeClient {
+        StripeClient::new(base, Arc::new(Limiter::new(budget)), RetryPolicy::default())
+    }
+
     pub fn new(base: &str, limiter: Arc<Limiter>, retry: RetryPolicy) -> StripeClient {
+        // ring, named explicitly: when the AWS crates are linked too, rustls has two providers and
+        // would refuse to pick one.
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring's default provider supports TLS 1.2 and 1.3")
             .https_or_http()
             .enable_http1()
             .build();

@@ -1,113 +1,15 @@
-//! Sync state: per account, mode and dataset, how far the backfill got (segments and page cursors), when
-//! data last landed, and the last error; plus leases so two runs never work on the same dataset at once.
+//! The local, crash-safe state store.
 //!
-//! The local store keeps one JSON file per key and replaces it by write-to-temp, fsync, rename: a
-//! `kill -9` at any instant leaves either the old or the new version, never a torn file. Every write is
-//! conditional on the version read (compare-and-swap), so a stale writer is refused instead of
-//! overwriting newer progress.
+//! One JSON file per key, replaced by write-to-temp, fsync, rename: a `kill -9` at any instant leaves
+//! either the old or the new version, never a torn file. Every write is conditional on the version read
+//! (compare-and-swap), so a stale writer is refused instead of overwriting newer progress.
 
+use super::{Lease, StateError, Versioned};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// One `created` window `[from, to)` of a backfill and how far it was paged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Segment {
-    pub from: i64,
-    pub to: i64,
-    /// Last object loaded (`starting_after` of the next page).
-    pub after: Option<String>,
-    /// `created` of that object: where to restart by time if the cursor object is deleted.
-    pub after_created: Option<i64>,
-    pub done: bool,
-}
-
-/// Progress of a full list of a dataset: its first load, a snapshot re-list, or a re-backfill after the
-/// event cursor fell past Stripe's retention.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Backfill {
-    /// Objects created before this instant are covered by the backfill.
-    pub upper: i64,
-    /// Stripe's clock when the list started. When the list completes, stored rows older than this that
-    /// the list did not return are gone from Stripe and get marked deleted (0: plans from before this
-    /// field existed, no sweep).
-    #[serde(default)]
-    pub started: i64,
-    pub segments: Vec<Segment>,
-}
-
-impl Backfill {
-    pub fn complete(&self) -> bool {
-        self.segments.iter().all(|s| s.done)
-    }
-}
-
-/// Everything the pipeline remembers about one dataset of one account and mode.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DatasetState {
-    pub backfill: Option<Backfill>,
-    /// When data last landed (Unix seconds).
-    pub landed_at: Option<i64>,
-    /// The data is complete up to this instant.
-    pub as_of: Option<i64>,
-    pub rows: u64,
-    pub last_error: Option<String>,
-    /// When the last complete list of this dataset started (Stripe's clock): snapshot datasets are
-    /// listed again once it is older than the snapshot interval.
-    #[serde(default)]
-    pub listed_at: Option<i64>,
-}
-
-/// The change feed of one account and mode: how far `/v1/events` has been read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FeedState {
-    /// Every event created before this instant (Stripe's clock) has been applied, except those made
-    /// visible late, which the next read's overlap window catches.
-    pub cursor: Option<i64>,
-    pub last_error: Option<String>,
-}
-
-/// A stored value with the version a conditional write must name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Versioned<T> {
-    pub version: u64,
-    pub value: T,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("state for {key} changed under us (expected version {expected}, found {found}): another run is working on it")]
-    Conflict {
-        key: String,
-        expected: u64,
-        found: u64,
-    },
-    #[error("{key} is leased by {owner} until {until}: another run is working on it; wait or remove {path}")]
-    Leased {
-        key: String,
-        owner: String,
-        until: i64,
-        path: PathBuf,
-    },
-    #[error("state store at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "state file {path} is not valid state ({message}); move it away to start that dataset over"
-    )]
-    Corrupt { path: PathBuf, message: String },
-}
-
-/// A held lease; release it with [`LocalState::release`].
-#[derive(Debug, Clone)]
-pub struct Lease {
-    pub key: String,
-    pub owner: String,
-}
 
 /// The local, crash-safe state store.
 #[derive(Debug, Clone)]
@@ -309,6 +211,7 @@ fn atomic_write(path: &Path, body: &[u8]) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::DatasetState;
 
     #[test]
     fn stale_commits_are_rejected_and_recommits_are_versioned() {

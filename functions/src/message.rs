@@ -1,0 +1,79 @@
+//! The SQS message of a slice: which account, which work, which scheduler tick planned it, and how many
+//! continuations came before (a list that reached a function's deadline is sent again to finish).
+
+use serde::{Deserialize, Serialize};
+use stripe_pipeline::slice::SliceWork;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceMessage {
+    /// `<account>/<_events or dataset>@<tick>`, plus `+c<n>` for a continuation: the same tick never
+    /// plans the same slice twice.
+    pub id: String,
+    /// The account's `name` in the accounts table.
+    pub account: String,
+    #[serde(flatten)]
+    pub work: SliceWork,
+    /// The scheduler tick (Unix seconds of the scheduled event).
+    pub tick: i64,
+    #[serde(default)]
+    pub continuation: u32,
+}
+
+impl SliceMessage {
+    pub fn new(account: &str, work: SliceWork, tick: i64) -> SliceMessage {
+        SliceMessage {
+            id: format!("{account}/{}@{tick}", work.name()),
+            account: account.to_string(),
+            work,
+            tick,
+            continuation: 0,
+        }
+    }
+
+    /// The message that continues this slice after a deadline.
+    pub fn continuation(&self) -> SliceMessage {
+        let n = self.continuation + 1;
+        let base = self.id.split("+c").next().unwrap_or(&self.id);
+        SliceMessage {
+            id: format!("{base}+c{n}"),
+            continuation: n,
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_messages_parse() {
+        for (file, continuation) in [("slice.json", 0), ("continuation.json", 1)] {
+            let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
+            let sqs: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let body = sqs["Records"][0]["body"].as_str().unwrap();
+            let m: SliceMessage = serde_json::from_str(body).unwrap();
+            assert_eq!(m.continuation, continuation, "{file}");
+            assert_eq!(
+                m.work,
+                SliceWork::List {
+                    dataset: "charges".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn ids_and_continuations() {
+        let m = SliceMessage::new("acme", SliceWork::Feed, 1_700_000_000);
+        assert_eq!(m.id, "acme/_events@1700000000");
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["kind"], "feed");
+        let c2 = m.continuation().continuation();
+        assert_eq!(
+            (c2.id.as_str(), c2.continuation),
+            ("acme/_events@1700000000+c2", 2)
+        );
+    }
+}

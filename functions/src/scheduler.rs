@@ -1,0 +1,193 @@
+//! The scheduler: on every tick, plan the due slices of every enabled account and send each to the
+//! queue once.
+
+use crate::accounts::AccountRecord;
+use crate::message::SliceMessage;
+use crate::{Error, Services};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde::Serialize;
+use stripe_pipeline::config::Account;
+use stripe_pipeline::slice;
+use stripe_pipeline::sync::{self, Resolved};
+
+/// How long the scheduler remembers a sent slice (re-running a tick within this sends nothing).
+pub const MARK_TTL_SECS: i64 = 7 * 86_400;
+/// SQS takes at most 10 messages per batch.
+const SQS_BATCH: usize = 10;
+
+#[derive(Debug, Default, Serialize)]
+pub struct TickReport {
+    pub tick: i64,
+    /// Accounts added from `STRIPE_PIPELINE_SEED_ACCOUNTS`.
+    pub seeded: usize,
+    /// Enabled accounts planned.
+    pub accounts: usize,
+    pub planned: usize,
+    pub sent: usize,
+    /// Slices this tick had already sent (the tick ran before).
+    pub already_sent: usize,
+    /// Accounts that could not be planned (bad key, unreadable secret, malformed item), and failed
+    /// sends.
+    pub errors: Vec<String>,
+}
+
+/// Resolves an account's key (`GET /v1/account`): its Stripe id, mode and Stripe's clock.
+pub async fn resolve(svc: &Services, record: &AccountRecord) -> Result<Resolved, Error> {
+    let key = svc
+        .secrets
+        .stripe_key(&record.name, &record.secret_arn)
+        .await?;
+    let livemode = key.livemode().unwrap_or(false);
+    let account = Account {
+        name: record.name.clone(),
+        key,
+        livemode,
+    };
+    let mut resolved = sync::resolve(&svc.stripe_client(), &[account]).await?;
+    resolved.pop().ok_or_else(|| Error::Account {
+        account: record.name.clone(),
+        message: "the key check returned nothing".into(),
+    })
+}
+
+/// The scope notifications use for an account before its key is checked.
+pub fn account_scope(name: &str) -> String {
+    format!("account/{name}")
+}
+
+async fn plan_account(
+    svc: &Services,
+    record: &AccountRecord,
+    tick: i64,
+) -> Result<Vec<SliceMessage>, Error> {
+    let datasets = record.datasets()?;
+    let r = resolve(svc, record).await?;
+    let works = slice::plan(
+        &svc.state.clone().into(),
+        &r,
+        &datasets,
+        r.server_time,
+        &svc.settings.incremental,
+    )
+    .await?;
+    Ok(works
+        .into_iter()
+        .map(|w| SliceMessage::new(&record.name, w, tick))
+        .collect())
+}
+
+/// One tick: seed accounts, plan, and send the slices not yet sent for this tick.
+pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
+    let mut report = TickReport {
+        tick,
+        ..TickReport::default()
+    };
+    for seed in &svc.settings.seed_accounts {
+        if svc.accounts.add_if_missing(seed).await? {
+            report.seeded += 1;
+        }
+    }
+    let mut planned = Vec::new();
+    for record in svc.accounts.all().await? {
+        let record = match record {
+            Ok(r) if r.enabled => r,
+            Ok(_) => continue,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        report.accounts += 1;
+        let scope = account_scope(&record.name);
+        match plan_account(svc, &record, tick).await {
+            Ok(messages) => {
+                svc.notifier
+                    .succeeded(&scope, &record.name, "account")
+                    .await;
+                planned.extend(messages);
+            }
+            Err(e) => {
+                svc.notifier
+                    .failed(&scope, &record.name, "account", &e.to_string())
+                    .await;
+                report.errors.push(e.to_string());
+            }
+        }
+    }
+    report.planned = planned.len();
+    let mut fresh = Vec::new();
+    for m in planned {
+        // Marked before sending: two invocations of the same tick (EventBridge delivers at least
+        // once) never both send a slice.
+        if svc
+            .state
+            .mark_once(&format!("slice#{}", m.id), tick + MARK_TTL_SECS)
+            .await?
+        {
+            fresh.push(m);
+        } else {
+            report.already_sent += 1;
+        }
+    }
+    for chunk in fresh.chunks(SQS_BATCH) {
+        let failed = send_batch(svc, chunk).await;
+        report.sent += chunk.len() - failed.len();
+        for (m, error) in failed {
+            // Not sent: forget the mark so a re-run of this tick sends it.
+            let _ = svc.state.forget(&format!("slice#{}", m.id)).await;
+            report.errors.push(format!("slice {}: {error}", m.id));
+        }
+    }
+    tracing::info!(
+        tick,
+        accounts = report.accounts,
+        planned = report.planned,
+        sent = report.sent,
+        already_sent = report.already_sent,
+        errors = report.errors.len(),
+        "scheduler tick"
+    );
+    Ok(report)
+}
+
+/// Sends up to ten messages; returns those that were not sent, with why.
+pub async fn send_batch<'a>(
+    svc: &Services,
+    messages: &'a [SliceMessage],
+) -> Vec<(&'a SliceMessage, String)> {
+    let entries: Vec<SendMessageBatchRequestEntry> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(serde_json::to_string(m).unwrap_or_default())
+                .build()
+                .ok()
+        })
+        .collect();
+    let result = svc
+        .sqs
+        .send_message_batch()
+        .queue_url(&svc.settings.queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await;
+    match result {
+        Ok(out) => out
+            .failed()
+            .iter()
+            .filter_map(|f| {
+                let m = messages.get(f.id().parse::<usize>().ok()?)?;
+                Some((
+                    m,
+                    format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                ))
+            })
+            .collect(),
+        Err(e) => {
+            let e = Error::aws("SQS", "sending slices", e).to_string();
+            messages.iter().map(|m| (m, e.clone())).collect()
+        }
+    }
+}

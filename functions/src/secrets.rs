@@ -1,0 +1,69 @@
+//! Stripe keys from Secrets Manager, cached per container for a few minutes (a rotated key is picked
+//! up without a redeploy). A key only ever lives in a [`Secret`], which prints as `***`.
+
+use crate::Error;
+use aws_sdk_secretsmanager::Client;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use stripe_pipeline::config::Secret;
+use tokio::sync::Mutex;
+
+/// How long a key read from Secrets Manager is reused.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub struct Secrets {
+    client: Client,
+    cache: Mutex<HashMap<String, (Instant, Secret)>>,
+}
+
+impl Secrets {
+    pub fn new(client: Client) -> Secrets {
+        Secrets {
+            client,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The Stripe key in secret `arn`: the secret's string itself, or the `api_key` field of a JSON
+    /// secret.
+    pub async fn stripe_key(&self, account: &str, arn: &str) -> Result<Secret, Error> {
+        if let Some((at, key)) = self.cache.lock().await.get(arn) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(key.clone());
+            }
+        }
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::aws(
+                    "Secrets Manager",
+                    format!("reading the key of account '{account}' from {arn} (the worker may read secrets named stripe-pipeline/*)"),
+                    e,
+                )
+            })?;
+        let text = out.secret_string().unwrap_or_default().trim().to_string();
+        let key = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) if v.is_object() => v["api_key"].as_str().unwrap_or_default().to_string(),
+            _ => text,
+        };
+        let key = Secret::new(key);
+        if key.livemode().is_none() {
+            return Err(Error::Account {
+                account: account.to_string(),
+                message: format!(
+                    "the secret {arn} does not hold a Stripe secret or restricted key (sk_live_…, rk_live_…, sk_test_…, rk_test_…), neither as its text nor as the `api_key` field of a JSON secret"
+                ),
+            });
+        }
+        self.cache
+            .lock()
+            .await
+            .insert(arn.to_string(), (Instant::now(), key.clone()));
+        Ok(key)
+    }
+}

@@ -1,0 +1,82 @@
+//! What the functions work with: settings, AWS clients, the lake, and the engine built on them.
+
+use crate::accounts::Accounts;
+use crate::notify::Notifier;
+use crate::secrets::Secrets;
+use crate::settings::Settings;
+use crate::Error;
+use aws_config::{BehaviorVersion, SdkConfig};
+use std::sync::Arc;
+use std::time::Instant;
+use stripe_pipeline::lake::Lake;
+use stripe_pipeline::state::DynamoState;
+use stripe_pipeline::stripe::StripeClient;
+use stripe_pipeline::sync::{Engine, Quiet};
+use stripe_pipeline::warehouse::LakeOnly;
+
+pub struct Services {
+    pub settings: Settings,
+    pub state: DynamoState,
+    pub accounts: Accounts,
+    pub sqs: aws_sdk_sqs::Client,
+    pub secrets: Secrets,
+    pub notifier: Notifier,
+    pub lake: Lake,
+}
+
+impl Services {
+    /// Services from the function's environment: settings from `STRIPE_PIPELINE_*`, AWS credentials
+    /// and region the SDK's usual way (in Lambda: the function's role).
+    pub async fn from_env() -> Result<Services, Error> {
+        let settings = Settings::from_env(|k| std::env::var(k).ok())?;
+        let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        Services::new(settings, &sdk, &[])
+    }
+
+    /// Services on an explicit AWS configuration; `lake_options` are object_store settings for the
+    /// lake (an endpoint, for an emulator).
+    pub fn new(
+        settings: Settings,
+        sdk: &SdkConfig,
+        lake_options: &[(String, String)],
+    ) -> Result<Services, Error> {
+        let lake = Lake::cloud(&settings.lake_url, lake_options)
+            .map_err(|e| Error::Lake(e.to_string()))?;
+        let state = DynamoState::new(sdk, &settings.state_table);
+        Ok(Services {
+            accounts: Accounts::new(aws_sdk_dynamodb::Client::new(sdk), &settings.accounts_table),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            secrets: Secrets::new(aws_sdk_secretsmanager::Client::new(sdk)),
+            notifier: Notifier::new(
+                aws_sdk_sns::Client::new(sdk),
+                settings.topic_arn.clone(),
+                state.clone().into(),
+                settings.failure_alert_after,
+            ),
+            state,
+            lake,
+            settings,
+        })
+    }
+
+    /// A Stripe client with this function's share of the rate limit.
+    pub fn stripe_client(&self) -> StripeClient {
+        StripeClient::with_budget(&self.settings.api_base, self.settings.rate_budget)
+    }
+
+    /// The engine for one slice: the S3 lake, the DynamoDB state, no warehouse in the function yet
+    /// (the Parquet lake is the output), stopping at `stop_at`.
+    pub fn engine(&self, run_id: String, stop_at: Option<Instant>) -> Arc<Engine> {
+        Arc::new(Engine {
+            client: self.stripe_client(),
+            lake: self.lake.clone(),
+            state: self.state.clone().into(),
+            warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
+            concurrency: self.settings.concurrency,
+            incremental: self.settings.incremental,
+            progress: Arc::new(Quiet),
+            run_id,
+            deadline: stop_at,
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! The worker: runs the slices of an SQS batch, one after another, each through the engine.
+//!
+//! Each message ends one of four ways: done (the message is deleted), continued (the deadline came
+//! first: progress is committed and a continuation message is queued), skipped (the account is gone or
+//! disabled, or another worker holds the slice's lease and is running it), or failed (reported back to
+//! SQS as a batch item failure, so it is retried and, after the queue's receive limit, moved to the
+//! dead-letter queue).
+
+use crate::message::SliceMessage;
+use crate::scheduler::{account_scope, resolve, send_batch};
+use crate::{Error, Services};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stripe_pipeline::slice::{SliceOutcome, SliceWork};
+use stripe_pipeline::state::{DatasetState, StateError, StateStore};
+use stripe_pipeline::sync::{AccountReport, ListKind, Resolved, SyncError};
+
+/// How a message ended.
+#[derive(Debug)]
+pub enum Ran {
+    Done(Box<AccountReport>),
+    Continued(String),
+    Skipped(String),
+}
+
+/// When to stop listing, given the invocation's deadline (Unix milliseconds): early enough to write,
+/// load and commit the batch in hand and queue a continuation — a quarter of the time left, at most a
+/// minute.
+pub fn stop_at(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    // Lambda sends Unix milliseconds; `cargo lambda watch` sends the timeout itself (600000). A value
+    // before 2001 cannot be a deadline: read it as milliseconds from now.
+    let left = if deadline_ms < 1_000_000_000_000 {
+        Duration::from_millis(deadline_ms)
+    } else {
+        Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    };
+    Instant::now() + left - (left / 4).min(Duration::from_secs(60))
+}
+
+/// Runs a batch; returns the messages that failed.
+pub async fn handle(
+    svc: &Services,
+    records: Vec<SqsMessage>,
+    run_id: &str,
+    stop: Instant,
+) -> SqsBatchResponse {
+    let mut failures = Vec::new();
+    for (i, record) in records.into_iter().enumerate() {
+        let id = record.message_id.clone().unwrap_or_default();
+        if Instant::now() >= stop {
+            // No time left to start it: SQS gives it to another invocation.
+            tracing::warn!(message_id = %id, "no time left in this invocation; the slice is retried");
+            failures.push(id);
+            continue;
+        }
+        let outcome =
+            match serde_json::from_str::<SliceMessage>(record.body.as_deref().unwrap_or("")) {
+                Ok(m) => run(svc, &m, &format!("{run_id}-{i}"), stop).await,
+                Err(e) => Err(Error::Message(e.to_string())),
+            };
+        match outcome {
+            Ok(ran) => tracing::info!(message_id = %id, outcome = ?ran, "slice finished"),
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "slice failed");
+                failures.push(id);
+            }
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures
+        .into_iter()
+        .map(|item_identifier| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = item_identifier;
+            f
+        })
+        .collect();
+    response
+}
+
+/// Runs one slice message.
+pub async fn run(
+    svc: &Services,
+    message: &SliceMessage,
+    run_id: &str,
+    stop: Instant,
+) -> Result<Ran, Error> {
+    let Some(record) = svc.accounts.get(&message.account).await? else {
+        return Ok(Ran::Skipped(format!(
+            "account '{}' is not in the accounts table any more",
+            message.account
+        )));
+    };
+    if !record.enabled {
+        return Ok(Ran::Skipped(format!(
+            "account '{}' is disabled",
+            record.name
+        )));
+    }
+    let datasets = record.datasets()?;
+    let r = match resolve(svc, &record).await {
+        Ok(r) => r,
+        Err(e) => {
+            let scope = account_scope(&record.name);
+            svc.notifier
+                .failed(&scope, &record.name, "account", &e.to_string())
+                .await;
+            return Err(e);
+        }
+    };
+    let scope = format!("{}/{}", r.merchant_id, r.mode());
+    let what = message.work.name();
+    let engine = svc.engine(run_id.to_string(), Some(stop));
+    let (outcome, report) = match engine.run_slice(&r, &datasets, &message.work).await {
+        Ok(done) => done,
+        Err(SyncError::State(StateError::Leased { owner, .. })) => {
+            return Ok(Ran::Skipped(format!(
+                "{} is being run by {owner}",
+                message.id
+            )));
+        }
+        Err(e) => {
+            svc.notifier
+                .failed(&scope, &record.name, what, &e.to_string())
+                .await;
+            return Err(e.into());
+        }
+    };
+    if outcome == SliceOutcome::Paused {
+        let next = message.continuation();
+        if let Some((_, error)) = send_batch(svc, std::slice::from_ref(&next)).await.pop() {
+            // The progress is committed; the next tick plans the rest if this retry fails too.
+            return Err(Error::Aws {
+                service: "SQS",
+                action: format!("queueing continuation {}", next.id),
+                message: error,
+            });
+        }
+        return Ok(Ran::Continued(next.id));
+    }
+    if let Some(warning) = &report.feed.warning {
+        svc.notifier.retention_cliff(&record.name, warning).await;
+    }
+    let error = report
+        .feed
+        .error
+        .clone()
+        .or_else(|| report.datasets.iter().find_map(|d| d.error.clone()));
+    if let Some(error) = error {
+        svc.notifier
+            .failed(&scope, &record.name, what, &error)
+            .await;
+        return Err(Error::Account {
+            account: record.name.clone(),
+            message: format!("{what}: {error}"),
+        });
+    }
+    svc.notifier.succeeded(&scope, &record.name, what).await;
+    let listed = report.datasets.first().and_then(|d| d.list);
+    if matches!(message.work, SliceWork::List { .. })
+        && matches!(listed, Some(ListKind::Backfill | ListKind::Resume))
+        && all_loaded(&engine.state, &r, &datasets).await?
+    {
+        svc.notifier
+            .first_load_done(&scope, &record.name, datasets.len())
+            .await;
+    }
+    Ok(Ran::Done(Box::new(report)))
+}
+
+/// Whether every dataset of the account has completed a full list.
+async fn all_loaded(
+    state: &StateStore,
+    r: &Resolved,
+    datasets: &[&'static stripe_pipeline::catalog::Dataset],
+) -> Result<bool, Error> {
+    for d in datasets {
+        let st: DatasetState = state.get(&r.key(&d.name)).await?.value;
+        if !st.backfill.as_ref().is_some_and(|b| b.complete()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_leaves_a_quarter_of_the_time_at_most_a_minute() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let left = |stop: Instant| stop.saturating_duration_since(Instant::now()).as_secs_f64();
+        // 900 s left: stop a minute early.
+        assert!((left(stop_at(now_ms + 900_000)) - 840.0).abs() < 2.0);
+        // 20 s left: stop 5 s early.
+        assert!((left(stop_at(now_ms + 20_000)) - 15.0).abs() < 1.0);
+        // Passed: stop now.
+        assert!(left(stop_at(now_ms - 1_000)) < 0.01);
+        // A timeout instead of a deadline (the local emulator): from now.
+        assert!((left(stop_at(600_000)) - 540.0).abs() < 2.0);
+    }
+}

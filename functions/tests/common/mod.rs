@@ -1,0 +1,491 @@
+//! Test support for the functions: a moto server (the AWS emulator, from the test venv) on a free
+//! loopback port, the deployment's resources created in it the way the SAM template declares them, a
+//! queue drain that plays Lambda's SQS event source, and a replay of the S3 lake into DuckDB so the
+//! acceptance suite's ground-truth comparison applies.
+#![allow(dead_code)]
+
+#[path = "../../../cli/tests/common/mod.rs"]
+pub mod acceptance;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::sqs::SqsMessage;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use object_store::ObjectStoreExt;
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use stripe_pipeline::catalog::Catalog;
+use stripe_pipeline::warehouse::duckdb::DuckDb;
+use stripe_pipeline::warehouse::{Load, Warehouse};
+use stripe_pipeline_functions::accounts::AccountRecord;
+use stripe_pipeline_functions::settings::Settings;
+use stripe_pipeline_functions::{worker, Services};
+use stripe_sim::RunningSim;
+
+/// A moto server, killed when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Moto {
+    /// Starts `moto_server` from the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run`
+    /// creates) and waits until it answers.
+    pub fn start() -> Moto {
+        let venv = std::env::var("STRIPE_PIPELINE_VENV")
+            .unwrap_or_else(|_| "/var/tmp/stripe-pipeline-venv".into());
+        let bin = Path::new(&venv).join("bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} not found: run tests/run, which installs moto[server] into the test venv",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "moto_server did not listen on {endpoint} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, endpoint }
+    }
+
+    pub async fn sdk(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .load()
+            .await
+    }
+
+    /// object_store settings for S3 in moto.
+    pub fn lake_options(&self) -> Vec<(String, String)> {
+        [
+            ("aws_endpoint", self.endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_access_key_id", "testing"),
+            ("aws_secret_access_key", "testing"),
+            ("aws_region", "us-east-1"),
+            ("aws_virtual_hosted_style_request", "false"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+/// Unique names per test (one moto per test, but readable names help when one fails).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A table with one string partition key, like the template's tables.
+pub async fn create_table(sdk: &SdkConfig, name: &str, key: &str) {
+    aws_sdk_dynamodb::Client::new(sdk)
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The deployment in moto: tables, the slice queue with a dead-letter queue, the lake bucket, the
+/// alert topic with an SQS subscription the test reads notifications from, one secret per account.
+pub struct Deployment {
+    pub moto: Moto,
+    pub sdk: SdkConfig,
+    pub services: Services,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub alerts_url: String,
+    pub bucket: String,
+    /// The functions' environment (as the SAM template sets it), without the AWS endpoint settings.
+    pub env: BTreeMap<String, String>,
+}
+
+pub async fn queue(sdk: &SdkConfig, name: &str) -> String {
+    aws_sdk_sqs::Client::new(sdk)
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+async fn queue_arn(sdk: &SdkConfig, url: &str) -> String {
+    aws_sdk_sqs::Client::new(sdk)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone()
+}
+
+/// Stores a Stripe key as a secret named `stripe-pipeline/<name>`; returns its ARN.
+pub async fn secret(sdk: &SdkConfig, name: &str, key: &str) -> String {
+    aws_sdk_secretsmanager::Client::new(sdk)
+        .create_secret()
+        .name(format!("stripe-pipeline/{name}"))
+        .secret_string(key)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap()
+}
+
+/// The four accounts of the acceptance suite (two merchants, live and test), as seeds.
+pub async fn seed_accounts(sdk: &SdkConfig, sim: &RunningSim) -> Vec<AccountRecord> {
+    let mut out = Vec::new();
+    for n in 0..2 {
+        for mode in ["live", "test"] {
+            let name = format!("a{n}-{mode}");
+            let key = sim.info().key("secret", mode, n).unwrap();
+            out.push(AccountRecord {
+                secret_arn: secret(sdk, &name, &key).await,
+                name,
+                enabled: true,
+                datasets: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+pub async fn deploy(sim: &RunningSim, tune: impl FnOnce(&mut Settings)) -> Deployment {
+    let moto = Moto::start();
+    let sdk = moto.sdk().await;
+    let (accounts, state, bucket) = (unique("accounts"), unique("state"), unique("lake"));
+    create_table(&sdk, &accounts, "name").await;
+    create_table(&sdk, &state, "key").await;
+    create_bucket(&moto, &bucket).await;
+    let dlq_url = queue(&sdk, &unique("dlq")).await;
+    let queue_url = queue(&sdk, &unique("slices")).await;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": queue_arn(&sdk, &dlq_url).await,
+        "maxReceiveCount": 3,
+    });
+    aws_sdk_sqs::Client::new(&sdk)
+        .set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            redrive.to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let topic = sns
+        .create_topic()
+        .name(unique("alerts"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let alerts_url = queue(&sdk, &unique("alert-inbox")).await;
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn(&sdk, &alerts_url).await)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+    let seeds = seed_accounts(&sdk, sim).await;
+    let env: BTreeMap<String, String> = [
+        ("STRIPE_PIPELINE_ACCOUNTS_TABLE", accounts),
+        ("STRIPE_PIPELINE_STATE_TABLE", state),
+        ("STRIPE_PIPELINE_QUEUE_URL", queue_url.clone()),
+        ("STRIPE_PIPELINE_LAKE_URL", format!("s3://{bucket}/lake")),
+        ("STRIPE_PIPELINE_TOPIC_ARN", topic),
+        ("STRIPE_PIPELINE_API_BASE", sim.base_url()),
+        (
+            "STRIPE_PIPELINE_SEED_ACCOUNTS",
+            serde_json::to_string(&seeds).unwrap(),
+        ),
+        // Snapshot datasets are listed on every tick, so event-less updates show at once.
+        ("STRIPE_PIPELINE_SNAPSHOT_INTERVAL_SECS", "0".into()),
+        ("STRIPE_PIPELINE_RATE_BUDGET", "1".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut settings = Settings::from_env(|k| env.get(k).cloned()).unwrap();
+    tune(&mut settings);
+    let services = Services::new(settings, &sdk, &moto.lake_options()).unwrap();
+    Deployment {
+        moto,
+        sdk,
+        services,
+        queue_url,
+        dlq_url,
+        alerts_url,
+        bucket,
+        env,
+    }
+}
+
+/// Creates a bucket (object_store cannot; the S3 call is one PUT, without pulling in the S3 SDK).
+async fn create_bucket(moto: &Moto, bucket: &str) {
+    // moto accepts unsigned requests: `PUT /<bucket>` creates it.
+    let (status, _) = http("PUT", &format!("{}/{bucket}", moto.endpoint), Vec::new()).await;
+    assert!(status < 300, "creating bucket {bucket}: HTTP {status}");
+}
+
+/// One plain HTTP/1.1 request; returns the status and the body.
+pub async fn http(method: &str, url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let uri: hyper::Uri = url.parse().unwrap();
+    let host = uri.authority().unwrap().to_string();
+    let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path())
+        .header("host", host)
+        .header("content-length", body.len().to_string())
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
+}
+
+/// What draining the queue did.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub messages: usize,
+    pub failures: usize,
+    pub bodies: Vec<String>,
+}
+
+/// Plays Lambda's SQS event source: receives up to `batch` messages, runs the worker on them, deletes
+/// the ones it did not report as failed, and makes failed ones visible again; until the queue is empty
+/// or `rounds` batches ran. `stop` gives each invocation its deadline.
+pub async fn drain(
+    d: &Deployment,
+    batch: i32,
+    rounds: usize,
+    stop: impl Fn() -> Instant,
+) -> Drained {
+    let sqs = aws_sdk_sqs::Client::new(&d.sdk);
+    let mut out = Drained::default();
+    for round in 0..rounds {
+        let received = sqs
+            .receive_message()
+            .queue_url(&d.queue_url)
+            .max_number_of_messages(batch)
+            .visibility_timeout(60)
+            .send()
+            .await
+            .unwrap();
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return out;
+        }
+        let records: Vec<SqsMessage> = messages
+            .iter()
+            .map(|m| {
+                let mut r = SqsMessage::default();
+                r.message_id = m.message_id.clone();
+                r.body = m.body.clone();
+                r.receipt_handle = m.receipt_handle.clone();
+                r
+            })
+            .collect();
+        out.messages += records.len();
+        out.bodies
+            .extend(messages.iter().filter_map(|m| m.body.clone()));
+        let response = worker::handle(&d.services, records, &format!("drain{round}"), stop()).await;
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        out.failures += failed.len();
+        for m in &messages {
+            let handle = m.receipt_handle.clone().unwrap_or_default();
+            if failed.contains(&m.message_id.clone().unwrap_or_default()) {
+                sqs.change_message_visibility()
+                    .queue_url(&d.queue_url)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .unwrap();
+            } else {
+                sqs.delete_message()
+                    .queue_url(&d.queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    out
+}
+
+/// No deadline pressure: ten minutes per invocation.
+pub fn plenty() -> Instant {
+    Instant::now() + Duration::from_secs(600)
+}
+
+/// Notifications published so far (subject, message), read from the topic's SQS subscription.
+pub async fn notifications(d: &Deployment) -> Vec<String> {
+    let sqs = aws_sdk_sqs::Client::new(&d.sdk);
+    let mut out = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(&d.alerts_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return out;
+        }
+        for m in got {
+            out.push(m.body.clone().unwrap_or_default());
+            sqs.delete_message()
+                .queue_url(&d.alerts_url)
+                .receipt_handle(m.receipt_handle.unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Copies the lake from S3 to `dir` and merges every batch into a DuckDB file at
+/// `dir/stripe_pipeline.duckdb`, the way the warehouse merges them (newest version per object wins,
+/// whatever the order): the acceptance suite's comparison then checks the lake's content.
+pub async fn replay_lake(d: &Deployment, dir: &Path) -> usize {
+    use futures_util::TryStreamExt;
+    let store = d.services.lake.store().clone();
+    let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await.unwrap();
+    // (mode, merchant, stem) -> [(table, local file)]
+    let mut batches: BTreeMap<(bool, String, String), Vec<(String, PathBuf)>> = BTreeMap::new();
+    for meta in &objects {
+        let path = meta.location.to_string();
+        let parts: Vec<&str> = path.split('/').collect();
+        let [mode, table, merchant, file] = parts[..] else {
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".parquet") else {
+            continue;
+        };
+        let local = dir.join("lake").join(&path);
+        std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        std::fs::write(&local, &bytes).unwrap();
+        let merchant = merchant.trim_start_matches("merchant_id=").to_string();
+        batches
+            .entry((mode == "livemode", merchant, stem.to_string()))
+            .or_default()
+            .push((table.to_string(), local));
+    }
+    let mut db = DuckDb::open(&dir.join("stripe_pipeline.duckdb")).unwrap();
+    for livemode in [true, false] {
+        for dataset in &Catalog::get().datasets {
+            db.prepare(livemode, dataset).unwrap();
+        }
+    }
+    for ((livemode, merchant, _), files) in &batches {
+        let dataset = Catalog::get()
+            .datasets
+            .iter()
+            .find(|ds| ds.tables.iter().any(|t| t.name == files[0].0))
+            .unwrap();
+        db.load(&Load {
+            dataset,
+            livemode: *livemode,
+            merchant_id: merchant,
+            files: files.clone(),
+            as_of: 0,
+            tombstones: Vec::new(),
+            tombstone_timestamp: 0,
+        })
+        .unwrap();
+    }
+    objects.len()
+}

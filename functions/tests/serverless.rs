@@ -1,0 +1,360 @@
+//! The serverless deployment end to end, in moto with the simulator: a scheduler tick fans slices out
+//! to SQS, workers drain the queue into the S3 lake with cursors and leases in DynamoDB, and the lake
+//! equals the simulator's ground truth — after the first tick and after changes. Plus: a tick that
+//! runs twice sends nothing twice, two workers on one slice run it once, a deadline is continued,
+//! failures are retried into the dead-letter queue and announced once, and recovery too.
+
+mod common;
+
+use common::acceptance::{assert_equal, assert_scopes_equal, churn, merchants};
+use common::*;
+use std::time::{Duration, Instant};
+use stripe_pipeline::catalog::{Catalog, Dataset};
+use stripe_pipeline::slice::SliceWork;
+use stripe_pipeline::state::{DatasetState, FeedState, StateStore};
+use stripe_pipeline::warehouse::duckdb::DuckDb;
+use stripe_pipeline_functions::message::SliceMessage;
+use stripe_pipeline_functions::worker::{self, Ran};
+use stripe_pipeline_functions::{scheduler, Services};
+use stripe_sim::SimConfig;
+
+/// Simulated seconds between changes and the next tick: more than the feed's lag.
+const PAST_LAG: i64 = 120;
+
+fn all() -> Vec<&'static Dataset> {
+    Catalog::get().datasets.iter().collect()
+}
+
+fn scopes(sim: &stripe_sim::RunningSim) -> Vec<(String, bool)> {
+    merchants(sim)
+        .into_iter()
+        .flat_map(|m| [(m.clone(), true), (m, false)])
+        .collect()
+}
+
+async fn queue_depth(d: &Deployment, url: &str) -> usize {
+    let attrs = aws_sdk_sqs::Client::new(&d.sdk)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    attrs[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
+        .parse()
+        .unwrap()
+}
+
+/// Items of the state table whose key starts with `prefix`.
+async fn state_items(d: &Deployment, prefix: &str) -> usize {
+    let out = aws_sdk_dynamodb::Client::new(&d.sdk)
+        .scan()
+        .table_name(&d.services.settings.state_table)
+        .send()
+        .await
+        .unwrap();
+    out.items()
+        .iter()
+        .filter(|i| {
+            i.get("key")
+                .and_then(|k| k.as_s().ok())
+                .is_some_and(|k| k.starts_with(prefix))
+        })
+        .count()
+}
+
+async fn check_lake(d: &Deployment, sim: &stripe_sim::RunningSim) {
+    let dir = tempfile::tempdir().unwrap();
+    let files = replay_lake(d, dir.path()).await;
+    assert!(files > 0, "no Parquet objects in s3://{}", d.bucket);
+    assert_scopes_equal(dir.path(), sim, &scopes(sim), &all()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
+    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy(&sim, |_| {}).await;
+    let tick = 1_800_000_000;
+
+    let first = scheduler::tick(&d.services, tick).await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!((first.seeded, first.accounts), (4, 4));
+    // Every account-mode: its change feed and a first list of every dataset.
+    assert_eq!(first.planned, 4 * (1 + all().len()));
+    assert_eq!(first.sent, first.planned);
+    assert_eq!(queue_depth(&d, &d.queue_url).await, first.sent);
+
+    // The same tick again (EventBridge delivers at least once): nothing is sent twice.
+    let again = scheduler::tick(&d.services, tick).await.unwrap();
+    assert_eq!((again.seeded, again.sent), (0, 0));
+    assert_eq!(again.already_sent, first.planned);
+    assert_eq!(queue_depth(&d, &d.queue_url).await, first.sent);
+
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!((drained.messages, drained.failures), (first.sent, 0));
+    assert_eq!(queue_depth(&d, &d.queue_url).await, 0);
+
+    // Cursors in DynamoDB: each feed started, each dataset's first list complete; no lease left.
+    let state: StateStore = d.services.state.clone().into();
+    for (merchant, livemode) in scopes(&sim) {
+        let mode = if livemode { "live" } else { "test" };
+        let feed: FeedState = state
+            .get(&format!("{merchant}/{mode}/_events"))
+            .await
+            .unwrap()
+            .value;
+        assert!(feed.cursor.is_some(), "{merchant} {mode}: feed not started");
+        for ds in all() {
+            let st: DatasetState = state
+                .get(&format!("{merchant}/{mode}/{}", ds.name))
+                .await
+                .unwrap()
+                .value;
+            assert!(
+                st.backfill.as_ref().is_some_and(|b| b.complete()),
+                "{merchant} {mode} {}: backfill not complete",
+                ds.name
+            );
+        }
+    }
+    assert_eq!(state_items(&d, "lease#").await, 0, "leases left behind");
+    assert_eq!(state_items(&d, "slice#").await, first.sent);
+    check_lake(&d, &sim).await;
+
+    // One notification per account: its first full load.
+    let notes = notifications(&d).await;
+    let loaded: Vec<&String> = notes.iter().filter(|n| n.contains("are loaded")).collect();
+    assert_eq!(loaded.len(), 4, "{notes:#?}");
+
+    // Changes in every account-mode, then the next tick: the feeds and snapshots bring them in.
+    for (merchant, livemode) in scopes(&sim) {
+        churn(&sim, &merchant, livemode);
+    }
+    sim.sim().advance(PAST_LAG);
+    let second = scheduler::tick(&d.services, tick + 900).await.unwrap();
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    assert!(second.sent >= 4, "feeds planned: {second:?}");
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 0);
+    assert!(
+        drained
+            .bodies
+            .iter()
+            .any(|b| b.contains("\"kind\":\"feed\"")),
+        "the feeds ran"
+    );
+    check_lake(&d, &sim).await;
+    // The first load is announced once, not again.
+    assert!(notifications(&d).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_given_the_same_slice_run_it_once() {
+    let sim = common::acceptance::sim(SimConfig {
+        latency_ms: 150,
+        ..SimConfig::tiny()
+    })
+    .await;
+    let d = deploy(&sim, |_| {}).await;
+    scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
+    let message = SliceMessage::new(
+        "a0-live",
+        SliceWork::List {
+            dataset: "charges".into(),
+        },
+        1_800_000_000,
+    );
+    let first = worker::run(&d.services, &message, "worker-1", plenty());
+    let second = async {
+        // Start once the first worker holds the slice's lease (it pages at 150 ms per request).
+        let started = Instant::now();
+        while state_items(&d, "lease#").await == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no lease taken"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worker::run(&d.services, &message, "worker-2", plenty()).await
+    };
+    let (a, b) = tokio::join!(first, second);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(matches!(a, Ran::Done(_)), "{a:?}");
+    match b {
+        Ran::Skipped(why) => assert!(why.contains("worker-1"), "{why}"),
+        other => panic!("the second worker ran the slice too: {other:?}"),
+    }
+    // The lake holds each charge once: rows written equal the charges in Stripe.
+    let dir = tempfile::tempdir().unwrap();
+    replay_lake(&d, dir.path()).await;
+    let merchant = &merchants(&sim)[0];
+    let truth = sim.sim().truth(merchant, true, "charges").unwrap();
+    let rows = parquet_rows(dir.path(), "charges");
+    assert_eq!(rows, truth.len(), "charge rows in the lake");
+    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    assert_equal(
+        &db,
+        &sim,
+        merchant,
+        true,
+        Catalog::get().dataset("charges").unwrap(),
+    )
+    .await;
+}
+
+/// Rows in the lake's Parquet files of a table (all accounts), counted by DuckDB.
+fn parquet_rows(dir: &std::path::Path, table: &str) -> usize {
+    let db = DuckDb::open(&dir.join("count.duckdb")).unwrap();
+    let glob = dir.join(format!("lake/*/{table}/*/*.parquet"));
+    let n = db
+        .query_strings(&format!(
+            "SELECT count(*)::VARCHAR FROM read_parquet('{}')",
+            glob.display()
+        ))
+        .unwrap();
+    n[0][0].as_deref().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_at_its_deadline_is_continued() {
+    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let merchant = &merchants(&sim)[0];
+    // 250 charges created in the same second: no `created` window splits them, so one segment takes
+    // several pages.
+    sim.sim().create(merchant, true, "charges", 250).unwrap();
+    let d = deploy(&sim, |s| s.concurrency = 1).await;
+    scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
+    let truth = sim.sim().truth(merchant, true, "charges").unwrap();
+    let message = SliceMessage::new(
+        "a0-live",
+        SliceWork::List {
+            dataset: "charges".into(),
+        },
+        1_800_000_000,
+    );
+    // The deadline has passed by the time the first page is in: that page is committed and a
+    // continuation is queued.
+    let ran = worker::run(&d.services, &message, "short", Instant::now())
+        .await
+        .unwrap();
+    let Ran::Continued(next) = ran else {
+        panic!("not continued: {ran:?}");
+    };
+    assert_eq!(next, format!("{}+c1", message.id));
+    let state: StateStore = d.services.state.clone().into();
+    let key = format!("{merchant}/live/charges");
+    let st: DatasetState = state.get(&key).await.unwrap().value;
+    let b = st.backfill.unwrap();
+    assert!(
+        !b.complete() && b.segments.iter().any(|s| !s.done && s.after.is_some()),
+        "{b:?}"
+    );
+    assert!(
+        st.rows > 0 && (st.rows as usize) < truth.len(),
+        "{}",
+        st.rows
+    );
+
+    // The queue now holds the scheduler's slices and the continuation: drain it all.
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 0);
+    assert!(drained.bodies.iter().any(|b| b.contains(&next)));
+    let st: DatasetState = state.get(&key).await.unwrap().value;
+    assert!(st.backfill.unwrap().complete());
+    let dir = tempfile::tempdir().unwrap();
+    replay_lake(&d, dir.path()).await;
+    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    assert_equal(
+        &db,
+        &sim,
+        merchant,
+        true,
+        Catalog::get().dataset("charges").unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_go_to_the_dead_letter_queue_and_are_announced_once() {
+    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy(&sim, |s| s.failure_alert_after = 2).await;
+    // a0-live's key may read everything but charges: its charges list answers 403.
+    let merchant = merchants(&sim)[0].clone();
+    let allow: Vec<&str> = all()
+        .iter()
+        .map(|ds| ds.name.as_str())
+        .filter(|n| *n != "charges")
+        .chain(["events", "subscription_items"])
+        .collect();
+    let restricted = sim
+        .sim()
+        .mint_restricted_key(&merchant, true, &allow)
+        .unwrap();
+    let secrets = aws_sdk_secretsmanager::Client::new(&d.sdk);
+    let set_key = |key: String| {
+        secrets
+            .put_secret_value()
+            .secret_id("stripe-pipeline/a0-live")
+            .secret_string(key)
+            .send()
+    };
+    set_key(restricted.key.clone()).await.unwrap();
+    scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
+
+    // Batches with good and bad slices: only the bad one is reported failed, retried, and after the
+    // queue's three receives moved to the dead-letter queue.
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 3, "one slice, three attempts");
+    assert_eq!(queue_depth(&d, &d.queue_url).await, 0);
+    assert_eq!(queue_depth(&d, &d.dlq_url).await, 1);
+    let dead = aws_sdk_sqs::Client::new(&d.sdk)
+        .receive_message()
+        .queue_url(&d.dlq_url)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let body = dead[0].body.clone().unwrap_or_default();
+    assert!(body.contains("a0-live/charges"), "{body}");
+
+    // Three failures in a row, one notification, with the error.
+    let notes: Vec<String> = notifications(&d)
+        .await
+        .into_iter()
+        .filter(|n| !n.contains("are loaded"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(
+        notes[0].contains("a0-live") && notes[0].contains("charges") && notes[0].contains("403"),
+        "{}",
+        notes[0]
+    );
+    // No key in it.
+    assert!(!notes[0].contains(&restricted.key));
+
+    // The key is fixed; a new container (no cached key) runs the slice: one recovery message.
+    set_key(sim.info().key("secret", "live", 0).unwrap())
+        .await
+        .unwrap();
+    let fresh = Services::new(d.services.settings.clone(), &d.sdk, &d.moto.lake_options()).unwrap();
+    let message = SliceMessage::new(
+        "a0-live",
+        SliceWork::List {
+            dataset: "charges".into(),
+        },
+        1_800_000_900,
+    );
+    let ran = worker::run(&fresh, &message, "recovery", plenty())
+        .await
+        .unwrap();
+    assert!(matches!(ran, Ran::Done(_)), "{ran:?}");
+    let notes = notifications(&d).await;
+    let recovered: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.contains("working again"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "{notes:#?}");
+}

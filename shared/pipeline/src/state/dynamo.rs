@@ -1,0 +1,295 @@
+//! The state store on DynamoDB, for the Lambda functions.
+//!
+//! One table with the string partition key `key`. A state item holds `version` (a number) and `value`
+//! (the JSON text of the state); a lease item is `lease#<key>` with `owner` and `until`. Every write is
+//! a conditional write: a commit names the version it read, a lease is taken only if it is free,
+//! expired or already ours. Items that only matter for a while (leases, slice marks) carry
+//! `expires_at`, the table's TTL attribute, so DynamoDB removes them eventually.
+
+use super::{Lease, StateError, Versioned};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How long an expired lease item stays before DynamoDB's TTL removes it.
+const LEASE_ITEM_GRACE_SECS: i64 = 86_400;
+
+#[derive(Debug, Clone)]
+pub struct DynamoState {
+    client: Client,
+    table: String,
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// An AWS SDK error in one line: the service's error code and message, or for errors before a reply
+/// (no connection, timeouts, no credentials) the chain of causes.
+pub fn sdk_error_message<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let (Some(code), message) = (e.code(), e.message()) {
+        return format!("{code}: {}", message.unwrap_or("no message"));
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn lease_key(key: &str) -> String {
+    format!("lease#{key}")
+}
+
+fn number(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+impl DynamoState {
+    /// The store in `table` (which must exist; the SAM template creates it).
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoState {
+        DynamoState {
+            client: Client::new(config),
+            table: table.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// A store error naming the table and what failed, with the SDK's full context (never a key's
+    /// value: items hold no secrets).
+    fn error<E, R>(&self, action: &str, e: SdkError<E, R>) -> StateError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        StateError::Store {
+            table: self.table.clone(),
+            message: format!("{action}: {}", sdk_error_message(&e)),
+        }
+    }
+
+    async fn item(&self, key: &str) -> Result<Option<Item>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("key", AttributeValue::S(key.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error(&format!("reading {key}"), e))?;
+        Ok(out.item)
+    }
+
+    /// The state of `key` (version 0 and the default value when there is none yet).
+    pub async fn get<T: DeserializeOwned + Default>(
+        &self,
+        key: &str,
+    ) -> Result<Versioned<T>, StateError> {
+        let Some(item) = self.item(key).await? else {
+            return Ok(Versioned {
+                version: 0,
+                value: T::default(),
+            });
+        };
+        let corrupt = |message: String| StateError::Corrupt {
+            path: PathBuf::from(format!("{}/{key}", self.table)),
+            message,
+        };
+        let version = number(&item, "version").ok_or_else(|| corrupt("no version".into()))?;
+        let value = text(&item, "value").ok_or_else(|| corrupt("no value".into()))?;
+        Ok(Versioned {
+            version: version as u64,
+            value: serde_json::from_str(value).map_err(|e| corrupt(e.to_string()))?,
+        })
+    }
+
+    /// Writes `value` if the stored version is still `expected`; returns the new version.
+    pub async fn put<T: Serialize + DeserializeOwned + Default>(
+        &self,
+        key: &str,
+        expected: u64,
+        value: &T,
+    ) -> Result<u64, StateError> {
+        let body = serde_json::to_string(value).map_err(|e| StateError::Store {
+            table: self.table.clone(),
+            message: format!("cannot encode the state of {key}: {e}"),
+        })?;
+        let next = expected + 1;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("key", AttributeValue::S(key.to_string()))
+            .item("version", AttributeValue::N(next.to_string()))
+            .item("value", AttributeValue::S(body));
+        put = if expected == 0 {
+            put.condition_expression("attribute_not_exists(#k)")
+                .expression_attribute_names("#k", "key")
+        } else {
+            put.condition_expression("#v = :expected")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
+        };
+        match put.send().await {
+            Ok(_) => Ok(next),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                let found = match self.item(key).await? {
+                    Some(item) => number(&item, "version").unwrap_or(0) as u64,
+                    None => 0,
+                };
+                Err(StateError::Conflict {
+                    key: key.to_string(),
+                    expected,
+                    found,
+                })
+            }
+            Err(e) => Err(self.error(&format!("writing {key}"), e)),
+        }
+    }
+
+    /// Takes the lease on `key` for `ttl_secs`, unless another owner holds an unexpired one.
+    pub async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl_secs: i64,
+    ) -> Result<Lease, StateError> {
+        let now = now_secs();
+        let until = now + ttl_secs;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("key", AttributeValue::S(lease_key(key)))
+            .item("owner", AttributeValue::S(owner.to_string()))
+            .item("until", AttributeValue::N(until.to_string()))
+            .item(
+                "expires_at",
+                AttributeValue::N((until.max(now) + LEASE_ITEM_GRACE_SECS).to_string()),
+            )
+            .condition_expression("attribute_not_exists(#k) OR #until <= :now OR #owner = :owner")
+            .expression_attribute_names("#k", "key")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":owner", AttributeValue::S(owner.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Lease {
+                key: key.to_string(),
+                owner: owner.to_string(),
+            }),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                let holder = self.item(&lease_key(key)).await?.unwrap_or_default();
+                Err(StateError::Leased {
+                    key: key.to_string(),
+                    owner: text(&holder, "owner").unwrap_or("another run").to_string(),
+                    until: number(&holder, "until").unwrap_or(until),
+                    path: PathBuf::from(format!(
+                        "the item {} of DynamoDB table {}",
+                        lease_key(key),
+                        self.table
+                    )),
+                })
+            }
+            Err(e) => Err(self.error(&format!("taking the lease on {key}"), e)),
+        }
+    }
+
+    /// Gives a lease back (a lease that is not ours any more is left alone).
+    pub async fn release(&self, lease: &Lease) {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("key", AttributeValue::S(lease_key(&lease.key)))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", AttributeValue::S(lease.owner.clone()))
+            .send()
+            .await;
+        if let Err(e) = result {
+            if !e
+                .as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception())
+            {
+                tracing::warn!(key = %lease.key, error = %sdk_error_message(&e), "could not release a lease; it expires by itself");
+            }
+        }
+    }
+
+    /// Records `key` once: true the first time, false if it was already recorded (and has not expired).
+    /// The scheduler marks each slice it sends, so re-running a tick sends no duplicate work.
+    pub async fn mark_once(&self, key: &str, expires_at: i64) -> Result<bool, StateError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("key", AttributeValue::S(key.to_string()))
+            .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            .condition_expression("attribute_not_exists(#k) OR #e <= :now")
+            .expression_attribute_names("#k", "key")
+            .expression_attribute_names("#e", "expires_at")
+            .expression_attribute_values(":now", AttributeValue::N(now_secs().to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.error(&format!("marking {key}"), e)),
+        }
+    }
+
+    /// Removes a mark made by [`DynamoState::mark_once`] (its work was not sent after all).
+    pub async fn forget(&self, key: &str) -> Result<(), StateError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("key", AttributeValue::S(key.to_string()))
+            .send()
+            .await
+            .map_err(|e| self.error(&format!("removing {key}"), e))?;
+        Ok(())
+    }
+}

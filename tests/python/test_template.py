@@ -1,0 +1,476 @@
+"""The SAM template `infra/template.yaml`: linted (cfn-lint), security-checked (checkov), translated
+offline by the SAM translator, and deployed into moto's CloudFormation, whose services are then asked
+what was really created.
+
+moto's CloudFormation accepts some resource types without creating anything, and ignores some
+properties of the types it does create; what it cannot show is checked on the translated template
+instead (each such test says so in its name), never left out.
+"""
+
+import ast
+import io
+import json
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "infra" / "template.yaml"
+BIN = Path(sys.executable).parent
+
+# Resource types moto 5.2's CloudFormation reports as CREATE_COMPLETE without creating them (it lists
+# them with an empty logical id and logs "No Moto CloudFormation support for ..."). Their properties
+# are checked on the translated template in test_resources_moto_cannot_create_are_declared_right.
+MOTO_CANNOT_CREATE = {
+    "AWS::CloudWatch::Alarm",  # DeadLetterAlarm, SchedulerErrorsAlarm, WorkerErrorsAlarm
+    "AWS::S3::BucketPolicy",  # LakeBucketPolicy
+    "AWS::SNS::Subscription",  # AlertEmailSubscription
+}
+
+CODE_BUCKET = "pipeline-code"
+CODE_KEY = "functions.zip"
+SEED = '[{"name":"acme-live","secret_arn":"arn:aws:secretsmanager:us-east-1:123456789012:secret:stripe-pipeline/acme-live-AbCdEf"}]'
+# Non-default values, so that the checks below see the parameters flow through.
+PARAMS = {
+    "AlertEmail": "ops@example.com",
+    "Accounts": SEED,
+    "WorkerTimeoutSeconds": "300",
+    "WorkerMemoryMB": "2048",
+    "WorkerBatchSize": "3",
+    "WorkerConcurrency": "4",
+    "MaxReceiveCount": "7",
+    "LogRetentionDays": "14",
+    "RateBudget": "0.25",
+    "ScheduleExpression": "rate(5 minutes)",
+}
+
+COMMON_ENV = {
+    "STRIPE_PIPELINE_ACCOUNTS_TABLE",
+    "STRIPE_PIPELINE_STATE_TABLE",
+    "STRIPE_PIPELINE_QUEUE_URL",
+    "STRIPE_PIPELINE_LAKE_URL",
+    "STRIPE_PIPELINE_TOPIC_ARN",
+    "STRIPE_PIPELINE_API_BASE",
+    "STRIPE_PIPELINE_FAILURE_ALERT_AFTER",
+    "STRIPE_PIPELINE_SNAPSHOT_INTERVAL_SECS",
+    "STRIPE_PIPELINE_LAG_SECS",
+    "STRIPE_PIPELINE_OVERLAP_SECS",
+    "STRIPE_PIPELINE_RATE_BUDGET",
+    "STRIPE_PIPELINE_CONCURRENCY",
+    "RUST_LOG",
+}
+
+
+def run(*args):
+    return subprocess.run([str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+class NoManagedPolicies:
+    """The translator's managed-policy loader, offline: the template names no managed policy."""
+
+    def load(self):
+        return {}
+
+
+def translate(params):
+    template = yaml_parse(TEMPLATE.read_text())
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            assert resource["Properties"]["CodeUri"] == ".."
+            resource["Properties"]["CodeUri"] = f"s3://{CODE_BUCKET}/{CODE_KEY}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the translator wants a region
+        return transform(template, dict(params), NoManagedPolicies())
+
+
+@pytest.fixture(scope="module")
+def source():
+    return yaml_parse(TEMPLATE.read_text())
+
+
+@pytest.fixture(scope="module")
+def translated():
+    return translate(PARAMS)
+
+
+@pytest.fixture(scope="module")
+def stack(aws_client, translated):
+    """The translated template deployed in moto: physical ids and outputs."""
+    s3 = aws_client("s3")
+    if CODE_BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=CODE_BUCKET)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("bootstrap", "#!/bin/sh\n")
+    s3.put_object(Bucket=CODE_BUCKET, Key=CODE_KEY, Body=archive.getvalue())
+
+    cf = aws_client("cloudformation")
+    name = f"pipeline-{uuid.uuid4().hex[:8]}"
+    cf.create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(translated),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in PARAMS.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        described = cf.describe_stacks(StackName=name)["Stacks"][0]
+        if not described["StackStatus"].endswith("_IN_PROGRESS") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    resources = cf.list_stack_resources(StackName=name)["StackResourceSummaries"]
+    return {
+        "name": name,
+        "status": described["StackStatus"],
+        "reason": described.get("StackStatusReason"),
+        "resources": resources,
+        "ids": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"]},
+        "outputs": {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])},
+        "account": aws_client("sts").get_caller_identity()["Account"],
+    }
+
+
+# ------------------------------------------------------------------ static checks
+
+
+def test_cfn_lint_reports_nothing():
+    result = run(BIN / "cfn-lint", TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_fails_nothing_and_every_skip_is_explained(source):
+    result = run(
+        BIN / "checkov", "-f", TEMPLATE, "--framework", "cloudformation", "--compact", "--skip-download"
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert "Failed checks: 0" in result.stdout, result.stdout[-3000:]
+    for name, resource in source["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert len(skip.get("comment", "")) > 40, f"{name}: skip {skip['id']} needs a reason"
+
+
+def test_every_parameter_is_documented(source):
+    for name, parameter in source["Parameters"].items():
+        assert len(parameter.get("Description", "")) > 20, name
+    assert "stripe-pipeline/" in source["Parameters"]["Accounts"]["Description"]
+
+
+def test_functions_build_with_cargo_lambda_for_arm64(source):
+    for name, binary in [("SchedulerFunction", "scheduler"), ("WorkerFunction", "worker")]:
+        fn = source["Resources"][name]
+        assert fn["Type"] == "AWS::Serverless::Function"
+        assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
+        assert fn["Metadata"]["BuildProperties"] == {"Binary": binary}
+        props = fn["Properties"]
+        assert props["CodeUri"] == ".."
+        assert props["Handler"] == "bootstrap"
+        assert props["Runtime"] == "provided.al2023"
+        assert props["Architectures"] == ["arm64"]
+    # The workspace root CodeUri points at must hold both binaries.
+    assert (ROOT / "functions" / "src" / "bin" / "scheduler.rs").exists()
+    assert (ROOT / "functions" / "src" / "bin" / "worker.rs").exists()
+
+
+def test_data_resources_are_retained_on_delete_and_replace(source):
+    for name in ["AccountsTable", "StateTable", "LakeBucket"]:
+        assert source["Resources"][name]["DeletionPolicy"] == "Retain", name
+        assert source["Resources"][name]["UpdateReplacePolicy"] == "Retain", name
+
+
+def test_translation_yields_the_expected_resources(translated):
+    types = {k: v["Type"] for k, v in translated["Resources"].items()}
+    assert types == {
+        "SchedulerFunction": "AWS::Lambda::Function",
+        "SchedulerFunctionRole": "AWS::IAM::Role",
+        "SchedulerFunctionTick": "AWS::Events::Rule",
+        "SchedulerFunctionTickPermission": "AWS::Lambda::Permission",
+        "SchedulerLogGroup": "AWS::Logs::LogGroup",
+        "WorkerFunction": "AWS::Lambda::Function",
+        "WorkerFunctionRole": "AWS::IAM::Role",
+        "WorkerFunctionSlices": "AWS::Lambda::EventSourceMapping",
+        "WorkerLogGroup": "AWS::Logs::LogGroup",
+        "SliceQueue": "AWS::SQS::Queue",
+        "SliceDeadLetterQueue": "AWS::SQS::Queue",
+        "AccountsTable": "AWS::DynamoDB::Table",
+        "StateTable": "AWS::DynamoDB::Table",
+        "LakeBucket": "AWS::S3::Bucket",
+        "LakeBucketPolicy": "AWS::S3::BucketPolicy",
+        "MonitoringKey": "AWS::KMS::Key",
+        "AlertTopic": "AWS::SNS::Topic",
+        "AlertEmailSubscription": "AWS::SNS::Subscription",
+        "DeadLetterAlarm": "AWS::CloudWatch::Alarm",
+        "SchedulerErrorsAlarm": "AWS::CloudWatch::Alarm",
+        "WorkerErrorsAlarm": "AWS::CloudWatch::Alarm",
+    }
+
+
+# ------------------------------------------------------------------ the stack in moto
+
+
+def test_stack_creates_every_resource_moto_supports(stack, translated):
+    assert stack["status"] == "CREATE_COMPLETE", stack["reason"]
+    listed = {r["LogicalResourceId"]: r["ResourceStatus"] for r in stack["resources"] if r["LogicalResourceId"]}
+    assert set(listed) <= set(translated["Resources"])
+    assert {r["Type"] for r in translated["Resources"].values()} >= MOTO_CANNOT_CREATE
+    for name, resource in translated["Resources"].items():
+        if resource["Type"] in MOTO_CANNOT_CREATE:
+            continue
+        assert listed.get(name) == "CREATE_COMPLETE", f"{name} ({resource['Type']}): {listed.get(name)}"
+    for r in stack["resources"]:
+        assert r["ResourceStatus"] == "CREATE_COMPLETE", r
+
+
+def test_outputs_name_the_created_resources(stack, aws_client):
+    out, ids = stack["outputs"], stack["ids"]
+    assert out["LakeBucketName"] == ids["LakeBucket"]
+    assert out["LakeUrl"] == f"s3://{ids['LakeBucket']}/lake"
+    assert out["AccountsTableName"] == ids["AccountsTable"]
+    assert out["StateTableName"] == ids["StateTable"]
+    assert out["SliceQueueUrl"] == ids["SliceQueue"]
+    assert out["SliceDeadLetterQueueUrl"] == ids["SliceDeadLetterQueue"]
+    assert out["AlertTopicArn"] == ids["AlertTopic"]
+    aws_client("s3").head_bucket(Bucket=out["LakeBucketName"])
+
+
+def queue_attributes(aws_client, url):
+    return aws_client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+
+
+def test_slice_queue_redrives_to_the_dead_letter_queue(stack, aws_client):
+    queue = queue_attributes(aws_client, stack["ids"]["SliceQueue"])
+    dlq = queue_attributes(aws_client, stack["ids"]["SliceDeadLetterQueue"])
+    redrive = json.loads(queue["RedrivePolicy"])
+    assert int(redrive["maxReceiveCount"]) == 7
+    assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
+    assert int(queue["VisibilityTimeout"]) == 6 * 300  # six times WorkerTimeoutSeconds
+    assert queue["SqsManagedSseEnabled"] == "true" and dlq["SqsManagedSseEnabled"] == "true"
+    assert int(dlq["MessageRetentionPeriod"]) == 14 * 86400
+    assert int(dlq["MessageRetentionPeriod"]) > int(queue["MessageRetentionPeriod"])
+
+
+def test_tables_have_their_keys_and_on_demand_billing(stack, aws_client):
+    dynamodb = aws_client("dynamodb")
+    for name, key in [("AccountsTable", "name"), ("StateTable", "key")]:
+        table = dynamodb.describe_table(TableName=stack["ids"][name])["Table"]
+        assert table["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}], name
+        assert table["AttributeDefinitions"] == [{"AttributeName": key, "AttributeType": "S"}], name
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST", name
+
+
+def test_table_ttl_recovery_and_encryption_in_the_template_moto_ignores_them(translated):
+    for name in ["AccountsTable", "StateTable"]:
+        props = translated["Resources"][name]["Properties"]
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["SSESpecification"] == {"SSEEnabled": True}
+    state = translated["Resources"]["StateTable"]["Properties"]
+    assert state["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_lake_bucket_is_encrypted(stack, aws_client):
+    rules = aws_client("s3").get_bucket_encryption(Bucket=stack["ids"]["LakeBucket"])[
+        "ServerSideEncryptionConfiguration"
+    ]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+
+
+def test_lake_bucket_protections_in_the_template_moto_ignores_them(translated):
+    props = translated["Resources"]["LakeBucket"]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    assert rules["ExpireTemporaryFiles"]["Prefix"] == "lake/_tmp/"
+    assert rules["ExpireTemporaryFiles"]["ExpirationInDays"] == 1
+    assert rules["AbortIncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert "Prefix" not in rules["AbortIncompleteMultipartUploads"]
+    assert all(r["Status"] == "Enabled" for r in rules.values())
+
+
+def test_resources_moto_cannot_create_are_declared_right(translated):
+    res = translated["Resources"]
+    policy = res["LakeBucketPolicy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": "LakeBucket"}
+    [deny] = policy["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [{"Fn::GetAtt": ["LakeBucket", "Arn"]}, {"Fn::Sub": "${LakeBucket.Arn}/*"}]
+
+    sub = res["AlertEmailSubscription"]
+    assert sub["Condition"] == "HasAlertEmail"
+    assert translated["Conditions"]["HasAlertEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]}
+    assert sub["Properties"] == {
+        "TopicArn": {"Ref": "AlertTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlertEmail"},
+    }
+
+    alarms = {
+        "DeadLetterAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                            {"Fn::GetAtt": ["SliceDeadLetterQueue", "QueueName"]}),
+        "SchedulerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", {"Ref": "SchedulerFunction"}),
+        "WorkerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", {"Ref": "WorkerFunction"}),
+    }
+    for name, (namespace, metric, dimension, value) in alarms.items():
+        props = res[name]["Properties"]
+        assert (props["Namespace"], props["MetricName"]) == (namespace, metric), name
+        assert props["Dimensions"] == [{"Name": dimension, "Value": value}], name
+        assert props["Threshold"] == 0 and props["ComparisonOperator"] == "GreaterThanThreshold", name
+        assert props["AlarmActions"] == [{"Ref": "AlertTopic"}], name
+
+
+def test_alert_topic_is_encrypted_with_a_key_cloudwatch_may_use(stack, aws_client, translated):
+    attributes = aws_client("sns").get_topic_attributes(TopicArn=stack["ids"]["AlertTopic"])["Attributes"]
+    assert attributes["KmsMasterKeyId"] == stack["ids"]["MonitoringKey"]
+    assert aws_client("kms").get_key_rotation_status(KeyId=stack["ids"]["MonitoringKey"])["KeyRotationEnabled"]
+    # moto 5.2 answers DescribeKey/GetKeyPolicy with HTTP 500 for keys made by CloudFormation, so the
+    # key policy is read from the template.
+    statements = translated["Resources"]["MonitoringKey"]["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert cloudwatch and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(cloudwatch[0]["Action"])
+
+
+def function_config(aws_client, stack, name):
+    return aws_client("lambda").get_function_configuration(FunctionName=stack["ids"][name])
+
+
+def test_functions_get_their_settings_from_the_environment(stack, aws_client):
+    ids, account = stack["ids"], stack["account"]
+    scheduler = function_config(aws_client, stack, "SchedulerFunction")["Environment"]["Variables"]
+    worker = function_config(aws_client, stack, "WorkerFunction")["Environment"]["Variables"]
+    assert set(worker) == COMMON_ENV
+    assert set(scheduler) == COMMON_ENV | {"STRIPE_PIPELINE_SEED_ACCOUNTS"}
+    assert scheduler["STRIPE_PIPELINE_SEED_ACCOUNTS"] == SEED
+    expected = {
+        "STRIPE_PIPELINE_ACCOUNTS_TABLE": ids["AccountsTable"],
+        "STRIPE_PIPELINE_STATE_TABLE": ids["StateTable"],
+        "STRIPE_PIPELINE_QUEUE_URL": ids["SliceQueue"],
+        "STRIPE_PIPELINE_LAKE_URL": f"s3://{ids['LakeBucket']}/lake",
+        "STRIPE_PIPELINE_TOPIC_ARN": f"arn:aws:sns:us-east-1:{account}:{ids['AlertTopic'].split(':')[-1]}",
+        "STRIPE_PIPELINE_API_BASE": "https://api.stripe.com",
+        "STRIPE_PIPELINE_FAILURE_ALERT_AFTER": "3",
+        "STRIPE_PIPELINE_SNAPSHOT_INTERVAL_SECS": "86400",
+        "STRIPE_PIPELINE_LAG_SECS": "60",
+        "STRIPE_PIPELINE_OVERLAP_SECS": "300",
+        "STRIPE_PIPELINE_RATE_BUDGET": "0.25",
+        "STRIPE_PIPELINE_CONCURRENCY": "4",
+        "RUST_LOG": "info",
+    }
+    for variables in (scheduler, worker):
+        # moto passes Number parameters on as numbers; Lambda itself stores strings.
+        assert {k: str(variables[k]) for k in expected} == expected
+
+
+def test_functions_have_their_limits(stack, aws_client, translated):
+    lam = aws_client("lambda")
+    worker = function_config(aws_client, stack, "WorkerFunction")
+    scheduler = function_config(aws_client, stack, "SchedulerFunction")
+    assert (worker["Timeout"], worker["MemorySize"]) == (300, 2048)
+    assert (scheduler["Timeout"], scheduler["MemorySize"]) == (60, 256)
+    for config in (worker, scheduler):
+        assert (config["Runtime"], config["Handler"]) == ("provided.al2023", "bootstrap")
+    for name, reserved in [("WorkerFunction", 4), ("SchedulerFunction", 1)]:
+        concurrency = lam.get_function_concurrency(FunctionName=stack["ids"][name])
+        assert concurrency["ReservedConcurrentExecutions"] == reserved, name
+    # moto ignores Architectures and LoggingConfig: read from the translated template.
+    for name, group in [("SchedulerFunction", "SchedulerLogGroup"), ("WorkerFunction", "WorkerLogGroup")]:
+        props = translated["Resources"][name]["Properties"]
+        assert props["Architectures"] == ["arm64"]
+        assert props["LoggingConfig"] == {"LogGroup": {"Ref": group}}
+
+
+def test_log_groups_keep_logs_for_the_chosen_days(stack, aws_client):
+    logs = aws_client("logs")
+    for name in ["SchedulerLogGroup", "WorkerLogGroup"]:
+        [group] = logs.describe_log_groups(logGroupNamePrefix=stack["ids"][name])["logGroups"]
+        assert group["logGroupName"] == stack["ids"][name]
+        assert group["retentionInDays"] == 14
+
+
+def test_worker_is_fed_by_the_slice_queue(stack, aws_client):
+    queue_arn = queue_attributes(aws_client, stack["ids"]["SliceQueue"])["QueueArn"]
+    [mapping] = aws_client("lambda").list_event_source_mappings(FunctionName=stack["ids"]["WorkerFunction"])[
+        "EventSourceMappings"
+    ]
+    assert mapping["EventSourceArn"] == queue_arn
+    assert mapping["BatchSize"] == 3
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 4}
+
+
+def test_scheduler_runs_on_the_schedule(stack, aws_client):
+    events = aws_client("events")
+    rule = events.describe_rule(Name=stack["ids"]["SchedulerFunctionTick"])
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    assert rule["State"] == "ENABLED"
+    [target] = events.list_targets_by_rule(Rule=stack["ids"]["SchedulerFunctionTick"])["Targets"]
+    assert target["Arn"] == function_config(aws_client, stack, "SchedulerFunction")["FunctionArn"]
+
+
+def role_grants(aws_client, role):
+    """(action, resource) pairs of a role's inline policies."""
+    iam = aws_client("iam")
+    grants = set()
+    for policy in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
+        if isinstance(document, str):  # moto 5.2 returns CloudFormation-made documents as Python reprs
+            document = ast.literal_eval(document)
+        for statement in document["Statement"]:
+            assert statement["Effect"] == "Allow"
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            grants |= {(a, r) for a in actions for r in resources}
+    return grants
+
+
+def test_roles_grant_exactly_what_the_functions_call(stack, aws_client, translated):
+    ids, account = stack["ids"], stack["account"]
+    dynamodb = aws_client("dynamodb")
+    accounts = dynamodb.describe_table(TableName=ids["AccountsTable"])["Table"]["TableArn"]
+    state = dynamodb.describe_table(TableName=ids["StateTable"])["Table"]["TableArn"]
+    queue = queue_attributes(aws_client, ids["SliceQueue"])["QueueArn"]
+    bucket = f"arn:aws:s3:::{ids['LakeBucket']}"
+    secrets = f"arn:aws:secretsmanager:us-east-1:{account}:secret:stripe-pipeline/*"
+    key = f"arn:aws:kms:us-east-1:{account}:key/{ids['MonitoringKey']}"
+    both = {
+        ("dynamodb:GetItem", state),
+        ("dynamodb:PutItem", state),
+        ("dynamodb:DeleteItem", state),
+        ("sqs:SendMessage", queue),
+        ("secretsmanager:GetSecretValue", secrets),
+        ("sns:Publish", ids["AlertTopic"]),
+        ("kms:GenerateDataKey", key),
+        ("kms:Decrypt", key),
+    }
+    assert role_grants(aws_client, ids["SchedulerFunctionRole"]) == both | {
+        ("dynamodb:Scan", accounts),
+        ("dynamodb:PutItem", accounts),
+    }
+    assert role_grants(aws_client, ids["WorkerFunctionRole"]) == both | {
+        ("dynamodb:GetItem", accounts),
+        ("s3:GetObject", f"{bucket}/lake/*"),
+        ("s3:PutObject", f"{bucket}/lake/*"),
+        ("s3:DeleteObject", f"{bucket}/lake/*"),
+        ("s3:AbortMultipartUpload", f"{bucket}/lake/*"),
+        ("s3:ListBucket", bucket),
+    }
+    # moto does not attach managed policies made by CloudFormation: read them from the template.
+    # SAM adds logging (both) and receiving/deleting from the queue (the worker's event source).
+    managed = "arn:aws:iam::aws:policy/service-role/"
+    res = translated["Resources"]
+    assert res["SchedulerFunctionRole"]["Properties"]["ManagedPolicyArns"] == [f"{managed}AWSLambdaBasicExecutionRole"]
+    assert res["WorkerFunctionRole"]["Properties"]["ManagedPolicyArns"] == [
+        f"{managed}AWSLambdaBasicExecutionRole",
+        f"{managed}AWSLambdaSQSQueueExecutionRole",
+    ]
