@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use stripe_pipeline::state::{DatasetState, StateStore};
@@ -28,19 +27,8 @@ impl Drop for Emulator {
 
 impl Emulator {
     fn start() -> Emulator {
-        let venv = std::env::var("STRIPE_PIPELINE_VENV")
-            .unwrap_or_else(|_| "/var/tmp/stripe-pipeline-venv".into());
-        let bin = Path::new(&venv).join("bin/cargo-lambda");
-        assert!(
-            bin.exists(),
-            "{} not found: run tests/run, which installs cargo-lambda into the test venv",
-            bin.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let bin = venv_bin("cargo-lambda", "cargo-lambda");
+        let port = free_port();
         let child = Command::new(bin)
             .args([
                 "lambda",
@@ -58,14 +46,7 @@ impl Emulator {
             .stderr(Stdio::null())
             .spawn()
             .expect("cargo lambda watch starts");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "cargo lambda watch did not listen on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_port(port, "cargo lambda watch");
         Emulator { child, port }
     }
 

@@ -40,7 +40,32 @@ impl Drop for Moto {
     }
 }
 
-fn free_port() -> u16 {
+/// A program installed in the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run` creates).
+pub fn venv_bin(name: &str, package: &str) -> PathBuf {
+    let venv = std::env::var("STRIPE_PIPELINE_VENV")
+        .unwrap_or_else(|_| "/var/tmp/stripe-pipeline-venv".into());
+    let bin = Path::new(&venv).join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: run tests/run, which installs {package} into the test venv",
+        bin.display()
+    );
+    bin
+}
+
+/// Waits until something listens on the loopback `port` (at most a minute).
+pub fn wait_for_port(port: u16, what: &str) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not listen on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -51,14 +76,7 @@ impl Moto {
     /// Starts `moto_server` from the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run`
     /// creates) and waits until it answers.
     pub fn start() -> Moto {
-        let venv = std::env::var("STRIPE_PIPELINE_VENV")
-            .unwrap_or_else(|_| "/var/tmp/stripe-pipeline-venv".into());
-        let bin = Path::new(&venv).join("bin/moto_server");
-        assert!(
-            bin.exists(),
-            "{} not found: run tests/run, which installs moto[server] into the test venv",
-            bin.display()
-        );
+        let bin = venv_bin("moto_server", "moto[server]");
         let port = free_port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -66,16 +84,11 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "moto_server did not listen on {endpoint} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        wait_for_port(port, "moto_server");
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
         }
-        Moto { child, endpoint }
     }
 
     pub async fn sdk(&self) -> SdkConfig {
