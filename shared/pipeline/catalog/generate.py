@@ -8,6 +8,7 @@ SPEC_PATH = <repo>/../shared/stripe-openapi/spec3.v524.2023-08-16.yaml, OUT_PATH
 Same spec in, byte-identical catalog out. The rules are described in README.md next to this file.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,19 @@ DEFAULT_SPEC = os.path.normpath(
     os.path.join(REPO, "..", "shared", "stripe-openapi", "spec3.v524.2023-08-16.yaml")
 )
 DEFAULT_OUT = os.path.join(HERE, "catalog.json")
+
+# PostgreSQL truncates identifiers to 63 bytes (Redshift: 127), which made two deep paths one column.
+MAX_IDENTIFIER = 63
+
+
+def fit_identifier(name):
+    """`name`, or if it is longer than MAX_IDENTIFIER, its first 54 characters, `_` and 8 hex digits of
+    its SHA-1: the same short name in every warehouse, and still unique."""
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[:MAX_IDENTIFIER - 9]}_{digest}"
+
 
 # --------------------------------------------------------------------------------------------------
 # Configuration: one entry per dataset, in output order.
@@ -263,6 +277,7 @@ class TableBuilder:
         self.has_metadata = False
 
     def add(self, name, typ, path, reference=False, join=False):
+        name = fit_identifier(name)
         if name in self.reserved:
             warn(f"{self.table}: column {name!r} (path {path}) clashes with an engine column; dropped")
             return

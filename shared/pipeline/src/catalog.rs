@@ -159,6 +159,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for (_, t) in c.tables() {
             assert!(seen.insert(&t.name), "table {} twice", t.name);
+            // PostgreSQL cuts identifiers at 63 bytes: longer names would collide there.
+            for col in &t.columns {
+                assert!(col.name.len() <= 63, "{}.{} is too long", t.name, col.name);
+            }
             for reserved in [MERCHANT_ID, BATCH_TIMESTAMP, DELETED] {
                 assert!(
                     t.columns.iter().all(|c| c.name != reserved),
