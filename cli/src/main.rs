@@ -1,7 +1,7 @@
-//! `stripe-pipeline`: sync Stripe accounts to Parquet and DuckDB (local mode).
+//! `stripe-pipeline`: sync Stripe accounts to Parquet and a warehouse (DuckDB by default; PostgreSQL).
 //!
 //! Exit codes: 0 everything synced; 1 some datasets failed (named in the summary); 2 bad configuration or
-//! an invalid key (nothing was written); 3 the local output could not be used.
+//! an invalid key (nothing was written); 3 the output (lake, state or warehouse) could not be used.
 
 mod demo;
 mod progress;
@@ -11,13 +11,13 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use stripe_pipeline::catalog::Catalog;
-use stripe_pipeline::config::Config;
+use stripe_pipeline::config::{Config, Destination};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "stripe-pipeline",
     version,
-    about = "Copy Stripe accounts into Parquet files and DuckDB tables named like Stripe's Data Pipeline"
+    about = "Copy Stripe accounts into Parquet files and warehouse tables (DuckDB, PostgreSQL) named like Stripe's Data Pipeline"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,11 +32,14 @@ struct Common {
     /// Output directory (lake in <dir>/lake, DuckDB in <dir>/stripe_pipeline.duckdb, state in <dir>/state). Default ./data.
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Warehouse: duckdb (default), postgres (URL from [postgres] in the config or STRIPE_PIPELINE_POSTGRES_URL), none (the Parquet lake only).
+    #[arg(long, value_parser = Destination::NAMES)]
+    destination: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Sync every configured account and dataset into the lake and DuckDB: a backfill on the first run, then the changes since the last run (events, due snapshots).
+    /// Sync every configured account and dataset into the lake and the warehouse: a backfill on the first run, then the changes since the last run (events, due snapshots).
     Sync {
         #[command(flatten)]
         common: Common,
@@ -75,6 +78,9 @@ fn load_config(common: &Common) -> Result<Config, String> {
     };
     if let Some(dir) = &common.output_dir {
         cfg.output_dir = dir.clone();
+    }
+    if let Some(name) = &common.destination {
+        cfg.destination = Destination::parse(name)?;
     }
     Ok(cfg)
 }
@@ -140,7 +146,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
-            match stripe_pipeline::local::status(&cfg) {
+            match runtime.block_on(stripe_pipeline::local::status(&cfg)) {
                 Ok(rows) => {
                     summary::print_status(&rows);
                     ExitCode::SUCCESS

@@ -39,17 +39,23 @@ pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
             .unwrap_or(0),
         std::process::id()
     );
-    let engine = match stripe_pipeline::local::engine(&cfg, client, progress.clone(), run_id) {
+    let engine = match stripe_pipeline::local::engine(&cfg, client, progress.clone(), run_id).await
+    {
         Ok(e) => e,
         Err(e) => return crate::fail(3, &e),
     };
+    let warehouse = engine
+        .warehouse
+        .lock()
+        .map(|w| w.describe())
+        .unwrap_or_default();
     let report = engine.sync(&resolved, &datasets).await;
     progress.finish();
     let report = match report {
         Ok(r) => r,
         Err(e) => return crate::fail(1, &e.to_string()),
     };
-    print_summary(&cfg, &report);
+    print_summary(&cfg, &warehouse, &report);
     let failures = report.failures();
     if failures.is_empty() {
         ExitCode::SUCCESS
@@ -61,7 +67,7 @@ pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
     }
 }
 
-fn print_summary(cfg: &Config, report: &SyncReport) {
+fn print_summary(cfg: &Config, warehouse: &str, report: &SyncReport) {
     println!(
         "Synced {} account(s) in {:.1} s: {} API calls, {} rate-limited (429), {} retries.",
         report.accounts.len(),
@@ -139,9 +145,8 @@ fn print_summary(cfg: &Config, report: &SyncReport) {
         println!("    {table:<34} {rows:>9}");
     }
     println!(
-        "Lake: {}   DuckDB: {}",
-        cfg.lake_dir().display(),
-        cfg.duckdb_path().display()
+        "Lake: {}   Warehouse: {warehouse}",
+        cfg.lake_dir().display()
     );
 }
 

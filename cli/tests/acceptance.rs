@@ -1,10 +1,12 @@
 //! Acceptance tests of local mode: the engine against the simulator over HTTP, into a real DuckDB file.
 
 mod common;
+#[path = "../../shared/pipeline/tests/support/postgres.rs"]
+mod postgres_server;
 
 use common::*;
 use stripe_pipeline::catalog::{Catalog, Dataset};
-use stripe_pipeline::config::{AccountConfig, Secret};
+use stripe_pipeline::config::{AccountConfig, Destination, Secret};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
 use stripe_sim::{FaultKind, FaultRule, RateLimits, SimConfig};
 
@@ -20,7 +22,7 @@ async fn full_sync_equals_ground_truth_and_a_second_sync_changes_nothing() {
     let report = run(&cfg).await;
     assert!(report.failures().is_empty(), "{:?}", report.failures());
     let all: Vec<&Dataset> = Catalog::get().datasets.iter().collect();
-    assert_all_equal(out.path(), &sim, &all).await;
+    assert_all_equal(out.path(), &sim, &all);
     // Merchant ids and schemas: live rows in `stripe`, test rows in `stripe_testmode`.
     let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
     let live = db
@@ -40,7 +42,7 @@ async fn full_sync_equals_ground_truth_and_a_second_sync_changes_nothing() {
     drop(db);
     let second = run(&cfg).await;
     assert!(second.failures().is_empty());
-    assert_all_equal(out.path(), &sim, &all).await;
+    assert_all_equal(out.path(), &sim, &all);
     let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
     assert_eq!(count(&db), before);
     // The lake: Parquet per table and merchant, and a manifest per run and mode.
@@ -115,7 +117,7 @@ async fn faults_and_rate_limits_do_not_lose_or_duplicate_rows() {
         .iter()
         .map(|d| Catalog::get().dataset(d).unwrap())
         .collect();
-    assert_all_equal(out.path(), &sim, &ds).await;
+    assert_all_equal(out.path(), &sim, &ds);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,15 +153,14 @@ async fn a_restricted_key_without_one_permission_fails_that_dataset_only() {
         "{}",
         failures[0].2
     );
-    let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
+    let mut db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
     assert_equal(
-        &db,
+        &mut db,
         &sim,
         &merchant,
         false,
         Catalog::get().dataset("charges").unwrap(),
-    )
-    .await;
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,4 +199,38 @@ async fn the_documented_join_with_a_users_own_table_works() {
             None
         ]]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_into_postgres_equals_ground_truth_and_a_second_changes_nothing() {
+    let sim = sim(SimConfig {
+        objects: 40,
+        ..SimConfig::tiny()
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(&sim, out.path());
+    cfg.destination = Destination::Postgres;
+    cfg.postgres.url = Some(Secret::new(
+        postgres_server::server().database("acceptance"),
+    ));
+    let all: Vec<&Dataset> = Catalog::get().datasets.iter().collect();
+    let scopes: Vec<(String, bool)> = merchants(&sim)
+        .into_iter()
+        .flat_map(|m| [(m.clone(), true), (m, false)])
+        .collect();
+    let mut rows = Vec::new();
+    for _ in 0..2 {
+        let report = run(&cfg).await;
+        assert!(report.failures().is_empty(), "{:?}", report.failures());
+        let mut db = stripe_pipeline::local::open_warehouse(&cfg).await.unwrap();
+        // The warehouse blocks on the runtime it was opened in: check it from a blocking section.
+        let n = tokio::task::block_in_place(|| {
+            assert_warehouse_equal(db.as_mut(), &sim, &scopes, &all);
+            db.query_strings("SELECT CAST(COUNT(*) AS VARCHAR) FROM stripe.charges")
+                .unwrap()
+        });
+        rows.push(n);
+    }
+    assert_eq!(rows[0], rows[1], "a second sync adds no rows");
 }

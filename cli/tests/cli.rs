@@ -122,3 +122,83 @@ async fn sync_then_status_reports_tables_per_account() {
         "{line} should show {truth} rows"
     );
 }
+
+#[path = "../../shared/pipeline/tests/support/postgres.rs"]
+mod postgres_server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_postgres_syncs_and_status_reads_it() {
+    let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = sim.info().key("secret", "test", 0).unwrap();
+    let merchant = sim.info().accounts[0].id.clone();
+    let base = sim.base_url();
+    let out = dir.path().to_path_buf();
+    let url = postgres_server::server().database("cli");
+    let (sync, status, refused) = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str], url: &str| {
+            bin()
+                .args(args)
+                .args(["--destination", "postgres", "--output-dir"])
+                .arg(&out)
+                .env("STRIPE_PIPELINE_KEYS", format!("acme={key}"))
+                .env("STRIPE_PIPELINE_POSTGRES_URL", url)
+                .output()
+                .unwrap()
+        };
+        let sync = run(
+            &[
+                "sync",
+                "--quiet",
+                "--dataset",
+                "charges",
+                "--api-base",
+                &base,
+            ],
+            &url,
+        );
+        let status = run(&["status"], &url);
+        // A server that is not there: exit 3, naming it, never the password.
+        let refused = run(
+            &[
+                "sync",
+                "--quiet",
+                "--dataset",
+                "charges",
+                "--api-base",
+                &base,
+            ],
+            "postgres://loader:hunter2-secret@127.0.0.1:1/warehouse?sslmode=disable",
+        );
+        (sync, status, refused)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&sync.stdout);
+    assert_eq!(
+        sync.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    assert!(
+        stdout.contains("Warehouse: PostgreSQL postgres@127.0.0.1"),
+        "{stdout}"
+    );
+    let status = String::from_utf8_lossy(&status.stdout);
+    let line = status
+        .lines()
+        .find(|l| l.contains(" charges ") && l.contains(&merchant) && l.contains("stripe_testmode"))
+        .unwrap_or_else(|| panic!("{status}"));
+    let truth = sim.sim().ids(&merchant, false, "charges").unwrap().len();
+    assert!(
+        line.contains(&format!(" {truth} ")),
+        "{line} should show {truth} rows"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("loader@127.0.0.1:1/warehouse") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+}

@@ -149,7 +149,7 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
         tokio::task::spawn_blocking(move || sync_to_the_end(&config2))
             .await
             .unwrap();
-        assert_scopes_equal(out.path(), &sim, &scopes, &all).await;
+        assert_scopes_equal(out.path(), &sim, &scopes, &all);
     }
     let distinct: std::collections::BTreeSet<&String> = kills.iter().collect();
     assert!(distinct.len() >= 10, "{kills:?}");

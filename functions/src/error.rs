@@ -24,6 +24,8 @@ pub enum Error {
     Sync(#[from] SyncError),
     #[error("cannot open the lake: {0}")]
     Lake(String),
+    #[error("{0}")]
+    Warehouse(String),
 }
 
 impl Error {

@@ -167,6 +167,20 @@ impl Notifier {
     }
 
     /// The change feed fell past Stripe's event retention (`warning` names the datasets re-listed).
+    /// The warehouse got new columns (the catalog grew with a new release): queries may use them now,
+    /// and rows loaded before have them empty until their objects change or are listed again.
+    pub async fn columns_added(&self, account: &str, columns: &[String]) {
+        let result = Ok(Some((
+            format!("new warehouse columns ({account})"),
+            format!(
+                "Syncing account '{account}' added {} column(s) to existing warehouse tables:\n\n{}\n\nRows loaded before hold NULL in them until their objects change or are listed again.",
+                columns.len(),
+                columns.join("\n")
+            ),
+        )));
+        self.send(result).await;
+    }
+
     pub async fn retention_cliff(&self, account: &str, warning: &str) {
         let result = Ok(Some((
             format!("{account} re-backfill after 30 days"),

@@ -12,7 +12,12 @@ use stripe_pipeline::lake::Lake;
 use stripe_pipeline::state::DynamoState;
 use stripe_pipeline::stripe::StripeClient;
 use stripe_pipeline::sync::{Engine, Quiet};
-use stripe_pipeline::warehouse::LakeOnly;
+use stripe_pipeline::warehouse::redshift::Redshift;
+use stripe_pipeline::warehouse::{LakeOnly, Warehouse};
+use tokio::sync::OnceCell;
+
+/// The engine's warehouse handle.
+type SharedWarehouse = Arc<std::sync::Mutex<Box<dyn Warehouse>>>;
 
 pub struct Services {
     pub settings: Settings,
@@ -22,6 +27,11 @@ pub struct Services {
     pub secrets: Secrets,
     pub notifier: Notifier,
     pub lake: Lake,
+    /// AWS settings of the warehouse's Data API client (the functions' own, unless
+    /// [`Services::with_warehouse_sdk`] names another endpoint).
+    sdk: SdkConfig,
+    /// Opened on first use and kept for the container's life (Redshift's connection check runs once).
+    warehouse: OnceCell<SharedWarehouse>,
 }
 
 impl Services {
@@ -56,6 +66,8 @@ impl Services {
             state,
             lake,
             settings,
+            sdk: sdk.clone(),
+            warehouse: OnceCell::new(),
         })
     }
 
@@ -64,19 +76,48 @@ impl Services {
         StripeClient::with_budget(&self.settings.api_base, self.settings.rate_budget)
     }
 
-    /// The engine for one slice: the S3 lake, the DynamoDB state, no warehouse in the function yet
-    /// (the Parquet lake is the output), stopping at `stop_at`.
-    pub fn engine(&self, run_id: String, stop_at: Option<Instant>) -> Arc<Engine> {
-        Arc::new(Engine {
+    /// Reaches the Redshift Data API with other AWS settings than the other services (an emulator
+    /// on its own endpoint).
+    pub fn with_warehouse_sdk(mut self, sdk: SdkConfig) -> Services {
+        self.sdk = sdk;
+        self
+    }
+
+    /// The warehouse slices load into: Redshift when configured (checked with one query on first use),
+    /// else none (the Parquet lake is the output).
+    pub async fn warehouse(&self) -> Result<SharedWarehouse, Error> {
+        self.warehouse
+            .get_or_try_init(|| async {
+                let wh: Box<dyn Warehouse> = match &self.settings.redshift {
+                    Some(settings) => Box::new(
+                        Redshift::connect(&self.sdk, settings.clone())
+                            .await
+                            .map_err(|e| Error::Warehouse(e.to_string()))?,
+                    ),
+                    None => Box::new(LakeOnly),
+                };
+                Ok(Arc::new(std::sync::Mutex::new(wh)))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The engine for one slice: the S3 lake, the DynamoDB state, the warehouse, stopping at `stop_at`.
+    pub async fn engine(
+        &self,
+        run_id: String,
+        stop_at: Option<Instant>,
+    ) -> Result<Arc<Engine>, Error> {
+        Ok(Arc::new(Engine {
             client: self.stripe_client(),
             lake: self.lake.clone(),
             state: self.state.clone().into(),
-            warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
+            warehouse: self.warehouse().await?,
             concurrency: self.settings.concurrency,
             incremental: self.settings.incremental,
             progress: Arc::new(Quiet),
             run_id,
             deadline: stop_at,
-        })
+        }))
     }
 }

@@ -4,6 +4,7 @@
 use crate::accounts::AccountRecord;
 use crate::Error;
 use stripe_pipeline::sync::Incremental;
+use stripe_pipeline::warehouse::redshift::{RedshiftSettings, RedshiftTarget};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -33,6 +34,48 @@ pub struct Settings {
     pub rate_budget: f64,
     /// `STRIPE_PIPELINE_CONCURRENCY`: segments listed at once by one worker (default 4).
     pub concurrency: usize,
+    /// The Redshift warehouse the worker loads each slice into; none: the Parquet lake is the output.
+    /// `STRIPE_PIPELINE_REDSHIFT_WORKGROUP` or `STRIPE_PIPELINE_REDSHIFT_CLUSTER` (setting one turns it
+    /// on), `STRIPE_PIPELINE_REDSHIFT_DATABASE` (default `dev`), `STRIPE_PIPELINE_REDSHIFT_DB_USER` or
+    /// `STRIPE_PIPELINE_REDSHIFT_SECRET_ARN`, and `STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN` (required).
+    pub redshift: Option<RedshiftSettings>,
+}
+
+/// The Redshift settings from the environment: `Ok(None)` when neither a workgroup nor a cluster is set.
+fn redshift(env: &impl Fn(&str) -> Option<String>) -> Result<Option<RedshiftSettings>, String> {
+    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let target = match (
+        get("STRIPE_PIPELINE_REDSHIFT_WORKGROUP"),
+        get("STRIPE_PIPELINE_REDSHIFT_CLUSTER"),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(w), None) => RedshiftTarget::Workgroup(w),
+        (None, Some(c)) => RedshiftTarget::Cluster(c),
+        (Some(_), Some(_)) => return Err(
+            "set STRIPE_PIPELINE_REDSHIFT_WORKGROUP or STRIPE_PIPELINE_REDSHIFT_CLUSTER, not both"
+                .into(),
+        ),
+    };
+    let (db_user, secret_arn) = (
+        get("STRIPE_PIPELINE_REDSHIFT_DB_USER"),
+        get("STRIPE_PIPELINE_REDSHIFT_SECRET_ARN"),
+    );
+    if db_user.is_some() && secret_arn.is_some() {
+        return Err(
+            "set STRIPE_PIPELINE_REDSHIFT_DB_USER or STRIPE_PIPELINE_REDSHIFT_SECRET_ARN, not both"
+                .into(),
+        );
+    }
+    let copy_role_arn = get("STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN").ok_or(
+        "STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN is not set: the IAM role Redshift assumes to read the lake for COPY",
+    )?;
+    Ok(Some(RedshiftSettings {
+        target,
+        database: get("STRIPE_PIPELINE_REDSHIFT_DATABASE").unwrap_or_else(|| "dev".into()),
+        db_user,
+        secret_arn,
+        copy_role_arn,
+    }))
 }
 
 impl Settings {
@@ -111,6 +154,15 @@ impl Settings {
                 "STRIPE_PIPELINE_LAKE_URL must be a URL like s3://bucket/lake, got '{lake_url}'"
             ));
         }
+        let redshift = redshift(&env).unwrap_or_else(|p| {
+            problems.push(p);
+            None
+        });
+        if redshift.is_some() && !lake_url.starts_with("s3://") {
+            problems.push(format!(
+                "Redshift loads from S3: STRIPE_PIPELINE_LAKE_URL must be s3://bucket/prefix, got '{lake_url}'"
+            ));
+        }
         if !problems.is_empty() {
             return Err(Error::Settings(problems));
         }
@@ -126,6 +178,7 @@ impl Settings {
             incremental,
             rate_budget,
             concurrency,
+            redshift,
         })
     }
 }
@@ -184,5 +237,36 @@ mod tests {
         assert_eq!(s.seed_accounts.len(), 1);
         assert!(s.seed_accounts[0].enabled);
         assert!(s.topic_arn.is_none());
+    }
+
+    #[test]
+    fn redshift_is_on_when_a_workgroup_or_cluster_is_named() {
+        let base = [
+            ("STRIPE_PIPELINE_ACCOUNTS_TABLE", "a"),
+            ("STRIPE_PIPELINE_STATE_TABLE", "s"),
+            ("STRIPE_PIPELINE_QUEUE_URL", "q"),
+            ("STRIPE_PIPELINE_LAKE_URL", "s3://b/lake"),
+        ];
+        assert!(Settings::from_env(env(&base)).unwrap().redshift.is_none());
+        let mut on = base.to_vec();
+        on.push(("STRIPE_PIPELINE_REDSHIFT_WORKGROUP", "analytics"));
+        let Err(Error::Settings(problems)) = Settings::from_env(env(&on)) else {
+            panic!("accepted without a COPY role");
+        };
+        assert!(problems
+            .join(" ")
+            .contains("STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN"));
+        on.push((
+            "STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN",
+            "arn:aws:iam::1:role/copy",
+        ));
+        let r = Settings::from_env(env(&on)).unwrap().redshift.unwrap();
+        assert_eq!(r.target, RedshiftTarget::Workgroup("analytics".into()));
+        assert_eq!(r.database, "dev");
+        on[3] = ("STRIPE_PIPELINE_LAKE_URL", "gs://b/lake");
+        let Err(Error::Settings(problems)) = Settings::from_env(env(&on)) else {
+            panic!("accepted a lake Redshift cannot COPY from");
+        };
+        assert!(problems.join(" ").contains("Redshift loads from S3"));
     }
 }

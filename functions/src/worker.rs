@@ -114,7 +114,15 @@ pub async fn run(
     };
     let scope = format!("{}/{}", r.merchant_id, r.mode());
     let what = message.work.name();
-    let engine = svc.engine(run_id.to_string(), Some(stop));
+    let engine = match svc.engine(run_id.to_string(), Some(stop)).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            svc.notifier
+                .failed(&scope, &record.name, "warehouse", &e.to_string())
+                .await;
+            return Err(e);
+        }
+    };
     let (outcome, report) = match engine.run_slice(&r, &datasets, &message.work).await {
         Ok(done) => done,
         Err(SyncError::State(StateError::Leased { owner, .. })) => {
@@ -144,6 +152,11 @@ pub async fn run(
     }
     if let Some(warning) = &report.feed.warning {
         svc.notifier.retention_cliff(&record.name, warning).await;
+    }
+    if !report.columns_added.is_empty() {
+        svc.notifier
+            .columns_added(&record.name, &report.columns_added)
+            .await;
     }
     let error = report
         .feed

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::acceptance::{assert_equal, assert_scopes_equal, churn, merchants};
+use common::acceptance::{
+    assert_equal, assert_scopes_equal, assert_warehouse_equal, churn, merchants,
+};
 use common::*;
 use std::time::{Duration, Instant};
 use stripe_pipeline::catalog::{Catalog, Dataset};
@@ -69,7 +71,7 @@ async fn check_lake(d: &Deployment, sim: &stripe_sim::RunningSim) {
     let dir = tempfile::tempdir().unwrap();
     let files = replay_lake(d, dir.path()).await;
     assert!(files > 0, "no Parquet objects in s3://{}", d.bucket);
-    assert_scopes_equal(dir.path(), sim, &scopes(sim), &all()).await;
+    assert_scopes_equal(dir.path(), sim, &scopes(sim), &all());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,15 +195,14 @@ async fn two_workers_given_the_same_slice_run_it_once() {
     let truth = sim.sim().truth(merchant, true, "charges").unwrap();
     let rows = parquet_rows(dir.path(), "charges");
     assert_eq!(rows, truth.len(), "charge rows in the lake");
-    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    let mut db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
     assert_equal(
-        &db,
+        &mut db,
         &sim,
         merchant,
         true,
         Catalog::get().dataset("charges").unwrap(),
-    )
-    .await;
+    );
 }
 
 /// Rows in the lake's Parquet files of a table (all accounts), counted by DuckDB.
@@ -265,15 +266,14 @@ async fn a_worker_stopped_at_its_deadline_is_continued() {
     assert!(st.backfill.unwrap().complete());
     let dir = tempfile::tempdir().unwrap();
     replay_lake(&d, dir.path()).await;
-    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    let mut db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
     assert_equal(
-        &db,
+        &mut db,
         &sim,
         merchant,
         true,
         Catalog::get().dataset("charges").unwrap(),
-    )
-    .await;
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,4 +357,34 @@ async fn failures_go_to_the_dead_letter_queue_and_are_announced_once() {
         .filter(|n| n.contains("working again"))
         .collect();
     assert_eq!(recovered.len(), 1, "{notes:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_load_redshift_through_the_data_api() {
+    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy_redshift(&sim).await;
+    let tick = 1_800_000_000;
+    let check = || async {
+        let warehouse = d.services.warehouse().await.unwrap();
+        // The warehouse blocks on the runtime it was opened in: check it from a blocking section.
+        tokio::task::block_in_place(|| {
+            let mut wh = warehouse.lock().unwrap();
+            assert!(wh.describe().starts_with("Redshift workgroup analytics"));
+            assert_warehouse_equal(wh.as_mut(), &sim, &scopes(&sim), &all());
+        });
+    };
+    let first = scheduler::tick(&d.services, tick).await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!((drained.messages, drained.failures), (first.sent, 0));
+    check().await;
+    for (merchant, livemode) in scopes(&sim) {
+        churn(&sim, &merchant, livemode);
+    }
+    sim.sim().advance(PAST_LAG);
+    let second = scheduler::tick(&d.services, tick + 900).await.unwrap();
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 0);
+    check().await;
 }

@@ -64,6 +64,12 @@ COMMON_ENV = {
     "STRIPE_PIPELINE_OVERLAP_SECS",
     "STRIPE_PIPELINE_RATE_BUDGET",
     "STRIPE_PIPELINE_CONCURRENCY",
+    "STRIPE_PIPELINE_REDSHIFT_WORKGROUP",
+    "STRIPE_PIPELINE_REDSHIFT_CLUSTER",
+    "STRIPE_PIPELINE_REDSHIFT_DATABASE",
+    "STRIPE_PIPELINE_REDSHIFT_DB_USER",
+    "STRIPE_PIPELINE_REDSHIFT_SECRET_ARN",
+    "STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN",
     "RUST_LOG",
 }
 
@@ -100,9 +106,8 @@ def translated():
     return translate(PARAMS)
 
 
-@pytest.fixture(scope="module")
-def stack(aws_client, translated):
-    """The translated template deployed in moto: physical ids and outputs."""
+def deploy(aws_client, translated, params):
+    """A translated template deployed in moto: physical ids and outputs."""
     s3 = aws_client("s3")
     if CODE_BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
         s3.create_bucket(Bucket=CODE_BUCKET)
@@ -116,7 +121,7 @@ def stack(aws_client, translated):
     cf.create_stack(
         StackName=name,
         TemplateBody=json.dumps(translated),
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in PARAMS.items()],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
         Capabilities=["CAPABILITY_IAM"],
     )
     deadline = time.monotonic() + 30
@@ -135,6 +140,12 @@ def stack(aws_client, translated):
         "outputs": {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])},
         "account": aws_client("sts").get_caller_identity()["Account"],
     }
+
+
+@pytest.fixture(scope="module")
+def stack(aws_client, translated):
+    """The translated template deployed in moto with PARAMS (no warehouse)."""
+    return deploy(aws_client, translated, PARAMS)
 
 
 # ------------------------------------------------------------------ static checks
@@ -208,6 +219,7 @@ def test_translation_yields_the_expected_resources(translated):
         "DeadLetterAlarm": "AWS::CloudWatch::Alarm",
         "SchedulerErrorsAlarm": "AWS::CloudWatch::Alarm",
         "WorkerErrorsAlarm": "AWS::CloudWatch::Alarm",
+        "RedshiftCopyRole": "AWS::IAM::Role",  # created only with a Redshift workgroup or cluster
     }
 
 
@@ -221,6 +233,10 @@ def test_stack_creates_every_resource_moto_supports(stack, translated):
     assert {r["Type"] for r in translated["Resources"].values()} >= MOTO_CANNOT_CREATE
     for name, resource in translated["Resources"].items():
         if resource["Type"] in MOTO_CANNOT_CREATE:
+            continue
+        if resource.get("Condition") == "HasRedshift":
+            # PARAMS configure no warehouse; the Redshift test deploys these.
+            assert name not in listed, name
             continue
         assert listed.get(name) == "CREATE_COMPLETE", f"{name} ({resource['Type']}): {listed.get(name)}"
     for r in stack["resources"]:
@@ -426,7 +442,8 @@ def role_grants(aws_client, role):
         document = iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
         if isinstance(document, str):  # moto 5.2 returns CloudFormation-made documents as Python reprs
             document = ast.literal_eval(document)
-        for statement in document["Statement"]:
+        # moto keeps an !If's AWS::NoValue branch as null; CloudFormation drops it.
+        for statement in filter(None, document["Statement"]):
             assert statement["Effect"] == "Allow"
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
@@ -474,3 +491,63 @@ def test_roles_grant_exactly_what_the_functions_call(stack, aws_client, translat
         f"{managed}AWSLambdaBasicExecutionRole",
         f"{managed}AWSLambdaSQSQueueExecutionRole",
     ]
+
+
+# ------------------------------------------------------------------ Redshift
+
+
+REDSHIFT_VARIANTS = {
+    "cluster with a database user": {"RedshiftCluster": "analytics", "RedshiftDbUser": "loader"},
+    "workgroup with IAM credentials": {"RedshiftWorkgroup": "analytics-wg", "RedshiftDatabase": "stripe_db"},
+    "workgroup with a secret": {
+        "RedshiftWorkgroup": "analytics-wg",
+        "RedshiftSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:redshift-loader-AbCdEf",
+    },
+}
+
+
+@pytest.mark.parametrize("variant", REDSHIFT_VARIANTS)
+def test_redshift_grants_the_data_api_and_a_copy_role_reads_the_lake(aws_client, variant):
+    params = {**PARAMS, **REDSHIFT_VARIANTS[variant]}
+    deployed = deploy(aws_client, translate(params), params)
+    assert deployed["status"] == "CREATE_COMPLETE", deployed["reason"]
+    ids, account = deployed["ids"], deployed["account"]
+    region = "us-east-1"
+    grants = role_grants(aws_client, ids["WorkerFunctionRole"])
+    redshift = {g for g in grants if g[0].startswith(("redshift", "secretsmanager:GetSecretValue"))}
+    stripe_keys = ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{region}:{account}:secret:stripe-pipeline/*")
+    redshift.discard(stripe_keys)
+    workgroups = f"arn:aws:redshift-serverless:{region}:{account}:workgroup/*"
+    want = {("redshift-data:DescribeStatement", "*"), ("redshift-data:GetStatementResult", "*")}
+    if "RedshiftCluster" in params:
+        cluster = f"arn:aws:redshift:{region}:{account}:cluster:analytics"
+        want |= {
+            ("redshift-data:ExecuteStatement", cluster),
+            ("redshift-data:BatchExecuteStatement", cluster),
+            ("redshift:GetClusterCredentials", f"arn:aws:redshift:{region}:{account}:dbuser:analytics/loader"),
+            ("redshift:GetClusterCredentials", f"arn:aws:redshift:{region}:{account}:dbname:analytics/dev"),
+        }
+    else:
+        want |= {
+            ("redshift-data:ExecuteStatement", workgroups),
+            ("redshift-data:BatchExecuteStatement", workgroups),
+        }
+        if "RedshiftSecretArn" in params:
+            want.add(("secretsmanager:GetSecretValue", params["RedshiftSecretArn"]))
+        else:
+            want.add(("redshift-serverless:GetCredentials", workgroups))
+    assert redshift == want
+    # The COPY role: Redshift may assume it, and it reads the lake and nothing else.
+    iam = aws_client("iam")
+    role = ids["RedshiftCopyRole"]
+    trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    if isinstance(trust, str):
+        trust = json.loads(trust)
+    principals = trust["Statement"][0]["Principal"]["Service"]
+    assert set(principals) == {"redshift.amazonaws.com", "redshift-serverless.amazonaws.com"}
+    bucket = f"arn:aws:s3:::{ids['LakeBucket']}"
+    assert role_grants(aws_client, role) == {("s3:GetObject", f"{bucket}/lake/*"), ("s3:ListBucket", bucket)}
+    assert deployed["outputs"]["RedshiftCopyRoleArn"].endswith(role)
+    env = aws_client("lambda").get_function_configuration(FunctionName=ids["WorkerFunction"])["Environment"]["Variables"]
+    assert env["STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN"] == deployed["outputs"]["RedshiftCopyRoleArn"]
+    assert env["STRIPE_PIPELINE_REDSHIFT_DATABASE"] == params.get("RedshiftDatabase", "dev")

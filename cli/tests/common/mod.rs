@@ -1,5 +1,6 @@
 //! Helpers shared by the acceptance suites: a simulator, a configuration for it, a sync run, and the
-//! comparison of every DuckDB table with the simulator's ground truth.
+//! comparison of every warehouse table with the simulator's ground truth (in SQL that DuckDB,
+//! PostgreSQL and Redshift all run).
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -10,7 +11,7 @@ use stripe_pipeline::catalog::{Catalog, Column, ColumnType, Dataset, TableKind};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
 use stripe_pipeline::sync::{self, Quiet, SyncReport};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
-use stripe_pipeline::warehouse::schema_name;
+use stripe_pipeline::warehouse::{schema_name, Warehouse};
 use stripe_sim::{AccountKind, RunningSim, SimConfig};
 
 pub async fn sim(config: SimConfig) -> RunningSim {
@@ -57,6 +58,7 @@ pub async fn run(cfg: &Config) -> SyncReport {
                 .as_nanos()
         ),
     )
+    .await
     .unwrap();
     let datasets: Vec<&'static Dataset> = if cfg.datasets.is_empty() {
         Catalog::get().datasets.iter().collect()
@@ -97,7 +99,10 @@ fn expected(col: &Column, obj: &Value) -> Option<String> {
 fn select_expr(col: &Column) -> String {
     match col.kind {
         ColumnType::Timestamp => {
-            format!("CAST(CAST(epoch(\"{}\") AS BIGINT) AS VARCHAR)", col.name)
+            format!(
+                "CAST(CAST(EXTRACT(EPOCH FROM \"{}\") AS BIGINT) AS VARCHAR)",
+                col.name
+            )
         }
         _ => format!("CAST(\"{}\" AS VARCHAR)", col.name),
     }
@@ -123,8 +128,8 @@ fn live_parent(schema: &str, dataset: &Dataset, parent: &str, merchant: &str) ->
 }
 
 /// Asserts that every table of `dataset` for one merchant equals the simulator's ground truth.
-pub async fn assert_equal(
-    db: &DuckDb,
+pub fn assert_equal(
+    db: &mut dyn Warehouse,
     sim: &RunningSim,
     merchant: &str,
     livemode: bool,
@@ -221,7 +226,7 @@ pub async fn assert_equal(
             }
             TableKind::Child => {
                 let parent = table.parent_key.as_deref().unwrap();
-                let n = db.query_strings(&format!("SELECT count(*)::VARCHAR FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).unwrap();
+                let n = db.query_strings(&format!("SELECT CAST(COUNT(*) AS VARCHAR) FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).unwrap();
                 let want: usize = live
                     .iter()
                     .map(
@@ -283,32 +288,44 @@ pub fn merchants(sim: &RunningSim) -> Vec<String> {
         .collect()
 }
 
-pub async fn assert_all_equal(out: &Path, sim: &RunningSim, datasets: &[&Dataset]) {
+pub fn assert_all_equal(out: &Path, sim: &RunningSim, datasets: &[&Dataset]) {
     let scopes: Vec<(String, bool)> = merchants(sim)
         .into_iter()
         .flat_map(|m| [(m.clone(), true), (m, false)])
         .collect();
-    assert_scopes_equal(out, sim, &scopes, datasets).await;
+    assert_scopes_equal(out, sim, &scopes, datasets);
 }
 
-/// Every table of the given accounts and modes equals the ground truth, and no table has a duplicate.
-pub async fn assert_scopes_equal(
+/// Every table of the given accounts and modes in the DuckDB file under `out` equals the ground truth,
+/// and no table has a duplicate.
+pub fn assert_scopes_equal(
     out: &Path,
     sim: &RunningSim,
     scopes: &[(String, bool)],
     datasets: &[&Dataset],
 ) {
-    let db = DuckDb::open(&out.join("stripe_pipeline.duckdb")).unwrap();
+    let mut db = DuckDb::open(&out.join("stripe_pipeline.duckdb")).unwrap();
+    assert_warehouse_equal(&mut db, sim, scopes, datasets);
+}
+
+/// Every table of the given accounts and modes in a warehouse equals the ground truth, and no table has
+/// a duplicate. Blocking: call it off the async threads for a server warehouse.
+pub fn assert_warehouse_equal(
+    db: &mut dyn Warehouse,
+    sim: &RunningSim,
+    scopes: &[(String, bool)],
+    datasets: &[&Dataset],
+) {
     for (merchant, livemode) in scopes {
         for d in datasets {
-            assert_equal(&db, sim, merchant, *livemode, d).await;
+            assert_equal(db, sim, merchant, *livemode, d);
         }
     }
     for livemode in [true, false] {
         for t in datasets.iter().map(|d| d.main_table()) {
             let dups = db
                 .query_strings(&format!(
-                    "SELECT (count(*) - count(DISTINCT (merchant_id, id)))::VARCHAR FROM {}.{}",
+                    "SELECT CAST(COUNT(*) AS VARCHAR) FROM (SELECT merchant_id, id FROM {}.{} GROUP BY merchant_id, id HAVING COUNT(*) > 1) AS dups",
                     schema_name(livemode),
                     t.name
                 ))

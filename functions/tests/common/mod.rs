@@ -6,17 +6,19 @@
 
 #[path = "../../../cli/tests/common/mod.rs"]
 pub mod acceptance;
+#[path = "../../../shared/pipeline/tests/support/mod.rs"]
+mod support;
+pub use support::moto::*;
+pub use support::redshift::{self as redshift, RedshiftEmulator};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_lambda_events::sqs::SqsMessage;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use object_store::ObjectStoreExt;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use stripe_pipeline::catalog::Catalog;
@@ -26,97 +28,6 @@ use stripe_pipeline_functions::accounts::AccountRecord;
 use stripe_pipeline_functions::settings::Settings;
 use stripe_pipeline_functions::{worker, Services};
 use stripe_sim::RunningSim;
-
-/// A moto server, killed when dropped.
-pub struct Moto {
-    child: Child,
-    pub endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A program installed in the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run` creates).
-pub fn venv_bin(name: &str, package: &str) -> PathBuf {
-    let venv = std::env::var("STRIPE_PIPELINE_VENV")
-        .unwrap_or_else(|_| "/var/tmp/stripe-pipeline-venv".into());
-    let bin = Path::new(&venv).join("bin").join(name);
-    assert!(
-        bin.exists(),
-        "{} not found: run tests/run, which installs {package} into the test venv",
-        bin.display()
-    );
-    bin
-}
-
-/// Waits until something listens on the loopback `port` (at most a minute).
-pub fn wait_for_port(port: u16, what: &str) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what} did not listen on port {port} within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Moto {
-    /// Starts `moto_server` from the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run`
-    /// creates) and waits until it answers.
-    pub fn start() -> Moto {
-        let bin = venv_bin("moto_server", "moto[server]");
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        wait_for_port(port, "moto_server");
-        Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    pub async fn sdk(&self) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "testing", "testing", None, None, "moto",
-            ))
-            .load()
-            .await
-    }
-
-    /// object_store settings for S3 in moto.
-    pub fn lake_options(&self) -> Vec<(String, String)> {
-        [
-            ("aws_endpoint", self.endpoint.as_str()),
-            ("aws_allow_http", "true"),
-            ("aws_access_key_id", "testing"),
-            ("aws_secret_access_key", "testing"),
-            ("aws_region", "us-east-1"),
-            ("aws_virtual_hosted_style_request", "false"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-}
 
 /// Unique names per test (one moto per test, but readable names help when one fails).
 pub fn unique(prefix: &str) -> String {
@@ -156,6 +67,8 @@ pub async fn create_table(sdk: &SdkConfig, name: &str, key: &str) {
 /// The deployment in moto: tables, the slice queue with a dead-letter queue, the lake bucket, the
 /// alert topic with an SQS subscription the test reads notifications from, one secret per account.
 pub struct Deployment {
+    /// The Redshift Data API emulator, when the deployment loads Redshift (dropped before moto).
+    pub redshift: Option<RedshiftEmulator>,
     pub moto: Moto,
     pub sdk: SdkConfig,
     pub services: Services,
@@ -223,6 +136,20 @@ pub async fn seed_accounts(sdk: &SdkConfig, sim: &RunningSim) -> Vec<AccountReco
 }
 
 pub async fn deploy(sim: &RunningSim, tune: impl FnOnce(&mut Settings)) -> Deployment {
+    deploy_with(sim, tune, false).await
+}
+
+/// The deployment with a Redshift workgroup: the worker loads every slice through the Data API
+/// emulator (a fresh database on the test PostgreSQL server).
+pub async fn deploy_redshift(sim: &RunningSim) -> Deployment {
+    deploy_with(sim, |_| {}, true).await
+}
+
+async fn deploy_with(
+    sim: &RunningSim,
+    tune: impl FnOnce(&mut Settings),
+    with_redshift: bool,
+) -> Deployment {
     let moto = Moto::start();
     let sdk = moto.sdk().await;
     let (accounts, state, bucket) = (unique("accounts"), unique("state"), unique("lake"));
@@ -282,10 +209,30 @@ pub async fn deploy(sim: &RunningSim, tune: impl FnOnce(&mut Settings)) -> Deplo
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    let mut env = env;
+    let emulator = with_redshift.then(|| RedshiftEmulator::start(&moto));
+    if with_redshift {
+        env.insert(
+            "STRIPE_PIPELINE_REDSHIFT_WORKGROUP".into(),
+            "analytics".into(),
+        );
+        env.insert(
+            "STRIPE_PIPELINE_REDSHIFT_DATABASE".into(),
+            redshift::database("serverless"),
+        );
+        env.insert(
+            "STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN".into(),
+            "arn:aws:iam::123456789012:role/stripe-pipeline-copy".into(),
+        );
+    }
     let mut settings = Settings::from_env(|k| env.get(k).cloned()).unwrap();
     tune(&mut settings);
-    let services = Services::new(settings, &sdk, &moto.lake_options()).unwrap();
+    let mut services = Services::new(settings, &sdk, &moto.lake_options()).unwrap();
+    if let Some(e) = &emulator {
+        services = services.with_warehouse_sdk(e.sdk().await);
+    }
     Deployment {
+        redshift: emulator,
         moto,
         sdk,
         services,
@@ -295,43 +242,6 @@ pub async fn deploy(sim: &RunningSim, tune: impl FnOnce(&mut Settings)) -> Deplo
         bucket,
         env,
     }
-}
-
-/// Creates a bucket (object_store cannot; the S3 call is one PUT, without pulling in the S3 SDK).
-async fn create_bucket(moto: &Moto, bucket: &str) {
-    // moto accepts unsigned requests: `PUT /<bucket>` creates it.
-    let (status, _) = http("PUT", &format!("{}/{bucket}", moto.endpoint), Vec::new()).await;
-    assert!(status < 300, "creating bucket {bucket}: HTTP {status}");
-}
-
-/// One plain HTTP/1.1 request; returns the status and the body.
-pub async fn http(method: &str, url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-    use http_body_util::BodyExt;
-    let uri: hyper::Uri = url.parse().unwrap();
-    let host = uri.authority().unwrap().to_string();
-    let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(uri.path())
-        .header("host", host)
-        .header("content-length", body.len().to_string())
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, body)
 }
 
 /// What draining the queue did.
@@ -451,7 +361,7 @@ pub async fn replay_lake(d: &Deployment, dir: &Path) -> usize {
     let store = d.services.lake.store().clone();
     let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await.unwrap();
     // (mode, merchant, stem) -> [(table, local file)]
-    let mut batches: BTreeMap<(bool, String, String), Vec<(String, PathBuf)>> = BTreeMap::new();
+    let mut batches: BTreeMap<(bool, String, String), Vec<(String, String)>> = BTreeMap::new();
     for meta in &objects {
         let path = meta.location.to_string();
         let parts: Vec<&str> = path.split('/').collect();
@@ -475,8 +385,9 @@ pub async fn replay_lake(d: &Deployment, dir: &Path) -> usize {
         batches
             .entry((mode == "livemode", merchant, stem.to_string()))
             .or_default()
-            .push((table.to_string(), local));
+            .push((table.to_string(), path.clone()));
     }
+    let lake = stripe_pipeline::lake::Lake::local(&dir.join("lake")).unwrap();
     let mut db = DuckDb::open(&dir.join("stripe_pipeline.duckdb")).unwrap();
     for livemode in [true, false] {
         for dataset in &Catalog::get().datasets {
@@ -493,6 +404,7 @@ pub async fn replay_lake(d: &Deployment, dir: &Path) -> usize {
             dataset,
             livemode: *livemode,
             merchant_id: merchant,
+            lake: &lake,
             files: files.clone(),
             as_of: 0,
             tombstones: Vec::new(),

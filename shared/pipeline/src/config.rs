@@ -94,10 +94,102 @@ pub struct Config {
     /// 0: on every run. Default 86400 (daily).
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval_secs: i64,
+    /// Where the tables are loaded: `duckdb` (the file under `output_dir`; the default), `postgres`
+    /// (configured in `[postgres]`), `redshift` (configured in `[redshift]`) or `none` (the Parquet lake
+    /// only).
+    #[serde(default)]
+    pub destination: Destination,
+    /// The PostgreSQL warehouse, when `destination = "postgres"`.
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+    /// The Redshift warehouse, when `destination = "redshift"`.
+    #[serde(default)]
+    pub redshift: RedshiftConfig,
+    /// Where the Parquet lake is: empty for `<output_dir>/lake`, or `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix` (credentials from the environment, as each cloud's
+    /// tools read them). Redshift loads from S3 only.
+    #[serde(default)]
+    pub lake_url: Option<String>,
     /// The accounts to sync.
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
 }
+
+/// The warehouse the lake's files are merged into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Destination {
+    #[default]
+    Duckdb,
+    Postgres,
+    Redshift,
+    /// No warehouse: the Parquet lake is the output.
+    None,
+}
+
+impl Destination {
+    pub const NAMES: [&'static str; 4] = ["duckdb", "postgres", "redshift", "none"];
+
+    pub fn parse(name: &str) -> Result<Destination, String> {
+        match name {
+            "duckdb" => Ok(Destination::Duckdb),
+            "postgres" | "postgresql" => Ok(Destination::Postgres),
+            "redshift" => Ok(Destination::Redshift),
+            "none" => Ok(Destination::None),
+            other => Err(format!(
+                "unknown destination '{other}' (known: {})",
+                Destination::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// Connection settings of the PostgreSQL warehouse.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL, `postgres://user:password@host:5432/database?sslmode=require` (`sslmode`:
+    /// `disable`, `prefer` (default) or `require`; with TLS the server certificate is always verified).
+    /// It holds a password: prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// Name of an environment variable holding the URL. Without `url` and `url_env`,
+    /// `STRIPE_PIPELINE_POSTGRES_URL` is read.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// A PEM file of CA certificates to trust besides the public roots (Amazon RDS's bundle, say).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Connection settings of the Redshift warehouse (through the Redshift Data API; AWS credentials and
+/// region from the environment, as the AWS CLI reads them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedshiftConfig {
+    /// A Redshift Serverless workgroup name; or
+    #[serde(default)]
+    pub workgroup: Option<String>,
+    /// a provisioned cluster's identifier.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// The database (default `dev`).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// A database user, for temporary credentials (provisioned clusters); or
+    #[serde(default)]
+    pub db_user: Option<String>,
+    /// the ARN of a Secrets Manager secret with `username` and `password`. Neither: the caller's IAM
+    /// identity (serverless).
+    #[serde(default)]
+    pub secret_arn: Option<String>,
+    /// The IAM role Redshift assumes for `COPY` from the lake (associated with the cluster or namespace).
+    #[serde(default)]
+    pub copy_role_arn: Option<String>,
+}
+
+/// The variable read for the PostgreSQL URL when the configuration names none.
+pub const POSTGRES_URL_ENV: &str = "STRIPE_PIPELINE_POSTGRES_URL";
 
 fn default_output_dir() -> PathBuf {
     PathBuf::from("./data")
@@ -138,6 +230,10 @@ impl Default for Config {
             lag_secs: default_lag(),
             overlap_secs: default_overlap(),
             snapshot_interval_secs: default_snapshot_interval(),
+            destination: Destination::default(),
+            postgres: PostgresConfig::default(),
+            redshift: RedshiftConfig::default(),
+            lake_url: None,
             accounts: Vec::new(),
         }
     }
@@ -204,6 +300,57 @@ impl Config {
         }
     }
 
+    /// The PostgreSQL URL: `[postgres] url`, else the variable `url_env` names, else
+    /// `STRIPE_PIPELINE_POSTGRES_URL`.
+    pub fn postgres_url(&self, env: impl Fn(&str) -> Option<String>) -> Result<Secret, String> {
+        let p = &self.postgres;
+        match (&p.url, &p.url_env) {
+            (Some(_), Some(_)) => Err("[postgres]: set url or url_env, not both".into()),
+            (Some(url), None) => Ok(url.clone()),
+            (None, var) => {
+                let var = var.as_deref().unwrap_or(POSTGRES_URL_ENV);
+                match env(var) {
+                    Some(v) if !v.is_empty() => Ok(Secret::new(v)),
+                    _ => Err(format!(
+                        "destination postgres needs a connection URL: set the environment variable {var} (postgres://user:password@host:5432/database), or url_env / url in [postgres]"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The Redshift settings, checked.
+    #[cfg(feature = "redshift")]
+    pub fn redshift_settings(
+        &self,
+    ) -> Result<crate::warehouse::redshift::RedshiftSettings, String> {
+        use crate::warehouse::redshift::{RedshiftSettings, RedshiftTarget};
+        let r = &self.redshift;
+        let target = match (&r.workgroup, &r.cluster) {
+            (Some(w), None) => RedshiftTarget::Workgroup(w.clone()),
+            (None, Some(c)) => RedshiftTarget::Cluster(c.clone()),
+            _ => return Err("[redshift]: set workgroup (Redshift Serverless) or cluster (provisioned), one of them".into()),
+        };
+        if r.db_user.is_some() && r.secret_arn.is_some() {
+            return Err("[redshift]: set db_user or secret_arn, not both".into());
+        }
+        let Some(copy_role_arn) = r.copy_role_arn.clone() else {
+            return Err("[redshift]: set copy_role_arn, the IAM role Redshift assumes to read the lake for COPY".into());
+        };
+        Ok(RedshiftSettings {
+            target,
+            database: r.database.clone().unwrap_or_else(|| "dev".into()),
+            db_user: r.db_user.clone(),
+            secret_arn: r.secret_arn.clone(),
+            copy_role_arn,
+        })
+    }
+
+    #[cfg(not(feature = "redshift"))]
+    pub fn redshift_settings(&self) -> Result<std::convert::Infallible, String> {
+        Err("this build has no Redshift support (cargo feature `redshift`)".into())
+    }
+
     /// Checks every setting and resolves keys; lists every problem at once.
     pub fn accounts(
         &self,
@@ -254,6 +401,29 @@ impl Config {
                     "unknown dataset '{d}' (known: {})",
                     known.join(", ")
                 ));
+            }
+        }
+        if self.destination == Destination::Postgres {
+            if let Err(p) = self.postgres_url(&env) {
+                problems.push(p);
+            }
+            if let Some(ca) = self.postgres.ca_file.as_ref().filter(|p| !p.is_file()) {
+                problems.push(format!(
+                    "[postgres] ca_file {} does not exist",
+                    ca.display()
+                ));
+            }
+        }
+        if self.destination == Destination::Duckdb && self.lake_url.is_some() {
+            problems.push("destination duckdb reads the lake from a local directory: remove lake_url, or choose destination postgres, redshift or none".into());
+        }
+        if self.destination == Destination::Redshift {
+            problems.extend(self.redshift_settings().err());
+            if !self.lake_url.as_deref().unwrap_or("").starts_with("s3://") {
+                problems.push(
+                    "destination redshift loads from S3: set lake_url = \"s3://bucket/prefix\""
+                        .into(),
+                );
             }
         }
         if self.accounts.is_empty() {
@@ -308,6 +478,13 @@ impl Config {
 
     pub fn lake_dir(&self) -> PathBuf {
         self.output_dir.join("lake")
+    }
+
+    /// Where the lake is, for messages: its URL, or the local directory.
+    pub fn lake_label(&self) -> String {
+        self.lake_url
+            .clone()
+            .unwrap_or_else(|| self.lake_dir().display().to_string())
     }
 
     pub fn duckdb_path(&self) -> PathBuf {

@@ -34,6 +34,11 @@ pub enum LakeError {
         table: String,
         source: parquet::errors::ParquetError,
     },
+    #[error("cannot read {path} from the lake: {source}")]
+    Read {
+        path: String,
+        source: object_store::Error,
+    },
     #[error("cannot write {path} to the lake: {source}")]
     Write {
         path: String,
@@ -55,6 +60,9 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     /// Set when the store is a local directory (DuckDB reads the files from there).
     local_root: Option<PathBuf>,
+    /// Set when the store is in the cloud: its URL without a trailing `/` (Redshift's `COPY` names files
+    /// by URL).
+    url: Option<String>,
 }
 
 /// Encodes one table's batches as one zstd Parquet file (page statistics, row groups of
@@ -89,6 +97,15 @@ pub fn mode_root(livemode: bool) -> &'static str {
     }
 }
 
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("store", &self.store.to_string())
+            .field("local_root", &self.local_root)
+            .finish()
+    }
+}
+
 impl Lake {
     /// A lake in a local directory (created if missing).
     pub fn local(root: &Path) -> Result<Lake, LakeError> {
@@ -107,6 +124,7 @@ impl Lake {
         Ok(Lake {
             store: Arc::new(store),
             local_root: Some(root),
+            url: None,
         })
     }
 
@@ -148,6 +166,7 @@ impl Lake {
         Ok(Lake {
             store,
             local_root: None,
+            url: Some(url.trim_end_matches('/').to_string()),
         })
     }
 
@@ -159,6 +178,11 @@ impl Lake {
     /// A local path for a lake path, when the lake is a local directory.
     pub fn local_path(&self, path: &str) -> Option<PathBuf> {
         self.local_root.as_ref().map(|r| r.join(path))
+    }
+
+    /// The URL of a lake path, when the lake is in the cloud (`s3://bucket/prefix/livemode/…`).
+    pub fn url_of(&self, path: &str) -> Option<String> {
+        self.url.as_ref().map(|u| format!("{u}/{path}"))
     }
 
     /// Encodes `batches` (one table's rows) as one zstd Parquet file and stores it under a new name.
@@ -193,6 +217,22 @@ impl Lake {
             rows,
             bytes: size,
         }))
+    }
+
+    /// Reads a whole file of the lake (a Parquet file a warehouse loads).
+    pub async fn read(&self, path: &str) -> Result<bytes::Bytes, LakeError> {
+        let read = |source| LakeError::Read {
+            path: path.to_string(),
+            source,
+        };
+        let location = StorePath::from(path);
+        self.store
+            .get(&location)
+            .await
+            .map_err(read)?
+            .bytes()
+            .await
+            .map_err(read)
     }
 
     /// Writes a run's manifest (after all its files).

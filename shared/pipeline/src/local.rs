@@ -1,14 +1,14 @@
-//! Local mode: the engine wired to a local lake directory, a local state store and a DuckDB file, and
-//! the `status` view of them.
+//! Local mode: the engine wired to a local lake directory, a local state store and the configured
+//! warehouse (a DuckDB file by default), and the `status` view of them.
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, Destination};
 use crate::lake::Lake;
 use crate::state::LocalState;
 use crate::stripe::StripeClient;
 use crate::sync::{Engine, Progress};
 use crate::warehouse::duckdb::DuckDb;
-use crate::warehouse::{schema_name, Warehouse};
+use crate::warehouse::{schema_name, sql, LakeOnly, Warehouse};
 use std::sync::Arc;
 
 /// A Stripe client with the configured budget.
@@ -16,17 +16,68 @@ pub fn client(cfg: &Config) -> StripeClient {
     StripeClient::with_budget(&cfg.api_base, cfg.rate_budget)
 }
 
-/// The engine for local mode. Creates the output directory, the state store and the DuckDB file.
-pub fn engine(
+/// Opens the configured warehouse; for a server, connects and checks the connection with one query.
+pub async fn open_warehouse(cfg: &Config) -> Result<Box<dyn Warehouse>, String> {
+    Ok(match cfg.destination {
+        Destination::Duckdb => {
+            Box::new(DuckDb::open(&cfg.duckdb_path()).map_err(|e| e.to_string())?)
+        }
+        Destination::None => Box::new(LakeOnly),
+        #[cfg(feature = "postgres")]
+        Destination::Postgres => {
+            let url = cfg.postgres_url(|k| std::env::var(k).ok())?;
+            Box::new(
+                crate::warehouse::postgres::Postgres::connect(
+                    &url,
+                    cfg.postgres.ca_file.as_deref(),
+                )
+                .await
+                .map_err(|e| e.to_string())?,
+            )
+        }
+        #[cfg(not(feature = "postgres"))]
+        Destination::Postgres => {
+            return Err("this build has no PostgreSQL support (cargo feature `postgres`)".into())
+        }
+        #[cfg(feature = "redshift")]
+        Destination::Redshift => {
+            let settings = cfg.redshift_settings()?;
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            Box::new(
+                crate::warehouse::redshift::Redshift::connect(&sdk, settings)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        #[cfg(not(feature = "redshift"))]
+        Destination::Redshift => {
+            return Err("this build has no Redshift support (cargo feature `redshift`)".into())
+        }
+    })
+}
+
+/// The lake: `lake_url` in the cloud, else `<output_dir>/lake`.
+pub fn open_lake(cfg: &Config) -> Result<Lake, String> {
+    match &cfg.lake_url {
+        None => Lake::local(&cfg.lake_dir()).map_err(|e| e.to_string()),
+        #[cfg(feature = "cloud")]
+        Some(url) => Lake::cloud(url, &[]).map_err(|e| e.to_string()),
+        #[cfg(not(feature = "cloud"))]
+        Some(_) => Err("this build has no cloud storage support (cargo feature `cloud`)".into()),
+    }
+}
+
+/// The engine for local mode. Creates the output directory and the state store, and opens the
+/// warehouse.
+pub async fn engine(
     cfg: &Config,
     client: StripeClient,
     progress: Arc<dyn Progress>,
     run_id: String,
 ) -> Result<Arc<Engine>, String> {
-    let lake = Lake::local(&cfg.lake_dir()).map_err(|e| e.to_string())?;
+    let lake = open_lake(cfg)?;
     let state = LocalState::open(&cfg.state_dir()).map_err(|e| e.to_string())?;
-    let warehouse: Box<dyn Warehouse> =
-        Box::new(DuckDb::open(&cfg.duckdb_path()).map_err(|e| e.to_string())?);
+    let warehouse = open_warehouse(cfg).await?;
     Ok(Arc::new(Engine {
         client,
         lake,
@@ -52,24 +103,35 @@ pub struct StatusRow {
     pub last_error: Option<String>,
 }
 
-/// Per table and account: rows, when data landed, what it is complete up to, and the last error.
-pub fn status(cfg: &Config) -> Result<Vec<StatusRow>, String> {
-    let path = cfg.duckdb_path();
-    if !path.exists() {
-        return Err(format!(
-            "no data yet: {} does not exist (run `stripe-pipeline sync` first)",
-            path.display()
-        ));
+/// Per table and account of the configured warehouse: rows, when data landed, what it is complete up
+/// to, and the last error.
+pub async fn status(cfg: &Config) -> Result<Vec<StatusRow>, String> {
+    match cfg.destination {
+        Destination::None => {
+            return Err("status reads the warehouse, and the destination is none (the lake only): read the run manifests under <lake>/<mode>/_manifests instead".into())
+        }
+        Destination::Duckdb if !cfg.duckdb_path().exists() => {
+            return Err(format!(
+                "no data yet: {} does not exist (run `stripe-pipeline sync` first)",
+                cfg.duckdb_path().display()
+            ))
+        }
+        _ => {}
     }
-    let mut db = DuckDb::open(&path).map_err(|e| e.to_string())?;
+    let db = open_warehouse(cfg).await?;
     let state = LocalState::open(&cfg.state_dir()).map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || status_rows(db, &state))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn status_rows(mut db: Box<dyn Warehouse>, state: &LocalState) -> Vec<StatusRow> {
     let mut out = Vec::new();
     for livemode in [true, false] {
         let schema = schema_name(livemode);
+        // No schema yet (nothing synced in this mode): no rows.
         let rows = db
-            .query_strings(&format!(
-                "SELECT table_name, merchant_id, CAST(data_landed AS VARCHAR), CAST(data_as_of AS VARCHAR) FROM \"{schema}\".data_load_times ORDER BY 2, 1"
-            ))
+            .query_strings(&sql::load_times_query(schema))
             .unwrap_or_default();
         for r in rows {
             let [Some(table), Some(merchant), landed, as_of] =
@@ -107,5 +169,5 @@ pub fn status(cfg: &Config) -> Result<Vec<StatusRow>, String> {
             });
         }
     }
-    Ok(out)
+    out
 }

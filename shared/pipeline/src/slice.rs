@@ -101,14 +101,10 @@ impl Engine {
         work: &SliceWork,
     ) -> Result<(SliceOutcome, AccountReport), SyncError> {
         let files = Arc::new(Mutex::new(Vec::new()));
-        let (livemode, all) = (r.account.livemode, datasets.to_vec());
         match work {
             SliceWork::Feed => {
                 let mut report = AccountReport::empty(r, datasets);
-                self.with_warehouse(r, move |wh| {
-                    all.iter().try_for_each(|d| wh.prepare(livemode, d))
-                })
-                .await?;
+                self.prepare_tables(r, datasets, &mut report).await?;
                 self.feed_step(r, datasets, &files, &mut report).await?;
                 Ok((SliceOutcome::Done, report))
             }
@@ -126,8 +122,7 @@ impl Engine {
                     })?;
                 let mut report = AccountReport::empty(r, &[d]);
                 self.start_feed(r).await?;
-                self.with_warehouse(r, move |wh| wh.prepare(livemode, d))
-                    .await?;
+                self.prepare_tables(r, &[d], &mut report).await?;
                 let state: DatasetState = self.state.get(&r.key(&d.name)).await?.value;
                 let Some(kind) = list_work(&state, d, r.server_time, &self.incremental) else {
                     return Ok((SliceOutcome::Done, report));

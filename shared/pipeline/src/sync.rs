@@ -157,6 +157,8 @@ pub struct AccountReport {
     pub feed: FeedReport,
     /// Why nothing was done for this account (another run holds it, the state store failed).
     pub error: Option<String>,
+    /// Columns this run added to existing warehouse tables (`schema.table.column`): the catalog grew.
+    pub columns_added: Vec<String>,
 }
 
 impl AccountReport {
@@ -184,6 +186,7 @@ impl AccountReport {
                 started: false,
             },
             error: None,
+            columns_added: Vec::new(),
         }
     }
 }
@@ -362,6 +365,18 @@ impl Engine {
         let warnings = reports
             .iter()
             .filter_map(|a| a.feed.warning.clone())
+            .chain(
+                reports
+                    .iter()
+                    .filter(|a| !a.columns_added.is_empty())
+                    .map(|a| {
+                        format!(
+                            "{}: new columns added to the warehouse: {}",
+                            a.name,
+                            a.columns_added.join(", ")
+                        )
+                    }),
+            )
             .collect();
         let files = files.lock().await.clone();
         for livemode in [false, true] {
@@ -443,11 +458,7 @@ impl Engine {
         files: &Arc<Mutex<Vec<LakeFile>>>,
         report: &mut AccountReport,
     ) -> Result<(), SyncError> {
-        let (livemode, all) = (r.account.livemode, datasets.to_vec());
-        self.with_warehouse(r, move |wh| {
-            all.iter().try_for_each(|d| wh.prepare(livemode, d))
-        })
-        .await?;
+        self.prepare_tables(r, datasets, report).await?;
         self.feed_step(r, datasets, files, report).await?;
         // Lists: every dataset that needs one, in parallel under one budget of segments per account
         // (bounds memory: each segment buffers up to FLUSH_ROWS rows, and spreads the rate budget across
@@ -885,16 +896,18 @@ impl Engine {
         &self,
         r: &Resolved,
         dataset: &'static Dataset,
-        files: Vec<(String, std::path::PathBuf)>,
+        files: Vec<(String, String)>,
         as_of: i64,
         (tombstones, tombstone_timestamp): (Vec<String>, i64),
     ) -> Result<(), SyncError> {
         let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
+        let lake = self.lake.clone();
         self.with_warehouse(r, move |wh| {
             wh.load(&Load {
                 dataset,
                 livemode,
                 merchant_id: &merchant_id,
+                lake: &lake,
                 files,
                 as_of,
                 tombstones,
@@ -903,6 +916,31 @@ impl Engine {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Creates the account-mode's schema and the datasets' tables, adding catalog columns they lack
+    /// (recorded in the report).
+    pub(crate) async fn prepare_tables(
+        &self,
+        r: &Resolved,
+        datasets: &[&'static Dataset],
+        report: &mut AccountReport,
+    ) -> Result<(), SyncError> {
+        let (livemode, all) = (r.account.livemode, datasets.to_vec());
+        let added = self
+            .with_warehouse(r, move |wh| {
+                let mut added = Vec::new();
+                for d in all {
+                    added.extend(wh.prepare(livemode, d)?);
+                }
+                Ok(added)
+            })
+            .await?;
+        if !added.is_empty() {
+            tracing::info!(account = %r.account.name, columns = %added.join(", "), "added new columns to the warehouse");
+        }
+        report.columns_added.extend(added);
+        Ok(())
     }
 
     /// Runs blocking warehouse work off the async threads, one caller at a time.
@@ -953,9 +991,9 @@ impl Engine {
                 written.push(f);
             }
         }
-        let load_files: Vec<(String, std::path::PathBuf)> = written
+        let load_files: Vec<(String, String)> = written
             .iter()
-            .filter_map(|f| Some((f.table.clone(), self.lake.local_path(&f.path)?)))
+            .map(|f| (f.table.clone(), f.path.clone()))
             .collect();
         if !tombstones.is_empty() {
             // In the lake, a deleted object is a row with its id, `deleted` set and nothing else; the

@@ -1,36 +1,26 @@
-//! The embedded DuckDB warehouse (local mode).
+//! The embedded DuckDB warehouse (local mode). It stages each table's new files with `read_parquet`
+//! straight from the local lake and merges them with the shared SQL of [`super::sql`].
 
+use super::sql::{self, Dialect};
 use super::{schema_name, Load, Warehouse, WarehouseError};
-use crate::catalog::{
-    ColumnType, Dataset, Table, TableKind, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
-};
+use crate::catalog::{Dataset, Table};
 use crate::convert::table_columns;
 use std::collections::HashSet;
 use std::path::Path;
 
+const BACKEND: &str = "DuckDB";
+
+const DIALECT: Dialect = Dialect {
+    text: "VARCHAR",
+    integer: "BIGINT",
+    float: "DOUBLE",
+    boolean: "BOOLEAN",
+    timestamp: "TIMESTAMP",
+};
+
 pub struct DuckDb {
     conn: duckdb::Connection,
     target: String,
-}
-
-fn sql_type(kind: ColumnType) -> &'static str {
-    match kind {
-        ColumnType::String | ColumnType::Json => "VARCHAR",
-        ColumnType::Int64 => "BIGINT",
-        ColumnType::Float64 => "DOUBLE",
-        ColumnType::Bool => "BOOLEAN",
-        ColumnType::Timestamp => "TIMESTAMP",
-    }
-}
-
-/// A double-quoted identifier.
-fn q(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A single-quoted string literal.
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 impl DuckDb {
@@ -40,7 +30,7 @@ impl DuckDb {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = duckdb::Connection::open(path).map_err(|e| WarehouseError::Open {
-            backend: "DuckDB",
+            backend: BACKEND,
             target: target.clone(),
             message: e.to_string(),
         })?;
@@ -50,7 +40,7 @@ impl DuckDb {
     fn err(action: impl Into<String>) -> impl FnOnce(duckdb::Error) -> WarehouseError {
         let action = action.into();
         move |e| WarehouseError::Sql {
-            backend: "DuckDB",
+            backend: BACKEND,
             action,
             message: e.to_string(),
         }
@@ -92,209 +82,148 @@ impl DuckDb {
         schema: &str,
         table: &str,
     ) -> Result<HashSet<String>, WarehouseError> {
-        let rows = self.query_strings(&format!(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = {} AND table_name = {}",
-            lit(schema),
-            lit(table)
-        ))?;
+        let rows = self.query_strings(&sql::columns_query(schema, table))?;
         Ok(rows
             .into_iter()
             .filter_map(|r| r.into_iter().next().flatten())
             .collect())
     }
 
-    fn prepare_table(&mut self, schema: &str, table: &Table) -> Result<(), WarehouseError> {
-        let cols = table_columns(table);
+    fn execute(&self, action: impl Into<String>, sql: &str) -> Result<(), WarehouseError> {
+        self.conn.execute_batch(sql).map_err(Self::err(action))
+    }
+
+    fn prepare_table(
+        &mut self,
+        schema: &str,
+        table: &Table,
+    ) -> Result<Vec<String>, WarehouseError> {
         let existing = self.existing_columns(schema, &table.name)?;
+        let mut added = Vec::new();
         if existing.is_empty() {
-            let defs: Vec<String> = cols
-                .iter()
-                .map(|(n, k)| format!("{} {}", q(n), sql_type(*k)))
-                .collect();
-            let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {}.{} ({})",
-                q(schema),
-                q(&table.name),
-                defs.join(", ")
-            );
-            self.conn
-                .execute_batch(&sql)
-                .map_err(Self::err(format!("creating {schema}.{}", table.name)))?;
-        } else {
-            for (name, kind) in cols.iter().filter(|(n, _)| !existing.contains(n)) {
-                let sql = format!(
-                    "ALTER TABLE {}.{} ADD COLUMN {} {}",
-                    q(schema),
-                    q(&table.name),
-                    q(name),
-                    sql_type(*kind)
-                );
-                self.conn.execute_batch(&sql).map_err(Self::err(format!(
-                    "adding column {name} to {schema}.{}",
-                    table.name
-                )))?;
-            }
+            self.execute(
+                format!("creating {schema}.{}", table.name),
+                &sql::create_table(&DIALECT, schema, table),
+            )?;
+            return Ok(added);
         }
-        Ok(())
+        for (name, kind) in table_columns(table) {
+            if existing.contains(&name) {
+                continue;
+            }
+            self.execute(
+                format!("adding column {name} to {schema}.{}", table.name),
+                &sql::add_column(&DIALECT, schema, &table.name, &name, kind),
+            )?;
+            added.push(format!("{schema}.{}.{name}", table.name));
+        }
+        Ok(added)
     }
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-/// Replaces the `data_load_times` rows of a dataset's tables for one merchant.
-fn record_load_times(
+/// Runs statements in a transaction, returning the row count of the one marked `counts`.
+fn run(
     tx: &duckdb::Transaction<'_>,
-    schema: &str,
-    dataset: &Dataset,
-    merchant_id: &str,
-    as_of: i64,
-) -> Result<(), WarehouseError> {
-    for table in &dataset.tables {
-        tx.execute_batch(&format!(
-            "DELETE FROM {s}.data_load_times WHERE table_name = {t} AND merchant_id = {mid}; \
-             INSERT INTO {s}.data_load_times VALUES ({t}, {mid}, make_timestamp({landed}), make_timestamp({asof}));",
-            s = q(schema),
-            t = lit(&table.name),
-            mid = lit(merchant_id),
-            landed = now_micros(),
-            asof = as_of.saturating_mul(1_000_000)
-        ))
-        .map_err(DuckDb::err("recording data_load_times"))?;
+    action: &str,
+    statements: &[sql::Statement],
+) -> Result<u64, WarehouseError> {
+    let mut changed = 0;
+    for stmt in statements {
+        let n = tx
+            .execute(&stmt.sql, [])
+            .map_err(DuckDb::err(action.to_string()))?;
+        if stmt.counts {
+            changed = n as u64;
+        }
     }
-    Ok(())
-}
-
-fn file_list(files: &[&std::path::PathBuf]) -> String {
-    let items: Vec<String> = files
-        .iter()
-        .map(|p| lit(&p.display().to_string()))
-        .collect();
-    format!("[{}]", items.join(", "))
+    Ok(changed)
 }
 
 impl Warehouse for DuckDb {
-    fn prepare(&mut self, livemode: bool, dataset: &Dataset) -> Result<(), WarehouseError> {
+    fn describe(&self) -> String {
+        format!("{BACKEND} {}", self.target)
+    }
+
+    fn prepare(
+        &mut self,
+        livemode: bool,
+        dataset: &Dataset,
+    ) -> Result<Vec<String>, WarehouseError> {
         let schema = schema_name(livemode);
-        self.conn
-            .execute_batch(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.data_load_times (table_name VARCHAR, merchant_id VARCHAR, data_landed TIMESTAMP, data_as_of TIMESTAMP);",
-                s = q(schema)
-            ))
-            .map_err(Self::err(format!("creating schema {schema}")))?;
+        self.execute(
+            format!("creating schema {schema}"),
+            &sql::create_schema(&DIALECT, schema).join("; "),
+        )?;
+        let mut added = Vec::new();
         for table in &dataset.tables {
-            self.prepare_table(schema, table)?;
+            added.extend(self.prepare_table(schema, table)?);
         }
-        Ok(())
+        Ok(added)
     }
 
     fn load(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError> {
         let schema = schema_name(load.livemode);
-        let main = load.dataset.main_table();
-        let main_files = load.files_of(main);
         let tx = self
             .conn
             .transaction()
             .map_err(Self::err("starting a transaction"))?;
-        let target = format!("{}.{}", q(schema), q(&main.name));
-        let cols: Vec<String> = table_columns(main).into_iter().map(|(n, _)| n).collect();
-        let col_list = cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
-        let mut changed = 0u64;
-        if !main_files.is_empty() {
-            // The newest version of each object in this load.
-            tx.execute_batch(&format!(
-                "CREATE OR REPLACE TEMP TABLE stage AS SELECT {col_list} FROM read_parquet({}, union_by_name = true) \
-                 QUALIFY row_number() OVER (PARTITION BY {m}, id ORDER BY {b} DESC) = 1;",
-                file_list(&main_files),
-                m = q(MERCHANT_ID),
-                b = q(BATCH_TIMESTAMP)
-            ))
-            .map_err(Self::err(format!("staging {}", main.name)))?;
-            let set = cols
-                .iter()
-                .filter(|c| *c != "id" && *c != MERCHANT_ID)
-                .map(|c| format!("{} = s.{}", q(c), q(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let values = cols
-                .iter()
-                .map(|c| format!("s.{}", q(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            changed = tx
-                .execute(
-                    &format!(
-                        "MERGE INTO {target} AS t USING stage AS s ON t.{m} = s.{m} AND t.id = s.id \
-                         WHEN MATCHED AND s.{b} >= t.{b} THEN UPDATE SET {set} \
-                         WHEN NOT MATCHED THEN INSERT ({col_list}) VALUES ({values})",
-                        m = q(MERCHANT_ID),
-                        b = q(BATCH_TIMESTAMP)
-                    ),
-                    [],
-                )
-                .map_err(Self::err(format!("merging into {schema}.{}", main.name)))? as u64;
-            for table in load
-                .dataset
-                .tables
-                .iter()
-                .filter(|t| t.kind != TableKind::Main)
-            {
-                let parent = q(table.parent_key.as_deref().unwrap_or("parent_id"));
-                let child = format!("{}.{}", q(schema), q(&table.name));
-                // Replace the children of every parent whose staged version is now the stored one.
-                tx.execute_batch(&format!(
-                    "DELETE FROM {child} WHERE ({m}, {parent}) IN (SELECT s.{m}, s.id FROM stage s JOIN {target} t ON t.{m} = s.{m} AND t.id = s.id AND t.{b} = s.{b});",
-                    m = q(MERCHANT_ID),
-                    b = q(BATCH_TIMESTAMP)
-                ))
-                .map_err(Self::err(format!("replacing rows of {schema}.{}", table.name)))?;
-                let files = load.files_of(table);
-                if files.is_empty() {
-                    continue;
-                }
-                let ccols: Vec<String> = table_columns(table)
-                    .into_iter()
-                    .map(|(n, _)| format!("c.{}", q(&n)))
-                    .collect();
-                tx.execute_batch(&format!(
-                    "INSERT INTO {child} SELECT {} FROM read_parquet({}, union_by_name = true) c JOIN {target} t ON t.{m} = c.{m} AND t.id = c.{parent} AND t.{b} = c.{b};",
-                    ccols.join(", "),
-                    file_list(&files),
-                    m = q(MERCHANT_ID),
-                    b = q(BATCH_TIMESTAMP)
-                ))
-                .map_err(Self::err(format!("inserting into {schema}.{}", table.name)))?;
+        let mut staged: Vec<&str> = Vec::new();
+        for table in &load.dataset.tables {
+            let files = load.files_of(table);
+            if files.is_empty() {
+                continue;
             }
-            tx.execute_batch("DROP TABLE IF EXISTS stage;")
-                .map_err(Self::err("dropping the staging table"))?;
+            let mut paths = Vec::new();
+            for f in files {
+                let local = load.lake.local_path(f).ok_or_else(|| WarehouseError::Sql {
+                    backend: BACKEND,
+                    action: format!("staging {schema}.{}", table.name),
+                    message: format!(
+                        "DuckDB reads the lake from a local directory, and {f} is not in one"
+                    ),
+                })?;
+                paths.push(sql::lit(&local.display().to_string()));
+            }
+            // By name, so files written before a column was added load too (the column empty).
+            tx.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {stage}; CREATE TEMP TABLE {stage} AS SELECT * FROM {target} LIMIT 0; \
+                 INSERT INTO {stage} BY NAME SELECT * FROM read_parquet([{}], union_by_name = true)",
+                paths.join(", "),
+                stage = sql::stage_table(&table.name),
+                target = sql::qualified(schema, &table.name),
+            ))
+            .map_err(Self::err(format!("staging {schema}.{}", table.name)))?;
+            staged.push(&table.name);
         }
+        let main = &load.dataset.main_table().name;
+        let changed = run(
+            &tx,
+            &format!("merging into {schema}.{main}"),
+            &sql::merge(schema, load.dataset, &staged),
+        )?;
         if !load.tombstones.is_empty() {
-            // Keep the last version's columns; only the flag and the version's time change. A later
-            // load of an older version cannot undo it: its batch_timestamp is not newer.
-            let ids: Vec<String> = load.tombstones.iter().map(|id| lit(id)).collect();
-            tx.execute(
-                &format!(
-                    "UPDATE {target} SET {d} = true, {b} = greatest({b}, make_timestamp({ts})) \
-                     WHERE {m} = {mid} AND id IN (SELECT unnest([{ids}]))",
-                    d = q(DELETED),
-                    b = q(BATCH_TIMESTAMP),
-                    m = q(MERCHANT_ID),
-                    ts = load.tombstone_timestamp,
-                    mid = lit(load.merchant_id),
-                    ids = ids.join(", ")
-                ),
-                [],
-            )
+            tx.execute_batch(&sql::tombstones(
+                schema,
+                main,
+                load.merchant_id,
+                &load.tombstones,
+                load.tombstone_timestamp,
+            ))
             .map_err(Self::err(format!(
-                "marking deleted rows of {schema}.{}",
-                main.name
+                "marking deleted rows of {schema}.{main}"
             )))?;
         }
-        record_load_times(&tx, schema, load.dataset, load.merchant_id, load.as_of)?;
+        tx.execute_batch(
+            &sql::load_times(
+                schema,
+                load.dataset,
+                load.merchant_id,
+                super::now_micros(),
+                load.as_of,
+            )
+            .join("; "),
+        )
+        .map_err(Self::err("recording data_load_times"))?;
         crate::failpoint::point("load");
         tx.commit().map_err(Self::err("committing the load"))?;
         Ok(changed)
@@ -307,55 +236,17 @@ impl Warehouse for DuckDb {
         merchant_id: &str,
         as_of: i64,
     ) -> Result<(), WarehouseError> {
+        let statements = sql::freshness(livemode, datasets, merchant_id, as_of);
         let tx = self
             .conn
             .transaction()
             .map_err(Self::err("starting a transaction"))?;
-        for d in datasets {
-            record_load_times(&tx, schema_name(livemode), d, merchant_id, as_of)?;
-        }
+        tx.execute_batch(&statements.join("; "))
+            .map_err(Self::err("recording data_load_times"))?;
         tx.commit().map_err(Self::err("committing data_load_times"))
     }
 
-    fn stale_ids(
-        &mut self,
-        livemode: bool,
-        dataset: &Dataset,
-        merchant_id: &str,
-        before: i64,
-    ) -> Result<Vec<String>, WarehouseError> {
-        let sql = format!(
-            "SELECT id FROM {}.{} WHERE {m} = {} AND NOT coalesce({d}, false) AND {b} < make_timestamp({before}) ORDER BY id",
-            q(schema_name(livemode)),
-            q(&dataset.main_table().name),
-            lit(merchant_id),
-            m = q(MERCHANT_ID),
-            d = q(DELETED),
-            b = q(BATCH_TIMESTAMP),
-        );
-        Ok(self
-            .query_strings(&sql)?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect())
-    }
-
-    fn count(
-        &mut self,
-        livemode: bool,
-        table: &str,
-        merchant_id: &str,
-    ) -> Result<u64, WarehouseError> {
-        let sql = format!(
-            "SELECT count(*) FROM {}.{} WHERE {} = {}",
-            q(schema_name(livemode)),
-            q(table),
-            q(MERCHANT_ID),
-            lit(merchant_id)
-        );
-        self.conn
-            .query_row(&sql, [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(Self::err(format!("counting {table}")))
+    fn query_strings(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
+        DuckDb::query_strings(self, sql)
     }
 }

@@ -7,9 +7,14 @@
 
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redshift")]
+pub mod redshift;
+pub mod sql;
 
 use crate::catalog::{Dataset, Table};
-use std::path::PathBuf;
+use crate::lake::Lake;
 
 /// The warehouse schema of a mode.
 pub fn schema_name(livemode: bool) -> &'static str {
@@ -26,8 +31,10 @@ pub struct Load<'a> {
     pub dataset: &'a Dataset,
     pub livemode: bool,
     pub merchant_id: &'a str,
-    /// Parquet files per table name.
-    pub files: Vec<(String, PathBuf)>,
+    /// The lake the files are in.
+    pub lake: &'a Lake,
+    /// Parquet files per table name: `(table, path in the lake)`.
+    pub files: Vec<(String, String)>,
     /// The data is complete up to this instant (Unix seconds), for `data_load_times`.
     pub as_of: i64,
     /// Objects known to be gone from Stripe without a final version to load (a complete re-list did not
@@ -38,7 +45,7 @@ pub struct Load<'a> {
 }
 
 impl Load<'_> {
-    pub fn files_of(&self, table: &Table) -> Vec<&PathBuf> {
+    pub fn files_of(&self, table: &Table) -> Vec<&String> {
         self.files
             .iter()
             .filter(|(t, _)| *t == table.name)
@@ -63,10 +70,22 @@ pub enum WarehouseError {
     },
 }
 
-/// A warehouse backend.
+/// Unix microseconds now (`data_landed`).
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A warehouse backend. Blocking: the engine calls it from blocking threads, one call at a time.
 pub trait Warehouse: Send {
+    /// The backend and where it is (`PostgreSQL user@host:5432/db`), for messages.
+    fn describe(&self) -> String;
     /// Creates the schema and the dataset's tables, and adds catalog columns that the tables lack.
-    fn prepare(&mut self, livemode: bool, dataset: &Dataset) -> Result<(), WarehouseError>;
+    /// Returns the columns added to existing tables (`schema.table.column`), for notifications.
+    fn prepare(&mut self, livemode: bool, dataset: &Dataset)
+        -> Result<Vec<String>, WarehouseError>;
     /// Merges a load in one transaction; returns the number of main-table rows inserted or updated.
     fn load(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError>;
     /// Records in `data_load_times`, in one transaction, that these datasets are complete up to `as_of`
@@ -78,22 +97,50 @@ pub trait Warehouse: Send {
         merchant_id: &str,
         as_of: i64,
     ) -> Result<(), WarehouseError>;
+    /// Runs a query; every value comes back as text (`NULL` as `None`). For `status` and tests.
+    fn query_strings(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError>;
+
     /// Ids of the dataset's rows for one merchant that are not deleted and older than `before` (a
-    /// `batch_timestamp`): after a complete re-list that started at `before`, these objects are gone.
+    /// `batch_timestamp`, Unix microseconds): after a complete re-list that started at `before`, these
+    /// objects are gone.
     fn stale_ids(
         &mut self,
         livemode: bool,
         dataset: &Dataset,
         merchant_id: &str,
         before: i64,
-    ) -> Result<Vec<String>, WarehouseError>;
+    ) -> Result<Vec<String>, WarehouseError> {
+        let query = sql::stale_ids(
+            schema_name(livemode),
+            &dataset.main_table().name,
+            merchant_id,
+            before,
+        );
+        Ok(self
+            .query_strings(&query)?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
+    }
+
     /// Rows of a table for one merchant (for summaries and `status`).
     fn count(
         &mut self,
         livemode: bool,
         table: &str,
         merchant_id: &str,
-    ) -> Result<u64, WarehouseError>;
+    ) -> Result<u64, WarehouseError> {
+        let query = sql::count(schema_name(livemode), table, merchant_id);
+        let rows = self.query_strings(&query)?;
+        let text = rows.first().and_then(|r| r.first().cloned().flatten());
+        text.as_deref()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| WarehouseError::Sql {
+                backend: "warehouse",
+                action: format!("counting {table}"),
+                message: format!("unexpected answer {text:?}"),
+            })
+    }
 }
 
 /// No warehouse: the Parquet lake is the output (for users who query the files with Athena, Spark or
@@ -104,8 +151,11 @@ pub trait Warehouse: Send {
 pub struct LakeOnly;
 
 impl Warehouse for LakeOnly {
-    fn prepare(&mut self, _: bool, _: &Dataset) -> Result<(), WarehouseError> {
-        Ok(())
+    fn describe(&self) -> String {
+        "no warehouse (Parquet lake only)".into()
+    }
+    fn prepare(&mut self, _: bool, _: &Dataset) -> Result<Vec<String>, WarehouseError> {
+        Ok(Vec::new())
     }
     fn load(&mut self, _: &Load<'_>) -> Result<u64, WarehouseError> {
         Ok(0)
@@ -130,5 +180,8 @@ impl Warehouse for LakeOnly {
     }
     fn count(&mut self, _: bool, _: &str, _: &str) -> Result<u64, WarehouseError> {
         Ok(0)
+    }
+    fn query_strings(&mut self, _: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
+        Ok(Vec::new())
     }
 }

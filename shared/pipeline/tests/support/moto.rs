@@ -1,0 +1,142 @@
+//! The AWS emulator for tests: a moto server from the test venv on a free loopback port, and the SDK
+//! and object_store settings that reach it. Each test starts its own and it stops when dropped.
+#![allow(dead_code)]
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A moto server, killed when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A program installed in the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run` creates).
+pub fn venv_bin(name: &str, package: &str) -> PathBuf {
+    let venv = std::env::var("STRIPE_PIPELINE_VENV")
+        .unwrap_or_else(|_| "/var/tmp/stripe-pipeline-venv".into());
+    let bin = Path::new(&venv).join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: run tests/run, which installs {package} into the test venv",
+        bin.display()
+    );
+    bin
+}
+
+/// Waits until something listens on the loopback `port` (at most a minute).
+pub fn wait_for_port(port: u16, what: &str) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not listen on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// AWS settings that send every call to an emulator at `endpoint` (any credentials, `us-east-1`).
+pub async fn sdk_at(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "emulator",
+        ))
+        .load()
+        .await
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Moto {
+    /// Starts `moto_server` from the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run`
+    /// creates) and waits until it answers.
+    pub fn start() -> Moto {
+        let bin = venv_bin("moto_server", "moto[server]");
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        wait_for_port(port, "moto_server");
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn sdk(&self) -> SdkConfig {
+        sdk_at(&self.endpoint).await
+    }
+
+    /// object_store settings for S3 in moto.
+    pub fn lake_options(&self) -> Vec<(String, String)> {
+        [
+            ("aws_endpoint", self.endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_access_key_id", "testing"),
+            ("aws_secret_access_key", "testing"),
+            ("aws_region", "us-east-1"),
+            ("aws_virtual_hosted_style_request", "false"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+/// Creates a bucket (object_store cannot; the S3 call is one PUT, without pulling in the S3 SDK).
+pub async fn create_bucket(moto: &Moto, bucket: &str) {
+    // moto accepts unsigned requests: `PUT /<bucket>` creates it.
+    let (status, _) = http("PUT", &format!("{}/{bucket}", moto.endpoint), Vec::new()).await;
+    assert!(status < 300, "creating bucket {bucket}: HTTP {status}");
+}
+
+/// One plain HTTP/1.1 request; returns the status and the body.
+pub async fn http(method: &str, url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let uri: hyper::Uri = url.parse().unwrap();
+    let host = uri.authority().unwrap().to_string();
+    let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path())
+        .header("host", host)
+        .header("content-length", body.len().to_string())
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
+}
