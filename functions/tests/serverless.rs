@@ -388,3 +388,42 @@ async fn workers_load_redshift_through_the_data_api() {
     assert_eq!(drained.failures, 0);
     check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_warehouse_columns_are_announced_once() {
+    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy_redshift(&sim).await;
+    let tick = 1_800_000_000;
+    // The tick seeds the accounts; its messages stay queued, the test runs one slice itself.
+    scheduler::tick(&d.services, tick).await.unwrap();
+    // An earlier release created stripe.charges without `description`.
+    let mut older = Catalog::get().dataset("charges").unwrap().clone();
+    older.tables[0].columns.retain(|c| c.name != "description");
+    let warehouse = d.services.warehouse().await.unwrap();
+    tokio::task::block_in_place(|| warehouse.lock().unwrap().prepare(true, &older).unwrap());
+    let services = &d.services;
+    let run = |at: i64| {
+        let message = SliceMessage::new(
+            "a0-live",
+            SliceWork::List {
+                dataset: "charges".into(),
+            },
+            at,
+        );
+        async move { worker::run(services, &message, "worker-1", plenty()).await }
+    };
+    let ran = run(tick).await.unwrap();
+    assert!(matches!(ran, Ran::Done(_)), "{ran:?}");
+    let notes = notifications(&d).await;
+    let added: Vec<&String> = notes.iter().filter(|n| n.contains("column(s)")).collect();
+    assert_eq!(added.len(), 1, "{notes:#?}");
+    assert!(
+        added[0].contains("a0-live") && added[0].contains("stripe.charges.description"),
+        "{}",
+        added[0]
+    );
+    // The next slice finds the table complete: nothing more to announce.
+    run(tick + 900).await.unwrap();
+    let notes = notifications(&d).await;
+    assert!(!notes.iter().any(|n| n.contains("column(s)")), "{notes:#?}");
+}
