@@ -4,7 +4,6 @@
 use super::sql::{self, Dialect};
 use super::{schema_name, Load, Warehouse, WarehouseError};
 use crate::catalog::{Dataset, Table};
-use crate::convert::table_columns;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -100,22 +99,9 @@ impl DuckDb {
     ) -> Result<Vec<String>, WarehouseError> {
         let existing = self.existing_columns(schema, &table.name)?;
         let mut added = Vec::new();
-        if existing.is_empty() {
-            self.execute(
-                format!("creating {schema}.{}", table.name),
-                &sql::create_table(&DIALECT, schema, table),
-            )?;
-            return Ok(added);
-        }
-        for (name, kind) in table_columns(table) {
-            if existing.contains(&name) {
-                continue;
-            }
-            self.execute(
-                format!("adding column {name} to {schema}.{}", table.name),
-                &sql::add_column(&DIALECT, schema, &table.name, &name, kind),
-            )?;
-            added.push(format!("{schema}.{}.{name}", table.name));
+        for ddl in sql::complete_table(&DIALECT, schema, table, &existing) {
+            self.execute(ddl.action, &ddl.sql)?;
+            added.extend(ddl.added);
         }
         Ok(added)
     }

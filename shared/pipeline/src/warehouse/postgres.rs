@@ -9,11 +9,11 @@ use super::sql::{self, Dialect};
 use super::{schema_name, Load, Warehouse, WarehouseError};
 use crate::catalog::{Dataset, Table, TableKind, MERCHANT_ID};
 use crate::config::Secret;
-use crate::convert::table_columns;
 use arrow::array::{Array, AsArray, RecordBatch, RecordBatchReader};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use bytes::{BufMut, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,26 +172,27 @@ impl Postgres {
         &self.target
     }
 
-    async fn existing_columns(
-        &self,
-        schema: &str,
-        table: &str,
-    ) -> Result<Vec<String>, WarehouseError> {
-        let rows = query(&self.client, &sql::columns_query(schema, table)).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect())
-    }
-
     async fn prepare_table(
         &self,
         schema: &str,
         table: &Table,
     ) -> Result<Vec<String>, WarehouseError> {
-        let existing = self.existing_columns(schema, &table.name).await?;
+        let existing: HashSet<String> =
+            query(&self.client, &sql::columns_query(schema, &table.name))
+                .await?
+                .into_iter()
+                .filter_map(|r| r.into_iter().next().flatten())
+                .collect();
         let mut added = Vec::new();
+        for ddl in sql::complete_table(&DIALECT, schema, table, &existing) {
+            self.client
+                .batch_execute(&ddl.sql)
+                .await
+                .map_err(sql_err(&ddl.action))?;
+            added.extend(ddl.added);
+        }
         if existing.is_empty() {
+            // The merge looks rows up by object (main tables) or by parent (the others).
             let key = match table.kind {
                 TableKind::Main => "id".to_string(),
                 _ => table
@@ -199,33 +200,16 @@ impl Postgres {
                     .clone()
                     .unwrap_or_else(|| "parent_id".into()),
             };
-            // The merge looks rows up by object (main tables) or by parent (the others).
-            let ddl = format!(
-                "{}; CREATE INDEX IF NOT EXISTS {} ON {} ({}, {})",
-                sql::create_table(&DIALECT, schema, table),
-                sql::q(&format!("{}_by_object", table.name)),
-                sql::qualified(schema, &table.name),
-                sql::q(MERCHANT_ID),
-                sql::q(&key)
-            );
             self.client
-                .batch_execute(&ddl)
+                .batch_execute(&format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON {} ({}, {})",
+                    sql::q(&format!("{}_by_object", table.name)),
+                    sql::qualified(schema, &table.name),
+                    sql::q(MERCHANT_ID),
+                    sql::q(&key)
+                ))
                 .await
-                .map_err(sql_err(format!("creating {schema}.{}", table.name)))?;
-        } else {
-            for (name, kind) in table_columns(table) {
-                if existing.contains(&name) {
-                    continue;
-                }
-                self.client
-                    .batch_execute(&sql::add_column(&DIALECT, schema, &table.name, &name, kind))
-                    .await
-                    .map_err(sql_err(format!(
-                        "adding column {name} to {schema}.{}",
-                        table.name
-                    )))?;
-                added.push(format!("{schema}.{}.{name}", table.name));
-            }
+                .map_err(sql_err(format!("indexing {schema}.{}", table.name)))?;
         }
         Ok(added)
     }

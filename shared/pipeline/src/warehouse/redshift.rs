@@ -11,7 +11,6 @@
 use super::sql::{self, Dialect};
 use super::{schema_name, Load, Warehouse, WarehouseError};
 use crate::catalog::Dataset;
-use crate::convert::table_columns;
 use crate::state::sdk_error_message;
 use aws_sdk_redshiftdata::types::{Field, StatusString};
 use aws_sdk_redshiftdata::Client;
@@ -237,33 +236,15 @@ impl Redshift {
             }
         }
         let mut added = Vec::new();
+        let none = HashSet::new();
         for table in &dataset.tables {
-            let Some(columns) = existing.get(&table.name) else {
-                self.run(vec![sql::create_table(&DIALECT, schema, table)])
+            let columns = existing.get(&table.name).unwrap_or(&none);
+            // One statement each: Redshift runs ALTER TABLE ADD COLUMN outside multi-statement blocks.
+            for ddl in sql::complete_table(&DIALECT, schema, table, columns) {
+                self.run(vec![ddl.sql])
                     .await
-                    .map_err(|m| err(format!("creating {schema}.{}", table.name), m))?;
-                continue;
-            };
-            for (name, kind) in table_columns(table) {
-                if columns.contains(&name) {
-                    continue;
-                }
-                // One statement each: Redshift runs ALTER TABLE ADD COLUMN outside multi-statement blocks.
-                self.run(vec![sql::add_column(
-                    &DIALECT,
-                    schema,
-                    &table.name,
-                    &name,
-                    kind,
-                )])
-                .await
-                .map_err(|m| {
-                    err(
-                        format!("adding column {name} to {schema}.{}", table.name),
-                        m,
-                    )
-                })?;
-                added.push(format!("{schema}.{}.{name}", table.name));
+                    .map_err(|m| err(&ddl.action, m))?;
+                added.extend(ddl.added);
             }
         }
         Ok(added)

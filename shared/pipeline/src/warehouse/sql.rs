@@ -118,7 +118,7 @@ pub fn schema_columns_query(schema: &str) -> String {
     )
 }
 
-pub fn create_table(d: &Dialect, schema: &str, table: &Table) -> String {
+fn create_table(d: &Dialect, schema: &str, table: &Table) -> String {
     let defs: Vec<String> = table_columns(table)
         .iter()
         .map(|(n, k)| format!("{} {}", q(n), d.column_type(*k)))
@@ -130,7 +130,44 @@ pub fn create_table(d: &Dialect, schema: &str, table: &Table) -> String {
     )
 }
 
-pub fn add_column(d: &Dialect, schema: &str, table: &str, name: &str, kind: ColumnType) -> String {
+/// One DDL statement that completes a table, and what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ddl {
+    pub sql: String,
+    /// For messages: `creating stripe.charges`, `adding column x to stripe.charges`.
+    pub action: String,
+    /// The column it adds to an existing table (`schema.table.column`), for notifications.
+    pub added: Option<String>,
+}
+
+/// The DDL that gives `table` every catalog column, given the columns it has (`existing`; empty when it
+/// does not exist): `CREATE TABLE`, or one `ALTER TABLE … ADD COLUMN` per missing column. Columns are
+/// added, never dropped.
+pub fn complete_table(
+    d: &Dialect,
+    schema: &str,
+    table: &Table,
+    existing: &std::collections::HashSet<String>,
+) -> Vec<Ddl> {
+    if existing.is_empty() {
+        return vec![Ddl {
+            sql: create_table(d, schema, table),
+            action: format!("creating {schema}.{}", table.name),
+            added: None,
+        }];
+    }
+    table_columns(table)
+        .into_iter()
+        .filter(|(name, _)| !existing.contains(name))
+        .map(|(name, kind)| Ddl {
+            sql: add_column(d, schema, &table.name, &name, kind),
+            action: format!("adding column {name} to {schema}.{}", table.name),
+            added: Some(format!("{schema}.{}.{name}", table.name)),
+        })
+        .collect()
+}
+
+fn add_column(d: &Dialect, schema: &str, table: &str, name: &str, kind: ColumnType) -> String {
     format!(
         "ALTER TABLE {} ADD COLUMN {} {}",
         qualified(schema, table),
