@@ -61,6 +61,14 @@ enum Command {
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
+        /// After the sync, export the latest state of every object in Stripe's cloud-storage layout (to export_url, default <lake>/export).
+        #[arg(long)]
+        export: bool,
+    },
+    /// Export the latest state of every object from the lake in Stripe's cloud-storage layout: <livemode|testmode>/<YYYYMMDDHHMM>/<table>/*.parquet and coreapi_SUCCESS (to export_url, default <lake>/export).
+    Export {
+        #[command(flatten)]
+        common: Common,
     },
     /// Per table and account: rows, when data landed, what it is complete up to, the last error.
     Status {
@@ -113,6 +121,7 @@ fn main() -> ExitCode {
             rate_budget,
             concurrency,
             quiet,
+            export,
         } => runtime.block_on(async {
             let mut cfg = match load_config(&common) {
                 Ok(c) => c,
@@ -131,6 +140,7 @@ fn main() -> ExitCode {
             if let Some(c) = concurrency {
                 cfg.concurrency = c;
             }
+            cfg.export |= export;
             let _sim = if demo {
                 match demo::start(&mut cfg, quiet).await {
                     Ok(sim) => Some(sim),
@@ -140,6 +150,13 @@ fn main() -> ExitCode {
                 None
             };
             summary::run_sync(cfg, quiet).await
+        }),
+        Command::Export { common } => runtime.block_on(async {
+            let cfg = match load_config(&common) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e),
+            };
+            summary::run_export(&cfg).await
         }),
         Command::Status { common } => {
             let cfg = match load_config(&common) {

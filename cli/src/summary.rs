@@ -57,14 +57,63 @@ pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
     };
     print_summary(&cfg, &warehouse, &report);
     let failures = report.failures();
-    if failures.is_empty() {
-        ExitCode::SUCCESS
+    for (account, dataset, error) in &failures {
+        eprintln!("error: account '{account}', {dataset} failed: {error}");
+    }
+    // The export runs after a partial failure too: it holds everything the lake has.
+    let exported = if cfg.export {
+        export(&cfg, &engine.lake).await
     } else {
-        for (account, dataset, error) in &failures {
-            eprintln!("error: account '{account}', {dataset} failed: {error}");
-        }
+        ExitCode::SUCCESS
+    };
+    if failures.is_empty() {
+        exported
+    } else {
         ExitCode::from(1)
     }
+}
+
+/// `stripe-pipeline export`: builds the exports from the lake alone.
+pub async fn run_export(cfg: &Config) -> ExitCode {
+    match stripe_pipeline::local::open_lake(cfg) {
+        Ok(lake) => export(cfg, &lake).await,
+        Err(e) => crate::fail(3, &e),
+    }
+}
+
+async fn export(cfg: &Config, lake: &stripe_pipeline::lake::Lake) -> ExitCode {
+    let target = stripe_pipeline::local::export_target(cfg);
+    let reports = match stripe_pipeline::local::export(cfg, lake).await {
+        Ok(r) => r,
+        Err(e) => return crate::fail(1, &e),
+    };
+    if reports.is_empty() {
+        println!(
+            "Export: nothing to export yet (the lake {} is empty).",
+            cfg.lake_label()
+        );
+    }
+    for r in &reports {
+        if r.already_complete {
+            println!("Export {target}/{}: already complete.", r.folder);
+            continue;
+        }
+        let base = match &r.previous {
+            Some(p) => format!(
+                "on {p}: {} change files merged, {} files copied",
+                r.change_files, r.copied
+            ),
+            None => format!("from {} change files", r.change_files),
+        };
+        println!(
+            "Export {target}/{}: {} tables, {} rows in {} files ({base}) in {:.1} s.",
+            r.folder, r.tables, r.rows, r.files, r.elapsed_secs
+        );
+        if !r.removed.is_empty() {
+            println!("    removed older exports: {}", r.removed.join(", "));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_summary(cfg: &Config, warehouse: &str, report: &SyncReport) {
@@ -144,10 +193,7 @@ fn print_summary(cfg: &Config, warehouse: &str, report: &SyncReport) {
     for (table, rows) in per_table {
         println!("    {table:<34} {rows:>9}");
     }
-    println!(
-        "Lake: {}   Warehouse: {warehouse}",
-        cfg.lake_dir().display()
-    );
+    println!("Lake: {}   Warehouse: {warehouse}", cfg.lake_label());
 }
 
 pub fn print_status(rows: &[StatusRow]) {

@@ -202,3 +202,99 @@ async fn destination_postgres_syncs_and_status_reads_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_with_export_writes_stripes_layout_and_export_runs_alone() {
+    let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = sim.info().key("secret", "live", 0).unwrap();
+    let base = sim.base_url();
+    let out = dir.path().to_path_buf();
+    let (sync, again) = tokio::task::spawn_blocking(move || {
+        let sync = bin()
+            .args([
+                "sync",
+                "--quiet",
+                "--export",
+                "--destination",
+                "none",
+                "--dataset",
+                "charges",
+                "--api-base",
+                &base,
+                "--output-dir",
+            ])
+            .arg(&out)
+            .env("STRIPE_PIPELINE_KEYS", format!("acme={key}"))
+            .output()
+            .unwrap();
+        let again = bin()
+            .args(["export", "--destination", "none", "--output-dir"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        (sync, again)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&sync.stdout);
+    assert_eq!(
+        sync.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    assert!(stdout.contains("Export "), "{stdout}");
+    // One live run date, complete, with the charges of the account.
+    let live = dir.path().join("lake/export/livemode");
+    let dates: Vec<_> = std::fs::read_dir(&live)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dates.len(), 1, "{dates:?}");
+    assert!(dates[0].join("coreapi_SUCCESS").is_file());
+    let charges: Vec<_> = std::fs::read_dir(dates[0].join("charges"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let merchant = &sim.info().accounts[0].id;
+    assert!(
+        charges
+            .iter()
+            .any(|f| f.starts_with(merchant.as_str()) && f.ends_with(".parquet")),
+        "{charges:?}"
+    );
+    assert!(
+        !dir.path().join("lake/export/testmode").exists(),
+        "no test-mode data, no export"
+    );
+    // Alone: the same run date is already complete, or a later one is built on it.
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("already complete") || stdout.contains("files copied"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unsupported_export_url_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "export = true\nexport_url = \"ftp://host/x\"\n[[accounts]]\nname = \"x\"\nkey = \"sk_test_x\"\n",
+    )
+    .unwrap();
+    let output = bin()
+        .args(["sync", "--quiet", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("export_url") && stderr.contains("gs://"),
+        "{stderr}"
+    );
+}

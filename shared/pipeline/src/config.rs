@@ -110,6 +110,19 @@ pub struct Config {
     /// tools read them). Redshift loads from S3 only.
     #[serde(default)]
     pub lake_url: Option<String>,
+    /// After each sync, export the latest state of every object in Stripe's cloud-storage layout
+    /// (`<export_url>/<livemode|testmode>/<YYYYMMDDHHMM>/<table>/*.parquet` and `coreapi_SUCCESS`).
+    /// Default false.
+    #[serde(default)]
+    pub export: bool,
+    /// Where exports go: empty for `<lake>/export`, or `s3://…`, `gs://…`, `az://…` (credentials from
+    /// the environment, as for `lake_url`), or a local directory.
+    #[serde(default)]
+    pub export_url: Option<String>,
+    /// Complete exports kept per mode; older ones are deleted when a new one is complete. 0 keeps all.
+    /// Default 7.
+    #[serde(default = "default_export_keep")]
+    pub export_keep: usize,
     /// The accounts to sync.
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
@@ -219,6 +232,10 @@ fn default_snapshot_interval() -> i64 {
     86_400
 }
 
+fn default_export_keep() -> usize {
+    7
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -234,6 +251,9 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             redshift: RedshiftConfig::default(),
             lake_url: None,
+            export: false,
+            export_url: None,
+            export_keep: default_export_keep(),
             accounts: Vec::new(),
         }
     }
@@ -424,6 +444,18 @@ impl Config {
                     "destination redshift loads from S3: set lake_url = \"s3://bucket/prefix\""
                         .into(),
                 );
+            }
+        }
+        for (key, url) in [
+            ("lake_url", &self.lake_url),
+            ("export_url", &self.export_url),
+        ] {
+            let Some(url) = url.as_deref().filter(|u| u.contains("://")) else {
+                continue;
+            };
+            let scheme = url.split("://").next().unwrap_or_default();
+            if !["s3", "s3a", "gs", "az", "abfs", "abfss"].contains(&scheme) {
+                problems.push(format!("{key} = \"{url}\": use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix (or, for export_url, a local directory)"));
             }
         }
         if self.accounts.is_empty() {

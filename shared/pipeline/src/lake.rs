@@ -27,7 +27,7 @@ pub enum LakeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot use the lake at {url}: {message}")]
+    #[error("cannot use the object store at {url}: {message}")]
     Url { url: String, message: String },
     #[error("cannot encode Parquet for {table}: {source}")]
     Encode {
@@ -55,6 +55,21 @@ pub struct LakeFile {
     pub bytes: usize,
 }
 
+/// An object found by [`Lake::list_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    /// The store's last-modified time (its own clock), in microseconds since the epoch.
+    pub modified_micros: i64,
+}
+
+/// One level of a folder: its objects and its subfolders.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub objects: Vec<Entry>,
+    pub folders: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
@@ -65,8 +80,17 @@ pub struct Lake {
     url: Option<String>,
 }
 
-/// Encodes one table's batches as one zstd Parquet file (page statistics, row groups of
-/// [`ROW_GROUP_ROWS`]).
+/// How every Parquet file of the lake and of the exports is written: zstd, page statistics, row groups
+/// of [`ROW_GROUP_ROWS`].
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+/// Encodes one table's batches as one Parquet file (see [`writer_properties`]).
 pub fn encode(batches: &[RecordBatch], table: &str) -> Result<Vec<u8>, LakeError> {
     let encode = |source| LakeError::Encode {
         table: table.to_string(),
@@ -75,13 +99,8 @@ pub fn encode(batches: &[RecordBatch], table: &str) -> Result<Vec<u8>, LakeError
     let Some(first) = batches.first() else {
         return Ok(Vec::new());
     };
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), first.schema(), Some(props)).map_err(encode)?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), first.schema(), Some(writer_properties()))
+        .map_err(encode)?;
     for b in batches {
         writer.write(b).map_err(encode)?;
     }
@@ -233,6 +252,80 @@ impl Lake {
             .bytes()
             .await
             .map_err(read)
+    }
+
+    /// Stores `bytes` at `path` (one atomic put: a reader sees the whole object or none).
+    pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), LakeError> {
+        self.store
+            .put(&StorePath::from(path), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|source| LakeError::Write {
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    /// The objects directly under the folder `prefix` and its subfolders' paths (one level, every
+    /// page of the listing).
+    pub async fn list_dir(&self, prefix: &str) -> Result<Listing, LakeError> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&StorePath::from(prefix)))
+            .await
+            .map_err(|source| LakeError::Read {
+                path: format!("{prefix}/"),
+                source,
+            })?;
+        Ok(Listing {
+            objects: listed
+                .objects
+                .into_iter()
+                .map(|m| Entry {
+                    path: m.location.to_string(),
+                    modified_micros: m.last_modified.timestamp_micros(),
+                })
+                .collect(),
+            folders: listed
+                .common_prefixes
+                .into_iter()
+                .map(|p| p.to_string())
+                .collect(),
+        })
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, path: &str) -> Result<bool, LakeError> {
+        match self.store.head(&StorePath::from(path)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(LakeError::Read {
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Copies an object inside the store (server-side where the store can).
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), LakeError> {
+        self.store
+            .copy(&StorePath::from(from), &StorePath::from(to))
+            .await
+            .map_err(|source| LakeError::Write {
+                path: to.to_string(),
+                source,
+            })
+    }
+
+    /// Deletes an object; one already gone is not an error.
+    pub async fn delete(&self, path: &str) -> Result<(), LakeError> {
+        match self.store.delete(&StorePath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(LakeError::Write {
+                path: path.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Writes a run's manifest (after all its files).

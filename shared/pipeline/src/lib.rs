@@ -9,6 +9,7 @@ pub mod backfill;
 pub mod catalog;
 pub mod config;
 pub mod convert;
+pub mod export;
 pub mod failpoint;
 pub mod feed;
 pub mod lake;

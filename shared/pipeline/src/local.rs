@@ -3,6 +3,7 @@
 
 use crate::catalog::Catalog;
 use crate::config::{Config, Destination};
+use crate::export::{ExportOptions, ExportReport, Exporter};
 use crate::lake::Lake;
 use crate::state::LocalState;
 use crate::stripe::StripeClient;
@@ -64,6 +65,49 @@ pub fn open_lake(cfg: &Config) -> Result<Lake, String> {
         Some(url) => Lake::cloud(url, &[]).map_err(|e| e.to_string()),
         #[cfg(not(feature = "cloud"))]
         Some(_) => Err("this build has no cloud storage support (cargo feature `cloud`)".into()),
+    }
+}
+
+/// The export store: `export_url` (a cloud URL or a local directory), or `<lake>/export`.
+pub fn open_export(cfg: &Config) -> Result<Lake, String> {
+    let target = export_target(cfg);
+    if !target.contains("://") {
+        return Lake::local(std::path::Path::new(&target)).map_err(|e| e.to_string());
+    }
+    #[cfg(feature = "cloud")]
+    return Lake::cloud(&target, &[]).map_err(|e| e.to_string());
+    #[cfg(not(feature = "cloud"))]
+    Err("this build has no cloud storage support (cargo feature `cloud`)".into())
+}
+
+/// Builds the exports of every mode with data (see [`crate::export`]), after a sync.
+pub async fn export(cfg: &Config, lake: &Lake) -> Result<Vec<ExportReport>, String> {
+    let out = open_export(cfg)
+        .map_err(|e| format!("cannot open the export store {}: {e}", export_target(cfg)))?;
+    let exporter = Exporter {
+        lake,
+        out: &out,
+        options: ExportOptions {
+            keep: cfg.export_keep,
+            ..ExportOptions::default()
+        },
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    exporter
+        .export_all(now)
+        .await
+        .map_err(|e| format!("the export to {} failed: {e}", export_target(cfg)))
+}
+
+/// Where exports go: `export_url`, or the folder `export` of the lake (a URL or a local directory).
+pub fn export_target(cfg: &Config) -> String {
+    match (&cfg.export_url, &cfg.lake_url) {
+        (Some(url), _) => url.clone(),
+        (None, Some(lake)) => format!("{}/export", lake.trim_end_matches('/')),
+        (None, None) => cfg.lake_dir().join("export").display().to_string(),
     }
 }
 

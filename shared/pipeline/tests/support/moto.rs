@@ -113,6 +113,26 @@ pub async fn create_bucket(moto: &Moto, bucket: &str) {
 
 /// One plain HTTP/1.1 request; returns the status and the body.
 pub async fn http(method: &str, url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    request(method, url, None, body).await
+}
+
+/// [`http`] with a JSON body.
+pub async fn http_json(method: &str, url: &str, body: &serde_json::Value) -> (u16, Vec<u8>) {
+    request(
+        method,
+        url,
+        Some("application/json"),
+        body.to_string().into_bytes(),
+    )
+    .await
+}
+
+async fn request(
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
     use http_body_util::BodyExt;
     let uri: hyper::Uri = url.parse().unwrap();
     let host = uri.authority().unwrap().to_string();
@@ -122,9 +142,13 @@ pub async fn http(method: &str, url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
             .await
             .unwrap();
     tokio::spawn(conn);
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder();
+    if let Some(t) = content_type {
+        req = req.header("content-type", t);
+    }
+    let req = req
         .method(method)
-        .uri(uri.path())
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header("host", host)
         .header("content-length", body.len().to_string())
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))

@@ -1,0 +1,564 @@
+//! The bounded-memory merge of one merchant's dataset: the previous export's rows plus the change files
+//! written since, reduced to the latest version of every object, with each object's metadata and child
+//! rows taken from the version that won.
+//!
+//! Only object ids are held in memory, never rows: a map from each changed id to where its newest
+//! version is. When more ids changed than [`ExportOptions::max_keys`], the ids are split into hash
+//! partitions and every input is read once per partition, so memory stays bounded by the option and by
+//! the size of one file, however large the table is. Rows stream from one input file to the output
+//! files, which are cut every [`ExportOptions::part_rows`] rows.
+//!
+//! The rules are the warehouse merge's (`warehouse::sql::merge`), so an export and a warehouse loaded
+//! from the same lake agree:
+//! - per object the newest `batch_timestamp` wins, a change winning a tie with the previous export;
+//! - a deleted object (a `-deleted` tombstone, or any row with `deleted` set) keeps the columns of its
+//!   last full version, flagged `deleted` with the tombstone's time; a tombstone of an object never seen
+//!   in full is kept as it is (its id, flagged);
+//! - metadata and child rows are replaced per parent: those delivered with the winning version (same
+//!   file name, same `batch_timestamp`), or the previous export's when the previous version won.
+
+use super::{ExportError, ExportOptions};
+use crate::catalog::{Dataset, Table, BATCH_TIMESTAMP, DELETED};
+use crate::convert::table_schema;
+use crate::lake::{writer_properties, Lake};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Rows decoded at a time from an input file.
+const READ_BATCH_ROWS: usize = 8192;
+
+/// The inputs of one table of the dataset, for one merchant.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TableInputs {
+    /// Change files in the lake (paths in the source lake), in a stable order.
+    pub changes: Vec<String>,
+    /// The previous export's files for this merchant (paths in the export store).
+    pub previous: Vec<String>,
+}
+
+/// What one table's merge wrote.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TableOutput {
+    pub rows: u64,
+    pub files: usize,
+}
+
+/// Where the newest version of an object is: its `batch_timestamp` and its row in the change files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    ts: i64,
+    file: u32,
+    row: u32,
+}
+
+/// What the change files hold for one object id.
+#[derive(Debug, Default)]
+struct Changed {
+    /// The newest full version.
+    full: Option<Version>,
+    /// The newest tombstone.
+    tomb: Option<Version>,
+    /// The previous export's version is newer than every full version in the changes.
+    previous_won: bool,
+}
+
+impl Changed {
+    fn offer(slot: &mut Option<Version>, v: Version) {
+        if slot.is_none_or(|old| v.ts >= old.ts) {
+            *slot = Some(v);
+        }
+    }
+
+    /// The time to mark a kept version (of time `ts`) deleted at, when a tombstone is not older.
+    fn deleted_at(&self, ts: i64) -> Option<i64> {
+        self.tomb.map(|t| t.ts).filter(|t| *t >= ts)
+    }
+
+    /// The change version whose metadata and child rows win, if a change version won.
+    fn winner(&self) -> Option<Version> {
+        self.full.filter(|_| !self.previous_won)
+    }
+}
+
+/// A stable hash partition of an id (FNV-1a), the same for a parent and its child rows.
+fn partition(id: &str, parts: u32) -> u32 {
+    if parts <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(parts)) as u32
+}
+
+/// The file name of a path without `.parquet`: the same for every table of one delivery.
+fn stem(path: &str) -> &str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.strip_suffix(".parquet").unwrap_or(name)
+}
+
+fn decode_error(path: &str) -> impl Fn(String) -> ExportError + '_ {
+    move |message| ExportError::Decode {
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// Reads one Parquet file as batches of `schema` (columns the file lacks, written before the catalog
+/// grew, are null).
+async fn read(
+    lake: &Lake,
+    path: &str,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, ExportError> {
+    let bad = decode_error(path);
+    let bytes = lake.read(path).await?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    reader
+        .map(|b| {
+            b.map_err(|e| e.to_string())
+                .and_then(|b| conform(b, schema).map_err(|e| e.to_string()))
+                .map_err(&bad)
+        })
+        .collect()
+}
+
+fn conform(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, f.data_type()),
+            None => Ok(arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// The key, version time and deleted flag of each row of a conformed batch.
+struct Rows<'b> {
+    keys: &'b arrow::array::StringArray,
+    ts: &'b TimestampMicrosecondArray,
+    deleted: &'b BooleanArray,
+}
+
+impl<'b> Rows<'b> {
+    fn of(batch: &'b RecordBatch, key: &str) -> Rows<'b> {
+        // `conform` gave the batch the table's schema: these columns exist with these types.
+        Rows {
+            keys: batch
+                .column(batch.schema().index_of(key).unwrap_or(0))
+                .as_string::<i32>(),
+            ts: batch
+                .column(batch.schema().index_of(BATCH_TIMESTAMP).unwrap_or(0))
+                .as_primitive::<TimestampMicrosecondType>(),
+            deleted: batch
+                .column(batch.schema().index_of(DELETED).unwrap_or(0))
+                .as_boolean(),
+        }
+    }
+
+    fn key(&self, i: usize) -> &'b str {
+        if self.keys.is_valid(i) {
+            self.keys.value(i)
+        } else {
+            ""
+        }
+    }
+
+    fn ts(&self, i: usize) -> i64 {
+        if self.ts.is_valid(i) {
+            self.ts.value(i)
+        } else {
+            i64::MIN
+        }
+    }
+
+    fn deleted(&self, i: usize) -> bool {
+        self.deleted.is_valid(i) && self.deleted.value(i)
+    }
+}
+
+/// The rows of `batch` to keep, with the ones to flag deleted (at a time) changed accordingly.
+fn select(
+    batch: &RecordBatch,
+    keep: Vec<bool>,
+    deleted_at: &[Option<i64>],
+) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+    let mask = BooleanArray::from(keep);
+    if mask.true_count() == 0 {
+        return Ok(None);
+    }
+    let out = filter_record_batch(batch, &mask)?;
+    if deleted_at.iter().all(Option::is_none) {
+        return Ok(Some(out));
+    }
+    let kept: Vec<Option<i64>> = deleted_at
+        .iter()
+        .zip(mask.values().iter())
+        .filter(|(_, k)| *k)
+        .map(|(d, _)| *d)
+        .collect();
+    let schema = out.schema();
+    let (ts_at, del_at) = (schema.index_of(BATCH_TIMESTAMP)?, schema.index_of(DELETED)?);
+    let old_ts = out.column(ts_at).as_primitive::<TimestampMicrosecondType>();
+    let old_del = out.column(del_at).as_boolean();
+    let ts: TimestampMicrosecondArray = kept
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.or_else(|| old_ts.is_valid(i).then(|| old_ts.value(i))))
+        .collect();
+    let deleted: BooleanArray = kept
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            if d.is_some() {
+                Some(true)
+            } else {
+                old_del.is_valid(i).then(|| old_del.value(i))
+            }
+        })
+        .collect();
+    let mut columns = out.columns().to_vec();
+    columns[ts_at] = Arc::new(ts);
+    columns[del_at] = Arc::new(deleted);
+    RecordBatch::try_new(schema, columns).map(Some)
+}
+
+/// Output files of one table for one merchant: `<dir>/<merchant>-<nnnnn>.parquet`, a new one every
+/// `part_rows` rows, each stored whole (an atomic put) when it is complete.
+struct Parts<'a> {
+    out: &'a Lake,
+    dir: String,
+    merchant: &'a str,
+    schema: SchemaRef,
+    part_rows: usize,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    in_part: usize,
+    done: TableOutput,
+}
+
+impl Parts<'_> {
+    async fn push(&mut self, batch: Option<RecordBatch>) -> Result<(), ExportError> {
+        let Some(batch) = batch.filter(|b| b.num_rows() > 0) else {
+            return Ok(());
+        };
+        let dir = self.dir.clone();
+        let bad = decode_error(&dir);
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => self.writer.insert(
+                ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(writer_properties()))
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+        };
+        writer.write(&batch).map_err(|e| bad(e.to_string()))?;
+        self.in_part += batch.num_rows();
+        self.done.rows += batch.num_rows() as u64;
+        if self.in_part >= self.part_rows {
+            self.finish().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), ExportError> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let bytes = writer
+            .into_inner()
+            .map_err(|e| decode_error(&self.dir)(e.to_string()))?;
+        let path = format!(
+            "{}/{}-{:05}.parquet",
+            self.dir, self.merchant, self.done.files
+        );
+        self.out.put(&path, bytes).await?;
+        self.done.files += 1;
+        self.in_part = 0;
+        Ok(())
+    }
+}
+
+/// Merges one merchant's dataset into `<root>/<table>/` of the export store. `inputs` holds one entry
+/// per table of `dataset`, in the dataset's order. Returns per table what was written, and the number
+/// of hash partitions used.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn merge(
+    lake: &Lake,
+    out: &Lake,
+    dataset: &Dataset,
+    merchant: &str,
+    inputs: &[TableInputs],
+    root: &str,
+    options: &ExportOptions,
+) -> Result<(Vec<TableOutput>, u32), ExportError> {
+    let main_at = dataset
+        .tables
+        .iter()
+        .position(|t| t.name == dataset.main_table().name)
+        .unwrap_or(0);
+    let main = &dataset.tables[main_at];
+    let main_schema = table_schema(main);
+    let mut outputs: Vec<Parts> = dataset
+        .tables
+        .iter()
+        .map(|t| Parts {
+            out,
+            dir: format!("{root}/{}", t.name),
+            merchant,
+            schema: table_schema(t),
+            part_rows: options.part_rows.max(1),
+            writer: None,
+            in_part: 0,
+            done: TableOutput::default(),
+        })
+        .collect();
+
+    // Size the partitions on the first one: ids hash evenly, so the others hold about as many.
+    let mut parts: u32 = 1;
+    let mut first = loop {
+        let changed = changed_ids(lake, &inputs[main_at].changes, &main_schema, 0, parts).await?;
+        if changed.len() <= options.max_keys.max(1) || parts >= 1 << 16 {
+            break changed;
+        }
+        let factor = changed.len().div_ceil(options.max_keys.max(1)) as u32;
+        parts = parts.saturating_mul(factor.saturating_mul(2)).min(1 << 16);
+    };
+    for p in 0..parts {
+        let mut changed = if p == 0 {
+            std::mem::take(&mut first)
+        } else {
+            changed_ids(lake, &inputs[main_at].changes, &main_schema, p, parts).await?
+        };
+        merge_main(
+            lake,
+            out,
+            main,
+            &inputs[main_at],
+            &mut changed,
+            (p, parts),
+            &mut outputs[main_at],
+        )
+        .await?;
+        for (i, table) in dataset.tables.iter().enumerate() {
+            if i == main_at {
+                continue;
+            }
+            merge_children(
+                lake,
+                out,
+                table,
+                &inputs[main_at].changes,
+                &inputs[i],
+                &changed,
+                (p, parts),
+                &mut outputs[i],
+            )
+            .await?;
+        }
+    }
+    let mut done = Vec::with_capacity(outputs.len());
+    for mut o in outputs {
+        o.finish().await?;
+        done.push(o.done);
+    }
+    Ok((done, parts))
+}
+
+/// The ids of partition `p` in the main table's change files, with their newest versions.
+async fn changed_ids(
+    lake: &Lake,
+    changes: &[String],
+    schema: &SchemaRef,
+    p: u32,
+    parts: u32,
+) -> Result<HashMap<String, Changed>, ExportError> {
+    let mut changed: HashMap<String, Changed> = HashMap::new();
+    for (file, path) in changes.iter().enumerate() {
+        let mut row = 0u32;
+        for batch in read(lake, path, schema).await? {
+            let rows = Rows::of(&batch, "id");
+            for i in 0..batch.num_rows() {
+                let id = rows.key(i);
+                if partition(id, parts) == p {
+                    let v = Version {
+                        ts: rows.ts(i),
+                        file: file as u32,
+                        row: row + i as u32,
+                    };
+                    let entry = changed.entry(id.to_string()).or_default();
+                    if rows.deleted(i) {
+                        Changed::offer(&mut entry.tomb, v);
+                    } else {
+                        Changed::offer(&mut entry.full, v);
+                    }
+                }
+            }
+            row += batch.num_rows() as u32;
+        }
+    }
+    Ok(changed)
+}
+
+/// The main table's partition `p`: the previous export's rows that still win, then the winning change
+/// rows. Marks in `changed` which objects kept their previous version.
+async fn merge_main(
+    lake: &Lake,
+    out: &Lake,
+    table: &Table,
+    inputs: &TableInputs,
+    changed: &mut HashMap<String, Changed>,
+    (p, parts): (u32, u32),
+    output: &mut Parts<'_>,
+) -> Result<(), ExportError> {
+    let schema = table_schema(table);
+    for path in &inputs.previous {
+        for batch in read(out, path, &schema).await? {
+            let rows = Rows::of(&batch, "id");
+            let n = batch.num_rows();
+            let (mut keep, mut deleted_at) = (vec![false; n], vec![None; n]);
+            for i in 0..n {
+                let id = rows.key(i);
+                if partition(id, parts) != p {
+                    continue;
+                }
+                let ts = rows.ts(i);
+                match changed.get_mut(id) {
+                    None => keep[i] = true,
+                    Some(c) if c.full.is_none_or(|f| ts > f.ts) => {
+                        c.previous_won = true;
+                        keep[i] = true;
+                        deleted_at[i] = c.deleted_at(ts);
+                    }
+                    Some(_) => {}
+                }
+            }
+            let picked =
+                select(&batch, keep, &deleted_at).map_err(|e| decode_error(path)(e.to_string()))?;
+            output.push(picked).await?;
+        }
+    }
+    for (file, path) in inputs.changes.iter().enumerate() {
+        let mut row = 0u32;
+        for batch in read(lake, path, &schema).await? {
+            let rows = Rows::of(&batch, "id");
+            let n = batch.num_rows();
+            let (mut keep, mut deleted_at) = (vec![false; n], vec![None; n]);
+            for i in 0..n {
+                let id = rows.key(i);
+                if partition(id, parts) != p {
+                    continue;
+                }
+                let here = Version {
+                    ts: rows.ts(i),
+                    file: file as u32,
+                    row: row + i as u32,
+                };
+                let Some(c) = changed.get(id) else { continue };
+                if c.previous_won {
+                    continue;
+                }
+                if c.full == Some(here) {
+                    keep[i] = true;
+                    deleted_at[i] = c.deleted_at(here.ts);
+                } else if c.full.is_none() && c.tomb == Some(here) {
+                    keep[i] = true;
+                }
+            }
+            row += n as u32;
+            let picked =
+                select(&batch, keep, &deleted_at).map_err(|e| decode_error(path)(e.to_string()))?;
+            output.push(picked).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A metadata or child table's partition `p`: the previous export's rows of parents whose previous
+/// version won (or that did not change), then the rows delivered with each winning change version.
+#[allow(clippy::too_many_arguments)]
+async fn merge_children(
+    lake: &Lake,
+    out: &Lake,
+    table: &Table,
+    main_changes: &[String],
+    inputs: &TableInputs,
+    changed: &HashMap<String, Changed>,
+    (p, parts): (u32, u32),
+    output: &mut Parts<'_>,
+) -> Result<(), ExportError> {
+    let schema = table_schema(table);
+    let key = table.parent_key.as_deref().unwrap_or("parent_id");
+    for path in &inputs.previous {
+        for batch in read(out, path, &schema).await? {
+            let rows = Rows::of(&batch, key);
+            let keep: Vec<bool> = (0..batch.num_rows())
+                .map(|i| {
+                    let parent = rows.key(i);
+                    partition(parent, parts) == p
+                        && changed.get(parent).is_none_or(|c| c.winner().is_none())
+                })
+                .collect();
+            let picked =
+                select(&batch, keep, &[]).map_err(|e| decode_error(path)(e.to_string()))?;
+            output.push(picked).await?;
+        }
+    }
+    let winning_stems: HashSet<&str> = changed
+        .values()
+        .filter_map(Changed::winner)
+        .filter_map(|v| main_changes.get(v.file as usize))
+        .map(|path| stem(path))
+        .collect();
+    for path in inputs
+        .changes
+        .iter()
+        .filter(|path| winning_stems.contains(stem(path)))
+    {
+        let here = stem(path);
+        for batch in read(lake, path, &schema).await? {
+            let rows = Rows::of(&batch, key);
+            let keep: Vec<bool> = (0..batch.num_rows())
+                .map(|i| {
+                    let parent = rows.key(i);
+                    partition(parent, parts) == p
+                        && changed
+                            .get(parent)
+                            .and_then(Changed::winner)
+                            .is_some_and(|v| {
+                                v.ts == rows.ts(i)
+                                    && main_changes
+                                        .get(v.file as usize)
+                                        .is_some_and(|w| stem(w) == here)
+                            })
+                })
+                .collect();
+            let picked =
+                select(&batch, keep, &[]).map_err(|e| decode_error(path)(e.to_string()))?;
+            output.push(picked).await?;
+        }
+    }
+    Ok(())
+}

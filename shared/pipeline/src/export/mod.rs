@@ -1,0 +1,804 @@
+//! Exports in Stripe's cloud-storage layout: after a run, the latest state of every object, as Parquet,
+//! in a folder per run date, the way Stripe's Data Pipeline delivers to S3, Google Cloud Storage and
+//! Azure Blob Storage:
+//!
+//! ```text
+//! <export>/livemode/<YYYYMMDDHHMM>/<table>/<merchant_id>-<nnnnn>.parquet
+//! <export>/livemode/<YYYYMMDDHHMM>/_export.json      what the export holds, and where the next one resumes
+//! <export>/livemode/<YYYYMMDDHHMM>/coreapi_SUCCESS   written last: every table of this run date is complete
+//! <export>/testmode/…
+//! ```
+//!
+//! An export is built from the previous complete export and the lake's change files written since
+//! (see [`merge`] for the rules and the memory bound). A merchant whose tables did not change has its
+//! previous files copied inside the store. A folder without `coreapi_SUCCESS` is an export that did not
+//! finish: readers ignore it, and the next export of the same run date removes it first. A table
+//! without rows still gets one empty Parquet file, so every table's folder can be read.
+
+mod merge;
+
+use crate::catalog::{Catalog, Dataset};
+use crate::convert::table_schema;
+use crate::lake::{mode_root, writer_properties, Lake, LakeError};
+use merge::TableInputs;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+/// The marker of a complete run date, named as in Stripe's deliveries of its core API tables.
+pub const MARKER: &str = "coreapi_SUCCESS";
+/// What an export holds and the change-file horizon of the next one.
+pub const MANIFEST: &str = "_export.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("cannot read or write the Parquet data of {path}: {message}")]
+    Decode { path: String, message: String },
+    #[error("the export manifest {path} is unreadable ({message}); delete that run date's folder to build the next export from the previous one, or from the change files alone")]
+    Manifest { path: String, message: String },
+}
+
+/// Tuning of an export; the defaults suit any table size.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Changed object ids one merge pass holds in memory (about 100 bytes each); more are merged in
+    /// several passes over hash partitions of the ids.
+    pub max_keys: usize,
+    /// Rows per exported Parquet file.
+    pub part_rows: usize,
+    /// How far before the newest change file the previous export saw the next one looks again (on the
+    /// store's clock), so that a file whose upload was under way during that listing is not missed.
+    /// Reading a change file twice changes nothing: the merge keeps one version per object.
+    pub overlap_micros: i64,
+    /// Complete exports kept per mode; older ones are deleted once a new one is complete. 0 keeps all.
+    pub keep: usize,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            max_keys: 1_000_000,
+            part_rows: 100_000,
+            overlap_micros: 3_600_000_000,
+            keep: 7,
+        }
+    }
+}
+
+/// What one export did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub livemode: bool,
+    pub run_date: String,
+    /// The run date's folder in the export store.
+    pub folder: String,
+    /// This run date was already complete: nothing was written.
+    pub already_complete: bool,
+    /// The run date the export was built on, if any.
+    pub previous: Option<String>,
+    pub tables: usize,
+    pub rows: u64,
+    pub files: usize,
+    /// Change files merged.
+    pub change_files: usize,
+    /// Files of the previous export copied unchanged.
+    pub copied: usize,
+    /// The most hash partitions one merchant's dataset needed (1: all changed ids fit in memory at once).
+    pub passes: u32,
+    /// Older run dates removed (see [`ExportOptions::keep`]).
+    pub removed: Vec<String>,
+    pub elapsed_secs: f64,
+}
+
+/// The manifest of an export (`_export.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    run_date: String,
+    previous: Option<String>,
+    /// Change files modified at or after this instant (store clock, µs) are read by the next export.
+    horizon_micros: i64,
+    tables: BTreeMap<String, TableStats>,
+}
+
+/// One table of an export: its files, and its rows per merchant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TableStats {
+    files: usize,
+    rows: BTreeMap<String, u64>,
+}
+
+/// `YYYYMMDDHHMM` (UTC) of a Unix time: the run-date folder's name.
+pub fn run_date(unix_secs: i64) -> String {
+    let (days, rest) = (unix_secs.div_euclid(86_400), unix_secs.rem_euclid(86_400));
+    let (y, m, d) = crate::warehouse::sql::civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+fn is_run_date(name: &str) -> bool {
+    name.len() == 12 && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn last_segment(path: &str) -> &str {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+}
+
+/// Builds exports from a lake (`lake`, the change files) into an export store (`out`, which may be the
+/// same store).
+pub struct Exporter<'a> {
+    pub lake: &'a Lake,
+    pub out: &'a Lake,
+    pub options: ExportOptions,
+}
+
+/// A table's inputs for every merchant.
+type ByMerchant = BTreeMap<String, TableInputs>;
+
+impl Exporter<'_> {
+    /// Exports each mode that has data in the lake, for the run date of `now_secs`.
+    pub async fn export_all(&self, now_secs: i64) -> Result<Vec<ExportReport>, ExportError> {
+        let mut out = Vec::new();
+        for livemode in [true, false] {
+            if self
+                .lake
+                .list_dir(mode_root(livemode))
+                .await?
+                .folders
+                .is_empty()
+            {
+                continue;
+            }
+            out.push(self.export(livemode, now_secs).await?);
+        }
+        Ok(out)
+    }
+
+    /// Builds the export of one mode for the run date of `now_secs`.
+    pub async fn export(&self, livemode: bool, now_secs: i64) -> Result<ExportReport, ExportError> {
+        let started = Instant::now();
+        let mode = mode_root(livemode);
+        let date = run_date(now_secs);
+        let folder = format!("{mode}/{date}");
+        let mut report = ExportReport {
+            livemode,
+            run_date: date.clone(),
+            folder: folder.clone(),
+            already_complete: false,
+            previous: None,
+            tables: 0,
+            rows: 0,
+            files: 0,
+            change_files: 0,
+            copied: 0,
+            passes: 1,
+            removed: Vec::new(),
+            elapsed_secs: 0.0,
+        };
+        if self.out.exists(&format!("{folder}/{MARKER}")).await? {
+            report.already_complete = true;
+            return Ok(report);
+        }
+        self.remove_folder(&folder).await?;
+        let previous = self.previous(mode, &date).await?;
+        let horizon = previous.as_ref().map_or(i64::MIN, |p| p.horizon_micros);
+        report.previous = previous.as_ref().map(|p| p.run_date.clone());
+        let mut newest_change = None::<i64>;
+        let mut tables = BTreeMap::new();
+        for dataset in &Catalog::get().datasets {
+            let mut inputs = Vec::with_capacity(dataset.tables.len());
+            for table in &dataset.tables {
+                let (by_merchant, newest) = self
+                    .inputs(mode, &table.name, horizon, report.previous.as_deref())
+                    .await?;
+                newest_change = newest_change.max(newest);
+                inputs.push(by_merchant);
+            }
+            let written = self
+                .export_dataset(dataset, &folder, &inputs, previous.as_ref(), &mut report)
+                .await?;
+            tables.extend(written);
+        }
+        for (table, stats) in tables.iter_mut() {
+            if stats.files == 0 {
+                self.write_empty(&folder, table).await?;
+                stats.files = 1;
+            }
+            report.rows += stats.rows.values().sum::<u64>();
+            report.files += stats.files;
+        }
+        report.tables = tables.len();
+        let manifest = Manifest {
+            run_date: date.clone(),
+            previous: report.previous.clone(),
+            horizon_micros: newest_change
+                .map(|n| n.saturating_sub(self.options.overlap_micros))
+                .map_or(horizon, |h| h.max(horizon)),
+            tables,
+        };
+        let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        self.out.put(&format!("{folder}/{MANIFEST}"), body).await?;
+        self.out
+            .put(&format!("{folder}/{MARKER}"), Vec::new())
+            .await?;
+        report.removed = self.retire(mode, &date).await?;
+        report.elapsed_secs = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// The newest complete export of a mode before `date`, with its manifest.
+    async fn previous(&self, mode: &str, date: &str) -> Result<Option<Manifest>, ExportError> {
+        let mut dates: Vec<String> = self
+            .out
+            .list_dir(mode)
+            .await?
+            .folders
+            .iter()
+            .map(|f| last_segment(f).to_string())
+            .filter(|d| is_run_date(d) && d.as_str() < date)
+            .collect();
+        dates.sort();
+        for d in dates.iter().rev() {
+            if !self.out.exists(&format!("{mode}/{d}/{MARKER}")).await? {
+                continue;
+            }
+            let path = format!("{mode}/{d}/{MANIFEST}");
+            let bytes = self.out.read(&path).await?;
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ExportError::Manifest {
+                    path,
+                    message: e.to_string(),
+                });
+        }
+        Ok(None)
+    }
+
+    /// A table's change files modified at or after `horizon` and the previous export's files, per
+    /// merchant; and the newest change file's time.
+    async fn inputs(
+        &self,
+        mode: &str,
+        table: &str,
+        horizon: i64,
+        previous: Option<&str>,
+    ) -> Result<(ByMerchant, Option<i64>), ExportError> {
+        let mut by_merchant = ByMerchant::new();
+        let mut newest = None;
+        for folder in self
+            .lake
+            .list_dir(&format!("{mode}/{table}"))
+            .await?
+            .folders
+        {
+            let Some(merchant) = last_segment(&folder).strip_prefix("merchant_id=") else {
+                continue;
+            };
+            let mut files: Vec<_> = self
+                .lake
+                .list_dir(&folder)
+                .await?
+                .objects
+                .into_iter()
+                .filter(|o| o.path.ends_with(".parquet"))
+                .collect();
+            newest = files.iter().map(|o| o.modified_micros).max().max(newest);
+            files.retain(|o| o.modified_micros >= horizon);
+            if files.is_empty() {
+                continue;
+            }
+            let mut paths: Vec<String> = files.into_iter().map(|o| o.path).collect();
+            paths.sort();
+            by_merchant.entry(merchant.to_string()).or_default().changes = paths;
+        }
+        if let Some(prev) = previous {
+            for object in self
+                .out
+                .list_dir(&format!("{mode}/{prev}/{table}"))
+                .await?
+                .objects
+            {
+                let name = last_segment(&object.path);
+                let Some((merchant, _)) = name.rsplit_once('-') else {
+                    continue;
+                };
+                if !name.ends_with(".parquet") {
+                    continue;
+                }
+                let entry = by_merchant.entry(merchant.to_string()).or_default();
+                entry.previous.push(object.path);
+            }
+        }
+        for inputs in by_merchant.values_mut() {
+            inputs.previous.sort();
+        }
+        Ok((by_merchant, newest))
+    }
+
+    /// One dataset for every merchant: merged where anything changed, copied where nothing did.
+    /// Returns per table its rows and files.
+    async fn export_dataset(
+        &self,
+        dataset: &Dataset,
+        folder: &str,
+        inputs: &[ByMerchant],
+        previous: Option<&Manifest>,
+        report: &mut ExportReport,
+    ) -> Result<BTreeMap<String, TableStats>, ExportError> {
+        let mut written: BTreeMap<String, TableStats> = dataset
+            .tables
+            .iter()
+            .map(|t| (t.name.clone(), TableStats::default()))
+            .collect();
+        let merchants: BTreeSet<&String> = inputs.iter().flat_map(|m| m.keys()).collect();
+        for merchant in merchants {
+            let mine: Vec<TableInputs> = inputs
+                .iter()
+                .map(|m| m.get(merchant).cloned().unwrap_or_default())
+                .collect();
+            if mine.iter().all(|t| t.changes.is_empty()) {
+                for (table, t) in dataset.tables.iter().zip(&mine) {
+                    let stats = written.entry(table.name.clone()).or_default();
+                    for path in &t.previous {
+                        let to = format!("{folder}/{}/{}", table.name, last_segment(path));
+                        self.out.copy(path, &to).await?;
+                        stats.files += 1;
+                        report.copied += 1;
+                    }
+                    let rows = previous
+                        .and_then(|p| p.tables.get(&table.name))
+                        .and_then(|s| s.rows.get(merchant.as_str()))
+                        .copied()
+                        .unwrap_or(0);
+                    if rows > 0 {
+                        stats.rows.insert(merchant.clone(), rows);
+                    }
+                }
+                continue;
+            }
+            report.change_files += mine.iter().map(|t| t.changes.len()).sum::<usize>();
+            let (outputs, passes) = merge::merge(
+                self.lake,
+                self.out,
+                dataset,
+                merchant,
+                &mine,
+                folder,
+                &self.options,
+            )
+            .await?;
+            report.passes = report.passes.max(passes);
+            for (table, o) in dataset.tables.iter().zip(outputs) {
+                let stats = written.entry(table.name.clone()).or_default();
+                stats.files += o.files;
+                if o.rows > 0 {
+                    stats.rows.insert(merchant.clone(), o.rows);
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// One Parquet file without rows (the table's columns only), so the table's folder exists.
+    async fn write_empty(&self, folder: &str, table: &str) -> Result<(), ExportError> {
+        let Some((_, t)) = Catalog::get().tables().find(|(_, t)| t.name == table) else {
+            return Ok(());
+        };
+        let path = format!("{folder}/{table}/empty.parquet");
+        let bad = |e: parquet::errors::ParquetError| ExportError::Decode {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let writer = parquet::arrow::ArrowWriter::try_new(
+            Vec::new(),
+            table_schema(t),
+            Some(writer_properties()),
+        )
+        .map_err(bad)?;
+        let bytes = writer.into_inner().map_err(bad)?;
+        self.out.put(&path, bytes).await?;
+        Ok(())
+    }
+
+    /// Deletes every object under a run date's folder (a previous attempt that did not finish).
+    async fn remove_folder(&self, folder: &str) -> Result<(), ExportError> {
+        let top = self.out.list_dir(folder).await?;
+        for sub in &top.folders {
+            for object in self.out.list_dir(sub).await?.objects {
+                self.out.delete(&object.path).await?;
+            }
+        }
+        for object in top.objects {
+            self.out.delete(&object.path).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes complete exports beyond the newest [`ExportOptions::keep`], and unfinished ones older
+    /// than `date`. Returns the run dates removed.
+    async fn retire(&self, mode: &str, date: &str) -> Result<Vec<String>, ExportError> {
+        if self.options.keep == 0 {
+            return Ok(Vec::new());
+        }
+        let mut dates: Vec<String> = self
+            .out
+            .list_dir(mode)
+            .await?
+            .folders
+            .iter()
+            .map(|f| last_segment(f).to_string())
+            .filter(|d| is_run_date(d) && d.as_str() <= date)
+            .collect();
+        dates.sort();
+        dates.reverse();
+        let mut complete = 0;
+        let mut removed = Vec::new();
+        for d in dates {
+            let done = self.out.exists(&format!("{mode}/{d}/{MARKER}")).await?;
+            if done {
+                complete += 1;
+            }
+            if complete > self.options.keep || (!done && d.as_str() < date) {
+                // The marker goes first: a reader never sees a complete export with files missing.
+                self.out.delete(&format!("{mode}/{d}/{MARKER}")).await?;
+                self.remove_folder(&format!("{mode}/{d}")).await?;
+                removed.push(d);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{Converter, RowContext};
+    use arrow::array::{Array, AsArray, RecordBatch};
+    use arrow::datatypes::TimestampMicrosecondType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn run_dates_are_utc_minutes() {
+        // 2026-11-26T12:34:56Z
+        assert_eq!(run_date(1_795_694_400 + 34 * 60 + 56), "202611261234");
+        assert!(is_run_date("202611261234"));
+        assert!(!is_run_date("_manifests"));
+    }
+
+    const T0: i64 = 1_795_694_400;
+
+    fn invoice(id: &str, metadata: Value, lines: &[&str]) -> Value {
+        let data: Vec<Value> = lines
+            .iter()
+            .map(|l| json!({"id": l, "object": "line_item", "amount": 5}))
+            .collect();
+        json!({"id": id, "object": "invoice", "customer": "cus_1", "metadata": metadata,
+               "lines": {"object": "list", "data": data, "has_more": false}})
+    }
+
+    /// Writes one delivery (`stem`) of invoices for a merchant into the lake, as the engine does.
+    async fn deliver(
+        lake: &Lake,
+        merchant: &str,
+        stem: &str,
+        ts: i64,
+        objects: &[Value],
+        deleted: bool,
+    ) {
+        let dataset = Catalog::get().dataset("invoices").unwrap();
+        let mut conv = Converter::new(dataset);
+        for o in objects {
+            conv.push(
+                o,
+                RowContext {
+                    merchant_id: merchant,
+                    batch_timestamp: ts,
+                    deleted,
+                },
+            );
+        }
+        for t in conv.tables.iter_mut() {
+            if let Some(batch) = t.take() {
+                let name = t.table.name.clone();
+                lake.write(true, merchant, stem, &[batch], &name)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn batches(store: &Lake, folder: &str, table: &str) -> Vec<RecordBatch> {
+        let mut out = Vec::new();
+        for o in store
+            .list_dir(&format!("{folder}/{table}"))
+            .await
+            .unwrap()
+            .objects
+        {
+            let bytes = store.read(&o.path).await.unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap();
+            out.extend(reader.map(Result::unwrap));
+        }
+        out
+    }
+
+    /// `(merchant, key, ts, deleted, extra)` per row; `extra` is `customer_id` for invoices, `key=value`
+    /// for metadata and the line id for lines.
+    async fn rows(
+        store: &Lake,
+        folder: &str,
+        table: &str,
+    ) -> Vec<(String, String, i64, bool, String)> {
+        let mut out = Vec::new();
+        for b in batches(store, folder, table).await {
+            let s = |name: &str| b.column_by_name(name).unwrap().as_string::<i32>().clone();
+            let (merchant, ts) = (
+                s("merchant_id"),
+                b.column_by_name("batch_timestamp")
+                    .unwrap()
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .clone(),
+            );
+            let deleted = b.column_by_name("deleted").unwrap().as_boolean().clone();
+            let (key, extra) = match table {
+                "invoices" => (s("id"), s("customer_id")),
+                "invoices_metadata" => (s("invoice_id"), s("key")),
+                _ => (s("invoice_id"), s("id")),
+            };
+            for i in 0..b.num_rows() {
+                let extra = if extra.is_valid(i) {
+                    extra.value(i).to_string()
+                } else {
+                    String::new()
+                };
+                let extra = if table == "invoices_metadata" {
+                    format!("{extra}={}", s("value").value(i))
+                } else {
+                    extra
+                };
+                out.push((
+                    merchant.value(i).to_string(),
+                    key.value(i).to_string(),
+                    ts.value(i),
+                    deleted.is_valid(i) && deleted.value(i),
+                    extra,
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn row(
+        m: &str,
+        key: &str,
+        ts: i64,
+        deleted: bool,
+        extra: &str,
+    ) -> (String, String, i64, bool, String) {
+        (m.into(), key.into(), ts, deleted, extra.into())
+    }
+
+    #[tokio::test]
+    async fn exports_merge_the_previous_export_with_the_changes_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::local(&dir.path().join("lake")).unwrap();
+        let out = Lake::local(&dir.path().join("export")).unwrap();
+        // Merchant B first: its files are older than every file of A.
+        deliver(
+            &lake,
+            "acct_B",
+            "r1-invoices-s00-00000",
+            100,
+            &[invoice("in_b", json!({"k": "v"}), &["il_b"])],
+            false,
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        deliver(
+            &lake,
+            "acct_A",
+            "r1-invoices-s00-00000",
+            100,
+            &[
+                invoice("in_1", json!({"a": "1"}), &["il_1"]),
+                invoice("in_2", json!({"b": "2"}), &["il_2", "il_3"]),
+                invoice("in_3", json!({}), &[]),
+            ],
+            false,
+        )
+        .await;
+        let exporter = Exporter {
+            lake: &lake,
+            out: &out,
+            options: ExportOptions {
+                overlap_micros: 0,
+                keep: 1,
+                ..ExportOptions::default()
+            },
+        };
+        let first = exporter.export(true, T0).await.unwrap();
+        assert_eq!(first.previous, None);
+        assert!(out
+            .exists(&format!("{}/{MARKER}", first.folder))
+            .await
+            .unwrap());
+        assert_eq!(rows(&out, &first.folder, "invoices").await.len(), 4);
+        assert_eq!(
+            rows(&out, &first.folder, "invoice_line_items").await.len(),
+            4
+        );
+        // Every table of the catalog has a readable folder.
+        assert_eq!(first.tables, Catalog::get().tables().count());
+        assert_eq!(
+            batches(&out, &first.folder, "charges")
+                .await
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>(),
+            0
+        );
+
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // in_1 updated (new metadata, no lines), in_2 deleted, in_4 new, and a late older in_3.
+        deliver(
+            &lake,
+            "acct_A",
+            "r2-invoices-events-00000",
+            200,
+            &[
+                invoice("in_1", json!({"a": "9"}), &[]),
+                invoice("in_4", json!({}), &["il_4"]),
+            ],
+            false,
+        )
+        .await;
+        deliver(
+            &lake,
+            "acct_A",
+            "r2-invoices-events-00000-deleted",
+            200,
+            &[json!({"id": "in_2", "object": "invoice"})],
+            true,
+        )
+        .await;
+        deliver(
+            &lake,
+            "acct_A",
+            "r2-invoices-s00-00000",
+            50,
+            &[invoice("in_3", json!({"old": "x"}), &["il_old"])],
+            false,
+        )
+        .await;
+        let second = exporter.export(true, T0 + 60).await.unwrap();
+        assert_eq!(second.previous.as_deref(), Some(first.run_date.as_str()));
+        assert!(second.copied >= 2, "merchant B is copied: {second:?}");
+        assert_eq!(second.removed, vec![first.run_date.clone()], "keep = 1");
+        let want_invoices = vec![
+            row("acct_A", "in_1", 200, false, "cus_1"),
+            row("acct_A", "in_2", 200, true, "cus_1"),
+            row("acct_A", "in_3", 100, false, "cus_1"),
+            row("acct_A", "in_4", 200, false, "cus_1"),
+            row("acct_B", "in_b", 100, false, "cus_1"),
+        ];
+        assert_eq!(rows(&out, &second.folder, "invoices").await, want_invoices);
+        let want_metadata = vec![
+            row("acct_A", "in_1", 200, false, "a=9"),
+            row("acct_A", "in_2", 100, false, "b=2"),
+            row("acct_B", "in_b", 100, false, "k=v"),
+        ];
+        assert_eq!(
+            rows(&out, &second.folder, "invoices_metadata").await,
+            want_metadata
+        );
+        let want_lines = vec![
+            row("acct_A", "in_2", 100, false, "il_2"),
+            row("acct_A", "in_2", 100, false, "il_3"),
+            row("acct_A", "in_4", 200, false, "il_4"),
+            row("acct_B", "in_b", 100, false, "il_b"),
+        ];
+        assert_eq!(
+            rows(&out, &second.folder, "invoice_line_items").await,
+            want_lines
+        );
+        assert_eq!(second.rows, 5 + 3 + 4);
+        // The same minute again: already complete, nothing written.
+        assert!(
+            exporter
+                .export(true, T0 + 61)
+                .await
+                .unwrap()
+                .already_complete
+        );
+
+        // Ids split over many hash partitions (one id in memory per pass at most, roughly) give the same
+        // export, built from the change files alone.
+        let small = Lake::local(&dir.path().join("small")).unwrap();
+        let partitioned = Exporter {
+            lake: &lake,
+            out: &small,
+            options: ExportOptions {
+                max_keys: 1,
+                part_rows: 1,
+                ..ExportOptions::default()
+            },
+        };
+        let report = partitioned.export(true, T0 + 60).await.unwrap();
+        assert!(report.passes > 1, "{report:?}");
+        assert_eq!(
+            rows(&small, &report.folder, "invoices").await,
+            want_invoices
+        );
+        assert_eq!(
+            rows(&small, &report.folder, "invoices_metadata").await,
+            want_metadata
+        );
+        assert_eq!(
+            rows(&small, &report.folder, "invoice_line_items").await,
+            want_lines
+        );
+        assert_eq!(
+            small
+                .list_dir(&format!("{}/invoices", report.folder))
+                .await
+                .unwrap()
+                .objects
+                .len(),
+            5,
+            "one row per file"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_export_is_replaced_and_never_used_as_a_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::local(&dir.path().join("lake")).unwrap();
+        let out = Lake::local(&dir.path().join("export")).unwrap();
+        deliver(
+            &lake,
+            "acct_A",
+            "r1-invoices-s00-00000",
+            100,
+            &[invoice("in_1", json!({}), &[])],
+            false,
+        )
+        .await;
+        let folder = format!("livemode/{}", run_date(T0));
+        // A crashed export: a stray file, no marker.
+        out.put(
+            &format!("{folder}/invoices/acct_A-00000.parquet"),
+            b"not parquet".to_vec(),
+        )
+        .await
+        .unwrap();
+        let exporter = Exporter {
+            lake: &lake,
+            out: &out,
+            options: ExportOptions::default(),
+        };
+        let later = exporter.export(true, T0 + 3600).await.unwrap();
+        assert_eq!(
+            later.previous, None,
+            "an export without its marker is not a base"
+        );
+        assert_eq!(later.removed, vec![run_date(T0)], "and it is removed");
+        let again = exporter.export(true, T0).await.unwrap();
+        assert!(!again.already_complete);
+        assert_eq!(
+            rows(&out, &folder, "invoices").await,
+            vec![row("acct_A", "in_1", 100, false, "cus_1")]
+        );
+    }
+}
