@@ -294,6 +294,21 @@ impl Lake {
         })
     }
 
+    /// The store's clock now (µs since the epoch): the last-modified time of a probe object written at
+    /// `probe`. Comparing it with other objects' times needs no agreement between clocks.
+    pub async fn clock(&self, probe: &str) -> Result<i64, LakeError> {
+        self.put(probe, Vec::new()).await?;
+        let meta = self
+            .store
+            .head(&StorePath::from(probe))
+            .await
+            .map_err(|source| LakeError::Read {
+                path: probe.to_string(),
+                source,
+            })?;
+        Ok(meta.last_modified.timestamp_micros())
+    }
+
     /// Whether an object exists.
     pub async fn exists(&self, path: &str) -> Result<bool, LakeError> {
         match self.store.head(&StorePath::from(path)).await {

@@ -96,11 +96,25 @@ pub async fn export(cfg: &Config, lake: &Lake) -> Result<Vec<ExportReport>, Stri
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    exporter
+    // One export at a time per output directory: two would remove each other's unfinished folders.
+    let state: crate::state::StateStore = LocalState::open(&cfg.state_dir())
+        .map_err(|e| e.to_string())?
+        .into();
+    let owner = format!("export-{}-{now}", std::process::id());
+    let lease = state
+        .acquire("export", &owner, EXPORT_LEASE_SECS)
+        .await
+        .map_err(|e| format!("cannot start the export: {e}"))?;
+    let result = exporter
         .export_all(now)
         .await
-        .map_err(|e| format!("the export to {} failed: {e}", export_target(cfg)))
+        .map_err(|e| format!("the export to {} failed: {e}", export_target(cfg)));
+    state.release(&lease).await;
+    result
 }
+
+/// How long an export's lease lasts if the process dies without releasing it.
+const EXPORT_LEASE_SECS: i64 = 3600;
 
 /// Where exports go: `export_url`, or the folder `export` of the lake (a URL or a local directory).
 pub fn export_target(cfg: &Config) -> String {

@@ -5,15 +5,18 @@
 //! Only object ids are held in memory, never rows: a map from each changed id to where its newest
 //! version is. When more ids changed than [`ExportOptions::max_keys`], the ids are split into hash
 //! partitions and every input is read once per partition, so memory stays bounded by the option and by
-//! the size of one file, however large the table is. Rows stream from one input file to the output
-//! files, which are cut every [`ExportOptions::part_rows`] rows.
+//! the size of one input file (change files are cut by the engine, export files every
+//! [`ExportOptions::part_rows`] rows), however large the table is. Rows go from one input file at a time
+//! to the output files.
 //!
 //! The rules are the warehouse merge's (`warehouse::sql::merge`), so an export and a warehouse loaded
 //! from the same lake agree:
 //! - per object the newest `batch_timestamp` wins, a change winning a tie with the previous export;
-//! - a deleted object (a `-deleted` tombstone, or any row with `deleted` set) keeps the columns of its
-//!   last full version, flagged `deleted` with the tombstone's time; a tombstone of an object never seen
-//!   in full is kept as it is (its id, flagged);
+//!   a full row with `deleted` set (a `*.deleted` event's object) is a version like any other;
+//! - a tombstone (a row of a `-deleted` file: an object found gone, with its id only) flags the kept
+//!   version `deleted` with the tombstone's `batch_timestamp`, and leaves its metadata and child rows,
+//!   unless the kept version was read after the tombstone (in time order, not in the order the files
+//!   arrived); a tombstone of an object never seen in full is dropped;
 //! - metadata and child rows are replaced per parent: those delivered with the winning version (same
 //!   file name, same `batch_timestamp`), or the previous export's when the previous version won.
 
@@ -32,6 +35,9 @@ use std::sync::Arc;
 
 /// Rows decoded at a time from an input file.
 const READ_BATCH_ROWS: usize = 8192;
+
+/// The most hash partitions one merge uses (each is a pass over the inputs).
+const MAX_PARTS: u32 = 1 << 12;
 
 /// The inputs of one table of the dataset, for one merchant.
 #[derive(Debug, Clone, Default)]
@@ -75,7 +81,8 @@ impl Changed {
         }
     }
 
-    /// The time to mark a kept version (of time `ts`) deleted at, when a tombstone is not older.
+    /// The time to flag a kept version (of time `ts`) deleted at: the tombstone's, unless the version
+    /// was read after it (then the object still existed when last seen).
     fn deleted_at(&self, ts: i64) -> Option<i64> {
         self.tomb.map(|t| t.ts).filter(|t| *t >= ts)
     }
@@ -86,21 +93,34 @@ impl Changed {
     }
 }
 
-/// A stable hash partition of an id (FNV-1a), the same for a parent and its child rows.
+/// FNV-1a: a small hash that is the same in every process and release.
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A stable hash partition of an id, the same for a parent and its child rows.
 fn partition(id: &str, parts: u32) -> u32 {
     if parts <= 1 {
         return 0;
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(parts)) as u32
+    (fnv1a(id.as_bytes()) % u64::from(parts)) as u32
+}
+
+/// Whether a main-table change file holds tombstones (objects found gone: ids only).
+pub(super) fn is_tombstones(path: &str) -> bool {
+    stem(path).ends_with("-deleted")
+}
+
+/// The delivery a change file belongs to: its stem, without `-deleted` for tombstones.
+pub(super) fn delivery(path: &str) -> &str {
+    let stem = stem(path);
+    stem.strip_suffix("-deleted").unwrap_or(stem)
 }
 
 /// The file name of a path without `.parquet`: the same for every table of one delivery.
-fn stem(path: &str) -> &str {
+pub(super) fn stem(path: &str) -> &str {
     let name = path.rsplit('/').next().unwrap_or(path);
     name.strip_suffix(".parquet").unwrap_or(name)
 }
@@ -161,7 +181,6 @@ fn conform(
 struct Rows<'b> {
     keys: &'b arrow::array::StringArray,
     ts: &'b TimestampMicrosecondArray,
-    deleted: &'b BooleanArray,
 }
 
 impl<'b> Rows<'b> {
@@ -174,9 +193,6 @@ impl<'b> Rows<'b> {
             ts: batch
                 .column(batch.schema().index_of(BATCH_TIMESTAMP).unwrap_or(0))
                 .as_primitive::<TimestampMicrosecondType>(),
-            deleted: batch
-                .column(batch.schema().index_of(DELETED).unwrap_or(0))
-                .as_boolean(),
         }
     }
 
@@ -194,10 +210,6 @@ impl<'b> Rows<'b> {
         } else {
             i64::MIN
         }
-    }
-
-    fn deleted(&self, i: usize) -> bool {
-        self.deleted.is_valid(i) && self.deleted.value(i)
     }
 }
 
@@ -336,21 +348,35 @@ pub(super) async fn merge(
         })
         .collect();
 
-    // Size the partitions on the first one: ids hash evenly, so the others hold about as many.
+    // Size the partitions on the first one, stopping as soon as it holds too many ids (so memory never
+    // goes past the limit by more than one file's ids): ids hash evenly, so the others hold about as
+    // many. At the most partitions, every partition is taken whatever its size.
+    let changes = &inputs[main_at].changes;
+    let limit = options.max_keys.max(1);
     let mut parts: u32 = 1;
     let mut first = loop {
-        let changed = changed_ids(lake, &inputs[main_at].changes, &main_schema, 0, parts).await?;
-        if changed.len() <= options.max_keys.max(1) || parts >= 1 << 16 {
-            break changed;
+        let cap = if parts >= MAX_PARTS {
+            usize::MAX
+        } else {
+            limit
+        };
+        match changed_ids(lake, changes, &main_schema, (0, parts), cap).await? {
+            (changed, None) => break changed,
+            (_, Some(files_read)) => {
+                let factor = changes.len().div_ceil(files_read).max(1) as u32;
+                parts = parts
+                    .saturating_mul(factor.saturating_mul(2))
+                    .min(MAX_PARTS);
+            }
         }
-        let factor = changed.len().div_ceil(options.max_keys.max(1)) as u32;
-        parts = parts.saturating_mul(factor.saturating_mul(2)).min(1 << 16);
     };
     for p in 0..parts {
         let mut changed = if p == 0 {
             std::mem::take(&mut first)
         } else {
-            changed_ids(lake, &inputs[main_at].changes, &main_schema, p, parts).await?
+            changed_ids(lake, changes, &main_schema, (p, parts), usize::MAX)
+                .await?
+                .0
         };
         merge_main(
             lake,
@@ -387,16 +413,18 @@ pub(super) async fn merge(
     Ok((done, parts))
 }
 
-/// The ids of partition `p` in the main table's change files, with their newest versions.
+/// The ids of partition `p` in the main table's change files, with their newest versions. Stops early
+/// once they are more than `limit`, and then also says after how many files.
 async fn changed_ids(
     lake: &Lake,
     changes: &[String],
     schema: &SchemaRef,
-    p: u32,
-    parts: u32,
-) -> Result<HashMap<String, Changed>, ExportError> {
+    (p, parts): (u32, u32),
+    limit: usize,
+) -> Result<(HashMap<String, Changed>, Option<usize>), ExportError> {
     let mut changed: HashMap<String, Changed> = HashMap::new();
     for (file, path) in changes.iter().enumerate() {
+        let tombstones = is_tombstones(path);
         let mut row = 0u32;
         for batch in read(lake, path, schema).await? {
             let rows = Rows::of(&batch, "id");
@@ -409,7 +437,7 @@ async fn changed_ids(
                         row: row + i as u32,
                     };
                     let entry = changed.entry(id.to_string()).or_default();
-                    if rows.deleted(i) {
+                    if tombstones {
                         Changed::offer(&mut entry.tomb, v);
                     } else {
                         Changed::offer(&mut entry.full, v);
@@ -418,8 +446,11 @@ async fn changed_ids(
             }
             row += batch.num_rows() as u32;
         }
+        if changed.len() > limit {
+            return Ok((changed, Some(file + 1)));
+        }
     }
-    Ok(changed)
+    Ok((changed, None))
 }
 
 /// The main table's partition `p`: the previous export's rows that still win, then the winning change
@@ -483,8 +514,6 @@ async fn merge_main(
                 if c.full == Some(here) {
                     keep[i] = true;
                     deleted_at[i] = c.deleted_at(here.ts);
-                } else if c.full.is_none() && c.tomb == Some(here) {
-                    keep[i] = true;
                 }
             }
             row += n as u32;

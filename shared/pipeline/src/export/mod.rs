@@ -29,6 +29,8 @@ use std::time::Instant;
 pub const MARKER: &str = "coreapi_SUCCESS";
 /// What an export holds and the change-file horizon of the next one.
 pub const MANIFEST: &str = "_export.json";
+/// Written first into a run date's folder: the folder is this exporter's (it only ever removes its own).
+pub const STARTED: &str = "_export_started";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -36,8 +38,8 @@ pub enum ExportError {
     Lake(#[from] LakeError),
     #[error("cannot read or write the Parquet data of {path}: {message}")]
     Decode { path: String, message: String },
-    #[error("the export manifest {path} is unreadable ({message}); delete that run date's folder to build the next export from the previous one, or from the change files alone")]
-    Manifest { path: String, message: String },
+    #[error("{folder} holds files this exporter did not write (no {STARTED}); choose another export_url, or move them away")]
+    Foreign { folder: String },
 }
 
 /// Tuning of an export; the defaults suit any table size.
@@ -100,6 +102,54 @@ struct Manifest {
     /// Change files modified at or after this instant (store clock, µs) are read by the next export.
     horizon_micros: i64,
     tables: BTreeMap<String, TableStats>,
+    /// Per table, a fingerprint of its columns: files of a table whose columns changed since are
+    /// rewritten, not copied, so a table's folder never mixes schemas.
+    #[serde(default)]
+    schemas: BTreeMap<String, String>,
+}
+
+/// A fingerprint of a table's columns (names and types, in order).
+fn fingerprint(table: &crate::catalog::Table) -> String {
+    let columns: String = crate::convert::table_columns(table)
+        .iter()
+        .map(|(name, kind)| format!("{name}:{kind:?},"))
+        .collect();
+    format!("{:016x}", merge::fnv1a(columns.as_bytes()))
+}
+
+/// What a dataset's export is built on.
+struct Base<'m> {
+    previous: Option<&'m Manifest>,
+    /// Change files modified from this instant on are read.
+    since: i64,
+    /// Unchanged merchants' files may be copied: the dataset's columns are those of the previous export.
+    copy: bool,
+}
+
+impl<'m> Base<'m> {
+    fn of(dataset: &Dataset, previous: Option<&'m Manifest>) -> Base<'m> {
+        let Some(p) = previous else {
+            return Base {
+                previous: None,
+                since: i64::MIN,
+                copy: false,
+            };
+        };
+        // A table the previous export did not have (new in the catalog) may have change files from
+        // before its horizon: read them all.
+        let known = dataset
+            .tables
+            .iter()
+            .all(|t| p.schemas.contains_key(&t.name));
+        Base {
+            previous: Some(p),
+            since: if known { p.horizon_micros } else { i64::MIN },
+            copy: dataset
+                .tables
+                .iter()
+                .all(|t| p.schemas.get(&t.name) == Some(&fingerprint(t))),
+        }
+    }
 }
 
 /// One table of an export: its files, and its rows per merchant.
@@ -183,28 +233,46 @@ impl Exporter<'_> {
             elapsed_secs: 0.0,
         };
         if self.out.exists(&format!("{folder}/{MARKER}")).await? {
+            if !self.out.exists(&format!("{folder}/{STARTED}")).await? {
+                return Err(ExportError::Foreign { folder });
+            }
             report.already_complete = true;
             return Ok(report);
         }
+        // The lake's clock now: change files up to this instant are read by this export, and the next
+        // one reads again from `overlap` before it (files whose upload was under way still show up).
+        let cutoff = self
+            .lake
+            .clock(&format!("{mode}/_manifests/_export_clock"))
+            .await?;
         self.remove_folder(&folder).await?;
+        self.out
+            .put(&format!("{folder}/{STARTED}"), Vec::new())
+            .await?;
         let previous = self.previous(mode, &date).await?;
-        let horizon = previous.as_ref().map_or(i64::MIN, |p| p.horizon_micros);
         report.previous = previous.as_ref().map(|p| p.run_date.clone());
-        let mut newest_change = None::<i64>;
         let mut tables = BTreeMap::new();
+        let mut schemas = BTreeMap::new();
         for dataset in &Catalog::get().datasets {
-            let mut inputs = Vec::with_capacity(dataset.tables.len());
-            for table in &dataset.tables {
-                let (by_merchant, newest) = self
-                    .inputs(mode, &table.name, horizon, report.previous.as_deref())
-                    .await?;
-                newest_change = newest_change.max(newest);
-                inputs.push(by_merchant);
-            }
+            let base = Base::of(dataset, previous.as_ref());
+            let inputs = self
+                .inputs(
+                    mode,
+                    dataset,
+                    (base.since, cutoff),
+                    report.previous.as_deref(),
+                )
+                .await?;
             let written = self
-                .export_dataset(dataset, &folder, &inputs, previous.as_ref(), &mut report)
+                .export_dataset(dataset, &folder, &inputs, &base, &mut report)
                 .await?;
             tables.extend(written);
+            schemas.extend(
+                dataset
+                    .tables
+                    .iter()
+                    .map(|t| (t.name.clone(), fingerprint(t))),
+            );
         }
         for (table, stats) in tables.iter_mut() {
             if stats.files == 0 {
@@ -218,10 +286,9 @@ impl Exporter<'_> {
         let manifest = Manifest {
             run_date: date.clone(),
             previous: report.previous.clone(),
-            horizon_micros: newest_change
-                .map(|n| n.saturating_sub(self.options.overlap_micros))
-                .map_or(horizon, |h| h.max(horizon)),
+            horizon_micros: cutoff.saturating_sub(self.options.overlap_micros),
             tables,
+            schemas,
         };
         let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         self.out.put(&format!("{folder}/{MANIFEST}"), body).await?;
@@ -233,7 +300,9 @@ impl Exporter<'_> {
         Ok(report)
     }
 
-    /// The newest complete export of a mode before `date`, with its manifest.
+    /// The newest complete export of this exporter before `date`, with its manifest. Folders without
+    /// a readable manifest (another tool's, or damaged) are passed over: an older export and the change
+    /// files since give the same result.
     async fn previous(&self, mode: &str, date: &str) -> Result<Option<Manifest>, ExportError> {
         let mut dates: Vec<String> = self
             .out
@@ -246,80 +315,99 @@ impl Exporter<'_> {
             .collect();
         dates.sort();
         for d in dates.iter().rev() {
-            if !self.out.exists(&format!("{mode}/{d}/{MARKER}")).await? {
+            let path = format!("{mode}/{d}/{MANIFEST}");
+            if !self.out.exists(&format!("{mode}/{d}/{MARKER}")).await?
+                || !self.out.exists(&path).await?
+            {
                 continue;
             }
-            let path = format!("{mode}/{d}/{MANIFEST}");
             let bytes = self.out.read(&path).await?;
-            return serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ExportError::Manifest {
-                    path,
-                    message: e.to_string(),
-                });
+            match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(m) => return Ok(Some(m)),
+                Err(e) => {
+                    tracing::warn!(path, error = %e, "unreadable export manifest; using an older export")
+                }
+            }
         }
         Ok(None)
     }
 
-    /// A table's change files modified at or after `horizon` and the previous export's files, per
-    /// merchant; and the newest change file's time.
+    /// A dataset's inputs per merchant: the change files of every delivery (file stem) with a file
+    /// modified in `[since, cutoff]` (all of its files, so a delivery is never split between two
+    /// exports), and the previous export's files.
     async fn inputs(
         &self,
         mode: &str,
-        table: &str,
-        horizon: i64,
+        dataset: &Dataset,
+        (since, cutoff): (i64, i64),
         previous: Option<&str>,
-    ) -> Result<(ByMerchant, Option<i64>), ExportError> {
-        let mut by_merchant = ByMerchant::new();
-        let mut newest = None;
-        for folder in self
-            .lake
-            .list_dir(&format!("{mode}/{table}"))
-            .await?
-            .folders
-        {
-            let Some(merchant) = last_segment(&folder).strip_prefix("merchant_id=") else {
-                continue;
-            };
-            let mut files: Vec<_> = self
+    ) -> Result<Vec<ByMerchant>, ExportError> {
+        // Per merchant: (table index, path, modified).
+        let mut found: BTreeMap<String, Vec<(usize, String, i64)>> = BTreeMap::new();
+        for (t, table) in dataset.tables.iter().enumerate() {
+            for folder in self
                 .lake
-                .list_dir(&folder)
+                .list_dir(&format!("{mode}/{}", table.name))
                 .await?
-                .objects
-                .into_iter()
-                .filter(|o| o.path.ends_with(".parquet"))
-                .collect();
-            newest = files.iter().map(|o| o.modified_micros).max().max(newest);
-            files.retain(|o| o.modified_micros >= horizon);
-            if files.is_empty() {
-                continue;
-            }
-            let mut paths: Vec<String> = files.into_iter().map(|o| o.path).collect();
-            paths.sort();
-            by_merchant.entry(merchant.to_string()).or_default().changes = paths;
-        }
-        if let Some(prev) = previous {
-            for object in self
-                .out
-                .list_dir(&format!("{mode}/{prev}/{table}"))
-                .await?
-                .objects
+                .folders
             {
-                let name = last_segment(&object.path);
-                let Some((merchant, _)) = name.rsplit_once('-') else {
+                let Some(merchant) = last_segment(&folder).strip_prefix("merchant_id=") else {
                     continue;
                 };
-                if !name.ends_with(".parquet") {
-                    continue;
+                let files = found.entry(merchant.to_string()).or_default();
+                for o in self.lake.list_dir(&folder).await?.objects {
+                    if o.path.ends_with(".parquet") {
+                        files.push((t, o.path, o.modified_micros));
+                    }
                 }
-                let entry = by_merchant.entry(merchant.to_string()).or_default();
-                entry.previous.push(object.path);
             }
         }
-        for inputs in by_merchant.values_mut() {
-            inputs.previous.sort();
+        let mut inputs: Vec<ByMerchant> = vec![ByMerchant::new(); dataset.tables.len()];
+        for (merchant, files) in found {
+            let fresh: BTreeSet<&str> = files
+                .iter()
+                .filter(|(_, _, m)| (since..=cutoff).contains(m))
+                .map(|(_, path, _)| merge::delivery(path))
+                .collect();
+            for (t, path, _) in &files {
+                if fresh.contains(merge::delivery(path)) {
+                    inputs[*t]
+                        .entry(merchant.clone())
+                        .or_default()
+                        .changes
+                        .push(path.clone());
+                }
+            }
         }
-        Ok((by_merchant, newest))
+        if let Some(prev) = previous {
+            for (t, table) in dataset.tables.iter().enumerate() {
+                for object in self
+                    .out
+                    .list_dir(&format!("{mode}/{prev}/{}", table.name))
+                    .await?
+                    .objects
+                {
+                    let name = last_segment(&object.path);
+                    let Some((merchant, _)) = name.rsplit_once('-') else {
+                        continue;
+                    };
+                    if name.ends_with(".parquet") {
+                        inputs[t]
+                            .entry(merchant.to_string())
+                            .or_default()
+                            .previous
+                            .push(object.path);
+                    }
+                }
+            }
+        }
+        for by_merchant in &mut inputs {
+            for i in by_merchant.values_mut() {
+                i.changes.sort();
+                i.previous.sort();
+            }
+        }
+        Ok(inputs)
     }
 
     /// One dataset for every merchant: merged where anything changed, copied where nothing did.
@@ -329,7 +417,7 @@ impl Exporter<'_> {
         dataset: &Dataset,
         folder: &str,
         inputs: &[ByMerchant],
-        previous: Option<&Manifest>,
+        base: &Base<'_>,
         report: &mut ExportReport,
     ) -> Result<BTreeMap<String, TableStats>, ExportError> {
         let mut written: BTreeMap<String, TableStats> = dataset
@@ -343,7 +431,7 @@ impl Exporter<'_> {
                 .iter()
                 .map(|m| m.get(merchant).cloned().unwrap_or_default())
                 .collect();
-            if mine.iter().all(|t| t.changes.is_empty()) {
+            if base.copy && mine.iter().all(|t| t.changes.is_empty()) {
                 for (table, t) in dataset.tables.iter().zip(&mine) {
                     let stats = written.entry(table.name.clone()).or_default();
                     for path in &t.previous {
@@ -352,7 +440,8 @@ impl Exporter<'_> {
                         stats.files += 1;
                         report.copied += 1;
                     }
-                    let rows = previous
+                    let rows = base
+                        .previous
                         .and_then(|p| p.tables.get(&table.name))
                         .and_then(|s| s.rows.get(merchant.as_str()))
                         .copied()
@@ -407,15 +496,29 @@ impl Exporter<'_> {
         Ok(())
     }
 
-    /// Deletes every object under a run date's folder (a previous attempt that did not finish).
+    /// Deletes every object under a run date's folder (a previous attempt that did not finish), if the
+    /// folder is this exporter's.
     async fn remove_folder(&self, folder: &str) -> Result<(), ExportError> {
         let top = self.out.list_dir(folder).await?;
+        let mut objects = Vec::new();
         for sub in &top.folders {
-            for object in self.out.list_dir(sub).await?.objects {
-                self.out.delete(&object.path).await?;
-            }
+            objects.extend(self.out.list_dir(sub).await?.objects);
         }
-        for object in top.objects {
+        // The folder's own mark goes last: an interrupted removal is still recognised as ours.
+        let (mark, rest): (Vec<_>, Vec<_>) = top
+            .objects
+            .into_iter()
+            .partition(|o| last_segment(&o.path) == STARTED);
+        objects.extend(rest);
+        if objects.is_empty() && mark.is_empty() {
+            return Ok(());
+        }
+        if mark.is_empty() {
+            return Err(ExportError::Foreign {
+                folder: folder.to_string(),
+            });
+        }
+        for object in objects.into_iter().chain(mark) {
             self.out.delete(&object.path).await?;
         }
         Ok(())
@@ -441,6 +544,9 @@ impl Exporter<'_> {
         let mut complete = 0;
         let mut removed = Vec::new();
         for d in dates {
+            if !self.out.exists(&format!("{mode}/{d}/{STARTED}")).await? {
+                continue; // not this exporter's
+            }
             let done = self.out.exists(&format!("{mode}/{d}/{MARKER}")).await?;
             if done {
                 complete += 1;
@@ -596,26 +702,20 @@ mod tests {
         let lake = Lake::local(&dir.path().join("lake")).unwrap();
         let out = Lake::local(&dir.path().join("export")).unwrap();
         // Merchant B first: its files are older than every file of A.
-        deliver(
-            &lake,
-            "acct_B",
-            "r1-invoices-s00-00000",
-            100,
-            &[invoice("in_b", json!({"k": "v"}), &["il_b"])],
-            false,
-        )
-        .await;
+        let b = invoice("in_b", json!({"k": "v"}), &["il_b"]);
+        deliver(&lake, "acct_B", "r1-invoices-s00-00000", 100, &[b], false).await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let first_run = [
+            invoice("in_1", json!({"a": "1"}), &["il_1"]),
+            invoice("in_2", json!({"b": "2"}), &["il_2", "il_3"]),
+            invoice("in_3", json!({}), &[]),
+        ];
         deliver(
             &lake,
             "acct_A",
             "r1-invoices-s00-00000",
             100,
-            &[
-                invoice("in_1", json!({"a": "1"}), &["il_1"]),
-                invoice("in_2", json!({"b": "2"}), &["il_2", "il_3"]),
-                invoice("in_3", json!({}), &[]),
-            ],
+            &first_run,
             false,
         )
         .await;
@@ -641,62 +741,87 @@ mod tests {
         );
         // Every table of the catalog has a readable folder.
         assert_eq!(first.tables, Catalog::get().tables().count());
-        assert_eq!(
-            batches(&out, &first.folder, "charges")
-                .await
-                .iter()
-                .map(RecordBatch::num_rows)
-                .sum::<usize>(),
-            0
-        );
+        let charges = batches(&out, &first.folder, "charges").await;
+        assert_eq!(charges.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        // in_1 updated (new metadata, no lines), in_2 deleted, in_4 new, and a late older in_3.
+        // in_1 updated (new metadata, no lines), in_2 found gone, in_4 new, and a late older in_3.
+        let updates = [
+            invoice("in_1", json!({"a": "9"}), &[]),
+            invoice("in_4", json!({}), &["il_4"]),
+        ];
         deliver(
             &lake,
             "acct_A",
             "r2-invoices-events-00000",
             200,
-            &[
-                invoice("in_1", json!({"a": "9"}), &[]),
-                invoice("in_4", json!({}), &["il_4"]),
-            ],
+            &updates,
             false,
         )
         .await;
+        let stub = |id: &str| json!({"id": id, "object": "invoice"});
         deliver(
             &lake,
             "acct_A",
             "r2-invoices-events-00000-deleted",
             200,
-            &[json!({"id": "in_2", "object": "invoice"})],
+            &[stub("in_2")],
+            true,
+        )
+        .await;
+        let late = invoice("in_3", json!({"old": "x"}), &["il_old"]);
+        deliver(&lake, "acct_A", "r2-invoices-s00-00000", 50, &[late], false).await;
+        // An `invoice.deleted` event's object is a full version (its columns and lines win); a
+        // tombstone of an object never seen is dropped; one older than the kept version flags nothing.
+        let mut gone = invoice("in_5", json!({"e": "1"}), &["il_5"]);
+        gone["customer"] = json!("cus_2");
+        deliver(
+            &lake,
+            "acct_A",
+            "r2-invoices-events-00001",
+            210,
+            &[gone],
             true,
         )
         .await;
         deliver(
             &lake,
             "acct_A",
-            "r2-invoices-s00-00000",
-            50,
-            &[invoice("in_3", json!({"old": "x"}), &["il_old"])],
-            false,
+            "r2-invoices-events-00001-deleted",
+            210,
+            &[stub("in_9")],
+            true,
+        )
+        .await;
+        deliver(
+            &lake,
+            "acct_A",
+            "r2-invoices-sweep-deleted",
+            150,
+            &[stub("in_4")],
+            true,
         )
         .await;
         let second = exporter.export(true, T0 + 60).await.unwrap();
         assert_eq!(second.previous.as_deref(), Some(first.run_date.as_str()));
-        assert!(second.copied >= 2, "merchant B is copied: {second:?}");
+        assert_eq!(
+            second.copied, 3,
+            "merchant B's three files are copied: {second:?}"
+        );
         assert_eq!(second.removed, vec![first.run_date.clone()], "keep = 1");
         let want_invoices = vec![
             row("acct_A", "in_1", 200, false, "cus_1"),
             row("acct_A", "in_2", 200, true, "cus_1"),
             row("acct_A", "in_3", 100, false, "cus_1"),
             row("acct_A", "in_4", 200, false, "cus_1"),
+            row("acct_A", "in_5", 210, true, "cus_2"),
             row("acct_B", "in_b", 100, false, "cus_1"),
         ];
         assert_eq!(rows(&out, &second.folder, "invoices").await, want_invoices);
         let want_metadata = vec![
             row("acct_A", "in_1", 200, false, "a=9"),
             row("acct_A", "in_2", 100, false, "b=2"),
+            row("acct_A", "in_5", 210, true, "e=1"),
             row("acct_B", "in_b", 100, false, "k=v"),
         ];
         assert_eq!(
@@ -707,13 +832,14 @@ mod tests {
             row("acct_A", "in_2", 100, false, "il_2"),
             row("acct_A", "in_2", 100, false, "il_3"),
             row("acct_A", "in_4", 200, false, "il_4"),
+            row("acct_A", "in_5", 210, true, "il_5"),
             row("acct_B", "in_b", 100, false, "il_b"),
         ];
         assert_eq!(
             rows(&out, &second.folder, "invoice_line_items").await,
             want_lines
         );
-        assert_eq!(second.rows, 5 + 3 + 4);
+        assert_eq!(second.rows, 6 + 4 + 5);
         // The same minute again: already complete, nothing written.
         assert!(
             exporter
@@ -723,8 +849,8 @@ mod tests {
                 .already_complete
         );
 
-        // Ids split over many hash partitions (one id in memory per pass at most, roughly) give the same
-        // export, built from the change files alone.
+        // Ids split over many hash partitions give the same export, built from the change files
+        // alone, in files of one row.
         let small = Lake::local(&dir.path().join("small")).unwrap();
         let partitioned = Exporter {
             lake: &lake,
@@ -749,56 +875,89 @@ mod tests {
             rows(&small, &report.folder, "invoice_line_items").await,
             want_lines
         );
+        let files = small
+            .list_dir(&format!("{}/invoices", report.folder))
+            .await
+            .unwrap();
+        assert_eq!(files.objects.len(), 6, "one row per file");
+
+        // And built on that export with partitions too: the previous export's branches.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let again = [invoice("in_3", json!({"z": "1"}), &["il_z"])];
+        deliver(
+            &lake,
+            "acct_A",
+            "r3-invoices-events-00000",
+            300,
+            &again,
+            false,
+        )
+        .await;
+        let next = Exporter {
+            lake: &lake,
+            out: &small,
+            options: ExportOptions {
+                max_keys: 1,
+                part_rows: 2,
+                overlap_micros: 0,
+                ..ExportOptions::default()
+            },
+        };
+        let third = next.export(true, T0 + 120).await.unwrap();
+        assert_eq!(third.previous.as_deref(), Some(report.run_date.as_str()));
+        let mut want = want_invoices.clone();
+        want[2] = row("acct_A", "in_3", 300, false, "cus_1");
+        assert_eq!(rows(&small, &third.folder, "invoices").await, want);
+        let mut want = want_metadata.clone();
+        want.insert(2, row("acct_A", "in_3", 300, false, "z=1"));
+        assert_eq!(rows(&small, &third.folder, "invoices_metadata").await, want);
+        let mut want = want_lines.clone();
+        want.insert(2, row("acct_A", "in_3", 300, false, "il_z"));
         assert_eq!(
-            small
-                .list_dir(&format!("{}/invoices", report.folder))
-                .await
-                .unwrap()
-                .objects
-                .len(),
-            5,
-            "one row per file"
+            rows(&small, &third.folder, "invoice_line_items").await,
+            want
         );
     }
 
     #[tokio::test]
-    async fn an_unfinished_export_is_replaced_and_never_used_as_a_base() {
+    async fn an_unfinished_export_is_replaced_and_foreign_folders_are_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::local(&dir.path().join("lake")).unwrap();
         let out = Lake::local(&dir.path().join("export")).unwrap();
-        deliver(
-            &lake,
-            "acct_A",
-            "r1-invoices-s00-00000",
-            100,
-            &[invoice("in_1", json!({}), &[])],
-            false,
-        )
-        .await;
+        let one = [invoice("in_1", json!({}), &[])];
+        deliver(&lake, "acct_A", "r1-invoices-s00-00000", 100, &one, false).await;
         let folder = format!("livemode/{}", run_date(T0));
-        // A crashed export: a stray file, no marker.
-        out.put(
-            &format!("{folder}/invoices/acct_A-00000.parquet"),
-            b"not parquet".to_vec(),
-        )
-        .await
-        .unwrap();
+        // A crashed export: started, a stray file, no marker.
+        out.put(&format!("{folder}/{STARTED}"), Vec::new())
+            .await
+            .unwrap();
+        let stray = format!("{folder}/invoices/acct_A-00000.parquet");
+        out.put(&stray, b"not parquet".to_vec()).await.unwrap();
+        // Another tool's folder with a run date's name: never used, removed or written into.
+        let foreign = format!("livemode/{}", run_date(T0 - 86_400));
+        out.put(&format!("{foreign}/{MARKER}"), Vec::new())
+            .await
+            .unwrap();
+        let theirs = format!("{foreign}/invoices/part-0.parquet");
+        out.put(&theirs, b"theirs".to_vec()).await.unwrap();
         let exporter = Exporter {
             lake: &lake,
             out: &out,
             options: ExportOptions::default(),
         };
         let later = exporter.export(true, T0 + 3600).await.unwrap();
+        assert_eq!(later.previous, None, "neither folder is a base");
         assert_eq!(
-            later.previous, None,
-            "an export without its marker is not a base"
+            later.removed,
+            vec![run_date(T0)],
+            "the unfinished one is removed"
         );
-        assert_eq!(later.removed, vec![run_date(T0)], "and it is removed");
+        assert!(out.exists(&theirs).await.unwrap());
+        let err = exporter.export(true, T0 - 86_400 + 30).await.unwrap_err();
+        assert!(matches!(err, ExportError::Foreign { .. }), "{err}");
         let again = exporter.export(true, T0).await.unwrap();
         assert!(!again.already_complete);
-        assert_eq!(
-            rows(&out, &folder, "invoices").await,
-            vec![row("acct_A", "in_1", 100, false, "cus_1")]
-        );
+        let want = vec![row("acct_A", "in_1", 100, false, "cus_1")];
+        assert_eq!(rows(&out, &folder, "invoices").await, want);
     }
 }
