@@ -16,7 +16,7 @@ pub enum Error {
     },
     #[error("account '{account}': {message}")]
     Account { account: String, message: String },
-    #[error("not a slice message ({0}); it is left to the dead-letter queue")]
+    #[error("not a slice or export message ({0}); it is left to the dead-letter queue")]
     Message(String),
     #[error(transparent)]
     State(#[from] StateError),
@@ -26,6 +26,8 @@ pub enum Error {
     Lake(String),
     #[error("{0}")]
     Warehouse(String),
+    #[error("{0}")]
+    Export(String),
 }
 
 impl Error {

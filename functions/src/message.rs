@@ -1,5 +1,6 @@
-//! The SQS message of a slice: which account, which work, which scheduler tick planned it, and how many
-//! continuations came before (a list that reached a function's deadline is sent again to finish).
+//! The SQS messages: a slice (which account, which work, which scheduler tick planned it, and how many
+//! continuations came before: a list that reached a function's deadline is sent again to finish), or an
+//! export in Stripe's layout of the whole lake.
 
 use serde::{Deserialize, Serialize};
 use stripe_pipeline::slice::SliceWork;
@@ -42,6 +43,42 @@ impl SliceMessage {
     }
 }
 
+/// Build the exports of the run date of `export_tick` (one per mode with data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportMessage {
+    /// `export@<tick>`.
+    pub id: String,
+    pub export_tick: i64,
+}
+
+impl ExportMessage {
+    pub fn new(tick: i64) -> ExportMessage {
+        ExportMessage {
+            id: format!("export@{tick}"),
+            export_tick: tick,
+        }
+    }
+}
+
+/// What a queue message asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Slice(SliceMessage),
+    Export(ExportMessage),
+}
+
+impl Message {
+    /// Parses a message body: an export when it has `export_tick`, else a slice.
+    pub fn parse(body: &str) -> Result<Message, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(body)?;
+        if value.get("export_tick").is_some() {
+            serde_json::from_value(value).map(Message::Export)
+        } else {
+            serde_json::from_value(value).map(Message::Slice)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +99,21 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn exports_and_slices_are_told_apart() {
+        let export = serde_json::to_string(&ExportMessage::new(1_700_000_000)).unwrap();
+        assert_eq!(
+            Message::parse(&export).unwrap(),
+            Message::Export(ExportMessage {
+                id: "export@1700000000".into(),
+                export_tick: 1_700_000_000
+            })
+        );
+        let slice = serde_json::to_string(&SliceMessage::new("acme", SliceWork::Feed, 1)).unwrap();
+        assert!(matches!(Message::parse(&slice).unwrap(), Message::Slice(_)));
+        assert!(Message::parse("{\"export_tick\": \"soon\"}").is_err());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The scheduler: on every tick, plan the due slices of every enabled account and send each to the
-//! queue once.
+//! queue once; and, when exports are on, one export message per export interval.
 
 use crate::accounts::AccountRecord;
-use crate::message::SliceMessage;
+use crate::message::{ExportMessage, SliceMessage};
 use crate::{Error, Services};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::Serialize;
@@ -26,6 +26,8 @@ pub struct TickReport {
     pub sent: usize,
     /// Slices this tick had already sent (the tick ran before).
     pub already_sent: usize,
+    /// An export message was sent (the first tick of an export interval).
+    pub export_sent: bool,
     /// Accounts that could not be planned (bad key, unreadable secret, malformed item), and failed
     /// sends.
     pub errors: Vec<String>,
@@ -138,8 +140,12 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
             report.errors.push(format!("slice {}: {error}", m.id));
         }
     }
+    if let Err(e) = plan_export(svc, tick, &mut report).await {
+        report.errors.push(e.to_string());
+    }
     tracing::info!(
         tick,
+        export = report.export_sent,
         accounts = report.accounts,
         planned = report.planned,
         sent = report.sent,
@@ -148,6 +154,36 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
         "scheduler tick"
     );
     Ok(report)
+}
+
+/// Sends the export message of this tick's export interval, once. It goes after the tick's slices: the
+/// export holds what the lake has when a worker runs it, and the next one catches up with the rest.
+async fn plan_export(svc: &Services, tick: i64, report: &mut TickReport) -> Result<(), Error> {
+    let Some(export) = &svc.settings.export else {
+        return Ok(());
+    };
+    let mark = format!("export#{}", tick.div_euclid(export.every_secs.max(60)));
+    if !svc
+        .state
+        .mark_once(&mark, tick + export.every_secs + MARK_TTL_SECS)
+        .await?
+    {
+        return Ok(());
+    }
+    let message = ExportMessage::new(tick);
+    let sent = svc
+        .sqs
+        .send_message()
+        .queue_url(&svc.settings.queue_url)
+        .message_body(serde_json::to_string(&message).unwrap_or_default())
+        .send()
+        .await;
+    if let Err(e) = sent {
+        let _ = svc.state.forget(&mark).await;
+        return Err(Error::aws("SQS", format!("sending {}", message.id), e));
+    }
+    report.export_sent = true;
+    Ok(())
 }
 
 /// Sends up to ten messages; returns those that were not sent, with why.

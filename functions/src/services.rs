@@ -27,6 +27,8 @@ pub struct Services {
     pub secrets: Secrets,
     pub notifier: Notifier,
     pub lake: Lake,
+    /// Where exports in Stripe's layout go, when they are on.
+    pub export: Option<Lake>,
     /// AWS settings of the warehouse's Data API client (the functions' own, unless
     /// [`Services::with_warehouse_sdk`] names another endpoint).
     sdk: SdkConfig,
@@ -52,6 +54,13 @@ impl Services {
     ) -> Result<Services, Error> {
         let lake = Lake::cloud(&settings.lake_url, lake_options)
             .map_err(|e| Error::Lake(e.to_string()))?;
+        let export = match &settings.export {
+            Some(e) => Some(
+                Lake::cloud(&e.url, lake_options)
+                    .map_err(|err| Error::Lake(format!("the export store: {err}")))?,
+            ),
+            None => None,
+        };
         let state = DynamoState::new(sdk, &settings.state_table);
         Ok(Services {
             accounts: Accounts::new(aws_sdk_dynamodb::Client::new(sdk), &settings.accounts_table),
@@ -65,6 +74,7 @@ impl Services {
             ),
             state,
             lake,
+            export,
             settings,
             sdk: sdk.clone(),
             warehouse: OnceCell::new(),

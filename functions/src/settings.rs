@@ -39,6 +39,19 @@ pub struct Settings {
     /// on), `STRIPE_PIPELINE_REDSHIFT_DATABASE` (default `dev`), `STRIPE_PIPELINE_REDSHIFT_DB_USER` or
     /// `STRIPE_PIPELINE_REDSHIFT_SECRET_ARN`, and `STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN` (required).
     pub redshift: Option<RedshiftSettings>,
+    /// Exports in Stripe's cloud-storage layout, when `STRIPE_PIPELINE_EXPORT_EVERY_MINUTES` > 0.
+    pub export: Option<ExportSettings>,
+}
+
+/// Where and how often the worker builds exports in Stripe's layout (see `stripe_pipeline::export`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSettings {
+    /// `s3://bucket/export`.
+    pub url: String,
+    /// One export per this many seconds of scheduler ticks.
+    pub every_secs: i64,
+    /// Complete exports kept per mode (0: all).
+    pub keep: usize,
 }
 
 /// The Redshift settings from the environment: `Ok(None)` when neither a workgroup nor a cluster is set.
@@ -131,6 +144,9 @@ impl Settings {
             ) as i64,
         };
         let rate_budget = number("STRIPE_PIPELINE_RATE_BUDGET", 0.5, 0.01, 1.0);
+        let export_every_minutes =
+            number("STRIPE_PIPELINE_EXPORT_EVERY_MINUTES", 0.0, 0.0, 525_600.0) as i64;
+        let export_keep = number("STRIPE_PIPELINE_EXPORT_KEEP", 7.0, 0.0, 10_000.0) as usize;
         let concurrency = number("STRIPE_PIPELINE_CONCURRENCY", 4.0, 1.0, 64.0) as usize;
         let seed_accounts = match env("STRIPE_PIPELINE_SEED_ACCOUNTS").filter(|v| !v.trim().is_empty()) {
             None => Vec::new(),
@@ -163,6 +179,12 @@ impl Settings {
                 "Redshift loads from S3: STRIPE_PIPELINE_LAKE_URL must be s3://bucket/prefix, got '{lake_url}'"
             ));
         }
+        let export_url = env("STRIPE_PIPELINE_EXPORT_URL").filter(|v| !v.is_empty());
+        if export_every_minutes > 0 && !export_url.as_deref().unwrap_or("").contains("://") {
+            problems.push(format!(
+                "STRIPE_PIPELINE_EXPORT_EVERY_MINUTES is {export_every_minutes}: set STRIPE_PIPELINE_EXPORT_URL to a URL like s3://bucket/export"
+            ));
+        }
         if !problems.is_empty() {
             return Err(Error::Settings(problems));
         }
@@ -179,6 +201,11 @@ impl Settings {
             rate_budget,
             concurrency,
             redshift,
+            export: (export_every_minutes > 0).then(|| ExportSettings {
+                url: export_url.unwrap_or_default(),
+                every_secs: export_every_minutes * 60,
+                keep: export_keep,
+            }),
         })
     }
 }
@@ -237,6 +264,32 @@ mod tests {
         assert_eq!(s.seed_accounts.len(), 1);
         assert!(s.seed_accounts[0].enabled);
         assert!(s.topic_arn.is_none());
+    }
+
+    #[test]
+    fn exports_are_off_by_default_and_need_a_url() {
+        let base = [
+            ("STRIPE_PIPELINE_ACCOUNTS_TABLE", "a"),
+            ("STRIPE_PIPELINE_STATE_TABLE", "s"),
+            ("STRIPE_PIPELINE_QUEUE_URL", "q"),
+            ("STRIPE_PIPELINE_LAKE_URL", "s3://b/lake"),
+        ];
+        assert_eq!(Settings::from_env(env(&base)).unwrap().export, None);
+        let mut on = base.to_vec();
+        on.push(("STRIPE_PIPELINE_EXPORT_EVERY_MINUTES", "180"));
+        let err = Settings::from_env(env(&on)).unwrap_err().to_string();
+        assert!(err.contains("STRIPE_PIPELINE_EXPORT_URL"), "{err}");
+        on.push(("STRIPE_PIPELINE_EXPORT_URL", "s3://b/export"));
+        on.push(("STRIPE_PIPELINE_EXPORT_KEEP", "3"));
+        let export = Settings::from_env(env(&on)).unwrap().export.unwrap();
+        assert_eq!(
+            export,
+            ExportSettings {
+                url: "s3://b/export".into(),
+                every_secs: 10_800,
+                keep: 3
+            }
+        );
     }
 
     #[test]

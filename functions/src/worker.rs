@@ -1,16 +1,17 @@
 //! The worker: runs the slices of an SQS batch, one after another, each through the engine.
 //!
-//! Each message ends one of four ways: done (the message is deleted), continued (the deadline came
+//! A message is a slice or an export in Stripe's layout ([`export`]). Each ends one of four ways: done (the message is deleted), continued (the deadline came
 //! first: progress is committed and a continuation message is queued), skipped (the account is gone or
 //! disabled, or another worker holds the slice's lease and is running it), or failed (reported back to
 //! SQS as a batch item failure, so it is retried and, after the queue's receive limit, moved to the
 //! dead-letter queue).
 
-use crate::message::SliceMessage;
+use crate::message::{ExportMessage, Message, SliceMessage};
 use crate::scheduler::{account_scope, resolve, send_batch};
 use crate::{Error, Services};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stripe_pipeline::export::{ExportOptions, ExportReport, Exporter};
 use stripe_pipeline::slice::{SliceOutcome, SliceWork};
 use stripe_pipeline::state::{DatasetState, StateError, StateStore};
 use stripe_pipeline::sync::{AccountReport, ListKind, Resolved, SyncError};
@@ -19,6 +20,7 @@ use stripe_pipeline::sync::{AccountReport, ListKind, Resolved, SyncError};
 #[derive(Debug)]
 pub enum Ran {
     Done(Box<AccountReport>),
+    Exported(Vec<ExportReport>),
     Continued(String),
     Skipped(String),
 }
@@ -57,11 +59,12 @@ pub async fn handle(
             failures.push(id);
             continue;
         }
-        let outcome =
-            match serde_json::from_str::<SliceMessage>(record.body.as_deref().unwrap_or("")) {
-                Ok(m) => run(svc, &m, &format!("{run_id}-{i}"), stop).await,
-                Err(e) => Err(Error::Message(e.to_string())),
-            };
+        let run_id = format!("{run_id}-{i}");
+        let outcome = match Message::parse(record.body.as_deref().unwrap_or("")) {
+            Ok(Message::Slice(m)) => run(svc, &m, &run_id, stop).await,
+            Ok(Message::Export(m)) => export(svc, &m, &run_id).await,
+            Err(e) => Err(Error::Message(e.to_string())),
+        };
         match outcome {
             Ok(ran) => tracing::info!(message_id = %id, outcome = ?ran, "slice finished"),
             Err(e) => {
@@ -183,6 +186,55 @@ pub async fn run(
             .await;
     }
     Ok(Ran::Done(Box::new(report)))
+}
+
+/// How long an export's lease lasts if its function dies without releasing it (Lambda's longest run).
+const EXPORT_LEASE_SECS: i64 = 900;
+
+/// Builds the exports in Stripe's layout for the message's tick, under one lease for the whole
+/// deployment (two exports at once would remove each other's unfinished folders). An export that does
+/// not finish leaves a folder without `coreapi_SUCCESS`; the retry replaces it.
+pub async fn export(svc: &Services, message: &ExportMessage, run_id: &str) -> Result<Ran, Error> {
+    let (Some(settings), Some(out)) = (&svc.settings.export, &svc.export) else {
+        return Ok(Ran::Skipped(format!(
+            "{}: exports are off (STRIPE_PIPELINE_EXPORT_EVERY_MINUTES is 0)",
+            message.id
+        )));
+    };
+    let state: StateStore = svc.state.clone().into();
+    let lease = match state.acquire("export", run_id, EXPORT_LEASE_SECS).await {
+        Ok(l) => l,
+        Err(StateError::Leased { owner, .. }) => {
+            return Ok(Ran::Skipped(format!(
+                "{}: an export is being built by {owner}",
+                message.id
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let exporter = Exporter {
+        lake: &svc.lake,
+        out,
+        options: ExportOptions {
+            keep: settings.keep,
+            ..ExportOptions::default()
+        },
+    };
+    let result = exporter.export_all(message.export_tick).await;
+    state.release(&lease).await;
+    match result {
+        Ok(reports) => {
+            for r in &reports {
+                tracing::info!(folder = %r.folder, rows = r.rows, files = r.files, copied = r.copied, seconds = r.elapsed_secs, "export complete");
+            }
+            Ok(Ran::Exported(reports))
+        }
+        // SQS retries it; after the receive limit it goes to the dead-letter queue, whose alarm alerts.
+        Err(e) => Err(Error::Export(format!(
+            "the export to {} failed: {e}",
+            settings.url
+        ))),
+    }
 }
 
 /// Whether every dataset of the account has completed a full list.

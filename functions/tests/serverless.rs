@@ -7,7 +7,7 @@
 mod common;
 
 use common::acceptance::{
-    assert_equal, assert_scopes_equal, assert_warehouse_equal, churn, merchants,
+    assert_equal, assert_scopes_equal, assert_warehouse_equal, churn, merchants, read_export,
 };
 use common::*;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use stripe_pipeline::slice::SliceWork;
 use stripe_pipeline::state::{DatasetState, FeedState, StateStore};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
 use stripe_pipeline_functions::message::SliceMessage;
+use stripe_pipeline_functions::settings::ExportSettings;
 use stripe_pipeline_functions::worker::{self, Ran};
 use stripe_pipeline_functions::{scheduler, Services};
 use stripe_sim::SimConfig;
@@ -426,4 +427,48 @@ async fn new_warehouse_columns_are_announced_once() {
     run(tick + 900).await.unwrap();
     let notes = notifications(&d).await;
     assert!(!notes.iter().any(|n| n.contains("column(s)")), "{notes:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_build_exports_in_stripes_layout_once_per_interval() {
+    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy(&sim, |s| {
+        s.export = Some(ExportSettings {
+            url: format!("{}/export", s.lake_url.trim_end_matches("/lake")),
+            every_secs: 3600,
+            keep: 7,
+        })
+    })
+    .await;
+    let tick = 1_800_000_000;
+    let first = scheduler::tick(&d.services, tick).await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert!(first.export_sent);
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!((drained.messages, drained.failures), (first.sent + 1, 0));
+    // The same interval sends no second export.
+    let later = scheduler::tick(&d.services, tick + 900).await.unwrap();
+    assert!(!later.export_sent);
+    drain(&d, 10, 50, plenty).await;
+    // The first export may have run before some slices; the next interval's holds the whole lake.
+    let next = scheduler::tick(&d.services, tick + 3600).await.unwrap();
+    assert!(next.export_sent);
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 0);
+    let store = d.services.export.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = DuckDb::open(&dir.path().join("reader.duckdb")).unwrap();
+    let date = stripe_pipeline::export::run_date(tick + 3600);
+    for livemode in [true, false] {
+        let mode = if livemode { "livemode" } else { "testmode" };
+        read_export(
+            store,
+            &format!("{mode}/{date}"),
+            livemode,
+            dir.path(),
+            &mut db,
+        )
+        .await;
+    }
+    tokio::task::block_in_place(|| assert_warehouse_equal(&mut db, &sim, &scopes(&sim), &all()));
 }

@@ -49,6 +49,7 @@ PARAMS = {
     "LogRetentionDays": "14",
     "RateBudget": "0.25",
     "ScheduleExpression": "rate(5 minutes)",
+    "ExportEveryMinutes": "180",
 }
 
 COMMON_ENV = {
@@ -64,6 +65,9 @@ COMMON_ENV = {
     "STRIPE_PIPELINE_OVERLAP_SECS",
     "STRIPE_PIPELINE_RATE_BUDGET",
     "STRIPE_PIPELINE_CONCURRENCY",
+    "STRIPE_PIPELINE_EXPORT_URL",
+    "STRIPE_PIPELINE_EXPORT_EVERY_MINUTES",
+    "STRIPE_PIPELINE_EXPORT_KEEP",
     "STRIPE_PIPELINE_REDSHIFT_WORKGROUP",
     "STRIPE_PIPELINE_REDSHIFT_CLUSTER",
     "STRIPE_PIPELINE_REDSHIFT_DATABASE",
@@ -381,6 +385,9 @@ def test_functions_get_their_settings_from_the_environment(stack, aws_client):
         "STRIPE_PIPELINE_OVERLAP_SECS": "300",
         "STRIPE_PIPELINE_RATE_BUDGET": "0.25",
         "STRIPE_PIPELINE_CONCURRENCY": "4",
+        "STRIPE_PIPELINE_EXPORT_URL": f"s3://{ids['LakeBucket']}/export",
+        "STRIPE_PIPELINE_EXPORT_EVERY_MINUTES": "180",
+        "STRIPE_PIPELINE_EXPORT_KEEP": "7",
         "RUST_LOG": "info",
     }
     for variables in (scheduler, worker):
@@ -480,6 +487,11 @@ def test_roles_grant_exactly_what_the_functions_call(stack, aws_client, translat
         ("s3:PutObject", f"{bucket}/lake/*"),
         ("s3:DeleteObject", f"{bucket}/lake/*"),
         ("s3:AbortMultipartUpload", f"{bucket}/lake/*"),
+        # Exports in Stripe's layout, beside the lake.
+        ("s3:GetObject", f"{bucket}/export/*"),
+        ("s3:PutObject", f"{bucket}/export/*"),
+        ("s3:DeleteObject", f"{bucket}/export/*"),
+        ("s3:AbortMultipartUpload", f"{bucket}/export/*"),
         ("s3:ListBucket", bucket),
     }
     # moto does not attach managed policies made by CloudFormation: read them from the template.

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use stripe_pipeline::catalog::{Catalog, Column, ColumnType, Dataset, TableKind};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
+use stripe_pipeline::export::MARKER;
+use stripe_pipeline::lake::Lake;
 use stripe_pipeline::sync::{self, Quiet, SyncReport};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
 use stripe_pipeline::warehouse::{schema_name, Warehouse};
@@ -383,4 +385,38 @@ pub fn churn(sim: &RunningSim, merchant: &str, livemode: bool) {
         let _ = s.delete(merchant, livemode, resource, n, &[]);
     }
     let _ = s.cancel_subscriptions(merchant, livemode, 1, &[]);
+}
+
+/// Copies one export's run-date folder (`<mode>/<YYYYMMDDHHMM>`) to `dir` and loads it into a DuckDB
+/// file, the way a reader of Stripe's layout would: every table from `<table>/*.parquet`.
+pub async fn read_export(store: &Lake, folder: &str, livemode: bool, dir: &Path, db: &mut DuckDb) {
+    let local = dir.join(folder);
+    let top = store.list_dir(folder).await.unwrap();
+    let names: Vec<String> = top
+        .objects
+        .iter()
+        .map(|o| o.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&MARKER.to_string()), "{names:?}");
+    for table_dir in &top.folders {
+        for object in store.list_dir(table_dir).await.unwrap().objects {
+            let to = local.join(object.path.strip_prefix(&format!("{}/", folder)).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(&to, store.read(&object.path).await.unwrap()).unwrap();
+        }
+    }
+    let schema = schema_name(livemode);
+    for dataset in &Catalog::get().datasets {
+        db.prepare(livemode, dataset).unwrap();
+        for table in &dataset.tables {
+            let files = local.join(&table.name);
+            assert!(files.is_dir(), "{}: no folder for {}", folder, table.name);
+            db.query_strings(&format!(
+                "INSERT INTO {schema}.{} BY NAME SELECT * FROM read_parquet('{}/*.parquet')",
+                table.name,
+                files.display()
+            ))
+            .unwrap();
+        }
+    }
 }

@@ -7,63 +7,19 @@
 mod common;
 mod support;
 
-use common::{assert_warehouse_equal, churn, config, merchants, run, sim};
+use common::{assert_warehouse_equal, churn, config, merchants, read_export, run, sim};
 use std::path::Path;
 use stripe_pipeline::catalog::{Catalog, Dataset};
-use stripe_pipeline::export::{ExportOptions, ExportReport, Exporter, MARKER};
+use stripe_pipeline::export::{ExportOptions, ExportReport, Exporter};
 use stripe_pipeline::lake::Lake;
 use stripe_pipeline::warehouse::duckdb::DuckDb;
-use stripe_pipeline::warehouse::{schema_name, Warehouse};
+use stripe_pipeline::warehouse::schema_name;
 use stripe_sim::SimConfig;
 use support::moto::{create_bucket, Moto};
 use support::storage::{Azurite, GcsEmulator};
 
 /// 2026-11-26T12:00:00Z.
 const T0: i64 = 1_795_694_400;
-
-/// Copies one export's folder to `dir` and loads it into a DuckDB file, the way a reader of Stripe's
-/// layout would: every table from `<table>/*.parquet`.
-async fn read_export(store: &Lake, report: &ExportReport, dir: &Path, db: &mut DuckDb) {
-    let local = dir.join(&report.folder);
-    let top = store.list_dir(&report.folder).await.unwrap();
-    let names: Vec<String> = top
-        .objects
-        .iter()
-        .map(|o| o.path.rsplit('/').next().unwrap().to_string())
-        .collect();
-    assert!(names.contains(&MARKER.to_string()), "{names:?}");
-    for table_dir in &top.folders {
-        for object in store.list_dir(table_dir).await.unwrap().objects {
-            let to = local.join(
-                object
-                    .path
-                    .strip_prefix(&format!("{}/", report.folder))
-                    .unwrap(),
-            );
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::write(&to, store.read(&object.path).await.unwrap()).unwrap();
-        }
-    }
-    let schema = schema_name(report.livemode);
-    for dataset in &Catalog::get().datasets {
-        db.prepare(report.livemode, dataset).unwrap();
-        for table in &dataset.tables {
-            let files = local.join(&table.name);
-            assert!(
-                files.is_dir(),
-                "{}: no folder for {}",
-                report.folder,
-                table.name
-            );
-            db.query_strings(&format!(
-                "INSERT INTO {schema}.{} BY NAME SELECT * FROM read_parquet('{}/*.parquet')",
-                table.name,
-                files.display()
-            ))
-            .unwrap();
-        }
-    }
-}
 
 /// Both modes of every account, as the reader of one store sees them, equal the ground truth, and
 /// every table equals the warehouse that the syncs loaded from the same lake (row for row, every column,
@@ -80,7 +36,7 @@ async fn assert_exports_equal(
     let mut db = DuckDb::open(&dir.join("reader.duckdb")).unwrap();
     let mut scopes = Vec::new();
     for report in reports {
-        read_export(store, report, dir, &mut db).await;
+        read_export(store, &report.folder, report.livemode, dir, &mut db).await;
         scopes.extend(merchants(sim).into_iter().map(|m| (m, report.livemode)));
     }
     tokio::task::block_in_place(|| assert_warehouse_equal(&mut db, sim, &scopes, &all));
