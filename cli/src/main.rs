@@ -163,13 +163,20 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
+            let exports = stripe_pipeline::local::has_exports(&cfg);
             match runtime.block_on(stripe_pipeline::local::status(&cfg)) {
-                Ok(rows) => {
-                    summary::print_status(&rows);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(3, &e),
+                Ok(rows) => summary::print_status(&rows),
+                // The lake and its exports are the output: nothing in a warehouse to show.
+                Err(_) if exports && cfg.destination == Destination::None => {}
+                Err(e) => return fail(3, &e),
             }
+            if exports {
+                match runtime.block_on(stripe_pipeline::local::latest_exports(&cfg)) {
+                    Ok(latest) => summary::print_exports(&cfg, &latest),
+                    Err(e) => return fail(3, &e),
+                }
+            }
+            ExitCode::SUCCESS
         }
         Command::Tables => {
             for d in &Catalog::get().datasets {

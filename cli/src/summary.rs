@@ -23,6 +23,9 @@ pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
             .filter_map(|d| catalog.dataset(d))
             .collect()
     };
+    if let Err(e) = stripe_pipeline::local::check_stores(&cfg).await {
+        return crate::fail(3, &e);
+    }
     let client = stripe_pipeline::local::client(&cfg);
     // Keys first: an invalid key stops the run before anything is written.
     let resolved = match sync::resolve(&client, &accounts).await {
@@ -211,6 +214,21 @@ pub fn print_status(rows: &[StatusRow]) {
             r.data_landed.as_deref().unwrap_or("-"),
             r.data_as_of.as_deref().unwrap_or("-"),
             r.last_error.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// The newest complete export of each mode (`status` with exports on).
+pub fn print_exports(cfg: &Config, latest: &[stripe_pipeline::export::Latest]) {
+    let target = stripe_pipeline::local::export_target(cfg);
+    if latest.is_empty() {
+        println!("Exports in Stripe's layout at {target}: none complete yet.");
+    }
+    for l in latest {
+        let mode = if l.livemode { "livemode" } else { "testmode" };
+        println!(
+            "Export {target}/{mode}/{}: complete, {} tables, {} rows.",
+            l.run_date, l.tables, l.rows
         );
     }
 }

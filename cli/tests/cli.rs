@@ -270,6 +270,16 @@ async fn sync_with_export_writes_stripes_layout_and_export_runs_alone() {
     );
     // Alone: the same run date is already complete, or a later one is built on it.
     let stdout = String::from_utf8_lossy(&again.stdout);
+    let status = bin()
+        .args(["status", "--destination", "none", "--output-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        listed.contains("livemode/") && listed.contains("complete"),
+        "{listed}"
+    );
     assert_eq!(again.status.code(), Some(0), "{stdout}");
     assert!(
         stdout.contains("already complete") || stdout.contains("files copied"),
@@ -297,4 +307,33 @@ fn an_unsupported_export_url_is_a_configuration_error() {
         stderr.contains("export_url") && stderr.contains("gs://"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_unusable_export_store_stops_the_sync_before_it_reads_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "export = true\nexport_url = \"{}/exports\"\noutput_dir = \"{}\"\n[[accounts]]\nname = \"x\"\nkey = \"sk_test_x\"\n",
+            blocker.display(),
+            dir.path().join("out").display()
+        ),
+    )
+    .unwrap();
+    let output = bin()
+        .args(["sync", "--quiet", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("export store") && stderr.contains("a-file"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out/lake").exists(), "nothing synced");
 }

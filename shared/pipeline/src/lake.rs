@@ -22,7 +22,7 @@ pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
-    #[error("cannot use the lake directory {path}: {source}")]
+    #[error("cannot use the directory {path}: {source}")]
     Open {
         path: PathBuf,
         source: std::io::Error,

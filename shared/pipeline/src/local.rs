@@ -80,6 +80,46 @@ pub fn open_export(cfg: &Config) -> Result<Lake, String> {
     Err("this build has no cloud storage support (cargo feature `cloud`)".into())
 }
 
+/// Checks the cloud lake (`lake_url`) and, with `export`, the export store, with one cheap call each (a
+/// listing), so a wrong URL, a missing bucket or missing credentials stop a sync before it reads
+/// anything.
+pub async fn check_stores(cfg: &Config) -> Result<(), String> {
+    if let Some(url) = &cfg.lake_url {
+        reachable("the lake", url, open_lake(cfg)).await?;
+    }
+    if cfg.export {
+        reachable("the export store", &export_target(cfg), open_export(cfg)).await?;
+    }
+    Ok(())
+}
+
+async fn reachable(what: &str, target: &str, store: Result<Lake, String>) -> Result<(), String> {
+    let fail = |e: String| {
+        format!("cannot use {what} {target}: {e} (check the URL, that the bucket or container exists, and the credentials in the environment)")
+    };
+    store
+        .map_err(fail)?
+        .list_dir("livemode")
+        .await
+        .map(|_| ())
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Whether exports are configured, or the default export folder exists (`status` shows them then).
+pub fn has_exports(cfg: &Config) -> bool {
+    cfg.export
+        || cfg.export_url.is_some()
+        || (cfg.lake_url.is_none() && cfg.lake_dir().join("export").is_dir())
+}
+
+/// The newest complete export of each mode (for `status`).
+pub async fn latest_exports(cfg: &Config) -> Result<Vec<crate::export::Latest>, String> {
+    let out = open_export(cfg)?;
+    crate::export::latest(&out)
+        .await
+        .map_err(|e| format!("cannot read the exports at {}: {e}", export_target(cfg)))
+}
+
 /// Builds the exports of every mode with data (see [`crate::export`]), after a sync.
 pub async fn export(cfg: &Config, lake: &Lake) -> Result<Vec<ExportReport>, String> {
     let out = open_export(cfg)

@@ -133,12 +133,8 @@ fn decode_error(path: &str) -> impl Fn(String) -> ExportError + '_ {
 }
 
 /// Reads one Parquet file as batches of `schema` (columns the file lacks, written before the catalog
-/// grew, are null).
-async fn read(
-    lake: &Lake,
-    path: &str,
-    schema: &SchemaRef,
-) -> Result<Vec<RecordBatch>, ExportError> {
+/// grew, are null). The file's bytes are fetched whole; its rows are decoded a batch at a time.
+async fn read(lake: &Lake, path: &str, schema: &SchemaRef) -> Result<Batches, ExportError> {
     let bad = decode_error(path);
     let bytes = lake.read(path).await?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -146,13 +142,32 @@ async fn read(
         .with_batch_size(READ_BATCH_ROWS)
         .build()
         .map_err(|e| bad(e.to_string()))?;
-    reader
-        .map(|b| {
-            b.map_err(|e| e.to_string())
-                .and_then(|b| conform(b, schema).map_err(|e| e.to_string()))
-                .map_err(&bad)
-        })
-        .collect()
+    Ok(Batches {
+        reader,
+        path: path.to_string(),
+        schema: schema.clone(),
+    })
+}
+
+/// The batches of one file, conformed to the table's schema.
+struct Batches {
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    path: String,
+    schema: SchemaRef,
+}
+
+impl Iterator for Batches {
+    type Item = Result<RecordBatch, ExportError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = self.reader.next()?;
+        Some(
+            batch
+                .map_err(|e| e.to_string())
+                .and_then(|b| conform(b, &self.schema).map_err(|e| e.to_string()))
+                .map_err(decode_error(&self.path)),
+        )
+    }
 }
 
 fn conform(
@@ -427,6 +442,7 @@ async fn changed_ids(
         let tombstones = is_tombstones(path);
         let mut row = 0u32;
         for batch in read(lake, path, schema).await? {
+            let batch = batch?;
             let rows = Rows::of(&batch, "id");
             for i in 0..batch.num_rows() {
                 let id = rows.key(i);
@@ -467,6 +483,7 @@ async fn merge_main(
     let schema = table_schema(table);
     for path in &inputs.previous {
         for batch in read(out, path, &schema).await? {
+            let batch = batch?;
             let rows = Rows::of(&batch, "id");
             let n = batch.num_rows();
             let (mut keep, mut deleted_at) = (vec![false; n], vec![None; n]);
@@ -494,6 +511,7 @@ async fn merge_main(
     for (file, path) in inputs.changes.iter().enumerate() {
         let mut row = 0u32;
         for batch in read(lake, path, &schema).await? {
+            let batch = batch?;
             let rows = Rows::of(&batch, "id");
             let n = batch.num_rows();
             let (mut keep, mut deleted_at) = (vec![false; n], vec![None; n]);
@@ -542,6 +560,7 @@ async fn merge_children(
     let key = table.parent_key.as_deref().unwrap_or("parent_id");
     for path in &inputs.previous {
         for batch in read(out, path, &schema).await? {
+            let batch = batch?;
             let rows = Rows::of(&batch, key);
             let keep: Vec<bool> = (0..batch.num_rows())
                 .map(|i| {
@@ -568,6 +587,7 @@ async fn merge_children(
     {
         let here = stem(path);
         for batch in read(lake, path, &schema).await? {
+            let batch = batch?;
             let rows = Rows::of(&batch, key);
             let keep: Vec<bool> = (0..batch.num_rows())
                 .map(|i| {

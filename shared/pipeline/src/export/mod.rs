@@ -159,6 +159,64 @@ struct TableStats {
     rows: BTreeMap<String, u64>,
 }
 
+/// The newest complete export of a mode in `out` before `date`, with its manifest. Folders without a
+/// readable manifest (another tool's, or damaged) are passed over: an older export and the change files
+/// since give the same result.
+async fn newest_complete(
+    out: &Lake,
+    mode: &str,
+    date: &str,
+) -> Result<Option<Manifest>, ExportError> {
+    let mut dates: Vec<String> = out
+        .list_dir(mode)
+        .await?
+        .folders
+        .iter()
+        .map(|f| last_segment(f).to_string())
+        .filter(|d| is_run_date(d) && d.as_str() < date)
+        .collect();
+    dates.sort();
+    for d in dates.iter().rev() {
+        let path = format!("{mode}/{d}/{MANIFEST}");
+        if !out.exists(&format!("{mode}/{d}/{MARKER}")).await? || !out.exists(&path).await? {
+            continue;
+        }
+        let bytes = out.read(&path).await?;
+        match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m) => return Ok(Some(m)),
+            Err(e) => {
+                tracing::warn!(path, error = %e, "unreadable export manifest; using an older export")
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The newest complete export of one mode, for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latest {
+    pub livemode: bool,
+    pub run_date: String,
+    pub tables: usize,
+    pub rows: u64,
+}
+
+/// The newest complete export of each mode in `out`.
+pub async fn latest(out: &Lake) -> Result<Vec<Latest>, ExportError> {
+    let mut found = Vec::new();
+    for livemode in [true, false] {
+        if let Some(m) = newest_complete(out, mode_root(livemode), "999999999999").await? {
+            found.push(Latest {
+                livemode,
+                run_date: m.run_date,
+                tables: m.tables.len(),
+                rows: m.tables.values().flat_map(|t| t.rows.values()).sum(),
+            });
+        }
+    }
+    Ok(found)
+}
+
 /// `YYYYMMDDHHMM` (UTC) of a Unix time: the run-date folder's name.
 pub fn run_date(unix_secs: i64) -> String {
     let (days, rest) = (unix_secs.div_euclid(86_400), unix_secs.rem_euclid(86_400));
@@ -300,36 +358,9 @@ impl Exporter<'_> {
         Ok(report)
     }
 
-    /// The newest complete export of this exporter before `date`, with its manifest. Folders without
-    /// a readable manifest (another tool's, or damaged) are passed over: an older export and the change
-    /// files since give the same result.
+    /// The newest complete export of this exporter before `date`, with its manifest.
     async fn previous(&self, mode: &str, date: &str) -> Result<Option<Manifest>, ExportError> {
-        let mut dates: Vec<String> = self
-            .out
-            .list_dir(mode)
-            .await?
-            .folders
-            .iter()
-            .map(|f| last_segment(f).to_string())
-            .filter(|d| is_run_date(d) && d.as_str() < date)
-            .collect();
-        dates.sort();
-        for d in dates.iter().rev() {
-            let path = format!("{mode}/{d}/{MANIFEST}");
-            if !self.out.exists(&format!("{mode}/{d}/{MARKER}")).await?
-                || !self.out.exists(&path).await?
-            {
-                continue;
-            }
-            let bytes = self.out.read(&path).await?;
-            match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) => return Ok(Some(m)),
-                Err(e) => {
-                    tracing::warn!(path, error = %e, "unreadable export manifest; using an older export")
-                }
-            }
-        }
-        Ok(None)
+        newest_complete(self.out, mode, date).await
     }
 
     /// A dataset's inputs per merchant: the change files of every delivery (file stem) with a file
