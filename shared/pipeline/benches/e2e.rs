@@ -9,6 +9,9 @@
 //!
 //! `--base` is the simulator's base count per resource (105,000 gives about 1,000,000 objects).
 
+mod measure;
+
+use measure::{arg, memory};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,30 +25,6 @@ use stripe_pipeline::stripe::{Limiter, RetryPolicy, StripeClient};
 use stripe_pipeline::sync::{self, Engine, Progress};
 use stripe_pipeline::warehouse::LakeOnly;
 use stripe_sim::{RateLimits, SimConfig};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Resident and peak resident memory of this process, in MiB.
-fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            / 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 /// The child: a simulator with data in the first account's live mode only; prints its start info.
 async fn serve_simulator() {

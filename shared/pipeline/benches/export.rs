@@ -8,36 +8,15 @@
 //!
 //! `cargo bench -p stripe-pipeline --bench export -- [--objects N] [--changed-pct P] [--max-keys K]`
 
+mod measure;
+
+use measure::{arg, memory};
 use serde_json::Value;
 use std::time::Instant;
 use stripe_pipeline::catalog::Catalog;
 use stripe_pipeline::convert::{Converter, RowContext};
 use stripe_pipeline::export::{ExportOptions, ExportReport, Exporter};
 use stripe_pipeline::lake::Lake;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Current and peak resident memory in MiB.
-fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            / 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 /// Charges as the simulator makes them, to copy with new ids.
 fn templates() -> Vec<Value> {
