@@ -16,6 +16,7 @@ pub mod lake;
 #[cfg(feature = "duckdb")]
 pub mod local;
 pub mod slice;
+pub mod slots;
 pub mod state;
 pub mod stripe;
 pub mod sync;

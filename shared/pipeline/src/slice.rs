@@ -8,11 +8,12 @@
 //! them so many function invocations can share the work.
 
 use crate::catalog::{Catalog, Dataset};
+use crate::slots::Slots;
 use crate::state::{DatasetState, FeedState, StateStore};
 use crate::sync::{list_work, AccountReport, Engine, Incremental, Resolved, SyncError, LEASE_SECS};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
 /// How long a slice's lease outlives the worker's deadline (the time to stop and commit).
 pub const SLICE_LEASE_GRACE_SECS: i64 = 120;
@@ -127,8 +128,8 @@ impl Engine {
                 let Some(kind) = list_work(&state, d, r.server_time, &self.incremental) else {
                     return Ok((SliceOutcome::Done, report));
                 };
-                let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
-                let result = self.list(r, d, kind, &files, &permits).await;
+                let slots = Slots::for_account(self.concurrency, r.account.livemode);
+                let result = self.list(r, d, kind, &files, &slots).await;
                 let entry = &mut report.datasets[0];
                 entry.list = Some(kind);
                 match result {

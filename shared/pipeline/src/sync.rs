@@ -11,6 +11,7 @@ use crate::convert::{Converter, RowContext};
 use crate::failpoint;
 use crate::feed::{self, FeedCounts, FeedStart};
 use crate::lake::{Lake, LakeFile};
+use crate::slots::Slots;
 use crate::state::{Backfill, DatasetState, FeedState, Segment, StateError, StateStore};
 use crate::stripe::{CallKind, Caller, Response, StripeClient, StripeError};
 use crate::warehouse::{Load, Warehouse, WarehouseError};
@@ -18,14 +19,17 @@ use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
 /// Rows buffered before a batch is delivered (files written, loaded, cursor committed).
 pub const FLUSH_ROWS: usize = 20_000;
 /// JSON bytes read before a batch is delivered: bounds each segment's memory whatever the object size.
 pub const FLUSH_BYTES: usize = 8 << 20;
-/// Segments per dataset at most.
-pub const MAX_SEGMENTS: usize = 32;
+/// Segments per dataset planned at most. Planning costs a request per probe whose page is not kept,
+/// so it stops early: segments are split further while the list runs (see `Engine::split_off`).
+pub const MAX_SEGMENTS: usize = 8;
+/// Segments per dataset at most, counting those split off while the list runs.
+pub const MAX_SEGMENTS_SPLIT: usize = 512;
 /// How long an account's lease lasts without renewal.
 pub const LEASE_SECS: i64 = 3600;
 
@@ -291,6 +295,22 @@ fn local_error(r: &Resolved, message: String) -> SyncError {
 }
 
 /// One dataset's in-memory state, shared by its segment tasks (commits are serialized through it).
+/// The objects a segment has left, judged by its pace: `objects` read since its `created` was
+/// `started_at` (pages go from the newest objects to the oldest). 0 before its first page.
+fn objects_left(seg: &Segment, objects: u64, started_at: i64) -> f64 {
+    let Some(at) = seg.after_created else {
+        return 0.0;
+    };
+    let read = (started_at - at).max(1);
+    objects as f64 * (at - seg.from).max(0) as f64 / read as f64
+}
+
+/// How a running segment hands part of its window to a new one (see [`Engine::split_off`]).
+struct Split<'a> {
+    slots: &'a Arc<Slots>,
+    spawn: &'a tokio::sync::mpsc::UnboundedSender<usize>,
+}
+
 struct Shared {
     key: String,
     version: u64,
@@ -461,10 +481,11 @@ impl Engine {
         self.prepare_tables(r, datasets, report).await?;
         self.feed_step(r, datasets, files, report).await?;
         // Lists: every dataset that needs one, in parallel under one budget of segments per account
-        // (bounds memory: each segment buffers up to FLUSH_ROWS rows, and spreads the rate budget across
-        // resources). Lists without a `created` filter can only be paged one page after another: start
-        // them first, so they run alongside the segmented ones instead of after them.
-        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        // (bounds memory: each segment buffers up to FLUSH_ROWS rows), shared fairly between datasets
+        // so the rate budget is spread across endpoints (see `Slots`). Lists without a `created` filter
+        // can only be paged one page after another: start them first, so they run alongside the
+        // segmented ones instead of after them.
+        let slots = Slots::for_account(self.concurrency, r.account.livemode);
         let mut ordered: Vec<&'static Dataset> = datasets.to_vec();
         ordered.sort_by_key(|d| d.created_filter);
         let mut tasks = tokio::task::JoinSet::new();
@@ -474,10 +495,9 @@ impl Engine {
                 self.progress.dataset_done(&r.account.name, &d.name, None);
                 continue;
             };
-            let (engine, r, files, permits) =
-                (self.clone(), r.clone(), files.clone(), permits.clone());
+            let (engine, r, files, slots) = (self.clone(), r.clone(), files.clone(), slots.clone());
             tasks.spawn(async move {
-                let result = engine.list(&r, d, kind, &files, &permits).await;
+                let result = engine.list(&r, d, kind, &files, &slots).await;
                 let error = result.as_ref().err().map(|e| e.to_string());
                 engine
                     .progress
@@ -580,12 +600,10 @@ impl Engine {
         dataset: &'static Dataset,
         kind: ListKind,
         files: &Arc<Mutex<Vec<LakeFile>>>,
-        permits: &Arc<Semaphore>,
+        slots: &Arc<Slots>,
     ) -> Result<u64, SyncError> {
         let key = r.key(&dataset.name);
-        let result = self
-            .list_inner(r, dataset, kind, files, &key, permits)
-            .await;
+        let result = self.list_inner(r, dataset, kind, files, &key, slots).await;
         if let Some(e) = result
             .as_ref()
             .err()
@@ -606,7 +624,7 @@ impl Engine {
         kind: ListKind,
         files: &Arc<Mutex<Vec<LakeFile>>>,
         key: &str,
-        permits: &Arc<Semaphore>,
+        slots: &Arc<Slots>,
     ) -> Result<u64, SyncError> {
         let stored = self.state.get::<DatasetState>(key).await?;
         let mut state = stored.value;
@@ -668,23 +686,52 @@ impl Engine {
                 })
                 .unwrap_or_default()
         };
+        // Segments split off while the list runs (see `split_off`) arrive on `split_tx`.
+        let (split_tx, mut split_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let mut tasks = tokio::task::JoinSet::new();
-        for i in pending {
-            let (engine, r, shared, files, permits) = (
+        let spawn = |tasks: &mut tokio::task::JoinSet<_>, i: usize| {
+            let (engine, r, shared, files, slots, split_tx) = (
                 self.clone(),
                 r.clone(),
                 shared.clone(),
                 files.clone(),
-                permits.clone(),
+                slots.clone(),
+                split_tx.clone(),
             );
             tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                engine.run_segment(&r, dataset, i, &shared, &files).await
+                let _slot = slots.acquire(&dataset.name).await;
+                let split = Split {
+                    slots: &slots,
+                    spawn: &split_tx,
+                };
+                engine
+                    .run_segment(&r, dataset, i, &shared, &files, split)
+                    .await
             });
+        };
+        for i in pending {
+            spawn(&mut tasks, i);
         }
         let mut objects = 0;
         let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
+        loop {
+            let joined = tokio::select! {
+                Some(i) = split_rx.recv() => {
+                    spawn(&mut tasks, i);
+                    continue;
+                }
+                joined = tasks.join_next() => joined,
+            };
+            let Some(joined) = joined else {
+                // Every task has ended; a split announced just before its task ended is still queued.
+                match split_rx.try_recv() {
+                    Ok(i) => {
+                        spawn(&mut tasks, i);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            };
             match joined {
                 Ok(Ok(n)) => objects += n,
                 Ok(Err(e)) => {
@@ -747,6 +794,7 @@ impl Engine {
         index: usize,
         shared: &Arc<Mutex<Shared>>,
         files: &Arc<Mutex<Vec<LakeFile>>>,
+        split: Split<'_>,
     ) -> Result<u64, SyncError> {
         let mut seg: Segment = {
             let s = shared.lock().await;
@@ -761,6 +809,9 @@ impl Engine {
         };
         let mut converter = Converter::new(dataset);
         let mut objects = 0u64;
+        // Where this run started in the segment (pages go from the newest objects to the oldest).
+        let started_at = seg.after_created.unwrap_or(seg.to);
+        let mut backlog = split.slots.backlog(&dataset.name);
         let mut seq = 0u32;
         let mut pending_bytes = 0usize;
         loop {
@@ -837,7 +888,67 @@ impl Engine {
             if out_of_time {
                 return Err(SyncError::Deadline);
             }
+            backlog.set(objects_left(&seg, objects, started_at));
+            if split.slots.spare(&dataset.name) {
+                let pace = (objects, started_at);
+                if let Some(i) = self
+                    .split_off(dataset, index, &mut seg, pace, shared)
+                    .await?
+                {
+                    // The receiver lives as long as the list; a closed channel means it has ended.
+                    let _ = split.spawn.send(i);
+                }
+            }
         }
+    }
+
+    /// Hands the older half of what is left of segment `index` to a new segment, when the segment
+    /// still has at least two pages to go (by [`objects_left`]). A dense window otherwise ends a backfill one page at a time
+    /// while every other slot is idle. The split is committed before the new segment runs: a crash
+    /// after it resumes both halves, which together cover exactly the window before it.
+    async fn split_off(
+        &self,
+        dataset: &Dataset,
+        index: usize,
+        seg: &mut Segment,
+        (objects, started_at): (u64, i64),
+        shared: &Arc<Mutex<Shared>>,
+    ) -> Result<Option<usize>, SyncError> {
+        let Some(at) = seg.after_created else {
+            return Ok(None);
+        };
+        let expected = objects_left(seg, objects, started_at);
+        if !dataset.created_filter
+            || at - seg.from < 2
+            || objects < PAGE_LIMIT as u64
+            || expected < 2.0 * PAGE_LIMIT as f64
+        {
+            return Ok(None);
+        }
+        let mid = seg.from + (at - seg.from) / 2;
+        let mut s = shared.lock().await;
+        let mut state = s.state.clone();
+        let Some(b) = state.backfill.as_mut() else {
+            return Ok(None);
+        };
+        if b.segments.len() >= MAX_SEGMENTS_SPLIT {
+            return Ok(None);
+        }
+        b.segments.push(Segment {
+            from: seg.from,
+            to: mid,
+            after: None,
+            after_created: None,
+            done: false,
+        });
+        // The committed cursor of this segment stays (it is newer than `mid`); only its window shrinks.
+        b.segments[index].from = mid;
+        let new = b.segments.len() - 1;
+        let key = s.key.clone();
+        s.version = self.state.put(&key, s.version, &state).await?;
+        s.state = state;
+        seg.from = mid;
+        Ok(Some(new))
     }
 
     /// Converts the objects of a page whose nested lists were cut off (`has_more`), after paging those

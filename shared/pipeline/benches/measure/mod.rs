@@ -2,12 +2,19 @@
 
 /// The number after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: u64) -> u64 {
+    text_arg(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The text after `name` on the command line.
+#[allow(dead_code)] // Not every bench takes a text argument.
+pub fn text_arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .cloned()
 }
 
 /// Resident and peak resident memory of this process, in MiB.

@@ -126,7 +126,9 @@ impl Plan {
         let find = |name: &str| main_columns.iter().position(|c| c.name == name);
         Plan {
             id_col: find("id"),
-            created_col: find("created"),
+            // Invoice items carry their creation time as `date`; their list's `created` filter
+            // applies to it, so it is the position of a segment's cursor like `created` elsewhere.
+            created_col: find("created").or_else(|| find("date")),
             root,
             items,
             main_columns,

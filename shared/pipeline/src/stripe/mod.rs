@@ -5,7 +5,7 @@ mod error;
 mod limiter;
 
 pub use error::StripeError;
-pub use limiter::Limiter;
+pub use limiter::{Limiter, STRIPE_ENDPOINT_LIMIT, STRIPE_LIVE_LIMIT, STRIPE_TEST_LIMIT};
 
 use crate::config::Secret;
 use bytes::Bytes;
