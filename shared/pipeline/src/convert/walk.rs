@@ -1,17 +1,15 @@
-//! A catalog-directed walk over one object's JSON: values are taken straight from the parser into cells
-//! of the rows being built, and every field the catalog does not map is skipped without being
+//! A catalog-directed walk over one object's JSON text: values go straight from the [`Scanner`] into
+//! cells of the rows being built, and every field the catalog does not map is skipped without being
 //! materialised. This is what makes conversion cheap: no JSON tree is built for a page.
 //!
-//! The same walk runs over a parsed [`serde_json::Value`] (events, objects whose nested lists had to be
-//! completed), because `&Value` is itself a serde deserializer: there is one conversion, not two.
+//! Parsed objects (events, objects whose nested lists had to be completed) are written out as text and
+//! take the same walk: there is one conversion, not two.
 
+use super::scan::{JsonError, Kind, Number, Scanner};
 use crate::catalog::{Column, ColumnType, Table, TableKind};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// One value on its way into a column, as the parser saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,16 +52,34 @@ struct Step {
     inner: Option<Node>,
 }
 
-impl Step {
-    fn uses(&self) -> usize {
-        self.roles.len() + usize::from(self.inner.is_some())
+/// FNV-1a, for looking up field names: they are short, and the table holds only the catalog's names
+/// (an unknown name in the data is a miss, never an insert), so a keyed hash buys nothing here.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
 /// The fields of one JSON object level that lead to something.
 #[derive(Debug, Default)]
 pub struct Node {
-    steps: HashMap<Box<str>, Step>,
+    steps: HashMap<Box<str>, Step, BuildHasherDefault<Fnv>>,
 }
 
 impl Node {
@@ -158,7 +174,7 @@ pub struct ObjectRows<'de> {
 }
 
 impl<'de> ObjectRows<'de> {
-    pub fn id(&self, plan: &Plan) -> Option<&str> {
+    pub fn id(&self, plan: &Plan) -> Option<&Cow<'de, str>> {
         match plan.id_col.and_then(|i| self.main.get(i)) {
             Some(Cell::Str(s)) => Some(s),
             _ => None,
@@ -180,54 +196,77 @@ enum Target {
     Child,
 }
 
-/// Walks one object (a map) into `rows`.
-pub struct ObjectSeed<'p, 'r, 'de> {
-    pub plan: &'p Plan,
-    pub rows: &'r mut ObjectRows<'de>,
+/// Walks the object the scanner is at into `rows` (whose buffers are reused from object to object).
+/// A value that is not an object leaves every column null.
+pub fn object<'de>(
+    plan: &Plan,
+    s: &mut Scanner<'de>,
+    rows: &mut ObjectRows<'de>,
+) -> Result<(), JsonError> {
+    rows.main.clear();
+    rows.main.resize(plan.main_columns.len(), Cell::Null);
+    rows.metadata.clear();
+    rows.children.clear();
+    rows.truncated = false;
+    Walk { plan, rows }.level(s, &plan.root, Target::Main)
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        // The buffers are reused from object to object (a page's objects share one set).
-        let n = self.plan.main_columns.len();
-        self.rows.main.clear();
-        self.rows.main.resize(n, Cell::Null);
-        self.rows.metadata.clear();
-        self.rows.children.clear();
-        self.rows.truncated = false;
-        d.deserialize_any(LevelVisitor {
-            plan: self.plan,
-            node: &self.plan.root,
-            rows: self.rows,
-            target: Target::Main,
-        })
-    }
-}
-
-/// Walks one level of an object.
-struct LevelVisitor<'p, 'r, 'de> {
+struct Walk<'p, 'r, 'de> {
     plan: &'p Plan,
-    node: &'p Node,
     rows: &'r mut ObjectRows<'de>,
-    target: Target,
 }
 
-impl<'p, 'de> LevelVisitor<'p, '_, 'de> {
-    fn column_slot(&mut self, i: usize) -> Option<&mut Cell<'de>> {
-        match self.target {
-            Target::Main => self.rows.main.get_mut(i),
-            Target::Child => self
-                .rows
-                .children
-                .last_mut()
-                .and_then(|(_, c)| c.get_mut(i)),
+impl<'p, 'de> Walk<'p, '_, 'de> {
+    /// One level of an object: each field the node knows feeds its uses; the rest are skipped.
+    fn level(
+        &mut self,
+        s: &mut Scanner<'de>,
+        node: &'p Node,
+        target: Target,
+    ) -> Result<(), JsonError> {
+        if s.kind()? != Kind::Object {
+            // `null` (or anything else) where an object was expected: its columns stay null.
+            return s.skip();
+        }
+        if !s.object()? {
+            return Ok(());
+        }
+        loop {
+            let key = s.key()?;
+            match node.steps.get(key.as_ref()) {
+                None => s.skip()?,
+                Some(step) => {
+                    // A field with several uses (say a column and a deeper path) is read once per use.
+                    let start = s.position();
+                    let mut read = false;
+                    for &role in &step.roles {
+                        if read {
+                            s.rewind(start);
+                        }
+                        self.feed(s, role, target)?;
+                        read = true;
+                    }
+                    if let Some(inner) = &step.inner {
+                        if read {
+                            s.rewind(start);
+                        }
+                        self.level(s, inner, target)?;
+                        read = true;
+                    }
+                    if !read {
+                        s.skip()?;
+                    }
+                }
+            }
+            if !s.more_members()? {
+                return Ok(());
+            }
         }
     }
 
-    fn column(&self, i: usize) -> Option<&'p Column> {
+    fn column(&self, i: usize, target: Target) -> Option<&'p Column> {
         let plan: &'p Plan = self.plan;
-        match self.target {
+        match target {
             Target::Main => plan.main_columns.get(i),
             Target::Child => {
                 let table = self.rows.children.last().map(|(t, _)| *t)?;
@@ -236,550 +275,179 @@ impl<'p, 'de> LevelVisitor<'p, '_, 'de> {
         }
     }
 
-    /// Feeds one field value to one role.
-    fn feed<D: Deserializer<'de>>(&mut self, role: Role, d: D) -> Result<(), D::Error> {
+    /// Feeds one field value to one use.
+    fn feed(&mut self, s: &mut Scanner<'de>, role: Role, target: Target) -> Result<(), JsonError> {
         match role {
             Role::Column(i) => {
-                let Some(col) = self.column(i) else {
-                    return IgnoredAny::deserialize(d).map(|_| ());
+                let Some(col) = self.column(i, target) else {
+                    return s.skip();
                 };
-                let cell = CellSeed { col }.deserialize(d)?;
-                if let Some(slot) = self.column_slot(i) {
+                let cell = cell(s, col)?;
+                let slot = match target {
+                    Target::Main => self.rows.main.get_mut(i),
+                    Target::Child => self
+                        .rows
+                        .children
+                        .last_mut()
+                        .and_then(|(_, c)| c.get_mut(i)),
+                };
+                if let Some(slot) = slot {
                     *slot = cell;
                 }
                 Ok(())
             }
-            Role::Metadata(t) => d.deserialize_any(MetadataVisitor {
-                table: t,
-                rows: self.rows,
-            }),
-            Role::Children(t) => d.deserialize_any(ChildrenVisitor {
-                plan: self.plan,
-                table: t,
-                rows: self.rows,
-            }),
+            Role::Metadata(t) => self.metadata(s, t),
+            Role::Children(t) => self.children(s, t),
         }
     }
 
-    fn feed_inner<D: Deserializer<'de>>(&mut self, node: &'p Node, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(LevelVisitor {
-            plan: self.plan,
-            node,
-            rows: self.rows,
-            target: self.target,
-        })
-    }
-}
-
-impl<'de> Visitor<'de> for LevelVisitor<'_, '_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(StrSeed)? {
-            let Some(step) = self.node.steps.get(key.as_ref()) else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            if step.uses() == 1 {
-                match (step.roles.first(), &step.inner) {
-                    (Some(&role), _) => map.next_value_seed(RoleSeed {
-                        level: &mut self,
-                        role,
-                    })?,
-                    (None, Some(inner)) => map.next_value_seed(InnerSeed {
-                        level: &mut self,
-                        node: inner,
-                    })?,
-                    (None, None) => map.next_value::<IgnoredAny>().map(|_| ())?,
-                }
-            } else {
-                // A field with several uses (say a column and a deeper path): parse it once and walk
-                // a copy per use (rare, so the copies cost nothing that matters).
-                let value: Value = map.next_value()?;
-                for &role in &step.roles {
-                    self.feed(role, value.clone()).map_err(de::Error::custom)?;
-                }
-                if let Some(inner) = &step.inner {
-                    self.feed_inner(inner, value).map_err(de::Error::custom)?;
-                }
-            }
+    /// A metadata map into `(table, key, value)` rows.
+    fn metadata(&mut self, s: &mut Scanner<'de>, table: usize) -> Result<(), JsonError> {
+        if s.kind()? != Kind::Object {
+            return s.skip();
         }
-        Ok(())
-    }
-
-    // `null` (or any non-object) where an object was expected: its columns stay null.
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-}
-
-struct RoleSeed<'v, 'p, 'r, 'de> {
-    level: &'v mut LevelVisitor<'p, 'r, 'de>,
-    role: Role,
-}
-
-impl<'de> DeserializeSeed<'de> for RoleSeed<'_, '_, '_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.level.feed(self.role, d)
-    }
-}
-
-struct InnerSeed<'v, 'p, 'r, 'de> {
-    level: &'v mut LevelVisitor<'p, 'r, 'de>,
-    node: &'p Node,
-}
-
-impl<'de> DeserializeSeed<'de> for InnerSeed<'_, '_, '_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.level.feed_inner(self.node, d)
-    }
-}
-
-/// A string, borrowed from the input when it has no escapes.
-struct StrSeed;
-
-impl<'de> DeserializeSeed<'de> for StrSeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
-        d.deserialize_str(StrSeed)
-    }
-}
-
-impl<'de> Visitor<'de> for StrSeed {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
-    }
-}
-
-/// Any JSON value as text: strings as they are, numbers and booleans printed, objects and lists as
-/// compact JSON; `null` is `None`.
-struct TextSeed;
-
-impl<'de> DeserializeSeed<'de> for TextSeed {
-    type Value = Option<Cow<'de, str>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(TextSeed)
-    }
-}
-
-impl<'de> Visitor<'de> for TextSeed {
-    type Value = Option<Cow<'de, str>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v)))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(if v { "true" } else { "false" })))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(Value::from(v).to_string())))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(TextSeed)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        JsonText { out: &mut out }.visit_map(map)?;
-        Ok(String::from_utf8(out).ok().map(Cow::Owned))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        JsonText { out: &mut out }.visit_seq(seq)?;
-        Ok(String::from_utf8(out).ok().map(Cow::Owned))
-    }
-}
-
-/// One column's value.
-struct CellSeed<'c> {
-    col: &'c Column,
-}
-
-impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
-    type Value = Cell<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cell<'de>, D::Error> {
-        if self.col.kind == ColumnType::Json {
-            let mut out = Vec::new();
-            d.deserialize_any(JsonText { out: &mut out })?;
-            return Ok(match String::from_utf8(out) {
-                Ok(text) if text != "null" => Cell::Str(Cow::Owned(text)),
-                Ok(_) => Cell::Null,
-                Err(_) => Cell::Bad,
-            });
-        }
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for CellSeed<'_> {
-    type Value = Cell<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a value for column {}", self.col.name)
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Cell<'de>, E> {
-        Ok(Cell::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cell<'de>, E> {
-        Ok(Cell::I64(v))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cell<'de>, E> {
-        Ok(Cell::U64(v))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cell<'de>, E> {
-        Ok(Cell::F64(v))
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cell<'de>, E> {
-        Ok(Cell::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Cell<'de>, E> {
-        Ok(Cell::Str(Cow::Owned(v.to_string())))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Cell<'de>, E> {
-        Ok(Cell::Str(Cow::Owned(v)))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Cell<'de>, E> {
-        Ok(Cell::Null)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Cell<'de>, E> {
-        Ok(Cell::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Cell<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-    /// An expanded reference: its `id`.
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cell<'de>, A::Error> {
-        let mut cell = Cell::Bad;
-        while let Some(key) = map.next_key_seed(StrSeed)? {
-            if self.col.reference && key == "id" {
-                cell = match map.next_value_seed(TextSeed)? {
-                    Some(id) => Cell::Str(id),
-                    None => Cell::Bad,
-                };
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(cell)
-    }
-    /// A list of scalars: joined with commas.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Cell<'de>, A::Error> {
-        if !self.col.join {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            return Ok(Cell::Bad);
-        }
-        let mut joined = String::new();
-        let mut first = true;
-        while let Some(item) = seq.next_element_seed(TextSeed)? {
-            if !first {
-                joined.push(',');
-            }
-            first = false;
-            joined.push_str(item.as_deref().unwrap_or("null"));
-        }
-        Ok(Cell::Str(Cow::Owned(joined)))
-    }
-}
-
-/// A metadata map into `(table, key, value)` rows.
-struct MetadataVisitor<'r, 'de> {
-    table: usize,
-    rows: &'r mut ObjectRows<'de>,
-}
-
-impl<'de> Visitor<'de> for MetadataVisitor<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a metadata object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(StrSeed)? {
-            let value = map.next_value_seed(TextSeed)?;
-            self.rows.metadata.push((self.table, key, value));
-        }
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-}
-
-/// An array of items, or a list object (`{"data": [...], "has_more": …}`), into child rows.
-struct ChildrenVisitor<'p, 'r, 'de> {
-    plan: &'p Plan,
-    table: usize,
-    rows: &'r mut ObjectRows<'de>,
-}
-
-impl<'de> Visitor<'de> for ChildrenVisitor<'_, '_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Some(node) = self.plan.items[self.table].as_ref() else {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
+        if !s.object()? {
             return Ok(());
-        };
-        let width = self.plan.child_columns[self.table].len();
+        }
         loop {
-            self.rows
-                .children
-                .push((self.table, vec![Cell::Null; width]));
-            let item = seq.next_element_seed(ItemSeed {
-                plan: self.plan,
-                node,
-                rows: &mut *self.rows,
-            })?;
-            if item.is_none() {
-                self.rows.children.pop();
+            let key = s.key()?;
+            let value = text(s)?;
+            self.rows.metadata.push((table, key, value));
+            if !s.more_members()? {
                 return Ok(());
             }
         }
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(StrSeed)? {
-            match key.as_ref() {
-                "data" => map.next_value_seed(ChildrenSeed {
-                    plan: self.plan,
-                    table: self.table,
-                    rows: &mut *self.rows,
-                })?,
-                "has_more" => {
-                    if map.next_value::<Option<bool>>()? == Some(true) {
-                        self.rows.truncated = true;
+
+    /// An array of items, or a list object (`{"data": [...], "has_more": …}`), into child rows.
+    fn children(&mut self, s: &mut Scanner<'de>, table: usize) -> Result<(), JsonError> {
+        match s.kind()? {
+            Kind::Array => self.items(s, table),
+            Kind::Object => {
+                if !s.object()? {
+                    return Ok(());
+                }
+                loop {
+                    let key = s.key()?;
+                    match key.as_ref() {
+                        "data" => self.children(s, table)?,
+                        "has_more" if s.kind()? == Kind::Bool => {
+                            if s.bool()? {
+                                self.rows.truncated = true;
+                            }
+                        }
+                        _ => s.skip()?,
+                    }
+                    if !s.more_members()? {
+                        return Ok(());
                     }
                 }
-                _ => map.next_value::<IgnoredAny>().map(|_| ())?,
             }
+            _ => s.skip(),
         }
-        Ok(())
     }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-}
 
-struct ChildrenSeed<'p, 'r, 'de> {
-    plan: &'p Plan,
-    table: usize,
-    rows: &'r mut ObjectRows<'de>,
-}
-
-impl<'de> DeserializeSeed<'de> for ChildrenSeed<'_, '_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(ChildrenVisitor {
-            plan: self.plan,
-            table: self.table,
-            rows: self.rows,
-        })
-    }
-}
-
-/// One item of a child list: a row whose cells are the last entry of `rows.children`.
-struct ItemSeed<'p, 'r, 'de> {
-    plan: &'p Plan,
-    node: &'p Node,
-    rows: &'r mut ObjectRows<'de>,
-}
-
-impl<'de> DeserializeSeed<'de> for ItemSeed<'_, '_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(LevelVisitor {
-            plan: self.plan,
-            node: self.node,
-            rows: self.rows,
-            target: Target::Child,
-        })
-    }
-}
-
-/// Any JSON value written out as compact JSON text while it is read (no tree is built): what a JSON
-/// column stores. Keys keep the order they arrive in.
-struct JsonText<'o> {
-    out: &'o mut Vec<u8>,
-}
-
-impl JsonText<'_> {
-    fn scalar<T: serde::Serialize + ?Sized, E: de::Error>(self, v: &T) -> Result<(), E> {
-        serde_json::to_writer(&mut *self.out, v).map_err(E::custom)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for JsonText<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for JsonText<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.scalar(&v)
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.scalar(&v)
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.scalar(&v)
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.scalar(&Value::from(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.scalar(v)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.out.extend_from_slice(b"null");
-        Ok(())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.visit_unit()
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.out.push(b'{');
-        let mut first = true;
-        while let Some(key) = map.next_key_seed(StrSeed)? {
-            if !first {
-                self.out.push(b',');
-            }
-            first = false;
-            serde_json::to_writer(&mut *self.out, key.as_ref()).map_err(de::Error::custom)?;
-            self.out.push(b':');
-            map.next_value_seed(JsonText {
-                out: &mut *self.out,
-            })?;
+    /// The items of a child list: one row each, whose cells are the last entry of `rows.children`.
+    fn items(&mut self, s: &mut Scanner<'de>, table: usize) -> Result<(), JsonError> {
+        let Some(node) = self.plan.items[table].as_ref() else {
+            return s.skip();
+        };
+        if !s.array()? {
+            return Ok(());
         }
-        self.out.push(b'}');
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.out.push(b'[');
-        let mut first = true;
+        let width = self.plan.child_columns[table].len();
         loop {
-            if !first {
-                self.out.push(b',');
+            self.rows.children.push((table, vec![Cell::Null; width]));
+            self.level(s, node, Target::Child)?;
+            if !s.more_elements()? {
+                return Ok(());
             }
-            let len = self.out.len();
-            if seq
-                .next_element_seed(JsonText {
-                    out: &mut *self.out,
-                })?
-                .is_none()
-            {
-                // Nothing was written for the missing element: drop the separator (if any).
-                self.out.truncate(len - usize::from(!first));
-                break;
-            }
-            first = false;
         }
-        self.out.push(b']');
-        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text_of(json: &str) -> String {
-        let mut out = Vec::new();
-        let mut de = serde_json::Deserializer::from_str(json);
-        JsonText { out: &mut out }.deserialize(&mut de).unwrap();
-        String::from_utf8(out).unwrap()
+/// One column's value.
+fn cell<'de>(s: &mut Scanner<'de>, col: &Column) -> Result<Cell<'de>, JsonError> {
+    let kind = s.kind()?;
+    if col.kind == ColumnType::Json {
+        if kind == Kind::Null {
+            s.null()?;
+            return Ok(Cell::Null);
+        }
+        let mut text = String::new();
+        s.copy_compact(&mut text)?;
+        return Ok(Cell::Str(Cow::Owned(text)));
     }
+    Ok(match kind {
+        Kind::Null => {
+            s.null()?;
+            Cell::Null
+        }
+        Kind::Bool => Cell::Bool(s.bool()?),
+        Kind::Number => match s.number()? {
+            Number::U64(u) => Cell::U64(u),
+            Number::I64(i) => Cell::I64(i),
+            Number::F64(f) => Cell::F64(f),
+        },
+        Kind::String => Cell::Str(s.string()?),
+        // An expanded reference: its `id`.
+        Kind::Object => {
+            let mut cell = Cell::Bad;
+            if s.object()? {
+                loop {
+                    let key = s.key()?;
+                    if col.reference && key == "id" {
+                        cell = match text(s)? {
+                            Some(id) => Cell::Str(id),
+                            None => Cell::Bad,
+                        };
+                    } else {
+                        s.skip()?;
+                    }
+                    if !s.more_members()? {
+                        break;
+                    }
+                }
+            }
+            cell
+        }
+        // A list of scalars: joined with commas.
+        Kind::Array if col.join => {
+            let mut joined = String::new();
+            if s.array()? {
+                loop {
+                    let item = text(s)?;
+                    joined.push_str(item.as_deref().unwrap_or("null"));
+                    if !s.more_elements()? {
+                        break;
+                    }
+                    joined.push(',');
+                }
+            }
+            Cell::Str(Cow::Owned(joined))
+        }
+        Kind::Array => {
+            s.skip()?;
+            Cell::Bad
+        }
+    })
+}
 
-    #[test]
-    fn json_text_is_compact_and_equal_to_the_input() {
-        let input =
-            "{ \"b\" : [1, 2.5, \"x \\\" y\", null, {\"é\": true}],\n \"a\": {} , \"c\": [] }";
-        let out = text_of(input);
-        assert_eq!(
-            out,
-            r#"{"b":[1,2.5,"x \" y",null,{"é":true}],"a":{},"c":[]}"#
-        );
-        assert_eq!(
-            serde_json::from_str::<Value>(&out).unwrap(),
-            serde_json::from_str::<Value>(input).unwrap()
-        );
-        // From a parsed value (events, completed objects): the same JSON.
-        let v: Value = serde_json::from_str(input).unwrap();
-        let mut out2 = Vec::new();
-        JsonText { out: &mut out2 }.deserialize(&v).unwrap();
-        assert_eq!(serde_json::from_slice::<Value>(&out2).unwrap(), v);
-    }
+/// Any JSON value as text: strings as they are, numbers as written, booleans as `true`/`false`,
+/// objects and lists as compact JSON; `null` is `None`.
+fn text<'de>(s: &mut Scanner<'de>) -> Result<Option<Cow<'de, str>>, JsonError> {
+    Ok(match s.kind()? {
+        Kind::Null => {
+            s.null()?;
+            None
+        }
+        Kind::String => Some(s.string()?),
+        Kind::Number => Some(Cow::Borrowed(s.raw_number()?)),
+        Kind::Bool => Some(Cow::Borrowed(if s.bool()? { "true" } else { "false" })),
+        Kind::Object | Kind::Array => {
+            let mut out = String::new();
+            s.copy_compact(&mut out)?;
+            Some(Cow::Owned(out))
+        }
+    })
 }

@@ -1,0 +1,542 @@
+//! A JSON reader made for what conversion needs: it walks the text once, hands out strings borrowed
+//! from it (copied only when they hold escapes), skips what nobody asked for without building it, and
+//! copies JSON columns out as compact text. The text is checked to be UTF-8 once, up front; every
+//! position the reader cuts at is an ASCII byte, so each piece is a `&str` of the page without further
+//! checks.
+//!
+//! Structure that is read is checked as strictly as JSON demands; a value that is skipped is only
+//! checked for balanced brackets and terminated strings, which is what finding its end takes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Text that is not the JSON conversion expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    what: Cow<'static, str>,
+    at: usize,
+}
+
+impl JsonError {
+    pub fn new(what: impl Into<Cow<'static, str>>, at: usize) -> JsonError {
+        JsonError {
+            what: what.into(),
+            at,
+        }
+    }
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.at)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// What the next value is, from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Object,
+    Array,
+    String,
+    Number,
+    Bool,
+    Null,
+}
+
+/// A number as written: an integer that fits 64 bits, or any other number as a float.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    /// Non-negative integers.
+    U64(u64),
+    /// Negative integers.
+    I64(i64),
+    F64(f64),
+}
+
+/// A position in a JSON text.
+pub struct Scanner<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(json: &'a [u8]) -> Result<Scanner<'a>, JsonError> {
+        let text = std::str::from_utf8(json)
+            .map_err(|e| JsonError::new("invalid UTF-8", e.valid_up_to()))?;
+        Ok(Scanner::from_str(text))
+    }
+
+    pub fn from_str(text: &'a str) -> Scanner<'a> {
+        Scanner {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+        }
+    }
+
+    /// Where the reader is (to read one value again: see [`Scanner::rewind`]).
+    pub fn position(&self) -> usize {
+        self.at
+    }
+
+    pub fn rewind(&mut self, at: usize) {
+        self.at = at;
+    }
+
+    fn error<T>(&self, what: &'static str) -> Result<T, JsonError> {
+        Err(JsonError::new(what, self.at))
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// The kind of the next value (whitespace before it is passed).
+    pub fn kind(&mut self) -> Result<Kind, JsonError> {
+        self.ws();
+        Ok(match self.bytes.get(self.at) {
+            Some(b'{') => Kind::Object,
+            Some(b'[') => Kind::Array,
+            Some(b'"') => Kind::String,
+            Some(b'-' | b'0'..=b'9') => Kind::Number,
+            Some(b't' | b'f') => Kind::Bool,
+            Some(b'n') => Kind::Null,
+            Some(_) => return self.error("expected a value"),
+            None => return self.error("unexpected end of the text"),
+        })
+    }
+
+    /// Only whitespace is left.
+    pub fn end(&mut self) -> Result<(), JsonError> {
+        self.ws();
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            self.error("text after the value")
+        }
+    }
+
+    fn literal(&mut self, word: &'static str) -> Result<(), JsonError> {
+        if self.bytes[self.at..].starts_with(word.as_bytes()) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            self.error("expected true, false or null")
+        }
+    }
+
+    pub fn null(&mut self) -> Result<(), JsonError> {
+        self.ws();
+        self.literal("null")
+    }
+
+    pub fn bool(&mut self) -> Result<bool, JsonError> {
+        self.ws();
+        if self.bytes.get(self.at) == Some(&b't') {
+            self.literal("true").map(|()| true)
+        } else {
+            self.literal("false").map(|()| false)
+        }
+    }
+
+    /// The text of the next number, checked against JSON's grammar.
+    fn number_text(&mut self) -> Result<(&'a str, bool), JsonError> {
+        self.ws();
+        let start = self.at;
+        let digits = |s: &mut Self| {
+            let from = s.at;
+            while let Some(b'0'..=b'9') = s.bytes.get(s.at) {
+                s.at += 1;
+            }
+            s.at > from
+        };
+        if self.bytes.get(self.at) == Some(&b'-') {
+            self.at += 1;
+        }
+        if !digits(self) {
+            return self.error("expected a number");
+        }
+        let mut float = false;
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            float = true;
+            if !digits(self) {
+                return self.error("expected digits after the decimal point");
+            }
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.at) {
+            self.at += 1;
+            float = true;
+            if let Some(b'+' | b'-') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
+            if !digits(self) {
+                return self.error("expected digits in the exponent");
+            }
+        }
+        Ok((&self.text[start..self.at], float))
+    }
+
+    /// The next number as written.
+    pub fn raw_number(&mut self) -> Result<&'a str, JsonError> {
+        self.number_text().map(|(text, _)| text)
+    }
+
+    pub fn number(&mut self) -> Result<Number, JsonError> {
+        let (text, float) = self.number_text()?;
+        if !float {
+            if let Some(digits) = text.strip_prefix('-') {
+                if let Ok(n) = digits.parse::<u64>() {
+                    if let Some(i) = 0i64.checked_sub_unsigned(n) {
+                        return Ok(Number::I64(i));
+                    }
+                }
+            } else if let Ok(n) = text.parse::<u64>() {
+                return Ok(Number::U64(n));
+            }
+        }
+        text.parse::<f64>()
+            .map(Number::F64)
+            .or_else(|_| self.error("a number out of range"))
+    }
+
+    /// The next string, borrowed from the text unless it holds escapes.
+    pub fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        self.ws();
+        if self.bytes.get(self.at) != Some(&b'"') {
+            return self.error("expected a string");
+        }
+        self.at += 1;
+        let start = self.at;
+        loop {
+            match self.bytes.get(self.at) {
+                Some(b'"') => {
+                    let s = &self.text[start..self.at];
+                    self.at += 1;
+                    return Ok(Cow::Borrowed(s));
+                }
+                Some(b'\\') => break,
+                Some(0..=0x1f) => return self.error("a control character in a string"),
+                Some(_) => self.at += 1,
+                None => return self.error("an unterminated string"),
+            }
+        }
+        let mut out = String::from(&self.text[start..self.at]);
+        loop {
+            let run = self.at;
+            while let Some(&c) = self.bytes.get(self.at) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.at += 1;
+            }
+            out.push_str(&self.text[run..self.at]);
+            match self.bytes.get(self.at) {
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(Cow::Owned(out));
+                }
+                Some(b'\\') => {
+                    self.at += 1;
+                    self.escape(&mut out)?;
+                }
+                Some(_) => return self.error("a control character in a string"),
+                None => return self.error("an unterminated string"),
+            }
+        }
+    }
+
+    /// One escape, after its backslash.
+    fn escape(&mut self, out: &mut String) -> Result<(), JsonError> {
+        let Some(&c) = self.bytes.get(self.at) else {
+            return self.error("an unterminated string");
+        };
+        self.at += 1;
+        let simple = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let first = self.hex4()?;
+                let code = if (0xD800..0xDC00).contains(&first) {
+                    // A high surrogate: its low half must follow as another escape.
+                    if !self.bytes[self.at..].starts_with(b"\\u") {
+                        return self.error("a lone surrogate in a string");
+                    }
+                    self.at += 2;
+                    let low = self.hex4()?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return self.error("a lone surrogate in a string");
+                    }
+                    0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00)
+                } else {
+                    first
+                };
+                match char::from_u32(code) {
+                    Some(ch) => ch,
+                    None => return self.error("a lone surrogate in a string"),
+                }
+            }
+            _ => return self.error("an invalid escape in a string"),
+        };
+        out.push(simple);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let Some(hex) = self.text.get(self.at..self.at + 4) else {
+            return self.error("a short \\u escape");
+        };
+        let code = u32::from_str_radix(hex, 16).or_else(|_| self.error("an invalid \\u escape"))?;
+        self.at += 4;
+        Ok(code)
+    }
+
+    /// Enters an object; `false` when it is empty (and already left).
+    pub fn object(&mut self) -> Result<bool, JsonError> {
+        self.open(b'{', b'}', "expected an object")
+    }
+
+    /// Enters an array; `false` when it is empty (and already left).
+    pub fn array(&mut self) -> Result<bool, JsonError> {
+        self.open(b'[', b']', "expected an array")
+    }
+
+    fn open(&mut self, open: u8, close: u8, what: &'static str) -> Result<bool, JsonError> {
+        self.ws();
+        if self.bytes.get(self.at) != Some(&open) {
+            return self.error(what);
+        }
+        self.at += 1;
+        self.ws();
+        if self.bytes.get(self.at) == Some(&close) {
+            self.at += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// After a member's value: `true` when another member follows (its key is next), `false` at the
+    /// object's end (which is left).
+    pub fn more_members(&mut self) -> Result<bool, JsonError> {
+        self.separator(b'}', "expected , or } in an object")
+    }
+
+    /// After an element: `true` when another element follows, `false` at the array's end.
+    pub fn more_elements(&mut self) -> Result<bool, JsonError> {
+        self.separator(b']', "expected , or ] in an array")
+    }
+
+    fn separator(&mut self, close: u8, what: &'static str) -> Result<bool, JsonError> {
+        self.ws();
+        match self.bytes.get(self.at) {
+            Some(b',') => {
+                self.at += 1;
+                Ok(true)
+            }
+            Some(&c) if c == close => {
+                self.at += 1;
+                Ok(false)
+            }
+            Some(_) => self.error(what),
+            None => self.error("unexpected end of the text"),
+        }
+    }
+
+    /// A member's key and the colon after it.
+    pub fn key(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        let key = self.string()?;
+        self.ws();
+        if self.bytes.get(self.at) != Some(&b':') {
+            return self.error("expected : after a key");
+        }
+        self.at += 1;
+        Ok(key)
+    }
+
+    /// Passes over the next value.
+    pub fn skip(&mut self) -> Result<(), JsonError> {
+        self.value_span().map(|_| ())
+    }
+
+    /// Passes over the next value and returns where it started and ended.
+    fn value_span(&mut self) -> Result<(usize, usize), JsonError> {
+        let kind = self.kind()?;
+        let start = self.at;
+        match kind {
+            Kind::String => self.pass_string()?,
+            Kind::Number => {
+                self.number_text()?;
+            }
+            Kind::Bool => {
+                self.bool()?;
+            }
+            Kind::Null => self.null()?,
+            Kind::Object | Kind::Array => {
+                let mut depth = 0usize;
+                loop {
+                    match self.bytes.get(self.at) {
+                        Some(b'"') => self.pass_string()?,
+                        Some(b'{' | b'[') => {
+                            depth += 1;
+                            self.at += 1;
+                        }
+                        Some(b'}' | b']') => {
+                            depth -= 1;
+                            self.at += 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        Some(_) => self.at += 1,
+                        None => return self.error("unexpected end of the text"),
+                    }
+                }
+            }
+        }
+        Ok((start, self.at))
+    }
+
+    /// Passes a string (the reader is at its opening quote).
+    fn pass_string(&mut self) -> Result<(), JsonError> {
+        self.at += 1;
+        loop {
+            match self.bytes.get(self.at) {
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => self.at += 2,
+                Some(_) => self.at += 1,
+                None => return self.error("an unterminated string"),
+            }
+        }
+    }
+
+    /// Copies the next value to `out` as compact JSON: its text without the whitespace between
+    /// tokens (strings and numbers exactly as written).
+    pub fn copy_compact(&mut self, out: &mut String) -> Result<(), JsonError> {
+        let (start, end) = self.value_span()?;
+        let mut run = start;
+        let mut i = start;
+        while i < end {
+            match self.bytes[i] {
+                b'"' => {
+                    i += 1;
+                    while i < end && self.bytes[i] != b'"' {
+                        i += if self.bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                }
+                b' ' | b'\n' | b'\r' | b'\t' => {
+                    out.push_str(&self.text[run..i]);
+                    while i < end && matches!(self.bytes[i], b' ' | b'\n' | b'\r' | b'\t') {
+                        i += 1;
+                    }
+                    run = i;
+                }
+                _ => i += 1,
+            }
+        }
+        out.push_str(&self.text[run..end]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_borrowed_unless_they_hold_escapes() {
+        let mut s = Scanner::from_str(r#" "plain é" "a\"b\\c\/d\n\u00e9\ud83d\ude00" "#);
+        assert!(matches!(s.string().unwrap(), Cow::Borrowed("plain é")));
+        assert_eq!(s.string().unwrap(), "a\"b\\c/d\né😀");
+        s.end().unwrap();
+        for bad in [
+            r#""open"#,
+            r#""\x""#,
+            r#""\ud83d""#,
+            "\"a\u{1}\"",
+            r#""\u12""#,
+        ] {
+            assert!(Scanner::from_str(bad).string().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_keep_their_kind() {
+        let mut s = Scanner::from_str(
+            "0 -12 18446744073709551615 -9223372036854775808 1.5 2e3 -0.25E-1 99999999999999999999",
+        );
+        assert_eq!(s.number().unwrap(), Number::U64(0));
+        assert_eq!(s.number().unwrap(), Number::I64(-12));
+        assert_eq!(s.number().unwrap(), Number::U64(u64::MAX));
+        assert_eq!(s.number().unwrap(), Number::I64(i64::MIN));
+        assert_eq!(s.number().unwrap(), Number::F64(1.5));
+        assert_eq!(s.number().unwrap(), Number::F64(2000.0));
+        assert_eq!(s.number().unwrap(), Number::F64(-0.025));
+        assert_eq!(s.number().unwrap(), Number::F64(1e20));
+        for bad in ["-", "1.", "1e", ".5", "x"] {
+            assert!(Scanner::from_str(bad).number().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_are_skipped_and_copied_compactly() {
+        let text =
+            "{ \"b\" : [1, 2.5, \"x \\\" ] y\", null, {\"é\": true}],\n \"a\": {} , \"c\": [] } 7";
+        let mut s = Scanner::from_str(text);
+        let mut out = String::new();
+        s.copy_compact(&mut out).unwrap();
+        assert_eq!(
+            out,
+            r#"{"b":[1,2.5,"x \" ] y",null,{"é":true}],"a":{},"c":[]}"#
+        );
+        assert_eq!(s.number().unwrap(), Number::U64(7));
+        let mut s = Scanner::from_str(text);
+        s.skip().unwrap();
+        assert_eq!(s.number().unwrap(), Number::U64(7));
+        s.end().unwrap();
+        assert!(Scanner::from_str("{\"a\": [1, 2").skip().is_err());
+        assert!(Scanner::from_str("[\"a]").skip().is_err());
+    }
+
+    #[test]
+    fn objects_and_arrays_are_walked_member_by_member() {
+        let mut s = Scanner::from_str(r#"{"a": [true, false], "b": null, "c": {}}"#);
+        assert!(s.object().unwrap());
+        assert_eq!(s.key().unwrap(), "a");
+        assert!(s.array().unwrap());
+        assert!(s.bool().unwrap());
+        assert!(s.more_elements().unwrap());
+        assert!(!s.bool().unwrap());
+        assert!(!s.more_elements().unwrap());
+        assert!(s.more_members().unwrap());
+        assert_eq!(s.key().unwrap(), "b");
+        s.null().unwrap();
+        assert!(s.more_members().unwrap());
+        assert_eq!(s.key().unwrap(), "c");
+        assert!(!s.object().unwrap());
+        assert!(!s.more_members().unwrap());
+        s.end().unwrap();
+        let mut s = Scanner::from_str(r#"{"a" 1}"#);
+        s.object().unwrap();
+        assert!(s.key().is_err());
+        let mut s = Scanner::from_str(r#"[1 2]"#);
+        s.array().unwrap();
+        s.number().unwrap();
+        assert!(s.more_elements().is_err());
+        assert!(Scanner::new(b"\"\xff\"").is_err());
+    }
+}
