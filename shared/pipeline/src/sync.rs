@@ -23,8 +23,17 @@ use tokio::sync::Mutex;
 
 /// Rows buffered before a batch is delivered (files written, loaded, cursor committed).
 pub const FLUSH_ROWS: usize = 20_000;
-/// JSON bytes read before a batch is delivered: bounds each segment's memory whatever the object size.
+/// JSON bytes one segment reads at most before a batch is delivered: bounds each segment's memory
+/// whatever the object size.
 pub const FLUSH_BYTES: usize = 8 << 20;
+/// JSON bytes all segments of an account read at most between deliveries: with many segments in
+/// flight each delivers sooner (at least every MiB), so memory stays flat whatever `concurrency` is.
+pub const BUFFER_BUDGET: usize = 128 << 20;
+
+/// JSON bytes one segment reads before it delivers, when `concurrency` segments run at once.
+pub fn flush_bytes(concurrency: usize) -> usize {
+    (BUFFER_BUDGET / concurrency.max(1)).clamp(1 << 20, FLUSH_BYTES)
+}
 /// Segments per dataset planned at most. Planning costs a request per probe whose page is not kept,
 /// so it stops early: segments are split further while the list runs (see `Engine::split_off`).
 pub const MAX_SEGMENTS: usize = 8;
@@ -865,7 +874,7 @@ impl Engine {
             if seg.done
                 || out_of_time
                 || converter.buffered() >= FLUSH_ROWS
-                || pending_bytes >= FLUSH_BYTES
+                || pending_bytes >= flush_bytes(self.concurrency)
             {
                 seq += 1;
                 pending_bytes = 0;
@@ -1206,5 +1215,19 @@ impl Engine {
         s.version = self.state.put(&key, s.version, &st).await?;
         files.lock().await.extend(written);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_share_one_buffer_budget() {
+        assert_eq!(flush_bytes(8), FLUSH_BYTES);
+        assert_eq!(flush_bytes(40), BUFFER_BUDGET / 40);
+        assert!(flush_bytes(40) * 40 <= BUFFER_BUDGET);
+        assert_eq!(flush_bytes(1000), 1 << 20);
+        assert_eq!(flush_bytes(0), FLUSH_BYTES);
     }
 }
