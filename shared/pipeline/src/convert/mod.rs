@@ -273,22 +273,17 @@ impl Converter {
         let mut s = Scanner::new(json)?;
         let mut summary = PageSummary::default();
         let mut saw_data = false;
-        if s.kind()? == Kind::Object && s.object()? {
-            loop {
-                let key = s.key()?;
-                match key.as_ref() {
-                    "data" => {
-                        saw_data = true;
-                        self.push_data(&mut s, ctx, &mut summary)?;
-                    }
-                    "has_more" if s.kind()? == Kind::Bool => summary.has_more = s.bool()?,
-                    _ => s.skip()?,
-                }
-                if !s.more_members()? {
-                    break;
-                }
+        s.members(|s, key| match key.as_ref() {
+            "data" => {
+                saw_data = true;
+                self.push_data(s, ctx, &mut summary)
             }
-        }
+            "has_more" if s.kind()? == Kind::Bool => {
+                summary.has_more = s.bool()?;
+                Ok(())
+            }
+            _ => s.skip(),
+        })?;
         if !saw_data {
             return Err(JsonError::new("the response is not a list (no `data`)", 0));
         }
@@ -438,18 +433,29 @@ mod tests {
         c.tables.iter_mut().map(TableRows::take).collect()
     }
 
-    #[test]
-    fn pages_convert_exactly_like_parsed_objects() {
+    /// Every dataset with the objects of the `tiny` simulator's first live account.
+    fn tiny_truth() -> Vec<(&'static Dataset, Vec<Value>)> {
         let sim = stripe_sim::Simulator::new(stripe_sim::SimConfig::tiny());
         let info = sim.info("");
         let account = &info.accounts[0].id;
-        for ds in &Catalog::get().datasets {
-            let objects: Vec<Value> = sim
-                .truth(account, true, &ds.name)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|t| t["object"].clone())
-                .collect();
+        Catalog::get()
+            .datasets
+            .iter()
+            .map(|ds| {
+                let objects = sim
+                    .truth(account, true, &ds.name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| t["object"].clone())
+                    .collect();
+                (ds, objects)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_convert_exactly_like_parsed_objects() {
+        for (ds, objects) in tiny_truth() {
             let page = json!({"object": "list", "url": "/v1/x", "has_more": true, "data": objects});
             let text = serde_json::to_vec(&page).unwrap();
             let mut fast = Converter::new(ds);
@@ -524,17 +530,8 @@ mod tests {
 
     #[test]
     fn every_column_holds_the_value_at_its_path_in_pretty_printed_pages() {
-        let sim = stripe_sim::Simulator::new(stripe_sim::SimConfig::tiny());
-        let info = sim.info("");
-        let account = &info.accounts[0].id;
         let mut checked = 0;
-        for ds in &Catalog::get().datasets {
-            let objects: Vec<Value> = sim
-                .truth(account, true, &ds.name)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|t| t["object"].clone())
-                .collect();
+        for (ds, objects) in tiny_truth() {
             // Stripe indents its responses: whitespace everywhere between tokens.
             let page = json!({"object": "list", "has_more": false, "data": objects});
             let text = serde_json::to_vec_pretty(&page).unwrap();

@@ -364,6 +364,27 @@ impl<'a> Scanner<'a> {
         Ok(key)
     }
 
+    /// Calls `member` for each member of the object the reader is at, with the member's key; `member`
+    /// reads (or skips) the value. Anything but an object is passed over without a call.
+    pub fn members(
+        &mut self,
+        mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
+        if self.kind()? != Kind::Object {
+            return self.skip();
+        }
+        if !self.object()? {
+            return Ok(());
+        }
+        loop {
+            let key = self.key()?;
+            member(self, key)?;
+            if !self.more_members()? {
+                return Ok(());
+            }
+        }
+    }
+
     /// Passes over the next value.
     pub fn skip(&mut self) -> Result<(), JsonError> {
         self.value_span().map(|_| ())

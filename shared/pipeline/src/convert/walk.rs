@@ -224,44 +224,34 @@ impl<'p, 'de> Walk<'p, '_, 'de> {
         node: &'p Node,
         target: Target,
     ) -> Result<(), JsonError> {
-        if s.kind()? != Kind::Object {
-            // `null` (or anything else) where an object was expected: its columns stay null.
-            return s.skip();
-        }
-        if !s.object()? {
-            return Ok(());
-        }
-        loop {
-            let key = s.key()?;
-            match node.steps.get(key.as_ref()) {
-                None => s.skip()?,
-                Some(step) => {
-                    // A field with several uses (say a column and a deeper path) is read once per use.
-                    let start = s.position();
-                    let mut read = false;
-                    for &role in &step.roles {
-                        if read {
-                            s.rewind(start);
-                        }
-                        self.feed(s, role, target)?;
-                        read = true;
-                    }
-                    if let Some(inner) = &step.inner {
-                        if read {
-                            s.rewind(start);
-                        }
-                        self.level(s, inner, target)?;
-                        read = true;
-                    }
-                    if !read {
-                        s.skip()?;
-                    }
+        // `null` (or anything else) where an object was expected: its columns stay null.
+        s.members(|s, key| {
+            let Some(step) = node.steps.get(key.as_ref()) else {
+                return s.skip();
+            };
+            // A field with several uses (say a column and a deeper path) is read once per use.
+            let start = s.position();
+            let mut read = false;
+            for &role in &step.roles {
+                if read {
+                    s.rewind(start);
                 }
+                self.feed(s, role, target)?;
+                read = true;
             }
-            if !s.more_members()? {
-                return Ok(());
+            if let Some(inner) = &step.inner {
+                if read {
+                    s.rewind(start);
+                }
+                self.level(s, inner, target)?;
+                read = true;
             }
-        }
+            if read {
+                Ok(())
+            } else {
+                s.skip()
+            }
+        })
     }
 
     fn column(&self, i: usize, target: Target) -> Option<&'p Column> {
@@ -303,46 +293,27 @@ impl<'p, 'de> Walk<'p, '_, 'de> {
 
     /// A metadata map into `(table, key, value)` rows.
     fn metadata(&mut self, s: &mut Scanner<'de>, table: usize) -> Result<(), JsonError> {
-        if s.kind()? != Kind::Object {
-            return s.skip();
-        }
-        if !s.object()? {
-            return Ok(());
-        }
-        loop {
-            let key = s.key()?;
+        s.members(|s, key| {
             let value = text(s)?;
             self.rows.metadata.push((table, key, value));
-            if !s.more_members()? {
-                return Ok(());
-            }
-        }
+            Ok(())
+        })
     }
 
     /// An array of items, or a list object (`{"data": [...], "has_more": …}`), into child rows.
     fn children(&mut self, s: &mut Scanner<'de>, table: usize) -> Result<(), JsonError> {
         match s.kind()? {
             Kind::Array => self.items(s, table),
-            Kind::Object => {
-                if !s.object()? {
-                    return Ok(());
-                }
-                loop {
-                    let key = s.key()?;
-                    match key.as_ref() {
-                        "data" => self.children(s, table)?,
-                        "has_more" if s.kind()? == Kind::Bool => {
-                            if s.bool()? {
-                                self.rows.truncated = true;
-                            }
-                        }
-                        _ => s.skip()?,
+            Kind::Object => s.members(|s, key| match key.as_ref() {
+                "data" => self.children(s, table),
+                "has_more" if s.kind()? == Kind::Bool => {
+                    if s.bool()? {
+                        self.rows.truncated = true;
                     }
-                    if !s.more_members()? {
-                        return Ok(());
-                    }
+                    Ok(())
                 }
-            }
+                _ => s.skip(),
+            }),
             _ => s.skip(),
         }
     }
@@ -393,22 +364,14 @@ fn cell<'de>(s: &mut Scanner<'de>, col: &Column) -> Result<Cell<'de>, JsonError>
         // An expanded reference: its `id`.
         Kind::Object => {
             let mut cell = Cell::Bad;
-            if s.object()? {
-                loop {
-                    let key = s.key()?;
-                    if col.reference && key == "id" {
-                        cell = match text(s)? {
-                            Some(id) => Cell::Str(id),
-                            None => Cell::Bad,
-                        };
-                    } else {
-                        s.skip()?;
-                    }
-                    if !s.more_members()? {
-                        break;
-                    }
+            s.members(|s, key| {
+                if col.reference && key == "id" {
+                    cell = text(s)?.map_or(Cell::Bad, Cell::Str);
+                    Ok(())
+                } else {
+                    s.skip()
                 }
-            }
+            })?;
             cell
         }
         // A list of scalars: joined with commas.
