@@ -320,14 +320,16 @@ impl Engine {
                     object,
                     batch_timestamp,
                     deleted,
-                } => converter.push(
-                    &object,
-                    RowContext {
-                        merchant_id: &r.merchant_id,
-                        batch_timestamp,
-                        deleted,
-                    },
-                ),
+                } => {
+                    converter.push(
+                        &object,
+                        RowContext {
+                            merchant_id: &r.merchant_id,
+                            batch_timestamp,
+                            deleted,
+                        },
+                    );
+                }
                 Outcome::Tombstone(id) => tombstones.push(id),
                 Outcome::Skip => {}
             }

@@ -858,7 +858,9 @@ impl Engine {
                 })
             })?;
             if !summary.truncated.is_empty() {
-                self.complete_truncated(r, dataset, &resp, &summary.truncated, &mut converter, ctx)
+                // The completed objects count towards the buffer too: their lines can be most of it.
+                pending_bytes += self
+                    .complete_truncated(r, dataset, &resp, &summary.truncated, &mut converter, ctx)
                     .await?;
             }
             pending_bytes += resp.body.len();
@@ -961,7 +963,7 @@ impl Engine {
     }
 
     /// Converts the objects of a page whose nested lists were cut off (`has_more`), after paging those
-    /// lists to their end.
+    /// lists to their end. Returns the JSON bytes of the completed objects.
     async fn complete_truncated(
         &self,
         r: &Resolved,
@@ -970,18 +972,25 @@ impl Engine {
         ids: &[String],
         converter: &mut Converter,
         ctx: RowContext<'_>,
-    ) -> Result<(), SyncError> {
-        let page: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
+    ) -> Result<usize, SyncError> {
+        let mut page: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
             r.error(StripeError::Decode {
                 message: format!("{}: {e}", dataset.list_path),
                 request_id: resp.request_id.clone(),
             })
         })?;
+        // Only the cut-off objects are kept (moved out, not copied): the parsed page is several times
+        // its text, and every segment of a dataset with long nested lists may be here at once.
+        let objects = match page.get_mut("data") {
+            Some(serde_json::Value::Array(data)) => std::mem::take(data),
+            _ => Vec::new(),
+        };
+        drop(page);
         // Page the cut-off lists of all these objects at once: each is a chain of requests, and at
         // Stripe's latency one after another would stall the segment.
         let mut tasks = tokio::task::JoinSet::new();
-        let objects = page["data"].as_array().into_iter().flatten();
-        for (n, obj) in objects
+        for (n, mut obj) in objects
+            .into_iter()
             .filter(|o| {
                 o["id"]
                     .as_str()
@@ -989,7 +998,7 @@ impl Engine {
             })
             .enumerate()
         {
-            let (client, caller, mut obj) = (self.client.clone(), r.caller.clone(), obj.clone());
+            let (client, caller) = (self.client.clone(), r.caller.clone());
             tasks.spawn(async move {
                 let done = backfill::complete_nested(&client, &caller, dataset, &mut obj).await;
                 done.map(|()| (n, obj))
@@ -1005,10 +1014,10 @@ impl Engine {
         }
         // Keep the page's order, so the batch is the same whatever finished first.
         completed.sort_by_key(|(n, _)| *n);
-        for (_, obj) in completed {
-            converter.push(&obj, ctx);
-        }
-        Ok(())
+        Ok(completed
+            .into_iter()
+            .map(|(_, obj)| converter.push(&obj, ctx))
+            .sum())
     }
 
     /// Merges `files` into the warehouse (blocking work, off the async threads) and records freshness.

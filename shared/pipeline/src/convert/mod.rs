@@ -250,8 +250,8 @@ impl Converter {
         self.tables.iter().map(|t| t.rows).sum()
     }
 
-    /// Adds one object (with its nested lists already complete).
-    pub fn push(&mut self, obj: &Value, ctx: RowContext<'_>) {
+    /// Adds one object (with its nested lists already complete); returns the bytes of its JSON text.
+    pub fn push(&mut self, obj: &Value, ctx: RowContext<'_>) -> usize {
         // The walk reads text: a parsed object is written out and read like a page's (rare: events and
         // completed objects). Text written from a `Value` always walks; mismatches become nulls.
         let text = obj.to_string();
@@ -259,6 +259,7 @@ impl Converter {
         if walk::object(&self.plan, &mut Scanner::from_str(&text), &mut rows).is_ok() {
             self.append(&rows, ctx);
         }
+        text.len()
     }
 
     /// Converts a list page straight from its JSON text (`{"data": [...], "has_more": …}`).
