@@ -2,6 +2,7 @@
 //!
 //! `cargo bench -p stripe-pipeline --bench convert`
 
+use arrow::record_batch::RecordBatch;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::Value;
 use stripe_pipeline::catalog::Catalog;
@@ -31,8 +32,8 @@ fn page(objs: &[Value]) -> Vec<u8> {
     .expect("json")
 }
 
-/// Converts one page (parsing included) and encodes every table as zstd Parquet; returns the bytes.
-fn to_parquet(dataset: &str, page: &[u8]) -> usize {
+/// Converts one page (parsing included) into record batches, one per table with rows.
+fn to_arrow(dataset: &str, page: &[u8]) -> Vec<(String, RecordBatch)> {
     let ds = Catalog::get().dataset(dataset).expect("dataset");
     let mut c = Converter::new(ds);
     let ctx = RowContext {
@@ -41,15 +42,22 @@ fn to_parquet(dataset: &str, page: &[u8]) -> usize {
         deleted: false,
     };
     c.push_page(page, ctx).expect("page");
-    let mut bytes = 0;
-    for t in &mut c.tables {
-        if let Some(batch) = t.take() {
-            bytes += stripe_pipeline::lake::encode(&[batch], &t.table.name)
+    c.tables
+        .iter_mut()
+        .filter_map(|t| t.take().map(|b| (t.table.name.clone(), b)))
+        .collect()
+}
+
+/// Converts one page and encodes every table as zstd Parquet; returns the bytes.
+fn to_parquet(dataset: &str, page: &[u8]) -> usize {
+    to_arrow(dataset, page)
+        .into_iter()
+        .map(|(table, batch)| {
+            stripe_pipeline::lake::encode(&[batch], &table)
                 .expect("encode")
-                .len();
-        }
-    }
-    bytes
+                .len()
+        })
+        .sum()
 }
 
 fn bench(c: &mut Criterion) {
@@ -62,6 +70,22 @@ fn bench(c: &mut Criterion) {
         group.bench_function("objects", |b| b.iter(|| to_parquet(dataset, &text)));
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function("json_bytes", |b| b.iter(|| to_parquet(dataset, &text)));
+        // The two halves: JSON → Arrow alone, and Arrow → Parquet alone.
+        group.throughput(Throughput::Elements(objs.len() as u64));
+        group.bench_function("arrow_only", |b| b.iter(|| to_arrow(dataset, &text)));
+        let batches = to_arrow(dataset, &text);
+        group.bench_function("parquet_only", |b| {
+            b.iter(|| {
+                batches
+                    .iter()
+                    .map(|(table, batch)| {
+                        stripe_pipeline::lake::encode(std::slice::from_ref(batch), table)
+                            .expect("encode")
+                            .len()
+                    })
+                    .sum::<usize>()
+            })
+        });
         group.finish();
     }
 }
