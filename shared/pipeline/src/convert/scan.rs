@@ -213,28 +213,21 @@ impl<'a> Scanner<'a> {
         }
         self.at += 1;
         let start = self.at;
-        loop {
-            match self.bytes.get(self.at) {
-                Some(b'"') => {
-                    let s = &self.text[start..self.at];
-                    self.at += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                Some(b'\\') => break,
-                Some(0..=0x1f) => return self.error("a control character in a string"),
-                Some(_) => self.at += 1,
-                None => return self.error("an unterminated string"),
+        self.at = string_stop(self.bytes, self.at);
+        match self.bytes.get(self.at) {
+            Some(b'"') => {
+                let s = &self.text[start..self.at];
+                self.at += 1;
+                return Ok(Cow::Borrowed(s));
             }
+            Some(b'\\') => {}
+            Some(_) => return self.error("a control character in a string"),
+            None => return self.error("an unterminated string"),
         }
         let mut out = String::from(&self.text[start..self.at]);
         loop {
             let run = self.at;
-            while let Some(&c) = self.bytes.get(self.at) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                self.at += 1;
-            }
+            self.at = string_stop(self.bytes, self.at);
             out.push_str(&self.text[run..self.at]);
             match self.bytes.get(self.at) {
                 Some(b'"') => {
@@ -432,6 +425,7 @@ impl<'a> Scanner<'a> {
     fn pass_string(&mut self) -> Result<(), JsonError> {
         self.at += 1;
         loop {
+            self.at = string_stop(self.bytes, self.at);
             match self.bytes.get(self.at) {
                 Some(b'"') => {
                     self.at += 1;
@@ -448,6 +442,7 @@ impl<'a> Scanner<'a> {
     /// tokens (strings and numbers exactly as written).
     pub fn copy_compact(&mut self, out: &mut String) -> Result<(), JsonError> {
         let (start, end) = self.value_span()?;
+        out.reserve(end - start);
         let mut run = start;
         let mut i = start;
         while i < end {
@@ -474,6 +469,32 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Where a string's plain run starting at `i` ends: the first `"`, `\` or control character, or the
+/// end of the text. Eight bytes are tested at a time (the classic "has a zero byte" and "has a byte
+/// less than" word tricks: the lowest flagged byte is always a true one).
+fn string_stop(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(chunk) = bytes.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(*chunk);
+        let found = zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = bytes.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +514,22 @@ mod tests {
         ] {
             assert!(Scanner::from_str(bad).string().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn string_runs_stop_at_the_first_special_byte() {
+        let plain = "abcdefghijklmnopqrstuvwxyzé€😀0123456789";
+        for special in ["\"", "\\", "\n", "\u{1f}"] {
+            for at in 0..plain.len() {
+                if !plain.is_char_boundary(at) {
+                    continue;
+                }
+                let text = format!("{}{special}{}\"", &plain[..at], &plain[at..]);
+                assert_eq!(string_stop(text.as_bytes(), 0), at, "{text:?}");
+            }
+        }
+        assert_eq!(string_stop(plain.as_bytes(), 0), plain.len());
+        assert_eq!(string_stop(b"ab\"", 3), 3);
     }
 
     #[test]
