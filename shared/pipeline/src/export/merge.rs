@@ -23,7 +23,7 @@
 use super::{ExportError, ExportOptions};
 use crate::catalog::{Dataset, Table, BATCH_TIMESTAMP, DELETED};
 use crate::convert::table_schema;
-use crate::lake::{writer_properties, Lake};
+use crate::lake::{writer_properties_for, Lake};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
@@ -297,8 +297,12 @@ impl Parts<'_> {
         let writer = match &mut self.writer {
             Some(w) => w,
             None => self.writer.insert(
-                ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(writer_properties()))
-                    .map_err(|e| bad(e.to_string()))?,
+                ArrowWriter::try_new(
+                    Vec::new(),
+                    self.schema.clone(),
+                    Some(writer_properties_for(&batch)),
+                )
+                .map_err(|e| bad(e.to_string()))?,
             ),
         };
         writer.write(&batch).map_err(|e| bad(e.to_string()))?;
