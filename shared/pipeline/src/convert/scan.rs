@@ -64,8 +64,13 @@ pub struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     pub fn new(json: &'a [u8]) -> Result<Scanner<'a>, JsonError> {
-        let text = std::str::from_utf8(json)
-            .map_err(|e| JsonError::new("invalid UTF-8", e.valid_up_to()))?;
+        // The SIMD check is several times faster on valid text; only a failure takes the standard
+        // one, for the position of the bad byte.
+        let text = match simdutf8::basic::from_utf8(json) {
+            Ok(text) => text,
+            Err(_) => std::str::from_utf8(json)
+                .map_err(|e| JsonError::new("invalid UTF-8", e.valid_up_to()))?,
+        };
         Ok(Scanner::from_str(text))
     }
 
@@ -206,6 +211,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The next string, borrowed from the text unless it holds escapes.
+    #[inline]
     pub fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.ws();
         if self.bytes.get(self.at) != Some(&b'"') {
@@ -218,8 +224,19 @@ impl<'a> Scanner<'a> {
             Some(b'"') => {
                 let s = &self.text[start..self.at];
                 self.at += 1;
-                return Ok(Cow::Borrowed(s));
+                Ok(Cow::Borrowed(s))
             }
+            _ => self.escaped_string(start),
+        }
+    }
+
+    /// The rest of a string that is not a plain run (`start` is its first byte; the reader is at the
+    /// first byte that ended the run): out of [`Scanner::string`]'s way, which stays small enough to
+    /// inline for the common case.
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize) -> Result<Cow<'a, str>, JsonError> {
+        match self.bytes.get(self.at) {
             Some(b'\\') => {}
             Some(_) => return self.error("a control character in a string"),
             None => return self.error("an unterminated string"),
@@ -383,10 +400,12 @@ impl<'a> Scanner<'a> {
         self.value_span().map(|_| ())
     }
 
-    /// Passes over the next value and returns where it started and ended.
-    fn value_span(&mut self) -> Result<(usize, usize), JsonError> {
+    /// Passes over the next value and returns where it started and ended, and whether whitespace
+    /// separates its tokens.
+    fn value_span(&mut self) -> Result<Span, JsonError> {
         let kind = self.kind()?;
         let start = self.at;
+        let mut spaced = false;
         match kind {
             Kind::String => self.pass_string()?,
             Kind::Number => {
@@ -412,13 +431,21 @@ impl<'a> Scanner<'a> {
                                 break;
                             }
                         }
+                        Some(b' ' | b'\n' | b'\r' | b'\t') => {
+                            spaced = true;
+                            self.at += 1;
+                        }
                         Some(_) => self.at += 1,
                         None => return self.error("unexpected end of the text"),
                     }
                 }
             }
         }
-        Ok((start, self.at))
+        Ok(Span {
+            start,
+            end: self.at,
+            spaced,
+        })
     }
 
     /// Passes a string (the reader is at its opening quote).
@@ -438,11 +465,15 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Copies the next value to `out` as compact JSON: its text without the whitespace between
-    /// tokens (strings and numbers exactly as written).
-    pub fn copy_compact(&mut self, out: &mut String) -> Result<(), JsonError> {
-        let (start, end) = self.value_span()?;
-        out.reserve(end - start);
+    /// The next value as compact JSON: its text without the whitespace between tokens (strings and
+    /// numbers exactly as written). A value that is compact already (any page that is not
+    /// pretty-printed) is borrowed from the page, not copied.
+    pub fn compact(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        let Span { start, end, spaced } = self.value_span()?;
+        if !spaced {
+            return Ok(Cow::Borrowed(&self.text[start..end]));
+        }
+        let mut out = String::with_capacity(end - start);
         let mut run = start;
         let mut i = start;
         while i < end {
@@ -465,8 +496,16 @@ impl<'a> Scanner<'a> {
             }
         }
         out.push_str(&self.text[run..end]);
-        Ok(())
+        Ok(Cow::Owned(out))
     }
+}
+
+/// Where a value's text starts and ends in the page.
+struct Span {
+    start: usize,
+    end: usize,
+    /// Whitespace separates some of its tokens (the page is pretty-printed).
+    spaced: bool,
 }
 
 /// Where a string's plain run starting at `i` ends: the first `"`, `\` or control character, or the
@@ -555,13 +594,13 @@ mod tests {
         let text =
             "{ \"b\" : [1, 2.5, \"x \\\" ] y\", null, {\"é\": true}],\n \"a\": {} , \"c\": [] } 7";
         let mut s = Scanner::from_str(text);
-        let mut out = String::new();
-        s.copy_compact(&mut out).unwrap();
-        assert_eq!(
-            out,
-            r#"{"b":[1,2.5,"x \" ] y",null,{"é":true}],"a":{},"c":[]}"#
-        );
+        let compact = r#"{"b":[1,2.5,"x \" ] y",null,{"é":true}],"a":{},"c":[]}"#;
+        assert!(matches!(s.compact().unwrap(), Cow::Owned(c) if c == compact));
         assert_eq!(s.number().unwrap(), Number::U64(7));
+        // Compact text already: borrowed as it is.
+        let mut s = Scanner::from_str(compact);
+        assert!(matches!(s.compact().unwrap(), Cow::Borrowed(c) if c == compact));
+        s.end().unwrap();
         let mut s = Scanner::from_str(text);
         s.skip().unwrap();
         assert_eq!(s.number().unwrap(), Number::U64(7));
