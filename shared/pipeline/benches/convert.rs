@@ -1,4 +1,5 @@
-//! JSON → Arrow → Parquet throughput for charges and balance transactions (one core).
+//! JSON → Arrow → Parquet throughput for charges and balance transactions (one core), from compact
+//! pages (as the simulator serves them) and from pretty-printed ones (as Stripe serves them).
 //!
 //! `cargo bench -p stripe-pipeline --bench convert`
 
@@ -24,12 +25,19 @@ fn objects(resource: &str) -> Vec<Value> {
         .collect()
 }
 
-/// A list page of `objs` (what the API returns), as text.
+/// A list page of `objs` (what the API returns), as compact text (what the simulator serves).
 fn page(objs: &[Value]) -> Vec<u8> {
-    serde_json::to_vec(
-        &serde_json::json!({"object": "list", "url": "/v1/x", "has_more": true, "data": objs}),
-    )
-    .expect("json")
+    serde_json::to_vec(&list(objs)).expect("json")
+}
+
+/// The same page pretty-printed with two-space indentation, as Stripe's API serves it: half again as
+/// many bytes, and JSON columns have to be copied without their whitespace.
+fn pretty_page(objs: &[Value]) -> Vec<u8> {
+    serde_json::to_vec_pretty(&list(objs)).expect("json")
+}
+
+fn list(objs: &[Value]) -> Value {
+    serde_json::json!({"object": "list", "url": "/v1/x", "has_more": true, "data": objs})
 }
 
 /// Converts one page (parsing included) into record batches, one per table with rows.
@@ -70,6 +78,11 @@ fn bench(c: &mut Criterion) {
         group.bench_function("objects", |b| b.iter(|| to_parquet(dataset, &text)));
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function("json_bytes", |b| b.iter(|| to_parquet(dataset, &text)));
+        let pretty = pretty_page(&objs);
+        group.throughput(Throughput::Elements(objs.len() as u64));
+        group.bench_function("pretty_objects", |b| {
+            b.iter(|| to_parquet(dataset, &pretty))
+        });
         // The two halves: JSON → Arrow alone, and Arrow → Parquet alone.
         group.throughput(Throughput::Elements(objs.len() as u64));
         group.bench_function("arrow_only", |b| b.iter(|| to_arrow(dataset, &text)));

@@ -2,18 +2,18 @@
 //! segments split while the lists run, and nested lists completed past their first 10 items.
 
 use arrow::array::AsArray;
+use lake_engine::lake_engine;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::HashMap;
-use std::sync::Arc;
 use stripe_pipeline::backfill::HISTORY_START;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
-use stripe_pipeline::lake::Lake;
-use stripe_pipeline::state::{DatasetState, LocalState, StateStore};
-use stripe_pipeline::stripe::{Limiter, RetryPolicy, StripeClient};
-use stripe_pipeline::sync::{self, Engine, Quiet, SyncReport};
-use stripe_pipeline::warehouse::LakeOnly;
+use stripe_pipeline::state::{DatasetState, StateStore};
+use stripe_pipeline::sync::SyncReport;
 use stripe_sim::SimConfig;
+
+#[path = "support/lake_engine.rs"]
+mod lake_engine;
 
 /// A backfill of `datasets` of the simulator's first live account into a lake under `out`.
 struct Run {
@@ -40,25 +40,7 @@ async fn backfill(
         }],
         ..Config::default()
     };
-    let accounts = cfg.accounts(|_| None).unwrap();
-    let client = StripeClient::new(
-        &cfg.api_base,
-        Arc::new(Limiter::new(1.0)),
-        RetryPolicy::default(),
-    );
-    let resolved = sync::resolve(&client, &accounts).await.unwrap();
-    let state: StateStore = LocalState::open(&cfg.state_dir()).unwrap().into();
-    let engine = Arc::new(Engine {
-        client,
-        lake: Lake::local(&cfg.lake_dir()).unwrap(),
-        state: state.clone(),
-        warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
-        concurrency,
-        incremental: cfg.incremental(),
-        progress: Arc::new(Quiet),
-        run_id: "backfill".into(),
-        deadline: None,
-    });
+    let (engine, resolved, state) = lake_engine(&cfg, concurrency, "backfill").await;
     let report = engine.sync(&resolved, datasets).await.unwrap();
     assert!(report.failures().is_empty(), "{:?}", report.failures());
     let r = resolved[0].clone();

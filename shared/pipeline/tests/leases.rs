@@ -1,35 +1,17 @@
 //! Two runs started at once on the same state: for each account and mode exactly one of them works,
 //! the other reports that another run holds it, and the state is the one run's.
 
-use std::sync::Arc;
+use lake_engine::lake_engine;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
-use stripe_pipeline::lake::Lake;
-use stripe_pipeline::state::LocalState;
-use stripe_pipeline::stripe::{Limiter, RetryPolicy, StripeClient};
-use stripe_pipeline::sync::{self, Engine, Quiet, SyncReport};
-use stripe_pipeline::warehouse::LakeOnly;
+use stripe_pipeline::sync::SyncReport;
 use stripe_sim::SimConfig;
 
+#[path = "support/lake_engine.rs"]
+mod lake_engine;
+
 async fn run(cfg: &Config, run_id: &str) -> SyncReport {
-    let accounts = cfg.accounts(|_| None).unwrap();
-    let client = StripeClient::new(
-        &cfg.api_base,
-        Arc::new(Limiter::new(1.0)),
-        RetryPolicy::default(),
-    );
-    let resolved = sync::resolve(&client, &accounts).await.unwrap();
-    let engine = Arc::new(Engine {
-        client,
-        lake: Lake::local(&cfg.lake_dir()).unwrap(),
-        state: LocalState::open(&cfg.state_dir()).unwrap().into(),
-        warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
-        concurrency: 2,
-        incremental: cfg.incremental(),
-        progress: Arc::new(Quiet),
-        run_id: run_id.into(),
-        deadline: None,
-    });
+    let (engine, resolved, _) = lake_engine(cfg, 2, run_id).await;
     let datasets: Vec<&'static Dataset> = Catalog::get().datasets.iter().collect();
     engine.sync(&resolved, &datasets).await.unwrap()
 }
