@@ -7,6 +7,7 @@ mod limiter;
 pub use error::StripeError;
 pub use limiter::{Limiter, STRIPE_ENDPOINT_LIMIT, STRIPE_LIVE_LIMIT, STRIPE_TEST_LIMIT};
 
+use crate::catalog::Catalog;
 use crate::config::Secret;
 use bytes::Bytes;
 use error::{classify, Attempt};
@@ -65,7 +66,8 @@ pub enum CallKind {
     Events,
     /// `GET /v1/<resource>`: list pages of backfills and snapshots.
     List,
-    /// `GET /v1/<resource>/<id>/<list>`: nested lists cut off at 10 items.
+    /// `GET /v1/<resource>/<id>/<list>` (or a list filtered by the parent, as subscription items are):
+    /// nested lists cut off at 10 items.
     Nested,
     /// `GET /v1/<resource>/<id>`: single objects (events rendered in another API version).
     Object,
@@ -80,7 +82,7 @@ impl CallKind {
         CallKind::Object,
     ];
 
-    pub fn of(path: &str) -> CallKind {
+    pub fn of(path: &str, params: &[(String, String)]) -> CallKind {
         let segments: Vec<&str> = path
             .trim_start_matches("/v1/")
             .split('/')
@@ -89,11 +91,26 @@ impl CallKind {
         match segments.as_slice() {
             ["account"] => CallKind::Account,
             ["events"] => CallKind::Events,
+            [_] if completes_nested_list(path, params) => CallKind::Nested,
             [_] => CallKind::List,
             [_, _] => CallKind::Object,
             _ => CallKind::Nested,
         }
     }
+}
+
+/// Whether `path?params` pages an object's nested list through a top-level list filtered by its parent
+/// (subscription items of one subscription): a catalog table names that list as its
+/// `nested_list_path`, with the parent filter in the query.
+fn completes_nested_list(path: &str, params: &[(String, String)]) -> bool {
+    Catalog::get()
+        .tables()
+        .filter_map(|(_, t)| t.nested_list_path.as_deref()?.split_once('?'))
+        .any(|(list, query)| {
+            list == path
+                && form_urlencoded::parse(query.as_bytes())
+                    .all(|(key, _)| params.iter().any(|(k, _)| *k == key))
+        })
 }
 
 impl ClientStats {
@@ -203,7 +220,7 @@ impl StripeClient {
                 .acquire(&caller.label, caller.livemode, &endpoint)
                 .await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            self.stats.by_kind[CallKind::of(path) as usize].fetch_add(1, Ordering::Relaxed);
+            self.stats.by_kind[CallKind::of(path, params) as usize].fetch_add(1, Ordering::Relaxed);
             let (outcome, date, request_id) = self.attempt(caller, &url, attempt).await;
             let error = match outcome {
                 Attempt::Ok(body) => {
@@ -361,10 +378,25 @@ mod tests {
     #[test]
     fn calls_are_classified_by_path_shape() {
         use super::CallKind;
-        assert_eq!(CallKind::of("/v1/account"), CallKind::Account);
-        assert_eq!(CallKind::of("/v1/events"), CallKind::Events);
-        assert_eq!(CallKind::of("/v1/charges"), CallKind::List);
-        assert_eq!(CallKind::of("/v1/customers/cus_1"), CallKind::Object);
-        assert_eq!(CallKind::of("/v1/invoices/in_1/lines"), CallKind::Nested);
+        let none = &[];
+        assert_eq!(CallKind::of("/v1/account", none), CallKind::Account);
+        assert_eq!(CallKind::of("/v1/events", none), CallKind::Events);
+        assert_eq!(CallKind::of("/v1/charges", none), CallKind::List);
+        assert_eq!(CallKind::of("/v1/customers/cus_1", none), CallKind::Object);
+        assert_eq!(
+            CallKind::of("/v1/invoices/in_1/lines", none),
+            CallKind::Nested
+        );
+        // Subscription items: the dataset's own list, or one subscription's items beyond its first 10.
+        let limit = ("limit".to_string(), "100".to_string());
+        assert_eq!(
+            CallKind::of("/v1/subscription_items", &[limit.clone()]),
+            CallKind::List
+        );
+        let parent = ("subscription".to_string(), "sub_1".to_string());
+        assert_eq!(
+            CallKind::of("/v1/subscription_items", &[parent, limit]),
+            CallKind::Nested
+        );
     }
 }
