@@ -390,7 +390,7 @@ mod tests {
         // Subscription items: the dataset's own list, or one subscription's items beyond its first 10.
         let limit = ("limit".to_string(), "100".to_string());
         assert_eq!(
-            CallKind::of("/v1/subscription_items", &[limit.clone()]),
+            CallKind::of("/v1/subscription_items", std::slice::from_ref(&limit)),
             CallKind::List
         );
         let parent = ("subscription".to_string(), "sub_1".to_string());
