@@ -94,6 +94,7 @@ fn load_config(common: &Common) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    end_quietly_when_the_reader_stops();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRIPE_PIPELINE_LOG")
@@ -191,6 +192,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `stripe-pipeline tables | head -1`: when whoever reads the output stops reading, the process ends
+/// quietly, as Unix tools do. Rust ignores SIGPIPE, so without this the next write fails and
+/// `println!` panics. A sync ended this way loses nothing: its state survives being killed at any
+/// point.
+#[cfg(unix)]
+fn end_quietly_when_the_reader_stops() {
+    // SAFETY: called first thing in `main`, before any other thread exists; it only restores the
+    // default action of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn end_quietly_when_the_reader_stops() {}
 
 fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("error: {message}");

@@ -41,6 +41,24 @@ async fn an_invalid_key_exits_2_naming_the_account_and_writes_nothing() {
     assert!(!out.exists(), "nothing is written when a key is invalid");
 }
 
+/// `stripe-pipeline tables | head -1`: a reader that stops reading ends the CLI quietly (by SIGPIPE, as
+/// Unix tools end), not with a panic message.
+#[cfg(unix)]
+#[test]
+fn a_reader_that_stops_reading_ends_the_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = bin().arg("tables").stdout(writer).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {stderr}"
+    );
+}
+
 #[test]
 fn bad_configuration_exits_2_with_every_problem() {
     let dir = tempfile::tempdir().unwrap();
