@@ -1,6 +1,7 @@
 //! A JSON reader made for what conversion needs: it walks the text once, hands out strings borrowed
 //! from it (copied only when they hold escapes), skips what nobody asked for without building it, and
-//! copies JSON columns out as compact text. The text is checked to be UTF-8 once, up front; every
+//! hands out JSON columns as compact text (borrowed when the page is compact, stripped of whitespace
+//! when it is pretty-printed). The text is checked to be UTF-8 once, up front; every
 //! position the reader cuts at is an ASCII byte, so each piece is a `&str` of the page without further
 //! checks.
 //!
