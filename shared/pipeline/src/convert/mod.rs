@@ -8,7 +8,7 @@ use crate::catalog::{
     ColumnType, Dataset, Table, TableKind, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
 };
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -97,28 +97,49 @@ impl Builder {
         }
     }
 
-    fn null(&mut self) {
+    fn len(&self) -> usize {
         match self {
-            Builder::Str(b) => b.append_null(),
-            Builder::I64(b) => b.append_null(),
-            Builder::F64(b) => b.append_null(),
-            Builder::Bool(b) => b.append_null(),
-            Builder::Ts(b) => b.append_null(),
+            Builder::Str(b) => b.len(),
+            Builder::I64(b) => b.len(),
+            Builder::F64(b) => b.len(),
+            Builder::Bool(b) => b.len(),
+            Builder::Ts(b) => b.len(),
         }
     }
 
-    fn str(&mut self, s: &str) {
+    /// Nulls up to row `row`: the rows since this column last had a value. Missing values are never
+    /// appended one by one; most columns of a wide table are null in most rows.
+    fn pad(&mut self, row: usize) {
+        let missing = row.saturating_sub(self.len());
+        if missing == 0 {
+            return;
+        }
+        match self {
+            Builder::Str(b) => b.append_nulls(missing),
+            Builder::I64(b) => b.append_nulls(missing),
+            Builder::F64(b) => b.append_nulls(missing),
+            Builder::Bool(b) => b.append_nulls(missing),
+            Builder::Ts(b) => b.append_nulls(missing),
+        }
+    }
+
+    /// Sets row `row` (this column's next) to `s`.
+    fn str(&mut self, row: usize, s: &str) {
         if let Builder::Str(b) = self {
+            if b.len() < row {
+                b.append_nulls(row - b.len());
+            }
             b.append_value(s);
         }
     }
 
-    /// Appends `cell` as this column's type; returns false (and appends null) when it does not fit.
-    fn cell(&mut self, kind: ColumnType, cell: &Cell<'_>) -> bool {
-        if *cell == Cell::Null {
-            self.null();
+    /// Sets row `row` (this column's next) to `cell` as this column's type; returns false (and leaves
+    /// the row null) when it does not fit.
+    fn cell(&mut self, row: usize, kind: ColumnType, cell: &Cell<'_>) -> bool {
+        if matches!(cell, Cell::Null) {
             return true;
         }
+        self.pad(row);
         match self {
             Builder::Str(b) => {
                 let text: Option<Cow<'_, str>> = match cell {
@@ -133,42 +154,30 @@ impl Builder {
                     }
                     _ => None,
                 };
-                b.append_option(text);
-                !matches!(cell, Cell::Bad)
+                text.map(|t| b.append_value(t)).is_some()
             }
-            Builder::I64(b) => append_opt(b, cell.as_i64()),
-            Builder::F64(b) => append_opt(
-                b,
-                match *cell {
-                    Cell::I64(i) => Some(i as f64),
-                    Cell::U64(u) => Some(u as f64),
-                    Cell::F64(f) => Some(f),
-                    _ => None,
-                },
-            ),
-            Builder::Bool(b) => append_bool(
-                b,
-                match *cell {
-                    Cell::Bool(v) => Some(v),
-                    _ => None,
-                },
-            ),
-            Builder::Ts(b) => append_opt(b, cell.as_i64().and_then(|s| s.checked_mul(1_000_000))),
+            Builder::I64(b) => cell.as_i64().map(|v| b.append_value(v)).is_some(),
+            Builder::F64(b) => match *cell {
+                Cell::I64(i) => Some(i as f64),
+                Cell::U64(u) => Some(u as f64),
+                Cell::F64(f) => Some(f),
+                _ => None,
+            }
+            .map(|v| b.append_value(v))
+            .is_some(),
+            Builder::Bool(b) => match *cell {
+                Cell::Bool(v) => Some(v),
+                _ => None,
+            }
+            .map(|v| b.append_value(v))
+            .is_some(),
+            Builder::Ts(b) => cell
+                .as_i64()
+                .and_then(|s| s.checked_mul(1_000_000))
+                .map(|v| b.append_value(v))
+                .is_some(),
         }
     }
-}
-
-fn append_opt<T: arrow::datatypes::ArrowPrimitiveType>(
-    b: &mut arrow::array::PrimitiveBuilder<T>,
-    v: Option<T::Native>,
-) -> bool {
-    b.append_option(v);
-    v.is_some()
-}
-
-fn append_bool(b: &mut BooleanBuilder, v: Option<bool>) -> bool {
-    b.append_option(v);
-    v.is_some()
 }
 
 /// Rows of one table being built.
@@ -197,7 +206,15 @@ impl TableRows {
         if self.rows == 0 {
             return None;
         }
-        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        let rows = self.rows;
+        let arrays: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| {
+                b.pad(rows);
+                b.finish()
+            })
+            .collect();
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), arrays).ok()
     }
@@ -326,20 +343,23 @@ impl Converter {
         for (t, table) in self.tables.iter_mut().enumerate() {
             match table.table.kind {
                 TableKind::Main => {
+                    let row = table.rows;
                     let cols = self.plan.main_columns();
-                    for ((col, cell), b) in cols.iter().zip(&rows.main).zip(&mut table.builders) {
-                        mismatches += u64::from(!b.cell(col.kind, cell));
+                    // Only the columns given a value: the others are padded with nulls later.
+                    for &i in &rows.set {
+                        let fits = table.builders[i].cell(row, cols[i].kind, &rows.main[i]);
+                        mismatches += u64::from(!fits);
                     }
                     implicit(&mut table.builders[cols.len()..], ctx);
                     table.rows += 1;
                 }
                 TableKind::Metadata => {
                     for (_, key, value) in rows.metadata.iter().filter(|(mt, _, _)| *mt == t) {
-                        table.builders[0].str(id);
-                        table.builders[1].str(key);
-                        match value {
-                            Some(v) => table.builders[2].str(v),
-                            None => table.builders[2].null(),
+                        let row = table.rows;
+                        table.builders[0].str(row, id);
+                        table.builders[1].str(row, key);
+                        if let Some(v) = value {
+                            table.builders[2].str(row, v);
                         }
                         implicit(&mut table.builders[3..], ctx);
                         table.rows += 1;
@@ -348,10 +368,11 @@ impl Converter {
                 TableKind::Child => {
                     let cols = self.plan.columns_of(t);
                     for (_, cells) in rows.children.iter().filter(|(ct, _)| *ct == t) {
-                        table.builders[0].str(id);
+                        let row = table.rows;
+                        table.builders[0].str(row, id);
                         for ((col, cell), b) in cols.iter().zip(cells).zip(&mut table.builders[1..])
                         {
-                            mismatches += u64::from(!b.cell(col.kind, cell));
+                            mismatches += u64::from(!b.cell(row, col.kind, cell));
                         }
                         implicit(&mut table.builders[cols.len() + 1..], ctx);
                         table.rows += 1;
@@ -363,6 +384,7 @@ impl Converter {
     }
 }
 
+/// `merchant_id`, `batch_timestamp` and `deleted`: set in every row, so never padded.
 fn implicit(builders: &mut [Builder], ctx: RowContext<'_>) {
     if let [Builder::Str(m), Builder::Ts(ts), Builder::Bool(d)] = builders {
         m.append_value(ctx.merchant_id);
@@ -592,6 +614,53 @@ mod tests {
         assert_eq!(c.tables[0].rows, 1);
         assert!(c.push_page(b"{\"error\": {}}", ctx()).is_err());
         assert!(c.push_page(b"{\"data\": [", ctx()).is_err());
+    }
+
+    /// Columns are filled only where an object has a value and padded with nulls in bulk: values must
+    /// still land in their object's row, whatever the pattern of gaps, repeats and mismatches.
+    #[test]
+    fn sparse_and_repeated_fields_land_in_their_rows() {
+        use arrow::datatypes::Int64Type;
+        let ds = Catalog::get().dataset("customers").unwrap();
+        let page = br#"{"data": [
+            {"id": "cus_1", "balance": 1, "metadata": {"k": "a"}},
+            {"id": "cus_2"},
+            {"id": "cus_3", "balance": 3, "balance": null, "description": "d3"},
+            {"id": "cus_4", "balance": null, "balance": 4, "metadata": {"k": null, "j": "b"}},
+            {"id": "cus_5", "balance": "x", "description": "d5"},
+            {"id": "cus_6"}
+        ], "has_more": false}"#;
+        let mut c = Converter::new(ds);
+        c.push_page(page, ctx()).unwrap();
+        assert_eq!(c.mismatches, 1, "the string balance");
+        let main = c.tables[0].take().unwrap();
+        assert_eq!(main.num_rows(), 6);
+        let col = |n: &str| main.column(main.schema().index_of(n).unwrap()).clone();
+        let balance = col("balance");
+        let balance = balance.as_primitive::<Int64Type>();
+        let got: Vec<Option<i64>> = (0..6)
+            .map(|r| balance.is_valid(r).then(|| balance.value(r)))
+            .collect();
+        assert_eq!(got, [Some(1), None, None, Some(4), None, None]);
+        let description = col("description");
+        let description = description.as_string::<i32>();
+        let got: Vec<Option<&str>> = (0..6)
+            .map(|r| description.is_valid(r).then(|| description.value(r)))
+            .collect();
+        assert_eq!(got, [None, None, Some("d3"), None, Some("d5"), None]);
+        let meta = c
+            .tables
+            .iter_mut()
+            .find(|t| t.table.name == "customers_metadata")
+            .unwrap()
+            .take()
+            .unwrap();
+        let values = meta.column(2).as_string::<i32>().clone();
+        let got: Vec<Option<&str>> = (0..3)
+            .map(|r| values.is_valid(r).then(|| values.value(r)))
+            .collect();
+        assert_eq!(got, [Some("a"), None, Some("b")]);
+        assert_eq!(meta.num_rows(), 3);
     }
 
     #[test]

@@ -163,7 +163,12 @@ impl Plan {
 /// The rows one object produces, collected before any is appended (an object is all or nothing).
 #[derive(Debug, Default)]
 pub struct ObjectRows<'de> {
+    /// One cell per main-table column; only those named in `set` can hold a value.
     pub main: Vec<Cell<'de>>,
+    /// The main-table columns given a value, in the order they were met. Objects fill a fraction of
+    /// a wide table's columns (a charge, one payment method's of dozens), so the rest are neither
+    /// reset nor visited: they become nulls in bulk when the column next gets a value.
+    pub set: Vec<usize>,
     /// `(table, key, value)`.
     pub metadata: Vec<(usize, Cow<'de, str>, Option<Cow<'de, str>>)>,
     /// `(table, cells)`.
@@ -202,8 +207,15 @@ pub fn object<'de>(
     s: &mut Scanner<'de>,
     rows: &mut ObjectRows<'de>,
 ) -> Result<(), JsonError> {
-    rows.main.clear();
-    rows.main.resize(plan.main_columns.len(), Cell::Null);
+    if rows.main.len() == plan.main_columns.len() {
+        for &i in &rows.set {
+            rows.main[i] = Cell::Null;
+        }
+    } else {
+        rows.main.clear();
+        rows.main.resize(plan.main_columns.len(), Cell::Null);
+    }
+    rows.set.clear();
     rows.metadata.clear();
     rows.children.clear();
     rows.truncated = false;
@@ -272,16 +284,22 @@ impl<'p, 'de> Walk<'p, '_, 'de> {
                     return s.skip();
                 };
                 let cell = cell(s, col)?;
-                let slot = match target {
-                    Target::Main => self.rows.main.get_mut(i),
-                    Target::Child => self
-                        .rows
-                        .children
-                        .last_mut()
-                        .and_then(|(_, c)| c.get_mut(i)),
-                };
-                if let Some(slot) = slot {
-                    *slot = cell;
+                match target {
+                    Target::Main => {
+                        if let Some(slot) = self.rows.main.get_mut(i) {
+                            // A repeated field is overwritten, not listed twice; nulls are not listed.
+                            if matches!(slot, Cell::Null) && !matches!(cell, Cell::Null) {
+                                self.rows.set.push(i);
+                            }
+                            *slot = cell;
+                        }
+                    }
+                    Target::Child => {
+                        let row = self.rows.children.last_mut();
+                        if let Some(slot) = row.and_then(|(_, c)| c.get_mut(i)) {
+                            *slot = cell;
+                        }
+                    }
                 }
                 Ok(())
             }
