@@ -21,6 +21,7 @@ use walk::{Cell, ObjectRows, Plan};
 
 pub use scan::JsonError;
 
+mod fields;
 mod scan;
 mod walk;
 

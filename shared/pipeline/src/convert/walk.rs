@@ -5,11 +5,10 @@
 //! Parsed objects (events, objects whose nested lists had to be completed) are written out as text and
 //! take the same walk: there is one conversion, not two.
 
+use super::fields::Fields;
 use super::scan::{JsonError, Kind, Number, Scanner};
 use crate::catalog::{Column, ColumnType, Table, TableKind};
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// One value on its way into a column, as the parser saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,39 +51,16 @@ struct Step {
     inner: Option<Node>,
 }
 
-/// The hash for looking up field names: the length, the first eight bytes and the last eight, mixed by
-/// one multiplication. Names are short and the table holds only the catalog's names of one object
-/// level (an unknown name in the data is a miss, never an insert), so neither a keyed hash nor one
-/// that reads every byte buys anything here; names that share both ends only share a bucket.
-#[derive(Default)]
-struct KeyHash(u64);
-
-impl Hasher for KeyHash {
-    fn write(&mut self, bytes: &[u8]) {
-        let (head, tail) = match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
-            (Some(head), Some(tail)) => (u64::from_le_bytes(*head), u64::from_le_bytes(*tail)),
-            _ => (bytes.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b)), 0),
-        };
-        let n = bytes.len() as u64;
-        let mixed = (head ^ tail.rotate_left(29) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = self.0.rotate_left(5) ^ mixed;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 32)
-    }
-}
-
 /// The fields of one JSON object level that lead to something.
 #[derive(Debug, Default)]
 pub struct Node {
-    steps: HashMap<Box<str>, Step, BuildHasherDefault<KeyHash>>,
+    steps: Fields<Step>,
 }
 
 impl Node {
     fn step_at(&mut self, path: &[String]) -> &mut Step {
         let (first, rest) = path.split_first().expect("catalog paths are never empty");
-        let step = self.steps.entry(first.as_str().into()).or_default();
+        let step = self.steps.entry(first);
         if rest.is_empty() {
             step
         } else {
