@@ -20,6 +20,7 @@ struct Print {
 const EXACT: usize = 16;
 
 impl Print {
+    #[inline(always)]
     fn of(name: &[u8]) -> Print {
         let len = name.len();
         let (head, tail) = match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
@@ -43,6 +44,7 @@ impl Print {
     }
 
     /// The slot to start probing from, in a table of `mask + 1` slots.
+    #[inline(always)]
     fn home(&self, mask: usize) -> usize {
         let mixed = (self.head ^ self.tail.rotate_left(29) ^ self.len as u64)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -77,6 +79,7 @@ impl<T> Default for Fields<T> {
 }
 
 impl<T> Fields<T> {
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&T> {
         let mask = self.slots.len().checked_sub(1)?;
         let print = Print::of(name.as_bytes());

@@ -365,6 +365,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A member's key and the colon after it.
+    #[inline(always)]
     pub fn key(&mut self) -> Result<Cow<'a, str>, JsonError> {
         let key = self.string()?;
         self.ws();
@@ -516,8 +517,7 @@ struct Span {
 fn string_stop(bytes: &[u8], i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     let i = {
-        // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 processor runs it.
-        let i = unsafe { sse2::string_stop(bytes, i) };
+        let i = sse2::string_stop(bytes, i);
         if bytes.len().saturating_sub(i) >= 16 {
             return i;
         }
@@ -560,21 +560,29 @@ mod sse2 {
 
     /// Sixteen bytes at a time while sixteen remain: the position of the first special byte, or
     /// where fewer than sixteen bytes are left (the caller scans those).
-    #[target_feature(enable = "sse2")]
+    #[inline(always)]
     pub(super) fn string_stop(bytes: &[u8], mut i: usize) -> usize {
-        let quote = _mm_set1_epi8(b'"' as i8);
-        let backslash = _mm_set1_epi8(b'\\' as i8);
-        let below_space = _mm_set1_epi8(0x1f);
+        // SAFETY (every block below): SSE2 is part of the x86-64 baseline, so every x86-64
+        // processor runs these instructions; the one load reads a sixteen-byte block of `bytes`,
+        // and an unaligned load has no other requirement.
+        let (quote, backslash, below_space) = unsafe {
+            (
+                _mm_set1_epi8(b'"' as i8),
+                _mm_set1_epi8(b'\\' as i8),
+                _mm_set1_epi8(0x1f),
+            )
+        };
         while let Some(block) = bytes.get(i..).and_then(|rest| rest.first_chunk::<16>()) {
-            // SAFETY: `block` is sixteen readable bytes; an unaligned load has no other requirement.
-            let v = unsafe { _mm_loadu_si128(block.as_ptr().cast::<__m128i>()) };
-            // A byte is a control character when min(byte, 0x1f) is the byte itself (unsigned).
-            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, below_space), v);
-            let special = _mm_or_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                control,
-            );
-            let mask = _mm_movemask_epi8(special);
+            let mask = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+                // A control character: min(byte, 0x1f) is the byte itself (unsigned).
+                let control = _mm_cmpeq_epi8(_mm_min_epu8(v, below_space), v);
+                let special = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                    control,
+                );
+                _mm_movemask_epi8(special)
+            };
             if mask != 0 {
                 return i + mask.trailing_zeros() as usize;
             }
