@@ -98,6 +98,7 @@ impl Builder {
         }
     }
 
+    #[inline]
     fn len(&self) -> usize {
         match self {
             Builder::Str(b) => b.len(),
@@ -110,11 +111,15 @@ impl Builder {
 
     /// Nulls up to row `row`: the rows since this column last had a value. Missing values are never
     /// appended one by one; most columns of a wide table are null in most rows.
+    #[inline]
     fn pad(&mut self, row: usize) {
         let missing = row.saturating_sub(self.len());
-        if missing == 0 {
-            return;
+        if missing > 0 {
+            self.append_nulls(missing);
         }
+    }
+
+    fn append_nulls(&mut self, missing: usize) {
         match self {
             Builder::Str(b) => b.append_nulls(missing),
             Builder::I64(b) => b.append_nulls(missing),
