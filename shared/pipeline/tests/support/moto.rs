@@ -37,7 +37,7 @@ pub fn venv_bin(name: &str, package: &str) -> PathBuf {
 /// Waits until something listens on the loopback `port` (at most a minute).
 pub fn wait_for_port(port: u16, what: &str) {
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !super::postgres::listens(port) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "{what} did not listen on port {port} within 60 s"

@@ -110,7 +110,7 @@ rm -rf "$1" "$1.log""#;
         .spawn()
         .expect("the PostgreSQL watchdog shell starts");
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listens(port) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "PostgreSQL did not listen on port {port} within 60 s; see {}.log",
@@ -162,4 +162,14 @@ impl PgServer {
             self.port
         )
     }
+}
+
+/// Whether a server listens on `port` of 127.0.0.1. A connection whose local port is `port` itself
+/// does not count: while nothing listens there, Linux can pair a connecting socket with itself when
+/// it happens to pick the target port as its source port (a TCP "self-connect"), and a test would
+/// then think a server is ready that has not bound its port yet.
+pub fn listens(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .and_then(|stream| stream.local_addr())
+        .is_ok_and(|local| local.port() != port)
 }

@@ -49,7 +49,7 @@ impl RedshiftEmulator {
             .spawn()
             .expect("the Redshift Data API emulator starts");
         let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !postgres::listens(port) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("the Redshift Data API emulator exited ({status}); its error is above");
             }
