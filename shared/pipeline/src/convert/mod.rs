@@ -131,10 +131,8 @@ impl Builder {
 
     /// Sets row `row` (this column's next) to `s`.
     fn str(&mut self, row: usize, s: &str) {
+        self.pad(row);
         if let Builder::Str(b) = self {
-            if b.len() < row {
-                b.append_nulls(row - b.len());
-            }
             b.append_value(s);
         }
     }
