@@ -439,13 +439,7 @@ mod tests {
             col(&main, "merchant_id").as_string::<i32>().value(0),
             "acct_1"
         );
-        let fees = c
-            .tables
-            .iter_mut()
-            .find(|t| t.table.name == "balance_transaction_fee_details")
-            .unwrap()
-            .take()
-            .unwrap();
+        let fees = take(&mut c, "balance_transaction_fee_details");
         assert_eq!(fees.num_rows(), 1);
         assert_eq!(
             col(&fees, "balance_transaction_id")
@@ -454,6 +448,15 @@ mod tests {
             "txn_1"
         );
         assert_eq!(c.mismatches, 0);
+    }
+
+    /// The rows of table `name` so far.
+    fn take(c: &mut Converter, name: &str) -> RecordBatch {
+        c.tables
+            .iter_mut()
+            .find(|t| t.table.name == name)
+            .and_then(TableRows::take)
+            .unwrap()
     }
 
     fn batches(c: &mut Converter) -> Vec<Option<RecordBatch>> {
@@ -652,13 +655,7 @@ mod tests {
             .map(|r| description.is_valid(r).then(|| description.value(r)))
             .collect();
         assert_eq!(got, [None, None, Some("d3"), None, Some("d5"), None]);
-        let meta = c
-            .tables
-            .iter_mut()
-            .find(|t| t.table.name == "customers_metadata")
-            .unwrap()
-            .take()
-            .unwrap();
+        let meta = take(&mut c, "customers_metadata");
         let values = meta.column(2).as_string::<i32>().clone();
         let got: Vec<Option<&str>> = (0..3)
             .map(|r| values.is_valid(r).then(|| values.value(r)))
@@ -676,13 +673,7 @@ mod tests {
         let main = c.tables[0].take().unwrap();
         let bal = main.column(main.schema().index_of("balance").unwrap());
         assert!(bal.is_null(0));
-        let meta = c
-            .tables
-            .iter_mut()
-            .find(|t| t.table.name == "customers_metadata")
-            .unwrap()
-            .take()
-            .unwrap();
+        let meta = take(&mut c, "customers_metadata");
         assert_eq!(meta.num_rows(), 2);
         assert_eq!(meta.schema().field(0).name(), "customer_id");
     }
