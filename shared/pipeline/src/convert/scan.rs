@@ -518,6 +518,7 @@ fn string_stop(bytes: &[u8], i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     let i = {
         let i = sse2::string_stop(bytes, i);
+        // With sixteen bytes or more left, the block scan stopped at a special byte.
         if bytes.len().saturating_sub(i) >= 16 {
             return i;
         }
