@@ -40,10 +40,9 @@ fn list(objs: &[Value]) -> Value {
     serde_json::json!({"object": "list", "url": "/v1/x", "has_more": true, "data": objs})
 }
 
-/// Converts one page (parsing included) into record batches, one per table with rows.
-fn to_arrow(dataset: &str, page: &[u8]) -> Vec<(String, RecordBatch)> {
-    let ds = Catalog::get().dataset(dataset).expect("dataset");
-    let mut c = Converter::new(ds);
+/// Converts one page (parsing included) into record batches, one per table with rows. The converter
+/// is kept from page to page, as a sync's segment keeps one for all the pages it reads.
+fn to_arrow(c: &mut Converter, page: &[u8]) -> Vec<(String, RecordBatch)> {
     let ctx = RowContext {
         merchant_id: "acct_bench",
         batch_timestamp: 1,
@@ -57,8 +56,8 @@ fn to_arrow(dataset: &str, page: &[u8]) -> Vec<(String, RecordBatch)> {
 }
 
 /// Converts one page and encodes every table as zstd Parquet; returns the bytes.
-fn to_parquet(dataset: &str, page: &[u8]) -> usize {
-    to_arrow(dataset, page)
+fn to_parquet(c: &mut Converter, page: &[u8]) -> usize {
+    to_arrow(c, page)
         .into_iter()
         .map(|(table, batch)| {
             stripe_pipeline::lake::encode(&[batch], &table)
@@ -72,21 +71,22 @@ fn bench(c: &mut Criterion) {
     for dataset in ["charges", "balance_transactions"] {
         let objs = objects(dataset);
         let text = page(&objs);
+        let mut conv = Converter::new(Catalog::get().dataset(dataset).expect("dataset"));
         let mut group = c.benchmark_group(dataset);
         group.sample_size(10);
         group.throughput(Throughput::Elements(objs.len() as u64));
-        group.bench_function("objects", |b| b.iter(|| to_parquet(dataset, &text)));
+        group.bench_function("objects", |b| b.iter(|| to_parquet(&mut conv, &text)));
         group.throughput(Throughput::Bytes(text.len() as u64));
-        group.bench_function("json_bytes", |b| b.iter(|| to_parquet(dataset, &text)));
+        group.bench_function("json_bytes", |b| b.iter(|| to_parquet(&mut conv, &text)));
         let pretty = pretty_page(&objs);
         group.throughput(Throughput::Elements(objs.len() as u64));
         group.bench_function("pretty_objects", |b| {
-            b.iter(|| to_parquet(dataset, &pretty))
+            b.iter(|| to_parquet(&mut conv, &pretty))
         });
         // The two halves: JSON → Arrow alone, and Arrow → Parquet alone.
         group.throughput(Throughput::Elements(objs.len() as u64));
-        group.bench_function("arrow_only", |b| b.iter(|| to_arrow(dataset, &text)));
-        let batches = to_arrow(dataset, &text);
+        group.bench_function("arrow_only", |b| b.iter(|| to_arrow(&mut conv, &text)));
+        let batches = to_arrow(&mut conv, &text);
         group.bench_function("parquet_only", |b| {
             b.iter(|| {
                 batches
