@@ -1,5 +1,6 @@
 //! The field names of one object level the walk knows, and what it does with each: a map built once
-//! per plan and looked up for every field of every object converted.
+//! per plan and looked up for every key the walk did not expect (most keys are where the last object
+//! had them, and are recognised by [`KeyOrders`](super::order::KeyOrders) without a lookup).
 //!
 //! A general hash map costs a hash over the name, a probe, and a byte comparison through a pointer
 //! to the stored name. Field names are short, so here a name is reduced to three words (its
@@ -79,8 +80,9 @@ impl<T> Default for Fields<T> {
 }
 
 impl<T> Fields<T> {
+    /// Where `name`'s value is kept (for [`Fields::value`]).
     #[inline]
-    pub fn get(&self, name: &str) -> Option<&T> {
+    pub fn index_of(&self, name: &str) -> Option<u32> {
         let mask = self.slots.len().checked_sub(1)?;
         let print = Print::of(name.as_bytes());
         let mut i = print.home(mask);
@@ -90,13 +92,23 @@ impl<T> Fields<T> {
                 return None;
             }
             if slot.print == print {
-                let (stored, value) = self.entries.get(slot.entry as usize)?;
+                let (stored, _) = self.entries.get(slot.entry as usize)?;
                 if name.len() <= EXACT || **stored == *name {
-                    return Some(value);
+                    return Some(slot.entry);
                 }
             }
             i = (i + 1) & mask;
         }
+    }
+
+    /// The value kept at `index` (from [`Fields::index_of`]).
+    #[inline(always)]
+    pub fn value(&self, index: u32) -> Option<&T> {
+        self.entries.get(index as usize).map(|(_, value)| value)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.entries.iter_mut().map(|(_, value)| value)
     }
 
     /// The value for `name`, added as `T::default()` if the name is new (plans are built once, so
@@ -143,6 +155,10 @@ impl<T> Fields<T> {
 mod tests {
     use super::*;
 
+    fn get<'a, T>(fields: &'a Fields<T>, name: &str) -> Option<&'a T> {
+        fields.index_of(name).and_then(|i| fields.value(i))
+    }
+
     #[test]
     fn names_of_every_length_are_told_apart() {
         // Names that share their ends, their middles, or a prefix, at each length class.
@@ -171,12 +187,12 @@ mod tests {
             "abcdefgh__ijklmnop",
         ];
         let mut fields = Fields::<usize>::default();
-        assert_eq!(fields.get("a"), None, "an empty table");
+        assert_eq!(get(&fields, "a"), None, "an empty table");
         for (i, name) in names.iter().enumerate() {
             *fields.entry(name) = i;
         }
         for (i, name) in names.iter().enumerate() {
-            assert_eq!(fields.get(name), Some(&i), "{name:?}");
+            assert_eq!(get(&fields, name), Some(&i), "{name:?}");
         }
         for missing in [
             "c",
@@ -185,10 +201,10 @@ mod tests {
             "abcdefgh.ijklmnop",
             "zzzzzzzzzzzzzzzzzzzzzz",
         ] {
-            assert_eq!(fields.get(missing), None, "{missing:?}");
+            assert_eq!(get(&fields, missing), None, "{missing:?}");
         }
         *fields.entry("abc") += 100;
-        assert_eq!(fields.get("abc"), Some(&105));
+        assert_eq!(get(&fields, "abc"), Some(&105));
         assert_eq!(fields.entries.len(), names.len());
     }
 
@@ -199,8 +215,8 @@ mod tests {
             *fields.entry(&format!("field_{i}")) = i;
         }
         for i in 0..1000 {
-            assert_eq!(fields.get(&format!("field_{i}")), Some(&i));
+            assert_eq!(get(&fields, &format!("field_{i}")), Some(&i));
         }
-        assert_eq!(fields.get("field_1000"), None);
+        assert_eq!(get(&fields, "field_1000"), None);
     }
 }

@@ -13,6 +13,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use order::KeyOrders;
 use scan::{Kind, Scanner};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -22,6 +23,7 @@ use walk::{Cell, ObjectRows, Plan};
 pub use scan::JsonError;
 
 mod fields;
+mod order;
 mod scan;
 mod walk;
 
@@ -291,6 +293,8 @@ pub struct RowContext<'a> {
 pub struct Converter {
     pub tables: Vec<TableRows>,
     plan: Plan,
+    /// The keys of the objects walked so far, in their order (kept from page to page).
+    keys: KeyOrders,
     /// Values that did not fit their column (set to null).
     pub mismatches: u64,
 }
@@ -312,6 +316,7 @@ impl Converter {
         Converter {
             tables: dataset.tables.iter().map(TableRows::new).collect(),
             plan: Plan::new(&dataset.tables),
+            keys: KeyOrders::default(),
             mismatches: 0,
         }
     }
@@ -335,7 +340,14 @@ impl Converter {
         let text = obj.to_string();
         self.reserve();
         let mut rows = ObjectRows::default();
-        if walk::object(&self.plan, &mut Scanner::from_str(&text), &mut rows).is_ok() {
+        if walk::object(
+            &self.plan,
+            &mut self.keys,
+            &mut Scanner::from_str(&text),
+            &mut rows,
+        )
+        .is_ok()
+        {
             self.append(&rows, ctx);
         }
         text.len()
@@ -384,7 +396,7 @@ impl Converter {
         }
         let mut rows = ObjectRows::default();
         loop {
-            walk::object(&self.plan, s, &mut rows)?;
+            walk::object(&self.plan, &mut self.keys, s, &mut rows)?;
             summary.objects += 1;
             let id = rows.id(&self.plan).cloned().unwrap_or_default();
             if rows.truncated {
@@ -596,6 +608,93 @@ mod tests {
             }
             assert_eq!(batches(&mut fast), batches(&mut slow), "{}", ds.name);
             assert_eq!(fast.mismatches, slow.mismatches);
+        }
+    }
+
+    /// `v` as JSON text whose objects have their keys in an order that depends on `salt`, with an
+    /// unknown key added and, for some salts, a key written with an escape.
+    fn shuffled(v: &Value, salt: usize, out: &mut String) {
+        match v {
+            Value::Object(members) => {
+                let mut members: Vec<(String, &Value)> = members
+                    .iter()
+                    .map(|(k, v)| (Value::from(k.as_str()).to_string(), v))
+                    .collect();
+                let junk = json!([1, "x", [null, true, "{"]]);
+                members.insert(salt % (members.len() + 1), ("\"zz_unknown\"".into(), &junk));
+                let n = members.len();
+                members.rotate_left(salt % n);
+                if salt % 2 == 1 {
+                    members.reverse();
+                }
+                if salt % 4 == 1 {
+                    let (key, _) = &mut members[salt % n];
+                    let first = key[1..].chars().next().filter(|c| (*c as u32) < 0x1_0000);
+                    if let Some(c) = first.filter(|c| *c != '"') {
+                        *key = format!("\"\\u{:04x}{}", c as u32, &key[1 + c.len_utf8()..]);
+                    }
+                }
+                out.push('{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(key);
+                    out.push(':');
+                    shuffled(value, salt, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    shuffled(item, salt, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    /// The walk expects each key where the last object had it; objects whose keys come in another
+    /// order, with unknown keys or escaped ones, must convert as they do alone.
+    #[test]
+    fn keys_in_any_order_convert_as_they_do_alone() {
+        for (ds, objects) in tiny_truth() {
+            let texts: Vec<String> = objects
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    let mut text = String::new();
+                    // Runs of three objects share an order: the expected keys are right, then wrong.
+                    shuffled(o, i / 3, &mut text);
+                    text
+                })
+                .collect();
+            let page = |texts: &[String]| {
+                format!(r#"{{"has_more":false,"data":[{}]}}"#, texts.join(",")).into_bytes()
+            };
+            let mut kept = Converter::new(ds);
+            let summary = kept.push_page(&page(&texts), ctx()).unwrap();
+            assert_eq!(summary.objects, objects.len(), "{}", ds.name);
+            let together = batches(&mut kept);
+            let mut alone: Vec<Vec<RecordBatch>> = vec![Vec::new(); ds.tables.len()];
+            for text in &texts {
+                let mut c = Converter::new(ds);
+                c.push_page(&page(std::slice::from_ref(text)), ctx())
+                    .unwrap();
+                for (t, batch) in batches(&mut c).into_iter().enumerate() {
+                    alone[t].extend(batch);
+                }
+            }
+            for ((table, together), alone) in ds.tables.iter().zip(together).zip(alone) {
+                let alone = (!alone.is_empty())
+                    .then(|| arrow::compute::concat_batches(&alone[0].schema(), &alone).unwrap());
+                assert_eq!(together, alone, "{}", table.name);
+            }
         }
     }
 

@@ -376,6 +376,46 @@ impl<'a> Scanner<'a> {
         Ok(key)
     }
 
+    /// Whether the next member's key is `key`: if it is, the key and the colon after it are passed
+    /// (as [`Scanner::key`] would); if not, nothing is. The key's bytes are compared as a few words,
+    /// without searching for the end of a string: `key` has no escapes, so the text holding its
+    /// bytes between two quotes holds exactly that key.
+    #[inline(always)]
+    pub fn expect_key(&mut self, key: &WrittenKey) -> Result<bool, JsonError> {
+        self.ws();
+        let at = self.at;
+        let n = key.len;
+        let Some(first) = self
+            .bytes
+            .get(at..)
+            .and_then(|rest| rest.first_chunk::<8>())
+        else {
+            return Ok(false);
+        };
+        let head = u64::from_le_bytes(*first);
+        let same = if n < 8 {
+            head & ((1 << (8 * n)) - 1) == key.head
+        } else {
+            head == key.head
+                && self
+                    .bytes
+                    .get(at + n - 8..)
+                    .and_then(|rest| rest.first_chunk::<8>())
+                    .is_some_and(|last| u64::from_le_bytes(*last) == key.tail)
+                && (n <= 16 || self.bytes.get(at + 8..at + n - 8) == Some(&key.middle[..]))
+        };
+        if !same {
+            return Ok(false);
+        }
+        self.at = at + n;
+        self.ws();
+        if self.bytes.get(self.at) != Some(&b':') {
+            return self.error("expected : after a key");
+        }
+        self.at += 1;
+        Ok(true)
+    }
+
     /// Calls `member` for each member of the object the reader is at, with the member's key; `member`
     /// reads (or skips) the value. Anything but an object is passed over without a call.
     pub fn members(
@@ -499,6 +539,44 @@ impl<'a> Scanner<'a> {
         }
         out.push_str(&self.text[run..end]);
         Ok(Cow::Owned(out))
+    }
+}
+
+/// A key as JSON text writes it, `"name"`, ready for [`Scanner::expect_key`]: its first and last
+/// eight bytes as words, and the bytes between them when there are any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenKey {
+    /// Bytes of `"name"`, quotes included.
+    len: usize,
+    /// The first eight bytes (all of them, zero-padded, when there are fewer).
+    head: u64,
+    /// The last eight bytes (when there are at least eight).
+    tail: u64,
+    /// The bytes between the first and last eight (when there are more than sixteen).
+    middle: Box<[u8]>,
+}
+
+impl WrittenKey {
+    /// `None` when `name` would need an escape in JSON: such a key is read the general way.
+    pub fn new(name: &str) -> Option<WrittenKey> {
+        if name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            return None;
+        }
+        let quoted = [&b"\""[..], name.as_bytes(), &b"\""[..]].concat();
+        let len = quoted.len();
+        let mut head = [0; 8];
+        let first = len.min(8);
+        head[..first].copy_from_slice(&quoted[..first]);
+        let tail = quoted
+            .last_chunk::<8>()
+            .map_or(0, |last| u64::from_le_bytes(*last));
+        let middle = quoted.get(8..len.saturating_sub(8)).unwrap_or_default();
+        Some(WrittenKey {
+            len,
+            head: u64::from_le_bytes(head),
+            tail,
+            middle: middle.into(),
+        })
     }
 }
 
@@ -630,6 +708,63 @@ mod tests {
         }
         assert_eq!(string_stop(plain.as_bytes(), 0), plain.len());
         assert_eq!(string_stop(b"ab\"", 3), 3);
+    }
+
+    #[test]
+    fn expected_keys_match_only_themselves() {
+        let names = [
+            "",
+            "a",
+            "id",
+            "email",
+            "amount",
+            "created",
+            "currency",
+            "amount_captured_",
+            "balance_transaction",
+            "address_line1_check_that_is_long",
+        ];
+        for name in names {
+            let key = WrittenKey::new(name).unwrap();
+            let written = format!("\"{name}\"");
+            // The key itself, compact or spaced, with little or much text after it.
+            for after in [":1", " : 1", ":1,\"amount\":2,\"currency\":\"usd\"}"] {
+                let text = format!("{written}{after}");
+                let mut s = Scanner::from_str(&text);
+                if text.len() >= 8 {
+                    assert!(s.expect_key(&key).unwrap(), "{text}");
+                    assert_eq!(s.number().unwrap(), Number::U64(1), "{text}");
+                } else {
+                    // Too little text to compare words: the key is read the general way.
+                    assert!(!s.expect_key(&key).unwrap(), "{text}");
+                    assert_eq!(s.key().unwrap(), name);
+                }
+            }
+            // Every other name, a name one byte different at each position, longer or shorter.
+            let mut others: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            for at in 0..name.len() {
+                let mut other = name.as_bytes().to_vec();
+                other[at] = if other[at] == b'x' { b'y' } else { b'x' };
+                others.push(String::from_utf8(other).unwrap());
+            }
+            others.push(format!("{name}x"));
+            others.push(format!("x{name}"));
+            for other in others.iter().filter(|o| *o != name) {
+                let text = format!("\"{other}\":1,\"padding\":2}}");
+                let mut s = Scanner::from_str(&text);
+                assert!(!s.expect_key(&key).unwrap(), "{name} in {text}");
+                assert_eq!(s.key().unwrap(), *other, "the reader did not move");
+            }
+        }
+        // A key written with an escape is not a match; one without its colon is an error.
+        let key = WrittenKey::new("ab").unwrap();
+        assert!(!Scanner::from_str(r#""a\u0062":1,"x":2}"#)
+            .expect_key(&key)
+            .unwrap());
+        assert!(Scanner::from_str(r#""ab" 1,"x":2}"#)
+            .expect_key(&key)
+            .is_err());
+        assert_eq!(WrittenKey::new("a\"b"), None);
     }
 
     #[test]

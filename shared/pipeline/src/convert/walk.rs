@@ -6,6 +6,7 @@
 //! take the same walk: there is one conversion, not two.
 
 use super::fields::Fields;
+use super::order::KeyOrders;
 use super::scan::{JsonError, Kind, Number, Scanner};
 use crate::catalog::{Column, ColumnType, Table, TableKind};
 use std::borrow::Cow;
@@ -55,6 +56,8 @@ struct Step {
 #[derive(Debug, Default)]
 pub struct Node {
     steps: Fields<Step>,
+    /// This level's number in its plan (where [`KeyOrders`] keeps its keys).
+    number: usize,
 }
 
 impl Node {
@@ -71,6 +74,17 @@ impl Node {
     fn add_columns(&mut self, columns: &[Column]) {
         for (i, c) in columns.iter().enumerate() {
             self.step_at(&c.path).roles.push(Role::Column(i));
+        }
+    }
+
+    /// Numbers this level and the levels under it from `next` on.
+    fn number(&mut self, next: &mut usize) {
+        self.number = *next;
+        *next += 1;
+        for step in self.steps.values_mut() {
+            if let Some(inner) = &mut step.inner {
+                inner.number(next);
+            }
         }
     }
 }
@@ -113,6 +127,11 @@ impl Plan {
                 }
             }
             child_columns.push(table.columns.clone());
+        }
+        let mut levels = 0;
+        root.number(&mut levels);
+        for item in items.iter_mut().flatten() {
+            item.number(&mut levels);
         }
         let find = |name: &str| main_columns.iter().position(|c| c.name == name);
         Plan {
@@ -180,6 +199,7 @@ enum Target {
 /// A value that is not an object leaves every column null.
 pub fn object<'de>(
     plan: &Plan,
+    keys: &mut KeyOrders,
     s: &mut Scanner<'de>,
     rows: &mut ObjectRows<'de>,
 ) -> Result<(), JsonError> {
@@ -195,11 +215,12 @@ pub fn object<'de>(
     rows.metadata.clear();
     rows.children.clear();
     rows.truncated = false;
-    Walk { plan, rows }.level(s, &plan.root, Target::Main)
+    Walk { plan, keys, rows }.level(s, &plan.root, Target::Main)
 }
 
 struct Walk<'p, 'r, 'de> {
     plan: &'p Plan,
+    keys: &'r mut KeyOrders,
     rows: &'r mut ObjectRows<'de>,
 }
 
@@ -212,33 +233,57 @@ impl<'p, 'de> Walk<'p, '_, 'de> {
         target: Target,
     ) -> Result<(), JsonError> {
         // `null` (or anything else) where an object was expected: its columns stay null.
-        s.members(|s, key| {
-            let Some(step) = node.steps.get(key.as_ref()) else {
-                return s.skip();
-            };
-            // A field with several uses (say a column and a deeper path) is read once per use.
-            let start = s.position();
-            let mut read = false;
-            for &role in &step.roles {
-                if read {
-                    s.rewind(start);
-                }
-                self.feed(s, role, target)?;
-                read = true;
+        if s.kind()? != Kind::Object {
+            return s.skip();
+        }
+        if !s.object()? {
+            return Ok(());
+        }
+        let mut position = 0;
+        loop {
+            let found = self
+                .keys
+                .next_key(s, node.number, position, |key| node.steps.index_of(key))?;
+            position += 1;
+            match found.and_then(|i| node.steps.value(i)) {
+                Some(step) => self.step(s, step, target)?,
+                None => s.skip()?,
             }
-            if let Some(inner) = &step.inner {
-                if read {
-                    s.rewind(start);
-                }
-                self.level(s, inner, target)?;
-                read = true;
+            if !s.more_members()? {
+                return Ok(());
             }
+        }
+    }
+
+    /// One field's value, fed to each of its uses.
+    fn step(
+        &mut self,
+        s: &mut Scanner<'de>,
+        step: &'p Step,
+        target: Target,
+    ) -> Result<(), JsonError> {
+        // A field with several uses (say a column and a deeper path) is read once per use.
+        let start = s.position();
+        let mut read = false;
+        for &role in &step.roles {
             if read {
-                Ok(())
-            } else {
-                s.skip()
+                s.rewind(start);
             }
-        })
+            self.feed(s, role, target)?;
+            read = true;
+        }
+        if let Some(inner) = &step.inner {
+            if read {
+                s.rewind(start);
+            }
+            self.level(s, inner, target)?;
+            read = true;
+        }
+        if read {
+            Ok(())
+        } else {
+            s.skip()
+        }
     }
 
     fn column(&self, i: usize, target: Target) -> Option<&'p Column> {
