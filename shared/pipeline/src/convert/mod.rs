@@ -25,6 +25,7 @@ pub use scan::JsonError;
 mod fields;
 mod order;
 mod scan;
+mod span;
 mod walk;
 
 /// The Arrow type of a catalog column.

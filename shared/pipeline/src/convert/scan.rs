@@ -8,6 +8,7 @@
 //! Structure that is read is checked as strictly as JSON demands; a value that is skipped is only
 //! checked for balanced brackets and terminated strings, which is what finding its end takes.
 
+use super::span;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -457,31 +458,16 @@ impl<'a> Scanner<'a> {
                 self.bool()?;
             }
             Kind::Null => self.null()?,
-            Kind::Object | Kind::Array => {
-                let mut depth = 0usize;
-                loop {
-                    match self.bytes.get(self.at) {
-                        Some(b'"') => self.pass_string()?,
-                        Some(b'{' | b'[') => {
-                            depth += 1;
-                            self.at += 1;
-                        }
-                        Some(b'}' | b']') => {
-                            depth -= 1;
-                            self.at += 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        Some(b' ' | b'\n' | b'\r' | b'\t') => {
-                            spaced = true;
-                            self.at += 1;
-                        }
-                        Some(_) => self.at += 1,
-                        None => return self.error("unexpected end of the text"),
-                    }
+            Kind::Object | Kind::Array => match span::nested_end(self.bytes, self.at) {
+                Some((end, spaced_tokens)) => {
+                    self.at = end;
+                    spaced = spaced_tokens;
                 }
-            }
+                None => {
+                    self.at = self.bytes.len();
+                    return self.error("unexpected end of the text");
+                }
+            },
         }
         Ok(Span {
             start,
