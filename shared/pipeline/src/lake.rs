@@ -100,19 +100,31 @@ fn properties() -> WriterPropertiesBuilder {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
 }
 
-/// [`writer_properties`] for a file whose rows start with `batch`: columns whose leading values are
-/// all different (ids, URLs, JSON documents, timestamps) are written without a dictionary. A dictionary
-/// of unique values costs a hash and an insert per value and saves nothing: zstd finds what repeats
-/// inside them.
+/// [`writer_properties`] for a file whose rows start with `batch`:
+/// - columns whose leading values are all different (ids, URLs, JSON documents, timestamps) are
+///   written without a dictionary. A dictionary of unique values costs a hash and an insert per value
+///   and saves nothing: zstd finds what repeats inside them.
+/// - columns that are null in every row of `batch` (in a page of charges, about half of them: the
+///   fields of features the merchant does not use) are written plain and uncompressed. Their pages
+///   hold only a run of "null" levels, a few bytes, which compression cannot shrink, and each
+///   compressed column costs a zstd context of its own.
 pub fn writer_properties_for(batch: &RecordBatch) -> WriterProperties {
     let schema = batch.schema();
     batch
         .columns()
         .iter()
         .zip(schema.fields())
-        .filter(|(column, _)| looks_unique(column.as_ref()))
-        .fold(properties(), |props, (_, field)| {
-            props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false)
+        .fold(properties(), |props, (column, field)| {
+            let path = || ColumnPath::from(field.name().as_str());
+            if column.null_count() == column.len() {
+                props
+                    .set_column_dictionary_enabled(path(), false)
+                    .set_column_compression(path(), Compression::UNCOMPRESSED)
+            } else if looks_unique(column.as_ref()) {
+                props.set_column_dictionary_enabled(path(), false)
+            } else {
+                props
+            }
         })
         .build()
 }
@@ -441,7 +453,7 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     #[test]
-    fn columns_of_distinct_values_are_written_without_a_dictionary() {
+    fn columns_of_distinct_values_are_written_without_a_dictionary_and_null_ones_plain() {
         let rows = 1_000;
         let ids: Vec<String> = (0..rows).map(|i| format!("ch_{i:08}")).collect();
         let currencies: Vec<&str> = (0..rows).map(|i| ["usd", "eur", "gbp"][i % 3]).collect();
@@ -459,11 +471,16 @@ mod tests {
                     (0..rows).map(|i| (i < 10).then(|| format!("d{i}"))),
                 )),
             ),
+            // Null in every row: plain and uncompressed.
+            (
+                "review",
+                Arc::new(StringArray::from(vec![None::<&str>; rows])),
+            ),
         ];
         let batch = RecordBatch::try_from_iter(columns).unwrap();
         let file = Bytes::from(encode(std::slice::from_ref(&batch), "charges").unwrap());
         let reader = SerializedFileReader::new(file.clone()).unwrap();
-        let dictionary: Vec<(String, bool)> = reader
+        let written: Vec<(String, bool, Compression)> = reader
             .metadata()
             .row_group(0)
             .columns()
@@ -472,18 +489,21 @@ mod tests {
                 (
                     c.column_path().string(),
                     c.dictionary_page_offset().is_some(),
+                    c.compression(),
                 )
             })
             .collect();
+        let zstd = properties().build().compression(&ColumnPath::from("id"));
         let expected = [
-            ("id", false),
-            ("currency", true),
-            ("amount", true),
-            ("created", false),
-            ("description", true),
+            ("id", false, zstd),
+            ("currency", true, zstd),
+            ("amount", true, zstd),
+            ("created", false, zstd),
+            ("description", true, zstd),
+            ("review", false, Compression::UNCOMPRESSED),
         ]
-        .map(|(name, dict)| (name.to_string(), dict));
-        assert_eq!(dictionary, expected);
+        .map(|(name, dict, codec)| (name.to_string(), dict, codec));
+        assert_eq!(written, expected);
         // Either way the file holds what was given.
         let back = ParquetRecordBatchReader::try_new(file, rows)
             .unwrap()

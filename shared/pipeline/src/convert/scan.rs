@@ -403,7 +403,12 @@ impl<'a> Scanner<'a> {
                     .get(at + n - 8..)
                     .and_then(|rest| rest.first_chunk::<8>())
                     .is_some_and(|last| u64::from_le_bytes(*last) == key.tail)
-                && (n <= 16 || self.bytes.get(at + 8..at + n - 8) == Some(&key.middle[..]))
+                && key.middle.iter().enumerate().all(|(k, &word)| {
+                    self.bytes
+                        .get(at + WrittenKey::middle_word(k, n)..)
+                        .and_then(|rest| rest.first_chunk::<8>())
+                        .is_some_and(|bytes| u64::from_le_bytes(*bytes) == word)
+                })
         };
         if !same {
             return Ok(false);
@@ -538,8 +543,9 @@ pub struct WrittenKey {
     head: u64,
     /// The last eight bytes (when there are at least eight).
     tail: u64,
-    /// The bytes between the first and last eight (when there are more than sixteen).
-    middle: Box<[u8]>,
+    /// The bytes between the first and last eight (when there are more than sixteen), as words
+    /// at the offsets [`WrittenKey::middle_word`] gives.
+    middle: Box<[u64]>,
 }
 
 impl WrittenKey {
@@ -556,13 +562,24 @@ impl WrittenKey {
         let tail = quoted
             .last_chunk::<8>()
             .map_or(0, |last| u64::from_le_bytes(*last));
-        let middle = quoted.get(8..len.saturating_sub(8)).unwrap_or_default();
+        let middle = (0..len.saturating_sub(16).div_ceil(8))
+            .filter_map(|k| quoted[Self::middle_word(k, len)..].first_chunk::<8>())
+            .map(|word| u64::from_le_bytes(*word))
+            .collect();
         Some(WrittenKey {
             len,
             head: u64::from_le_bytes(head),
             tail,
-            middle: middle.into(),
+            middle,
         })
+    }
+
+    /// Where middle word `k` of a key of `len` bytes starts: every eight bytes from the eighth,
+    /// the last one moved back to end where the last eight bytes start (it may overlap the one
+    /// before; the words cover the middle, and only the middle is left to compare).
+    #[inline(always)]
+    fn middle_word(k: usize, len: usize) -> usize {
+        (8 + 8 * k).min(len - 16)
     }
 }
 
@@ -726,12 +743,17 @@ mod tests {
                     assert_eq!(s.key().unwrap(), name);
                 }
             }
-            // Every other name, a name one byte different at each position, longer or shorter.
+            // Every other name, the name with any one bit of any one byte flipped, longer or
+            // shorter.
             let mut others: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             for at in 0..name.len() {
-                let mut other = name.as_bytes().to_vec();
-                other[at] = if other[at] == b'x' { b'y' } else { b'x' };
-                others.push(String::from_utf8(other).unwrap());
+                for bit in 0..7 {
+                    let mut other = name.as_bytes().to_vec();
+                    other[at] ^= 1 << bit;
+                    if other[at].is_ascii_graphic() && !matches!(other[at], b'"' | b'\\') {
+                        others.push(String::from_utf8(other).unwrap());
+                    }
+                }
             }
             others.push(format!("{name}x"));
             others.push(format!("x{name}"));
