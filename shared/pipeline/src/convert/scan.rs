@@ -403,12 +403,7 @@ impl<'a> Scanner<'a> {
                     .get(at + n - 8..)
                     .and_then(|rest| rest.first_chunk::<8>())
                     .is_some_and(|last| u64::from_le_bytes(*last) == key.tail)
-                && key.middle.iter().enumerate().all(|(k, &word)| {
-                    self.bytes
-                        .get(at + WrittenKey::middle_word(k, n)..)
-                        .and_then(|rest| rest.first_chunk::<8>())
-                        .is_some_and(|bytes| u64::from_le_bytes(*bytes) == word)
-                })
+                && key.middle_matches(self.bytes, at)
         };
         if !same {
             return Ok(false);
@@ -572,6 +567,23 @@ impl WrittenKey {
             tail,
             middle,
         })
+    }
+
+    /// Whether the middle words of this key are those of the text at `at` (a plain loop: as an
+    /// iterator chain it was not inlined, and cost more than the comparison).
+    #[inline(always)]
+    fn middle_matches(&self, bytes: &[u8], at: usize) -> bool {
+        let mut k = 0;
+        while let Some(&word) = self.middle.get(k) {
+            let written = bytes
+                .get(at + Self::middle_word(k, self.len)..)
+                .and_then(|rest| rest.first_chunk::<8>());
+            if written.is_none_or(|w| u64::from_le_bytes(*w) != word) {
+                return false;
+            }
+            k += 1;
+        }
+        true
     }
 
     /// Where middle word `k` of a key of `len` bytes starts: every eight bytes from the eighth,
