@@ -101,17 +101,6 @@ impl Builder {
         }
     }
 
-    /// What `array` (this builder's last batch) took: rows, and bytes of string data.
-    fn size_of(array: &dyn arrow::array::Array) -> Capacity {
-        use arrow::array::AsArray;
-        Capacity {
-            rows: array.len(),
-            bytes: array
-                .as_string_opt::<i32>()
-                .map_or(0, |s| s.value_data().len()),
-        }
-    }
-
     /// An empty builder of the same type, with room for `capacity`.
     fn with_capacity(&self, capacity: Capacity) -> Builder {
         let Capacity { rows, bytes } = capacity;
@@ -218,6 +207,19 @@ struct Capacity {
     bytes: usize,
 }
 
+impl Capacity {
+    /// What `array` (a builder's last batch) took: rows, and bytes of string data.
+    fn of(array: &dyn arrow::array::Array) -> Capacity {
+        use arrow::array::AsArray;
+        Capacity {
+            rows: array.len(),
+            bytes: array
+                .as_string_opt::<i32>()
+                .map_or(0, |s| s.value_data().len()),
+        }
+    }
+}
+
 /// Rows of one table being built.
 pub struct TableRows {
     pub table: Table,
@@ -268,10 +270,7 @@ impl TableRows {
                 b.finish()
             })
             .collect();
-        self.last = arrays
-            .iter()
-            .map(|a| Builder::size_of(a.as_ref()))
-            .collect();
+        self.last = arrays.iter().map(|a| Capacity::of(a.as_ref())).collect();
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), arrays).ok()
     }

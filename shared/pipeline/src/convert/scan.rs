@@ -369,12 +369,19 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     pub fn key(&mut self) -> Result<Cow<'a, str>, JsonError> {
         let key = self.string()?;
+        self.colon()?;
+        Ok(key)
+    }
+
+    /// The colon between a key and its value.
+    #[inline(always)]
+    fn colon(&mut self) -> Result<(), JsonError> {
         self.ws();
         if self.bytes.get(self.at) != Some(&b':') {
             return self.error("expected : after a key");
         }
         self.at += 1;
-        Ok(key)
+        Ok(())
     }
 
     /// Whether the next member's key is `key`: if it is, the key and the colon after it are passed
@@ -409,11 +416,7 @@ impl<'a> Scanner<'a> {
             return Ok(false);
         }
         self.at = at + n;
-        self.ws();
-        if self.bytes.get(self.at) != Some(&b':') {
-            return self.error("expected : after a key");
-        }
-        self.at += 1;
+        self.colon()?;
         Ok(true)
     }
 
