@@ -155,11 +155,7 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_given_the_same_slice_run_it_once() {
-    let sim = common::acceptance::sim(SimConfig {
-        latency_ms: 150,
-        ..SimConfig::tiny()
-    })
-    .await;
+    let sim = common::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy(&sim, |_| {}).await;
     scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
     let message = SliceMessage::new(
@@ -169,18 +165,28 @@ async fn two_workers_given_the_same_slice_run_it_once() {
         },
         1_800_000_000,
     );
+    // The first worker checks its key and takes the slice's lease; the paused API then holds it
+    // mid-list, so the second starts while the first surely holds the lease: no race decides it.
+    sim.sim().pause();
     let first = worker::run(&d.services, &message, "worker-1", plenty());
     let second = async {
-        // Start once the first worker holds the slice's lease (it pages at 150 ms per request).
         let started = Instant::now();
         while state_items(&d, "lease#").await == 0 {
             assert!(
-                started.elapsed() < Duration::from_secs(30),
+                started.elapsed() < Duration::from_secs(60),
                 "no lease taken"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        worker::run(&d.services, &message, "worker-2", plenty()).await
+        // Refused, the second worker never lists; had it taken the lease, it would wait on the pause.
+        let ran = tokio::time::timeout(
+            Duration::from_secs(60),
+            worker::run(&d.services, &message, "worker-2", plenty()),
+        )
+        .await
+        .expect("the second worker listed while the first held the slice");
+        sim.sim().resume();
+        ran
     };
     let (a, b) = tokio::join!(first, second);
     let (a, b) = (a.unwrap(), b.unwrap());

@@ -44,6 +44,12 @@ struct MintKey {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Pause {
+    paused: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Latency {
     ms: u64,
 }
@@ -117,6 +123,14 @@ pub async fn handle(sim: &Arc<Simulator>, req: Request<Incoming>) -> Response<Si
         (&Method::PUT, "latency") => parse::<Latency>(&body).map(|l| {
             sim.set_latency_ms(l.ms);
             json!({"ms": l.ms})
+        }),
+        (&Method::PUT, "pause") => parse::<Pause>(&body).map(|p| {
+            if p.paused {
+                sim.pause();
+            } else {
+                sim.resume();
+            }
+            json!({"paused": p.paused})
         }),
         (&Method::POST, "keys") => parse::<MintKey>(&body).and_then(|k| {
             let live = livemode(&k.mode)?;

@@ -172,6 +172,10 @@ pub struct Simulator {
     limits: RwLock<RateLimits>,
     faults: Faults,
     latency_ms: AtomicU64,
+    /// `true` while the API is paused: `/v1` requests other than the key check wait for `resume`
+    /// before they are served, so a test can hold one client mid-run at a point it chooses (instead of
+    /// racing it with latency) while a second client still starts.
+    paused: tokio::sync::watch::Sender<bool>,
     stats: Mutex<Stats>,
     requests: AtomicU64,
     seed: u64,
@@ -203,6 +207,7 @@ impl Simulator {
             limits: RwLock::new(config.rate_limits),
             faults: Faults::new(config.faults, config.seed),
             latency_ms: AtomicU64::new(config.latency_ms),
+            paused: tokio::sync::watch::Sender::new(false),
             stats: Mutex::new(Stats::default()),
             requests: AtomicU64::new(0),
             seed: config.seed,
@@ -385,6 +390,24 @@ impl Simulator {
 
     pub fn set_latency_ms(&self, ms: u64) {
         self.latency_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Holds every `/v1` request that arrives from now on until `resume` (those already being answered
+    /// finish), except the key check `GET /v1/account`; the control API keeps answering.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Serves the requests held by `pause`, and every later one at once.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    /// Waits while the API is paused.
+    async fn unpaused(&self) {
+        let mut paused = self.paused.subscribe();
+        // The sender lives as long as the simulator, so this cannot fail while a request is served.
+        let _ = paused.wait_for(|p| !p).await;
     }
 
     pub fn set_event_policy(&self, policy: EventPolicy) {

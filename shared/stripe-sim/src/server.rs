@@ -162,6 +162,9 @@ type ApiResult = Result<(Response<SimBody>, ()), ApiError>;
 
 /// One `/v1` request. The outer `Err` drops the connection.
 async fn api(sim: &Arc<Simulator>, req: &Request<Incoming>) -> Result<ApiResult, Dropped> {
+    if req.uri().path() != "/v1/account" {
+        sim.unpaused().await;
+    }
     let latency = sim.latency_ms.load(std::sync::atomic::Ordering::Relaxed);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;

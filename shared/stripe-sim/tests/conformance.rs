@@ -764,6 +764,33 @@ async fn injected_faults_look_like_stripes() {
 }
 
 #[tokio::test]
+async fn a_paused_api_holds_data_requests_until_resumed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let h = Harness::tiny().await;
+    let key = h.key("test", 0);
+    h.control("PUT", "pause", json!({"paused": true})).await;
+    let resumed = AtomicBool::new(false);
+    let held = async {
+        let r = h.get("/v1/charges", &key).await;
+        (r.status, resumed.load(Ordering::SeqCst))
+    };
+    let resume = async {
+        // Long enough for an unpaused request to be answered many times over; the control API
+        // keeps answering meanwhile.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(h.control("GET", "clock", json!({})).await["now"].is_i64());
+        // The key check is not held: a second client can start.
+        assert_eq!(h.get("/v1/account", &key).await.status, 200);
+        resumed.store(true, Ordering::SeqCst);
+        h.control("PUT", "pause", json!({"paused": false})).await;
+    };
+    let ((status, answered_after_resume), ()) = tokio::join!(held, resume);
+    assert_eq!(status, 200);
+    assert!(answered_after_resume, "a request was answered while paused");
+    assert_eq!(h.get("/v1/charges", &key).await.status, 200);
+}
+
+#[tokio::test]
 async fn every_response_has_a_unique_request_id() {
     let h = Harness::tiny().await;
     let key = h.key("test", 0);
