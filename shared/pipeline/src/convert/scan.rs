@@ -97,9 +97,12 @@ impl<'a> Scanner<'a> {
         Err(JsonError::new(what, self.at))
     }
 
+    /// Passes whitespace. Compact pages have none between tokens, so one byte decides most calls
+    /// (and the run itself is out of line, to keep this test small where it is inlined).
+    #[inline]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
-            self.at += 1;
+        if self.bytes.get(self.at).is_some_and(|&b| b <= b' ') {
+            self.at = whitespace_end(self.bytes, self.at);
         }
     }
 
@@ -381,6 +384,11 @@ impl<'a> Scanner<'a> {
             return self.error("expected : after a key");
         }
         self.at += 1;
+        // Pretty-printed pages write one space after the colon: passed here, it costs one compare
+        // instead of a whitespace run.
+        if self.bytes.get(self.at) == Some(&b' ') {
+            self.at += 1;
+        }
         Ok(())
     }
 
@@ -481,17 +489,14 @@ impl<'a> Scanner<'a> {
 
     /// Passes a string (the reader is at its opening quote).
     fn pass_string(&mut self) -> Result<(), JsonError> {
-        self.at += 1;
-        loop {
-            self.at = string_stop(self.bytes, self.at);
-            match self.bytes.get(self.at) {
-                Some(b'"') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                Some(b'\\') => self.at += 2,
-                Some(_) => self.at += 1,
-                None => return self.error("an unterminated string"),
+        match string_end(self.bytes, self.at) {
+            Some(end) => {
+                self.at = end;
+                Ok(())
+            }
+            None => {
+                self.at = self.bytes.len();
+                self.error("an unterminated string")
             }
         }
     }
@@ -504,23 +509,18 @@ impl<'a> Scanner<'a> {
         if !spaced {
             return Ok(Cow::Borrowed(&self.text[start..end]));
         }
+        // The value was passed already, so its strings are terminated and it ends with a bracket:
+        // neither a string nor whitespace runs past `end`.
+        let value = &self.bytes[..end];
         let mut out = String::with_capacity(end - start);
         let mut run = start;
         let mut i = start;
         while i < end {
-            match self.bytes[i] {
-                b'"' => {
-                    i += 1;
-                    while i < end && self.bytes[i] != b'"' {
-                        i += if self.bytes[i] == b'\\' { 2 } else { 1 };
-                    }
-                    i += 1;
-                }
+            match value[i] {
+                b'"' => i = string_end(value, i).unwrap_or(end),
                 b' ' | b'\n' | b'\r' | b'\t' => {
                     out.push_str(&self.text[run..i]);
-                    while i < end && matches!(self.bytes[i], b' ' | b'\n' | b'\r' | b'\t') {
-                        i += 1;
-                    }
+                    i = whitespace_end(value, i);
                     run = i;
                 }
                 _ => i += 1,
@@ -604,6 +604,42 @@ struct Span {
     end: usize,
     /// Whitespace separates some of its tokens (the page is pretty-printed).
     spaced: bool,
+}
+
+/// Where the string whose opening quote is at `i` ends (just after its closing quote); `None` when
+/// it is not terminated.
+#[inline(always)]
+fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        i = string_stop(bytes, i);
+        match bytes.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+/// Where the whitespace starting at `i` ends. Pretty-printed pages (Stripe's API writes them) put a
+/// newline and an indent of two spaces per level before every member and element: the spaces are
+/// passed eight at a time.
+#[inline(never)]
+fn whitespace_end(bytes: &[u8], mut i: usize) -> usize {
+    const SPACES: u64 = 0x2020_2020_2020_2020;
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(i) {
+        i += 1;
+        while let Some(chunk) = bytes.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+            let other = u64::from_le_bytes(*chunk) ^ SPACES;
+            if other != 0 {
+                // The first byte that is not a space (little-endian: the lowest nonzero byte).
+                i += (other.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+    }
+    i
 }
 
 /// Where a string's plain run starting at `i` ends: the first `"`, `\` or control character, or the
@@ -726,6 +762,47 @@ mod tests {
         }
         assert_eq!(string_stop(plain.as_bytes(), 0), plain.len());
         assert_eq!(string_stop(b"ab\"", 3), 3);
+    }
+
+    #[test]
+    fn whitespace_runs_end_at_the_first_other_byte() {
+        // Indents of every length around the eight-byte steps, mixed with the other whitespace,
+        // followed by a token, by a control character (not whitespace) or by the end of the text.
+        for lead in ["", "\n", "\r\n", "\t", " \n"] {
+            for spaces in 0..20 {
+                for tail in ["", "\t ", " \n  "] {
+                    let run = format!("{lead}{}{tail}", " ".repeat(spaces));
+                    for after in ["", "\"k\": 1", "}", "\u{1}"] {
+                        let text = format!("x{run}{after}");
+                        let end = 1 + run.len();
+                        assert_eq!(whitespace_end(text.as_bytes(), 1), end, "{text:?}");
+                        let mut s = Scanner::from_str(&text);
+                        s.rewind(1);
+                        s.ws();
+                        assert_eq!(s.position(), end, "{text:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(whitespace_end(b"x", 1), 1);
+    }
+
+    #[test]
+    fn pretty_values_copy_to_the_compact_text() {
+        let value = serde_json::json!({
+            "id": "ch_1", "amount": 100, "paid": true, "none": null,
+            "nested": {"list": [1, 2.5, {"deep": ["a \" ] \\ b", "\n"]}], "empty": {}, "also": []},
+            "spaces inside": "  {  }  ",
+        });
+        let compact = serde_json::to_string(&value).unwrap();
+        for text in [
+            serde_json::to_string_pretty(&value).unwrap(),
+            compact.replace(',', " ,\r\n\t ").replace(':', "  :\t"),
+        ] {
+            let mut s = Scanner::from_str(&text);
+            assert_eq!(s.compact().unwrap(), compact, "{text}");
+            s.end().unwrap();
+        }
     }
 
     #[test]
