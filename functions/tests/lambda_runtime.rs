@@ -7,47 +7,39 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use stripe_pipeline::state::{DatasetState, StateStore};
 use stripe_sim::SimConfig;
 
 /// `cargo lambda watch --only-lambda-apis` on a free port, killed when dropped.
 struct Emulator {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    server: ChildServer,
 }
 
 impl Emulator {
     fn start() -> Emulator {
         let bin = venv_bin("cargo-lambda", "cargo-lambda");
-        let port = free_port();
-        let child = Command::new(bin)
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "--timeout",
-                "120",
-                "-A",
-                "127.0.0.1",
-                "-P",
-            ])
-            .arg(port.to_string())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cargo lambda watch starts");
-        wait_for_port(port, "cargo lambda watch");
-        Emulator { child, port }
+        let server = start_server("cargo lambda watch", |port| {
+            let mut watch = Command::new(&bin);
+            watch
+                .args([
+                    "lambda",
+                    "watch",
+                    "--only-lambda-apis",
+                    "--timeout",
+                    "120",
+                    "-A",
+                    "127.0.0.1",
+                    "-P",
+                ])
+                .arg(port.to_string())
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            watch
+        });
+        Emulator { server }
     }
 
     /// Starts `binary` as the function (the emulator's default function `_`), sends it one event,
@@ -65,7 +57,7 @@ impl Emulator {
             .envs(env)
             .env(
                 "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{}/.rt", self.port),
+                format!("http://127.0.0.1:{}/.rt", self.server.port),
             )
             .env("AWS_LAMBDA_FUNCTION_NAME", "_")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
@@ -76,7 +68,7 @@ impl Emulator {
             .expect("the function binary starts");
         let url = format!(
             "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
-            self.port
+            self.server.port
         );
         let (status, body) = http("POST", &url, serde_json::to_vec(event).unwrap()).await;
         let took = started.elapsed();

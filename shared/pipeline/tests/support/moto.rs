@@ -1,5 +1,6 @@
 //! The AWS emulator for tests: a moto server from the test venv on a free loopback port, and the SDK
-//! and object_store settings that reach it. Each test starts its own and it stops when dropped.
+//! and object_store settings that reach it. Each test starts its own and it stops when dropped. Also
+//! what every emulator shares: the test venv, and starting a child server on a free port.
 #![allow(dead_code)]
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -10,11 +11,18 @@ use std::time::{Duration, Instant};
 
 /// A moto server, killed when dropped.
 pub struct Moto {
-    child: Child,
+    _server: ChildServer,
     pub endpoint: String,
 }
 
-impl Drop for Moto {
+/// A server the tests started as a child process, listening on `port` of 127.0.0.1; killed when
+/// dropped.
+pub struct ChildServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -34,16 +42,37 @@ pub fn venv_bin(name: &str, package: &str) -> PathBuf {
     bin
 }
 
-/// Waits until something listens on the loopback `port` (at most a minute).
-pub fn wait_for_port(port: u16, what: &str) {
-    let started = Instant::now();
-    while !super::postgres::listens(port) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what} did not listen on port {port} within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+/// Starts `what`, the command `command` builds for a port, on a free loopback port, and waits until
+/// it listens (at most a minute). The port is free when it is chosen, but another process may take
+/// it before the child binds it (a listener of another test, or the source port of a connection):
+/// a child that exits before it listens is started again on another port, up to five times.
+pub fn start_server(what: &str, mut command: impl FnMut(u16) -> Command) -> ChildServer {
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        let port = free_port();
+        let child = command(port)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+        let mut server = ChildServer { child, port };
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                eprintln!(
+                    "{what} exited ({status}) before it listened on port {port} (attempt {attempt} of {ATTEMPTS})"
+                );
+                break;
+            }
+            if super::postgres::listens(port) {
+                return server;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what} did not listen on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+    panic!("{what} exited before it listened, {ATTEMPTS} times: run it by hand to see why");
 }
 
 /// AWS settings that send every call to an emulator at `endpoint` (any credentials, `us-east-1`).
@@ -58,7 +87,8 @@ pub async fn sdk_at(endpoint: &str) -> SdkConfig {
         .await
 }
 
-pub fn free_port() -> u16 {
+/// A port of 127.0.0.1 that nothing listens on now.
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -70,17 +100,16 @@ impl Moto {
     /// creates) and waits until it answers.
     pub fn start() -> Moto {
         let bin = venv_bin("moto_server", "moto[server]");
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        wait_for_port(port, "moto_server");
+        let server = start_server("moto_server", |port| {
+            let mut moto = Command::new(&bin);
+            moto.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            moto
+        });
         Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://127.0.0.1:{}", server.port),
+            _server: server,
         }
     }
 

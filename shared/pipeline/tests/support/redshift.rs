@@ -3,22 +3,15 @@
 //! process's PostgreSQL server and carries out `COPY … FROM 's3://…' FORMAT AS PARQUET` from moto.
 #![allow(dead_code)]
 
-use super::moto::{free_port, sdk_at, venv_bin, Moto};
+use super::moto::{sdk_at, start_server, venv_bin, ChildServer, Moto};
 use super::postgres;
 use aws_config::SdkConfig;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 pub struct RedshiftEmulator {
-    child: Child,
+    _server: ChildServer,
     pub endpoint: String,
-}
-
-impl Drop for RedshiftEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl RedshiftEmulator {
@@ -32,36 +25,27 @@ impl RedshiftEmulator {
             .find(|p| p.is_file())
             .expect("tests/emulators/redshift_data.py in the workspace");
         let pg = postgres::server();
-        let port = free_port();
-        let mut child = Command::new(python)
-            .arg(&script)
-            .args(["--port", &port.to_string()])
-            .args([
-                "--postgres",
-                &format!("postgres://postgres@127.0.0.1:{}", pg.port),
-            ])
-            .args(["--s3-endpoint", &moto.endpoint])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the Redshift Data API emulator starts");
-        let started = std::time::Instant::now();
-        while !postgres::listens(port) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("the Redshift Data API emulator exited ({status}); its error is above");
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(60),
-                "the Redshift Data API emulator did not listen on port {port} within 60 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        // Its errors go to the test's output.
+        let server = start_server("the Redshift Data API emulator", |port| {
+            let mut emulator = Command::new(&python);
+            emulator
+                .arg(&script)
+                .args(["--port", &port.to_string()])
+                .args([
+                    "--postgres",
+                    &format!("postgres://postgres@127.0.0.1:{}", pg.port),
+                ])
+                .args(["--s3-endpoint", &moto.endpoint])
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            emulator
+        });
         RedshiftEmulator {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://127.0.0.1:{}", server.port),
+            _server: server,
         }
     }
 

@@ -3,34 +3,19 @@
 //! calls object_store makes) and Azurite (npm). `tests/run` installs both.
 #![allow(dead_code)]
 
-use super::moto::{free_port, http, http_json, venv_bin, wait_for_port};
+use super::moto::{http, http_json, start_server, venv_bin, ChildServer};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-/// A child process killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(command: &mut Command, what: &str, port: u16) -> Server {
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
-    let server = Server(child);
-    wait_for_port(port, what);
-    server
+/// A server without output: the emulators are quiet unless a test fails on what they answer.
+fn quiet(mut command: Command) -> Command {
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    command
 }
 
 /// gcp-storage-emulator, in memory.
 pub struct GcsEmulator {
-    _server: Server,
+    _server: ChildServer,
     pub endpoint: String,
 }
 
@@ -39,9 +24,9 @@ impl GcsEmulator {
         let python = venv_bin("python", "gcp-storage-emulator");
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/emulators/gcs_xml.py");
-        let port = free_port();
-        let server = spawn(
-            Command::new(python).arg(script).args([
+        let server = start_server("gcp-storage-emulator", |port| {
+            let mut gcs = Command::new(&python);
+            gcs.arg(&script).args([
                 "start",
                 "--host",
                 "127.0.0.1",
@@ -49,13 +34,12 @@ impl GcsEmulator {
                 &port.to_string(),
                 "--in-memory",
                 "-q",
-            ]),
-            "gcp-storage-emulator",
-            port,
-        );
+            ]);
+            quiet(gcs)
+        });
         GcsEmulator {
+            endpoint: format!("http://127.0.0.1:{}", server.port),
             _server: server,
-            endpoint: format!("http://127.0.0.1:{port}"),
         }
     }
 
@@ -85,7 +69,7 @@ impl GcsEmulator {
 
 /// Azurite's Blob service, in memory, with the emulator's well-known account.
 pub struct Azurite {
-    _server: Server,
+    _server: ChildServer,
     _dir: tempfile::TempDir,
     pub endpoint: String,
 }
@@ -109,23 +93,22 @@ impl Azurite {
             bin.display()
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let server = spawn(
-            Command::new(bin).current_dir(dir.path()).args([
+        let server = start_server("Azurite", |port| {
+            let mut azurite = Command::new(&bin);
+            azurite.current_dir(dir.path()).args([
                 "--blobHost",
                 "127.0.0.1",
                 "--blobPort",
                 &port.to_string(),
                 "--inMemoryPersistence",
                 "--disableTelemetry",
-            ]),
-            "Azurite",
-            port,
-        );
+            ]);
+            quiet(azurite)
+        });
         Azurite {
+            endpoint: format!("http://127.0.0.1:{}/devstoreaccount1", server.port),
             _server: server,
             _dir: dir,
-            endpoint: format!("http://127.0.0.1:{port}/devstoreaccount1"),
         }
     }
 
