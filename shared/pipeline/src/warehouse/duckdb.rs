@@ -31,9 +31,23 @@ impl DuckDb {
         let conn = duckdb::Connection::open(path).map_err(|e| WarehouseError::Open {
             backend: BACKEND,
             target: target.clone(),
-            message: e.to_string(),
+            message: explain_open_error(e.to_string()),
         })?;
-        Ok(DuckDb { conn, target })
+        let db = DuckDb { conn, target };
+        db.pin_time_zone()?;
+        Ok(db)
+    }
+
+    /// Sessions work in UTC whatever the machine's time zone. The prebuilt DuckDB has ICU, which makes
+    /// `TIMESTAMPTZ` arithmetic, casts to `TIMESTAMP` and `current_timestamp` follow the `TimeZone`
+    /// setting (the machine's zone by default); the catalog's timestamps are UTC, as in Stripe's data.
+    /// A DuckDB without ICU (`duckdb-bundled`) has no such setting and is always UTC.
+    fn pin_time_zone(&self) -> Result<(), WarehouseError> {
+        let setting = "select name from duckdb_settings() where name = 'TimeZone'";
+        if !self.query_strings(setting)?.is_empty() {
+            self.execute("setting the time zone to UTC", "SET TimeZone = 'UTC'")?;
+        }
+        Ok(())
     }
 
     fn err(action: impl Into<String>) -> impl FnOnce(duckdb::Error) -> WarehouseError {
@@ -104,6 +118,20 @@ impl DuckDb {
             added.extend(ddl.added);
         }
         Ok(added)
+    }
+}
+
+/// Adds the fix to DuckDB's message for a file written by a newer DuckDB: earlier versions of this
+/// project linked DuckDB 2.0, whose files the linked DuckDB 1.5.6 cannot read.
+fn explain_open_error(message: String) -> String {
+    if message.contains("newer version of DuckDB") {
+        format!(
+            "{message}\nTo fix: this file was written by a newer DuckDB than the DuckDB 1.5.6 this build links \
+             (earlier versions of this project used DuckDB 2.0). Move the file away and sync again; to load \
+             every table in full, also move away the state directory beside it.",
+        )
+    } else {
+        message
     }
 }
 
@@ -234,5 +262,43 @@ impl Warehouse for DuckDb {
 
     fn query_strings(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
         DuckDb::query_strings(self, sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar(db: &DuckDb, sql: &str) -> Option<String> {
+        db.query_strings(sql).unwrap().remove(0).remove(0)
+    }
+
+    #[test]
+    fn links_the_pinned_prebuilt_duckdb_and_works_in_utc() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = DuckDb::open(&dir.path().join("t.duckdb")).unwrap();
+        // With `duckdb-bundled` the version is the crate's own; by default it is the pinned library.
+        if cfg!(not(feature = "duckdb-bundled")) {
+            assert_eq!(scalar(&db, "select version()").as_deref(), Some("v1.5.6"));
+            assert_eq!(
+                scalar(&db, "select current_setting('TimeZone')").as_deref(),
+                Some("UTC")
+            );
+        }
+        // Parquet is built in: nothing is downloaded at run time.
+        let file = dir.path().join("t.parquet").display().to_string();
+        db.execute(
+            "writing parquet",
+            &format!("copy (select 42 as n) to '{file}' (format parquet)"),
+        )
+        .unwrap();
+        assert_eq!(
+            scalar(
+                &db,
+                &format!("select n::varchar from read_parquet('{file}')")
+            )
+            .as_deref(),
+            Some("42")
+        );
     }
 }
