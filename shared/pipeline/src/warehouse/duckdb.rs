@@ -301,4 +301,19 @@ mod tests {
             Some("42")
         );
     }
+
+    #[test]
+    fn a_file_of_a_newer_duckdb_is_explained_and_other_errors_are_left_as_they_are() {
+        let newer = "IO Error: ... The database file was created with a newer version of DuckDB.";
+        let message = explain_open_error(newer.into());
+        assert!(message.starts_with(newer), "{message}");
+        assert!(
+            message.contains("Move the file away and sync again"),
+            "{message}"
+        );
+        assert_eq!(
+            explain_open_error("IO Error: permission denied".into()),
+            "IO Error: permission denied"
+        );
+    }
 }
