@@ -3,7 +3,7 @@
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use stripe_pipeline::sync::Progress;
+use stripe_pipeline::engine::Progress;
 
 #[derive(Default)]
 struct Counts {

@@ -4,9 +4,10 @@ use crate::progress::BarProgress;
 use std::process::ExitCode;
 use std::sync::Arc;
 use stripe_pipeline::catalog::{Catalog, Dataset};
+use stripe_pipeline::clock::{Clock, SystemClock};
 use stripe_pipeline::config::Config;
+use stripe_pipeline::engine::{self, SyncReport};
 use stripe_pipeline::local::StatusRow;
-use stripe_pipeline::sync::{self, SyncReport};
 
 /// Validates, checks keys, syncs, prints the summary; returns the exit code.
 pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
@@ -28,30 +29,19 @@ pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
     }
     let client = stripe_pipeline::local::client(&cfg);
     // Keys first: an invalid key stops the run before anything is written.
-    let resolved = match sync::resolve(&client, &accounts).await {
+    let resolved = match engine::resolve(&client, &accounts).await {
         Ok(r) => r,
         Err(e) => return crate::fail(2, &e.to_string()),
     };
     let names: Vec<String> = accounts.iter().map(|a| a.name.clone()).collect();
     let progress = Arc::new(BarProgress::new(&names, datasets.len(), quiet));
-    let run_id = format!(
-        "run-{}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        std::process::id()
-    );
+    let run_id = format!("run-{}-{}", SystemClock.now_secs(), std::process::id());
     let engine = match stripe_pipeline::local::engine(&cfg, client, progress.clone(), run_id).await
     {
         Ok(e) => e,
         Err(e) => return crate::fail(3, &e),
     };
-    let warehouse = engine
-        .warehouse
-        .lock()
-        .map(|w| w.describe())
-        .unwrap_or_default();
+    let warehouse = engine.describe_warehouse();
     let report = engine.sync(&resolved, &datasets).await;
     progress.finish();
     let report = match report {
@@ -65,7 +55,7 @@ pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
     }
     // The export runs after a partial failure too: it holds everything the lake has.
     let exported = if cfg.export {
-        export(&cfg, &engine.lake).await
+        export(&cfg, engine.lake()).await
     } else {
         ExitCode::SUCCESS
     };

@@ -154,3 +154,47 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
     let distinct: std::collections::BTreeSet<&String> = kills.iter().collect();
     assert!(distinct.len() >= 10, "{kills:?}");
 }
+
+/// A task that panics (a bug) is a failed dataset in the summary and a non-zero exit, never a silent
+/// gap: its cursor did not move, so the next run lists the same pages and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_list_fails_the_run_and_the_rerun_converges() {
+    let sim = sim(SimConfig {
+        objects: 30,
+        ..SimConfig::tiny()
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let config = write_config(&sim, out.path(), 0);
+    let run = Command::new(env!("CARGO_BIN_EXE_stripe-pipeline"))
+        .args(["sync", "--quiet", "--config"])
+        .arg(&config)
+        .env(failpoint::ENV, "page:3:panic")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("the sync task panicked (failpoint page asked to panic)"),
+        "{text}"
+    );
+    let config2 = config.clone();
+    tokio::task::spawn_blocking(move || sync_to_the_end(&config2))
+        .await
+        .unwrap();
+    let merchant = sim.info().accounts[0].id.clone();
+    let all: Vec<&Dataset> = DATASETS
+        .iter()
+        .map(|d| Catalog::get().dataset(d).unwrap())
+        .collect();
+    assert_scopes_equal(
+        out.path(),
+        &sim,
+        &[(merchant.clone(), true), (merchant, false)],
+        &all,
+    );
+}

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::Config;
+use stripe_pipeline::engine::SyncReport;
 use stripe_pipeline::stripe::CallKind;
-use stripe_pipeline::sync::SyncReport;
 use stripe_sim::{EventPolicy, RunningSim, SimConfig};
 
 /// Simulated seconds between a round of changes and the next sync: more than the feed's lag.

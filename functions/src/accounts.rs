@@ -40,7 +40,7 @@ impl AccountRecord {
                 catalog.dataset(name).ok_or_else(|| Error::Account {
                     account: self.name.clone(),
                     message: format!(
-                        "unknown dataset '{name}' in the accounts table; fix its `datasets` list (`stripe-pipeline datasets` lists them)"
+                        "unknown dataset '{name}' in the accounts table; fix its `datasets` list (`stripe-pipeline tables` lists them)"
                     ),
                 })
             })

@@ -1,7 +1,7 @@
 //! The functions' errors: each names what failed and, where there is one, the fix.
 
+use stripe_pipeline::engine::SyncError;
 use stripe_pipeline::state::StateError;
-use stripe_pipeline::sync::SyncError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

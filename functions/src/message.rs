@@ -3,7 +3,7 @@
 //! export in Stripe's layout of the whole lake.
 
 use serde::{Deserialize, Serialize};
-use stripe_pipeline::slice::SliceWork;
+use stripe_pipeline::engine::SliceWork;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceMessage {

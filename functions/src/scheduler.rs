@@ -7,8 +7,8 @@ use crate::{Error, Services};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::Serialize;
 use stripe_pipeline::config::Account;
-use stripe_pipeline::slice;
-use stripe_pipeline::sync::{self, Resolved};
+use stripe_pipeline::engine::plan;
+use stripe_pipeline::engine::{self, Resolved};
 
 /// How long the scheduler remembers a sent slice (re-running a tick within this sends nothing).
 pub const MARK_TTL_SECS: i64 = 7 * 86_400;
@@ -45,7 +45,7 @@ pub async fn resolve(svc: &Services, record: &AccountRecord) -> Result<Resolved,
         key,
         livemode,
     };
-    let mut resolved = sync::resolve(&svc.stripe_client(), &[account]).await?;
+    let mut resolved = engine::resolve(&svc.stripe_client(), &[account]).await?;
     resolved.pop().ok_or_else(|| Error::Account {
         account: record.name.clone(),
         message: "the key check returned nothing".into(),
@@ -64,7 +64,7 @@ async fn plan_account(
 ) -> Result<Vec<SliceMessage>, Error> {
     let datasets = record.datasets()?;
     let r = resolve(svc, record).await?;
-    let works = slice::plan(
+    let works = plan::plan(
         &svc.state.clone().into(),
         &r,
         &datasets,

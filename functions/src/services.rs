@@ -8,16 +8,13 @@ use crate::Error;
 use aws_config::{BehaviorVersion, SdkConfig};
 use std::sync::Arc;
 use std::time::Instant;
+use stripe_pipeline::engine::{Engine, SharedWarehouse};
 use stripe_pipeline::lake::Lake;
 use stripe_pipeline::state::DynamoState;
 use stripe_pipeline::stripe::StripeClient;
-use stripe_pipeline::sync::{Engine, Quiet};
 use stripe_pipeline::warehouse::redshift::Redshift;
 use stripe_pipeline::warehouse::{LakeOnly, Warehouse};
 use tokio::sync::OnceCell;
-
-/// The engine's warehouse handle.
-type SharedWarehouse = Arc<std::sync::Mutex<Box<dyn Warehouse>>>;
 
 pub struct Services {
     pub settings: Settings,
@@ -118,16 +115,17 @@ impl Services {
         run_id: String,
         stop_at: Option<Instant>,
     ) -> Result<Arc<Engine>, Error> {
-        Ok(Arc::new(Engine {
-            client: self.stripe_client(),
-            lake: self.lake.clone(),
-            state: self.state.clone().into(),
-            warehouse: self.warehouse().await?,
-            concurrency: self.settings.concurrency,
-            incremental: self.settings.incremental,
-            progress: Arc::new(Quiet),
-            run_id,
-            deadline: stop_at,
-        }))
+        let engine = Engine::builder(
+            self.stripe_client(),
+            self.lake.clone(),
+            self.state.clone().into(),
+        )
+        .shared_warehouse(self.warehouse().await?)
+        .concurrency(self.settings.concurrency)
+        .incremental(self.settings.incremental)
+        .run_id(run_id)
+        .deadline(stop_at)
+        .build();
+        Ok(Arc::new(engine))
     }
 }

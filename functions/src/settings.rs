@@ -3,7 +3,7 @@
 
 use crate::accounts::AccountRecord;
 use crate::Error;
-use stripe_pipeline::sync::Incremental;
+use stripe_pipeline::config::Incremental;
 use stripe_pipeline::warehouse::redshift::{RedshiftSettings, RedshiftTarget};
 
 #[derive(Debug, Clone)]

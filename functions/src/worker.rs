@@ -10,11 +10,12 @@ use crate::message::{ExportMessage, Message, SliceMessage};
 use crate::scheduler::{account_scope, resolve, send_batch};
 use crate::{Error, Services};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use stripe_pipeline::clock::{Clock, SystemClock};
+use stripe_pipeline::engine::{AccountReport, ListKind, Resolved, SyncError};
+use stripe_pipeline::engine::{SliceOutcome, SliceWork};
 use stripe_pipeline::export::{ExportOptions, ExportReport, Exporter};
-use stripe_pipeline::slice::{SliceOutcome, SliceWork};
 use stripe_pipeline::state::{DatasetState, StateError, StateStore};
-use stripe_pipeline::sync::{AccountReport, ListKind, Resolved, SyncError};
 
 /// How a message ended.
 #[derive(Debug)]
@@ -29,10 +30,7 @@ pub enum Ran {
 /// load and commit the batch in hand and queue a continuation — a quarter of the time left, at most a
 /// minute.
 pub fn stop_at(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = SystemClock.now_millis() as u64;
     // Lambda sends Unix milliseconds; `cargo lambda watch` sends the timeout itself (600000). A value
     // before 2001 cannot be a deadline: read it as milliseconds from now.
     let left = if deadline_ms < 1_000_000_000_000 {
@@ -179,7 +177,7 @@ pub async fn run(
     let listed = report.datasets.first().and_then(|d| d.list);
     if matches!(message.work, SliceWork::List { .. })
         && matches!(listed, Some(ListKind::Backfill | ListKind::Resume))
-        && all_loaded(&engine.state, &r, &datasets).await?
+        && all_loaded(engine.state(), &r, &datasets).await?
     {
         svc.notifier
             .first_load_done(&scope, &record.name, datasets.len())
@@ -258,10 +256,7 @@ mod tests {
 
     #[test]
     fn the_stop_leaves_a_quarter_of_the_time_at_most_a_minute() {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now_ms = SystemClock.now_millis() as u64;
         let left = |stop: Instant| stop.saturating_duration_since(Instant::now()).as_secs_f64();
         // 900 s left: stop a minute early.
         assert!((left(stop_at(now_ms + 900_000)) - 840.0).abs() < 2.0);

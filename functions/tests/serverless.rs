@@ -12,7 +12,7 @@ use common::acceptance::{
 use common::*;
 use std::time::{Duration, Instant};
 use stripe_pipeline::catalog::{Catalog, Dataset};
-use stripe_pipeline::slice::SliceWork;
+use stripe_pipeline::engine::SliceWork;
 use stripe_pipeline::state::{DatasetState, FeedState, StateStore};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
 use stripe_pipeline_functions::message::SliceMessage;

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use stripe_pipeline::catalog::{Catalog, Column, ColumnType, Dataset, TableKind};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
+use stripe_pipeline::engine::{self, Quiet, SyncReport};
 use stripe_pipeline::export::MARKER;
 use stripe_pipeline::lake::Lake;
-use stripe_pipeline::sync::{self, Quiet, SyncReport};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
 use stripe_pipeline::warehouse::{schema_name, Warehouse};
 use stripe_sim::{AccountKind, RunningSim, SimConfig};
@@ -46,7 +46,7 @@ pub fn config(sim: &RunningSim, out: &Path) -> Config {
 pub async fn run(cfg: &Config) -> SyncReport {
     let accounts = cfg.accounts(|_| None).unwrap();
     let client = stripe_pipeline::local::client(cfg);
-    let resolved = sync::resolve(&client, &accounts).await.unwrap();
+    let resolved = engine::resolve(&client, &accounts).await.unwrap();
     let engine = stripe_pipeline::local::engine(
         cfg,
         client,

@@ -3,6 +3,7 @@
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
+use stripe_pipeline::clock::{Clock, SystemClock};
 use stripe_pipeline_functions::{scheduler, Services};
 
 #[tokio::main]
@@ -14,14 +15,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             let services = services.clone();
             async move {
                 // The scheduled time, to the minute: a redelivered event is the same tick.
-                let time = event.payload.time.map_or_else(
-                    || {
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs() as i64)
-                    },
-                    |t| t.timestamp(),
-                );
+                let time = event
+                    .payload
+                    .time
+                    .map_or_else(|| SystemClock.now_secs(), |t| t.timestamp());
                 scheduler::tick(&services, time / 60 * 60)
                     .await
                     .map_err(lambda_runtime::Error::from)

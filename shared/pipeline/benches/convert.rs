@@ -51,7 +51,11 @@ fn to_arrow(c: &mut Converter, page: &[u8]) -> Vec<(String, RecordBatch)> {
     c.push_page(page, ctx).expect("page");
     c.tables
         .iter_mut()
-        .filter_map(|t| t.take().map(|b| (t.table.name.clone(), b)))
+        .filter_map(|t| {
+            t.take()
+                .expect("rows fit their schema")
+                .map(|b| (t.table.name.clone(), b))
+        })
         .collect()
 }
 

@@ -21,11 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stripe_pipeline::catalog::Catalog;
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
+use stripe_pipeline::engine::{self, Engine, Progress};
 use stripe_pipeline::lake::Lake;
 use stripe_pipeline::state::LocalState;
 use stripe_pipeline::stripe::{Limiter, RetryPolicy, StripeClient};
-use stripe_pipeline::sync::{self, Engine, Progress};
-use stripe_pipeline::warehouse::LakeOnly;
 use stripe_sim::{RateLimits, SimConfig};
 
 /// Datasets whose objects embed lists that take requests of their own to complete.
@@ -136,24 +135,23 @@ async fn main() {
         Arc::new(Limiter::new(cfg.rate_budget)),
         RetryPolicy::default(),
     );
-    let resolved = sync::resolve(&client, &accounts).await.expect("key");
+    let resolved = engine::resolve(&client, &accounts).await.expect("key");
     let counter = Arc::new(Counter {
         objects: AtomicU64::new(0),
         pages: Default::default(),
         started: Instant::now(),
         finished: parking_lot::Mutex::new(Vec::new()),
     });
-    let engine = Arc::new(Engine {
+    let engine = Engine::builder(
         client,
-        lake: Lake::local(&cfg.lake_dir()).expect("lake"),
-        state: LocalState::open(&cfg.state_dir()).expect("state").into(),
-        warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
-        concurrency,
-        incremental: cfg.incremental(),
-        progress: counter.clone(),
-        run_id: "bench".into(),
-        deadline: None,
-    });
+        Lake::local(&cfg.lake_dir()).expect("lake"),
+        LocalState::open(&cfg.state_dir()).expect("state").into(),
+    )
+    .concurrency(concurrency)
+    .incremental(cfg.incremental())
+    .progress(counter.clone())
+    .run_id("bench")
+    .build();
     // The ceiling (100 requests/s × 100 objects) holds for lists whose every request returns a
     // full page: by default every dataset listed by `created` whose objects do not embed lists that
     // need requests of their own. `--all` adds invoices and subscriptions (lines beyond the first 10 of
@@ -185,7 +183,7 @@ async fn main() {
     let started = Instant::now();
     let sampler = {
         let (samples, counter) = (samples.clone(), counter.clone());
-        let stats = engine.client.stats.clone();
+        let stats = engine.client().stats.clone();
         tokio::spawn(async move {
             let mut last = 0;
             loop {

@@ -50,7 +50,7 @@ async fn deliver(lake: &Lake, templates: &[Value], ids: &[u64], ts: i64, run: &s
             );
         }
         for t in conv.tables.iter_mut() {
-            if let Some(batch) = t.take() {
+            if let Some(batch) = t.take().expect("rows fit their schema") {
                 let name = t.table.name.clone();
                 lake.write(
                     true,

@@ -264,6 +264,25 @@ impl Default for Config {
 /// SQL names.
 pub const DUCKDB_FILE: &str = "stripe_pipeline.duckdb";
 
+/// Settings of incremental sync (see the configuration's `lag_secs`, `overlap_secs`,
+/// `snapshot_interval_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incremental {
+    pub lag_secs: i64,
+    pub overlap_secs: i64,
+    pub snapshot_interval_secs: i64,
+}
+
+impl Default for Incremental {
+    fn default() -> Self {
+        Incremental {
+            lag_secs: 60,
+            overlap_secs: 300,
+            snapshot_interval_secs: 86_400,
+        }
+    }
+}
+
 /// An account ready to sync: its key resolved.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -528,8 +547,8 @@ impl Config {
     }
 
     /// The incremental-sync settings the engine runs with.
-    pub fn incremental(&self) -> crate::sync::Incremental {
-        crate::sync::Incremental {
+    pub fn incremental(&self) -> Incremental {
+        Incremental {
             lag_secs: self.lag_secs,
             overlap_secs: self.overlap_secs,
             snapshot_interval_secs: self.snapshot_interval_secs,

@@ -1,5 +1,6 @@
-//! The lake: Parquet files in an object store (a local directory here; S3, GCS or Azure later through
-//! the same `object_store` port).
+//! The lake: Parquet files in an object store, through one `object_store` port: a local directory
+//! ([`Lake::local`]) or, with the feature `cloud`, S3, Google Cloud Storage or Azure Blob Storage
+//! ([`Lake::cloud`]).
 //!
 //! Layout: `<livemode|testmode>/<table>/merchant_id=<acct_…>/<run>-<slice>-<seq>.parquet`, and one
 //! manifest per run at `<livemode|testmode>/_manifests/<run>.json`. Files are written once under a new

@@ -2,12 +2,13 @@
 //! warehouse (a DuckDB file by default), and the `status` view of them.
 
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::config::{Config, Destination};
+use crate::engine::{Engine, Progress};
 use crate::export::{ExportOptions, ExportReport, Exporter};
 use crate::lake::Lake;
 use crate::state::LocalState;
 use crate::stripe::StripeClient;
-use crate::sync::{Engine, Progress};
 use crate::warehouse::duckdb::DuckDb;
 use crate::warehouse::{schema_name, sql, LakeOnly, Warehouse};
 use std::sync::Arc;
@@ -132,10 +133,7 @@ pub async fn export(cfg: &Config, lake: &Lake) -> Result<Vec<ExportReport>, Stri
             ..ExportOptions::default()
         },
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::clock::SystemClock.now_secs();
     // One export at a time per output directory: two would remove each other's unfinished folders.
     let state: crate::state::StateStore = LocalState::open(&cfg.state_dir())
         .map_err(|e| e.to_string())?
@@ -172,21 +170,17 @@ pub async fn engine(
     client: StripeClient,
     progress: Arc<dyn Progress>,
     run_id: String,
-) -> Result<Arc<Engine>, String> {
+) -> Result<Engine, String> {
     let lake = open_lake(cfg)?;
     let state = LocalState::open(&cfg.state_dir()).map_err(|e| e.to_string())?;
     let warehouse = open_warehouse(cfg).await?;
-    Ok(Arc::new(Engine {
-        client,
-        lake,
-        state: state.into(),
-        warehouse: Arc::new(std::sync::Mutex::new(warehouse)),
-        concurrency: cfg.concurrency,
-        incremental: cfg.incremental(),
-        progress,
-        run_id,
-        deadline: None,
-    }))
+    Ok(Engine::builder(client, lake, state.into())
+        .warehouse(warehouse)
+        .concurrency(cfg.concurrency)
+        .incremental(cfg.incremental())
+        .progress(progress)
+        .run_id(run_id)
+        .build())
 }
 
 /// One line of `status`.

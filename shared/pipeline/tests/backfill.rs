@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use stripe_pipeline::backfill::HISTORY_START;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
+use stripe_pipeline::engine::SyncReport;
 use stripe_pipeline::state::{DatasetState, StateStore};
-use stripe_pipeline::sync::SyncReport;
 use stripe_sim::SimConfig;
 
 #[path = "support/lake_engine.rs"]

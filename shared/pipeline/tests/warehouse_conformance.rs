@@ -123,7 +123,7 @@ impl Fixture {
         let stem = format!("batch-{}", self.batches);
         let mut files = Vec::new();
         for t in &mut converter.tables {
-            if let Some(batch) = t.take() {
+            if let Some(batch) = t.take().expect("rows fit their schema") {
                 let f = runtime()
                     .block_on(self.lake.write(livemode, M, &stem, &[batch], &t.table.name))
                     .unwrap()

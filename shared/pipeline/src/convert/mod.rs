@@ -12,6 +12,7 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use order::KeyOrders;
 use scan::{Kind, Scanner};
@@ -256,10 +257,12 @@ impl TableRows {
         }
     }
 
-    /// The rows so far as a record batch; the builders start over.
-    pub fn take(&mut self) -> Option<RecordBatch> {
+    /// The rows so far as a record batch; the builders start over. An error (columns that do not fit
+    /// the schema they were made from) is a bug, reported rather than dropped: rows must never vanish
+    /// between a page and its file.
+    pub fn take(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
         if self.rows == 0 {
-            return None;
+            return Ok(None);
         }
         let rows = self.rows;
         let arrays: Vec<ArrayRef> = self
@@ -272,7 +275,7 @@ impl TableRows {
             .collect();
         self.last = arrays.iter().map(|a| Capacity::of(a.as_ref())).collect();
         self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays).ok()
+        RecordBatch::try_new(self.schema.clone(), arrays).map(Some)
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -491,7 +494,7 @@ mod tests {
             "fee_details": [{"amount": 33, "currency": "usd", "type": "stripe_fee", "description": "Stripe fees", "application": null}],
             "surprise_new_field": {"x": 1}});
         c.push(&bt, ctx());
-        let main = c.tables[0].take().unwrap();
+        let main = c.tables[0].take().unwrap().unwrap();
         let col = |b: &RecordBatch, n: &str| b.column(b.schema().index_of(n).unwrap()).clone();
         assert_eq!(
             col(&main, "amount")
@@ -526,12 +529,12 @@ mod tests {
         c.tables
             .iter_mut()
             .find(|t| t.table.name == name)
-            .and_then(TableRows::take)
+            .and_then(|t| t.take().unwrap())
             .unwrap()
     }
 
     fn batches(c: &mut Converter) -> Vec<Option<RecordBatch>> {
-        c.tables.iter_mut().map(TableRows::take).collect()
+        c.tables.iter_mut().map(|t| t.take().unwrap()).collect()
     }
 
     /// Every dataset with the objects of the `tiny` simulator's first live account.
@@ -753,7 +756,7 @@ mod tests {
             let text = serde_json::to_vec_pretty(&page).unwrap();
             let mut c = Converter::new(ds);
             c.push_page(&text, ctx()).unwrap();
-            let Some(main) = c.tables[0].take() else {
+            let Some(main) = c.tables[0].take().unwrap() else {
                 continue;
             };
             for col in &ds.main_table().columns {
@@ -826,7 +829,7 @@ mod tests {
         let mut c = Converter::new(ds);
         c.push_page(page, ctx()).unwrap();
         assert_eq!(c.mismatches, 1, "the string balance");
-        let main = c.tables[0].take().unwrap();
+        let main = c.tables[0].take().unwrap().unwrap();
         assert_eq!(main.num_rows(), 6);
         let col = |n: &str| main.column(main.schema().index_of(n).unwrap()).clone();
         let balance = col("balance");
@@ -856,7 +859,7 @@ mod tests {
         let mut c = Converter::new(ds);
         c.push(&json!({"id": "cus_1", "balance": "not a number", "metadata": {"a": "1", "région": "Île"}}), ctx());
         assert_eq!(c.mismatches, 1);
-        let main = c.tables[0].take().unwrap();
+        let main = c.tables[0].take().unwrap().unwrap();
         let bal = main.column(main.schema().index_of("balance").unwrap());
         assert!(bal.is_null(0));
         let meta = take(&mut c, "customers_metadata");

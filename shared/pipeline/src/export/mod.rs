@@ -643,7 +643,7 @@ mod tests {
             );
         }
         for t in conv.tables.iter_mut() {
-            if let Some(batch) = t.take() {
+            if let Some(batch) = t.take().expect("rows fit their schema") {
                 let name = t.table.name.clone();
                 lake.write(true, merchant, stem, &[batch], &name)
                     .await

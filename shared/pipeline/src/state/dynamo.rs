@@ -7,6 +7,7 @@
 //! `expires_at`, the table's TTL attribute, so DynamoDB removes them eventually.
 
 use super::{Lease, StateError, Versioned};
+use crate::clock::Clock;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
@@ -14,7 +15,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How long an expired lease item stays before DynamoDB's TTL removes it.
 const LEASE_ITEM_GRACE_SECS: i64 = 86_400;
@@ -28,10 +28,7 @@ pub struct DynamoState {
 type Item = HashMap<String, AttributeValue>;
 
 fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::SystemClock.now_secs()
 }
 
 /// An AWS SDK error in one line: the service's error code and message, or for errors before a reply

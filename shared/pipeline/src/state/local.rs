@@ -5,11 +5,11 @@
 //! (compare-and-swap), so a stale writer is refused instead of overwriting newer progress.
 
 use super::{Lease, StateError, Versioned};
+use crate::clock::Clock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The local, crash-safe state store.
 #[derive(Debug, Clone)]
@@ -18,10 +18,7 @@ pub struct LocalState {
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::SystemClock.now_secs()
 }
 
 impl LocalState {

@@ -27,12 +27,22 @@ pub const API_VERSION: &str = "2023-08-16";
 pub struct RetryPolicy {
     /// Attempts in all, the first included. Default 8.
     pub max_attempts: u32,
-    /// First backoff. Default 250 ms; doubles per attempt, with full jitter.
+    /// First backoff. Default 250 ms; doubles per attempt, with equal jitter (see [`backoff`]).
     pub base_delay: Duration,
     /// Backoff ceiling. Default 20 s.
     pub max_delay: Duration,
     /// Per-attempt timeout. Default 80 s (Stripe's own request timeout is 80 s).
     pub timeout: Duration,
+}
+
+/// The wait before retry `attempt`: equal jitter, `unit` (uniform in [0, 1)) picking a point in
+/// [cap/2, cap], where cap = min(max_delay, base_delay × 2^attempt).
+pub fn backoff(policy: &RetryPolicy, attempt: u32, unit: f64) -> Duration {
+    let cap = policy
+        .base_delay
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(policy.max_delay);
+    cap.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
 }
 
 impl Default for RetryPolicy {
@@ -245,19 +255,11 @@ impl StripeClient {
         }
     }
 
-    /// Full jitter: uniform in [0, min(max, base × 2^attempt)].
+    /// Equal jitter: uniform in [cap/2, cap] with cap = min(max, base × 2^attempt). Half the cap is
+    /// always waited, so a retry after a 429 never comes at once; the random half spreads the retries
+    /// of many segments that failed together.
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self
-            .retry
-            .base_delay
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.retry.max_delay);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let unit = (nanos % 1_000_000) as f64 / 1_000_000.0;
-        cap.mul_f64(0.5 + unit / 2.0)
+        backoff(&self.retry, attempt, fastrand::f64())
     }
 
     /// One attempt: its outcome, the response's `Date` (Unix seconds) and `Request-Id`.
@@ -312,8 +314,7 @@ impl StripeClient {
         let rate_reason = header("stripe-rate-limited-reason");
         let date = header("date")
             .and_then(|d| httpdate::parse_http_date(&d).ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i64);
+            .map(crate::clock::unix_secs);
         let body = match tokio::time::timeout(self.retry.timeout, resp.into_body().collect()).await
         {
             Ok(Ok(b)) => b.to_bytes(),
@@ -398,5 +399,25 @@ mod tests {
             CallKind::of("/v1/subscription_items", &[parent, limit]),
             CallKind::Nested
         );
+    }
+
+    #[test]
+    fn backoff_is_equal_jitter_under_the_ceiling() {
+        use super::{backoff, RetryPolicy};
+        use std::time::Duration;
+        let p = RetryPolicy::default();
+        // attempt 2: cap = 250 ms × 4 = 1 s; the wait is in [0.5 s, 1 s].
+        assert_eq!(backoff(&p, 2, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(&p, 2, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(&p, 2, 0.5), Duration::from_millis(750));
+        // The ceiling holds however many attempts.
+        assert_eq!(backoff(&p, 30, 1.0), p.max_delay);
+        // Real random draws spread over the range (not the clock's nanoseconds).
+        let waits: std::collections::HashSet<_> =
+            (0..50).map(|_| backoff(&p, 3, fastrand::f64())).collect();
+        assert!(waits.len() > 40);
+        assert!(waits
+            .iter()
+            .all(|w| *w >= Duration::from_secs(1) && *w <= Duration::from_secs(2)));
     }
 }

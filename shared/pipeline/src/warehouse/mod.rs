@@ -72,10 +72,8 @@ pub enum WarehouseError {
 
 /// Unix microseconds now (`data_landed`).
 pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now_micros()
 }
 
 /// A warehouse backend. Blocking: the engine calls it from blocking threads, one call at a time.

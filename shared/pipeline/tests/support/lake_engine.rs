@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 use stripe_pipeline::config::Config;
+use stripe_pipeline::engine::{self, Engine, Resolved};
 use stripe_pipeline::lake::Lake;
 use stripe_pipeline::state::{LocalState, StateStore};
 use stripe_pipeline::stripe::{Limiter, RetryPolicy, StripeClient};
-use stripe_pipeline::sync::{self, Engine, Quiet, Resolved};
-use stripe_pipeline::warehouse::LakeOnly;
 
 /// The engine for `cfg` (the simulator's URL, its accounts, the output folder) at full API budget,
 /// with the state in `cfg`'s state folder, and `cfg`'s accounts resolved against the API.
@@ -23,18 +22,14 @@ pub async fn lake_engine(
         Arc::new(Limiter::new(1.0)),
         RetryPolicy::default(),
     );
-    let resolved = sync::resolve(&client, &accounts).await.unwrap();
+    let resolved = engine::resolve(&client, &accounts).await.unwrap();
     let state: StateStore = LocalState::open(&cfg.state_dir()).unwrap().into();
-    let engine = Arc::new(Engine {
-        client,
-        lake: Lake::local(&cfg.lake_dir()).unwrap(),
-        state: state.clone(),
-        warehouse: Arc::new(std::sync::Mutex::new(Box::new(LakeOnly))),
-        concurrency,
-        incremental: cfg.incremental(),
-        progress: Arc::new(Quiet),
-        run_id: run_id.into(),
-        deadline: None,
-    });
+    let engine = Arc::new(
+        Engine::builder(client, Lake::local(&cfg.lake_dir()).unwrap(), state.clone())
+            .concurrency(concurrency)
+            .incremental(cfg.incremental())
+            .run_id(run_id)
+            .build(),
+    );
     (engine, resolved, state)
 }

@@ -1,5 +1,7 @@
-//! The change feed: one read of `/v1/events` per account and mode brings every dataset's new objects,
-//! updates and deletes, so API calls grow with changes, not with the number of tables.
+//! The change feed's pure logic (no I/O): which window to read, and how a window's events collapse to
+//! one change per object. One read of `/v1/events` per account and mode brings every dataset's new
+//! objects, updates and deletes, so API calls grow with changes, not with the number of tables; the
+//! engine's feed stage ([`crate::engine`]) does the reading and applying.
 //!
 //! A run reads the window `[cursor - overlap, now - lag)` of Stripe's clock. The lag leaves events Stripe
 //! may still be writing to the next run; the overlap reads the end of the previous window again, so events
@@ -13,19 +15,11 @@
 //! version, field names may differ, so the payload is not converted: the object is fetched again
 //! (rendered in the pinned version) and that read is loaded instead.
 
-use crate::backfill;
 use crate::catalog::Dataset;
-use crate::convert::{Converter, RowContext};
-use crate::failpoint;
-use crate::lake::LakeFile;
-use crate::state::DatasetState;
-use crate::stripe::{StripeError, API_VERSION};
-use crate::sync::{Engine, Resolved, SyncError, FLUSH_ROWS};
+use crate::stripe::API_VERSION;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use tokio::sync::{Mutex, Semaphore};
 
 /// Stripe keeps events for 30 days.
 pub const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
@@ -189,214 +183,6 @@ pub fn page_params(from: i64, to: i64, after: Option<&str>) -> Vec<(String, Stri
         p.push(("starting_after".to_string(), a.to_string()));
     }
     p
-}
-
-/// Objects fetched at once when completing or re-reading changes.
-const FETCHES_IN_FLIGHT: usize = 16;
-
-/// What a change becomes after any fetches it needed.
-enum Outcome {
-    Row {
-        object: Value,
-        batch_timestamp: i64,
-        deleted: bool,
-    },
-    /// Gone from Stripe, with no version to load: keep the row, set `deleted`.
-    Tombstone(String),
-    /// Deleted while we looked; its delete event comes in a later window.
-    Skip,
-}
-
-impl Engine {
-    /// Reads the window `[from, to)` of the account's events and applies it dataset by dataset (Parquet,
-    /// then the warehouse). Returns the changed objects per dataset. The caller commits the cursor only
-    /// when this succeeded for every dataset: a failure anywhere reads the whole window again next run.
-    pub(crate) async fn read_feed(
-        self: &Arc<Self>,
-        r: &Resolved,
-        datasets: &[&'static Dataset],
-        from: i64,
-        to: i64,
-        files: &Arc<Mutex<Vec<LakeFile>>>,
-    ) -> Result<(HashMap<String, u64>, FeedCounts), SyncError> {
-        let mut collapser = Collapser::default();
-        let mut after: Option<String> = None;
-        loop {
-            let resp = self
-                .client
-                .get_raw(
-                    &r.caller,
-                    "/v1/events",
-                    &page_params(from, to, after.as_deref()),
-                )
-                .await
-                .map_err(|e| r.error(e))?;
-            let page: EventPage = serde_json::from_slice(&resp.body).map_err(|e| {
-                r.error(StripeError::Decode {
-                    message: format!("/v1/events: unexpected list page ({e})"),
-                    request_id: resp.request_id.clone(),
-                })
-            })?;
-            failpoint::point("feed-page");
-            let more = page.has_more && !page.data.is_empty();
-            after = page.data.last().map(|e| e.id.clone());
-            collapser.add(page.data, datasets);
-            if !more {
-                break;
-            }
-        }
-        let (mut changes, mut counts) = collapser.finish();
-        let mut per_dataset = HashMap::new();
-        let mut unchanged = Vec::new();
-        for d in datasets {
-            let list = changes.remove(&d.name).unwrap_or_default();
-            let complete = self
-                .state
-                .get::<DatasetState>(&r.key(&d.name))
-                .await?
-                .value
-                .backfill
-                .is_some_and(|b| b.complete());
-            if list.is_empty() {
-                if complete {
-                    unchanged.push(*d);
-                }
-                continue;
-            }
-            // A dataset whose list is complete is now complete up to the window's end.
-            let as_of = if complete { to } else { from };
-            counts.refetched += list.iter().filter(|c| !c.trusted).count() as u64;
-            let n = list.len() as u64;
-            self.apply(r, d, list, as_of, files).await?;
-            self.progress.rows(&r.account.name, &d.name, n);
-            per_dataset.insert(d.name.clone(), n);
-        }
-        // Datasets without changes are complete up to the window's end too: one transaction for all.
-        let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
-        self.with_warehouse(r, move |wh| {
-            wh.record_freshness(livemode, &unchanged, &merchant_id, to)
-        })
-        .await?;
-        Ok((per_dataset, counts))
-    }
-
-    /// Turns one dataset's changes into rows and tombstones and loads them.
-    async fn apply(
-        self: &Arc<Self>,
-        r: &Resolved,
-        dataset: &'static Dataset,
-        changes: Vec<Change>,
-        as_of: i64,
-        files: &Arc<Mutex<Vec<LakeFile>>>,
-    ) -> Result<(), SyncError> {
-        let permits = Arc::new(Semaphore::new(FETCHES_IN_FLIGHT));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (n, change) in changes.into_iter().enumerate() {
-            let (engine, r, permits) = (self.clone(), r.clone(), permits.clone());
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                engine.outcome(&r, dataset, change).await.map(|o| (n, o))
-            });
-        }
-        let mut outcomes = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let done = joined.map_err(|e| {
-                crate::sync::SyncError::State(crate::state::StateError::Io {
-                    path: dataset.name.clone().into(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })?;
-            outcomes.push(done?);
-        }
-        // The order of the changes, whatever finished first: the same window gives the same files.
-        outcomes.sort_by_key(|(n, _)| *n);
-        let mut converter = Converter::new(dataset);
-        let mut tombstones = Vec::new();
-        let mut part = 0;
-        let total = outcomes.len();
-        for (i, (_, outcome)) in outcomes.into_iter().enumerate() {
-            match outcome {
-                Outcome::Row {
-                    object,
-                    batch_timestamp,
-                    deleted,
-                } => {
-                    converter.push(
-                        &object,
-                        RowContext {
-                            merchant_id: &r.merchant_id,
-                            batch_timestamp,
-                            deleted,
-                        },
-                    );
-                }
-                Outcome::Tombstone(id) => tombstones.push(id),
-                Outcome::Skip => {}
-            }
-            if converter.buffered() >= FLUSH_ROWS || i + 1 == total {
-                part += 1;
-                let stem = format!("{}-{}-events-{part:03}", self.run_id, dataset.name);
-                let marks = (std::mem::take(&mut tombstones), r.server_time * 1_000_000);
-                let written = self
-                    .write_and_load(r, dataset, &mut converter, &stem, as_of, marks)
-                    .await?;
-                files.lock().await.extend(written);
-            }
-        }
-        Ok(())
-    }
-
-    /// What to load for one change: its event's payload, or a fresh read when the payload is in
-    /// another API version; truncated nested lists paged to their end.
-    async fn outcome(
-        &self,
-        r: &Resolved,
-        dataset: &'static Dataset,
-        change: Change,
-    ) -> Result<Outcome, SyncError> {
-        let missing = |e: &StripeError| matches!(e, StripeError::ResourceMissing { .. });
-        if change.trusted {
-            let mut object = change.object;
-            if !change.deleted {
-                match backfill::complete_nested(&self.client, &r.caller, dataset, &mut object).await
-                {
-                    Ok(()) => {}
-                    Err(e) if missing(&e) => return Ok(Outcome::Skip),
-                    Err(e) => return Err(r.error(e)),
-                }
-            }
-            return Ok(Outcome::Row {
-                object,
-                batch_timestamp: change.created * 1_000_000 + EVENT_TIE_MICROS,
-                deleted: change.deleted,
-            });
-        }
-        let path = format!("{}/{}", dataset.list_path, change.id);
-        let resp = match self.client.get_raw(&r.caller, &path, &[]).await {
-            Ok(resp) => resp,
-            Err(e) if missing(&e) => return Ok(Outcome::Tombstone(change.id)),
-            Err(e) => return Err(r.error(e)),
-        };
-        let mut object: Value = serde_json::from_slice(&resp.body).map_err(|e| {
-            r.error(StripeError::Decode {
-                message: format!("{path}: {e}"),
-                request_id: resp.request_id.clone(),
-            })
-        })?;
-        if object["deleted"].as_bool() == Some(true) {
-            return Ok(Outcome::Tombstone(change.id));
-        }
-        match backfill::complete_nested(&self.client, &r.caller, dataset, &mut object).await {
-            Ok(()) => {}
-            Err(e) if missing(&e) => return Ok(Outcome::Tombstone(change.id)),
-            Err(e) => return Err(r.error(e)),
-        }
-        Ok(Outcome::Row {
-            object,
-            batch_timestamp: resp.server_time.unwrap_or(r.server_time) * 1_000_000,
-            deleted: false,
-        })
-    }
 }
 
 #[cfg(test)]

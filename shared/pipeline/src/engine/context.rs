@@ -1,0 +1,41 @@
+//! What every stage of a run works with: the ports the engine talks through (Stripe, the lake, the state
+//! store, the warehouse, the clock, progress) and the run's settings. Built once per run by
+//! [`super::EngineBuilder`]; stages borrow it and never reach past it to a concrete backend.
+
+use super::report::Progress;
+use crate::clock::Clock;
+use crate::config::Incremental;
+use crate::lake::Lake;
+use crate::state::StateStore;
+use crate::stripe::StripeClient;
+use crate::warehouse::Warehouse;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A warehouse shared by the tasks of a process. Its calls block (DuckDB's API is synchronous), so
+/// stages reach it only through [`super::deliver::with_warehouse`], off the async threads.
+pub type SharedWarehouse = Arc<std::sync::Mutex<Box<dyn Warehouse>>>;
+
+pub(crate) struct Context {
+    pub(crate) client: StripeClient,
+    pub(crate) lake: Lake,
+    pub(crate) state: StateStore,
+    pub(crate) warehouse: SharedWarehouse,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) progress: Arc<dyn Progress>,
+    /// Segments in flight per account.
+    pub(crate) concurrency: usize,
+    pub(crate) incremental: Incremental,
+    /// Names this run's files and leases.
+    pub(crate) run_id: String,
+    /// Stop listing at this instant (a Lambda function's deadline, less a margin): the batch in hand is
+    /// delivered and committed, and the list ends with [`super::SyncError::Deadline`] for a
+    /// continuation to resume. `None` in local mode.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Context {
+    pub(crate) fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}

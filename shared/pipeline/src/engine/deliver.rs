@@ -1,0 +1,310 @@
+//! Delivery: the slice protocol, and the only place a cursor moves after data was delivered.
+//!
+//! Files first, then the warehouse, then the cursor — in that order only. A crash (or error) at each
+//! step leads to:
+//! 1. while writing Parquet files: some new files exist in the lake that nothing loaded; the rerun
+//!    starts from the last committed cursor, reads the same pages again and writes new files.
+//! 2. after the files, during the warehouse load: the load is one transaction and rolls back; as 1.
+//! 3. after the load, before the cursor commit: the warehouse already has these rows; the rerun loads
+//!    them again and the merge on `(merchant_id, id)` keeps one row per object. Nothing is lost,
+//!    nothing is duplicated.
+//! 4. after the commit: the batch is done; the rerun continues after it.
+//!
+//! Three cursors move here: a list segment's page cursor ([`segment`]), a finished list's sweep
+//! ([`sweep`]: `as_of`, `listed_at`), and the change feed's window ([`feed_window`]).
+
+use super::context::Context;
+use super::error::SyncError;
+use super::report::AccountReport;
+use super::resolve::Resolved;
+use crate::catalog::Dataset;
+use crate::convert::{Converter, RowContext};
+use crate::failpoint;
+use crate::lake::LakeFile;
+use crate::state::{Backfill, DatasetState, FeedState, Segment};
+use crate::warehouse::{Load, Warehouse, WarehouseError};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// The files a run wrote, collected from all its tasks for the run's manifest and report.
+pub(crate) type Written = Arc<Mutex<Vec<LakeFile>>>;
+
+/// One dataset's list state in memory, shared by its segment tasks: commits are serialized through it,
+/// each naming the version the previous one wrote.
+pub(crate) struct ListState {
+    pub(crate) key: String,
+    pub(crate) version: u64,
+    pub(crate) state: DatasetState,
+}
+
+/// Tombstones of one delivery: ids of objects known to be gone, and the `batch_timestamp` their rows get
+/// (when the deletion was observed).
+pub(crate) struct Tombstones {
+    pub(crate) ids: Vec<String>,
+    pub(crate) timestamp: i64,
+}
+
+impl Tombstones {
+    pub(crate) fn none() -> Tombstones {
+        Tombstones {
+            ids: Vec::new(),
+            timestamp: 0,
+        }
+    }
+}
+
+fn convert_error(r: &Resolved, dataset: &Dataset, e: arrow::error::ArrowError) -> SyncError {
+    SyncError::Convert {
+        account: r.account.name.clone(),
+        dataset: dataset.name.clone(),
+        message: e.to_string(),
+    }
+}
+
+/// Runs blocking warehouse work off the async threads, one caller at a time. `what` names the dataset
+/// (or the account's tables) in an error.
+pub(crate) async fn with_warehouse<T: Send + 'static>(
+    cx: &Context,
+    r: &Resolved,
+    what: &str,
+    work: impl FnOnce(&mut dyn Warehouse) -> Result<T, WarehouseError> + Send + 'static,
+) -> Result<T, SyncError> {
+    let warehouse = cx.warehouse.clone();
+    let joined = tokio::task::spawn_blocking(move || match warehouse.lock() {
+        Ok(mut wh) => Ok(work(wh.as_mut())),
+        Err(_) => Err(()),
+    })
+    .await
+    .map_err(|e| SyncError::joined(&r.account.name, what, e))?;
+    match joined {
+        Ok(result) => result.map_err(|e| r.warehouse_error(what, e)),
+        Err(()) => Err(SyncError::Panicked {
+            account: r.account.name.clone(),
+            what: what.to_string(),
+            message: "the warehouse connection was left broken by an earlier panic".into(),
+        }),
+    }
+}
+
+/// Creates the account-mode's schema and the datasets' tables, adding catalog columns they lack
+/// (recorded in the report).
+pub(crate) async fn prepare_tables(
+    cx: &Context,
+    r: &Resolved,
+    datasets: &[&'static Dataset],
+    report: &mut AccountReport,
+) -> Result<(), SyncError> {
+    let (livemode, all) = (r.account.livemode, datasets.to_vec());
+    let added = with_warehouse(cx, r, "tables", move |wh| {
+        let mut added = Vec::new();
+        for d in all {
+            added.extend(wh.prepare(livemode, d)?);
+        }
+        Ok(added)
+    })
+    .await?;
+    if !added.is_empty() {
+        tracing::info!(account = %r.account.name, columns = %added.join(", "), "added new columns to the warehouse");
+    }
+    report.columns_added.extend(added);
+    Ok(())
+}
+
+/// Steps 1 and 2 of the slice protocol: the converter's rows (and the tombstones) go to Parquet files,
+/// then into the warehouse in one transaction. Returns the files written.
+pub(crate) async fn write_and_load(
+    cx: &Context,
+    r: &Resolved,
+    dataset: &'static Dataset,
+    converter: &mut Converter,
+    stem: &str,
+    as_of: i64,
+    tombstones: Tombstones,
+) -> Result<Vec<LakeFile>, SyncError> {
+    let mut batches = Vec::new();
+    for t in &mut converter.tables {
+        let batch = t.take().map_err(|e| convert_error(r, dataset, e))?;
+        if let Some(batch) = batch {
+            batches.push((t.table.name.clone(), batch));
+        }
+    }
+    let mut written = Vec::new();
+    for (table, batch) in batches {
+        if let Some(f) = cx
+            .lake
+            .write(r.account.livemode, &r.merchant_id, stem, &[batch], &table)
+            .await
+            .map_err(|e| r.lake_error(&dataset.name, e))?
+        {
+            written.push(f);
+        }
+    }
+    let load_files: Vec<(String, String)> = written
+        .iter()
+        .map(|f| (f.table.clone(), f.path.clone()))
+        .collect();
+    if !tombstones.ids.is_empty() {
+        // In the lake, a deleted object is a row with its id, `deleted` set and nothing else; the
+        // warehouse keeps the last version's columns and only sets the flag.
+        let mut marks = Converter::new(dataset);
+        for id in &tombstones.ids {
+            let stub = serde_json::json!({"id": id, "object": dataset.object});
+            marks.push(
+                &stub,
+                RowContext {
+                    merchant_id: &r.merchant_id,
+                    batch_timestamp: tombstones.timestamp,
+                    deleted: true,
+                },
+            );
+        }
+        let main = dataset.main_table().name.clone();
+        let batch = match marks.tables.iter_mut().find(|t| t.table.name == main) {
+            Some(t) => t.take().map_err(|e| convert_error(r, dataset, e))?,
+            None => None,
+        };
+        if let Some(batch) = batch {
+            if let Some(f) = cx
+                .lake
+                .write(
+                    r.account.livemode,
+                    &r.merchant_id,
+                    &format!("{stem}-deleted"),
+                    &[batch],
+                    &main,
+                )
+                .await
+                .map_err(|e| r.lake_error(&dataset.name, e))?
+            {
+                written.push(f);
+            }
+        }
+    }
+    failpoint::point("parquet");
+    let (livemode, merchant_id, lake) =
+        (r.account.livemode, r.merchant_id.clone(), cx.lake.clone());
+    with_warehouse(cx, r, &dataset.name, move |wh| {
+        wh.load(&Load {
+            dataset,
+            livemode,
+            merchant_id: &merchant_id,
+            lake: &lake,
+            files: load_files,
+            as_of,
+            tombstones: tombstones.ids,
+            tombstone_timestamp: tombstones.timestamp,
+        })
+    })
+    .await?;
+    Ok(written)
+}
+
+/// Delivers a list segment's batch: files, warehouse, then the segment's page cursor `seg`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn segment(
+    cx: &Context,
+    r: &Resolved,
+    dataset: &'static Dataset,
+    converter: &mut Converter,
+    stem: &str,
+    index: usize,
+    seg: &Segment,
+    list: &Mutex<ListState>,
+    files: &Written,
+) -> Result<(), SyncError> {
+    let as_of = list
+        .lock()
+        .await
+        .state
+        .backfill
+        .as_ref()
+        .map(|b| b.upper)
+        .unwrap_or(0);
+    let written =
+        write_and_load(cx, r, dataset, converter, stem, as_of, Tombstones::none()).await?;
+    failpoint::point("commit");
+    // Cursor commit (conditional on the version this run holds).
+    let mut s = list.lock().await;
+    if let Some(b) = s.state.backfill.as_mut() {
+        b.segments[index] = seg.clone();
+    }
+    s.state.landed_at = Some(cx.clock.now_secs());
+    s.state.rows += written
+        .iter()
+        .filter(|f| f.table == dataset.main_table().name)
+        .map(|f| f.rows as u64)
+        .sum::<u64>();
+    let st = s.state.clone();
+    let key = s.key.clone();
+    s.version = cx.state.put(&key, s.version, &st).await?;
+    files.lock().await.extend(written);
+    Ok(())
+}
+
+/// Ends a complete list: objects it did not return are gone from Stripe (rows older than the list's
+/// start that no page refreshed) and are marked deleted; then the dataset is complete up to the
+/// list's `upper`. Recorded even when nothing vanished, so freshness shows for an empty table too.
+pub(crate) async fn sweep(
+    cx: &Context,
+    r: &Resolved,
+    dataset: &'static Dataset,
+    b: &Backfill,
+    s: &mut ListState,
+    files: &Written,
+) -> Result<(), SyncError> {
+    let tombstones = if b.started > 0 {
+        let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
+        let before = b.started * 1_000_000;
+        with_warehouse(cx, r, &dataset.name, move |wh| {
+            wh.stale_ids(livemode, dataset, &merchant_id, before)
+        })
+        .await?
+    } else {
+        Vec::new()
+    };
+    let stem = format!("{}-{}-sweep", cx.run_id, dataset.name);
+    let marks = Tombstones {
+        ids: tombstones,
+        timestamp: b.started * 1_000_000,
+    };
+    let written = write_and_load(
+        cx,
+        r,
+        dataset,
+        &mut Converter::new(dataset),
+        &stem,
+        b.upper,
+        marks,
+    )
+    .await?;
+    files.lock().await.extend(written);
+    failpoint::point("sweep-commit");
+    s.state.as_of = Some(b.upper);
+    if b.started > 0 {
+        s.state.listed_at = Some(b.started);
+    }
+    let st = s.state.clone();
+    s.version = cx.state.put(&s.key, s.version, &st).await?;
+    Ok(())
+}
+
+/// Moves the change feed's cursor to the end of a window whose changes were all delivered (or records
+/// why they were not, leaving the cursor where it was).
+pub(crate) async fn feed_window(
+    cx: &Context,
+    key: &str,
+    version: u64,
+    feed: &mut FeedState,
+    outcome: Result<i64, String>,
+) -> Result<(), SyncError> {
+    match outcome {
+        Ok(to) => {
+            failpoint::point("feed-commit");
+            feed.cursor = Some(to);
+            feed.last_error = None;
+        }
+        Err(e) => feed.last_error = Some(e),
+    }
+    cx.state.put(key, version, feed).await?;
+    Ok(())
+}

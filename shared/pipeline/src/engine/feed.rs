@@ -1,0 +1,316 @@
+//! The feed stage: one account-mode's change feed. Starts it, detects the 30-day cliff, or reads its
+//! window of `/v1/events`, collapses it to one change per object ([`crate::changes`]), completes or
+//! re-reads what needs it, and delivers every dataset's changes; the cursor moves only after all of them
+//! were delivered ([`super::deliver::feed_window`]).
+
+use super::context::Context;
+use super::deliver::{self, Tombstones, Written};
+use super::error::SyncError;
+use super::plan::FLUSH_ROWS;
+use super::report::AccountReport;
+use super::resolve::Resolved;
+use crate::backfill;
+use crate::catalog::Dataset;
+use crate::changes::{self, Change, Collapser, EventPage, FeedCounts, FeedStart, EVENT_TIE_MICROS};
+use crate::convert::{Converter, RowContext};
+use crate::failpoint;
+use crate::state::{DatasetState, FeedState, StateError};
+use crate::stripe::StripeError;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Objects fetched at once when completing or re-reading changes.
+const FETCHES_IN_FLIGHT: usize = 16;
+
+/// What a change becomes after any fetches it needed.
+enum Outcome {
+    Row {
+        object: Value,
+        batch_timestamp: i64,
+        deleted: bool,
+    },
+    /// Gone from Stripe, with no version to load: keep the row, set `deleted`.
+    Tombstone(String),
+    /// Deleted while we looked; its delete event comes in a later window.
+    Skip,
+}
+
+/// The change feed of one account and mode: start it, detect the 30-day cliff, or read and apply
+/// its window and then commit its cursor. A failed read or load leaves the cursor where it was.
+pub(super) async fn run(
+    cx: &Arc<Context>,
+    r: &Resolved,
+    datasets: &[&'static Dataset],
+    files: &Written,
+    report: &mut AccountReport,
+) -> Result<(), SyncError> {
+    let key = r.key("_events");
+    let stored = cx.state.get::<FeedState>(&key).await?;
+    let mut feed = stored.value;
+    let now = r.server_time;
+    let inc = &cx.incremental;
+    match changes::start(feed.cursor, now, inc.lag_secs, inc.overlap_secs) {
+        FeedStart::Begin => {
+            // Before any list starts: changes made while the lists run are read next time.
+            feed.cursor = Some(now);
+            cx.state.put(&key, stored.version, &feed).await?;
+            report.feed.started = true;
+        }
+        FeedStart::Cliff { cursor } => {
+            let affected: Vec<&Dataset> = datasets
+                .iter()
+                .copied()
+                .filter(|d| !d.event_types.is_empty())
+                .collect();
+            let names: Vec<&str> = affected.iter().map(|d| d.name.as_str()).collect();
+            let message = format!(
+                "account '{}' ({}): the change feed was last read up to {} (Stripe time), more than Stripe's 30-day event retention ago, so changes since then cannot be read as events. Listing these datasets again in full and marking objects missing from the new lists as deleted: {}",
+                r.account.name,
+                r.mode(),
+                cursor,
+                names.join(", ")
+            );
+            tracing::warn!("{message}");
+            report.feed.warning = Some(message);
+            report.feed.started = true;
+            // Datasets first, cursor second: a crash in between finds the old cursor and
+            // starts over, never a moved cursor without the re-backfill.
+            for d in affected {
+                let k = r.key(&d.name);
+                let current = cx.state.get::<DatasetState>(&k).await?;
+                let mut st = current.value;
+                st.backfill = None;
+                cx.state.put(&k, current.version, &st).await?;
+            }
+            feed.cursor = Some(now);
+            cx.state.put(&key, stored.version, &feed).await?;
+        }
+        FeedStart::Wait => {}
+        FeedStart::Read { from, to } => {
+            report.feed.window = Some((from, to));
+            let outcome = match read_feed(cx, r, datasets, from, to, files).await {
+                Ok((per_dataset, counts)) => {
+                    for d in report.datasets.iter_mut() {
+                        d.changes = per_dataset.get(&d.dataset).copied().unwrap_or(0);
+                    }
+                    report.feed.counts = counts;
+                    Ok(to)
+                }
+                Err(e) => {
+                    report.feed.error = Some(e.to_string());
+                    Err(e.to_string())
+                }
+            };
+            deliver::feed_window(cx, &key, stored.version, &mut feed, outcome).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the window `[from, to)` of the account's events and applies it dataset by dataset (Parquet,
+/// then the warehouse). Returns the changed objects per dataset. The caller commits the cursor only
+/// when this succeeded for every dataset: a failure anywhere reads the whole window again next run.
+pub(super) async fn read_feed(
+    cx: &Arc<Context>,
+    r: &Resolved,
+    datasets: &[&'static Dataset],
+    from: i64,
+    to: i64,
+    files: &Written,
+) -> Result<(HashMap<String, u64>, FeedCounts), SyncError> {
+    let mut collapser = Collapser::default();
+    let mut after: Option<String> = None;
+    loop {
+        let resp = cx
+            .client
+            .get_raw(
+                &r.caller,
+                "/v1/events",
+                &changes::page_params(from, to, after.as_deref()),
+            )
+            .await
+            .map_err(|e| r.error(e))?;
+        let page: EventPage = serde_json::from_slice(&resp.body).map_err(|e| {
+            r.error(StripeError::Decode {
+                message: format!("/v1/events: unexpected list page ({e})"),
+                request_id: resp.request_id.clone(),
+            })
+        })?;
+        failpoint::point("feed-page");
+        let more = page.has_more && !page.data.is_empty();
+        after = page.data.last().map(|e| e.id.clone());
+        collapser.add(page.data, datasets);
+        if !more {
+            break;
+        }
+    }
+    let (mut changes, mut counts) = collapser.finish();
+    let mut per_dataset = HashMap::new();
+    let mut unchanged = Vec::new();
+    for d in datasets {
+        let list = changes.remove(&d.name).unwrap_or_default();
+        let complete = cx
+            .state
+            .get::<DatasetState>(&r.key(&d.name))
+            .await?
+            .value
+            .backfill
+            .is_some_and(|b| b.complete());
+        if list.is_empty() {
+            if complete {
+                unchanged.push(*d);
+            }
+            continue;
+        }
+        // A dataset whose list is complete is now complete up to the window's end.
+        let as_of = if complete { to } else { from };
+        counts.refetched += list.iter().filter(|c| !c.trusted).count() as u64;
+        let n = list.len() as u64;
+        apply(cx, r, d, list, as_of, files).await?;
+        cx.progress.rows(&r.account.name, &d.name, n);
+        per_dataset.insert(d.name.clone(), n);
+    }
+    // Datasets without changes are complete up to the window's end too: one transaction for all.
+    let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
+    deliver::with_warehouse(cx, r, "freshness", move |wh| {
+        wh.record_freshness(livemode, &unchanged, &merchant_id, to)
+    })
+    .await?;
+    Ok((per_dataset, counts))
+}
+
+/// Turns one dataset's changes into rows and tombstones and loads them.
+async fn apply(
+    cx: &Arc<Context>,
+    r: &Resolved,
+    dataset: &'static Dataset,
+    changes: Vec<Change>,
+    as_of: i64,
+    files: &Written,
+) -> Result<(), SyncError> {
+    let permits = Arc::new(Semaphore::new(FETCHES_IN_FLIGHT));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, change) in changes.into_iter().enumerate() {
+        let (cx, r, permits) = (cx.clone(), r.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            outcome(&cx, &r, dataset, change).await.map(|o| (n, o))
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let done = joined.map_err(|e| SyncError::joined(&r.account.name, &dataset.name, e))?;
+        outcomes.push(done?);
+    }
+    // The order of the changes, whatever finished first: the same window gives the same files.
+    outcomes.sort_by_key(|(n, _)| *n);
+    let mut converter = Converter::new(dataset);
+    let mut tombstones = Vec::new();
+    let mut part = 0;
+    let total = outcomes.len();
+    for (i, (_, outcome)) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Outcome::Row {
+                object,
+                batch_timestamp,
+                deleted,
+            } => {
+                converter.push(
+                    &object,
+                    RowContext {
+                        merchant_id: &r.merchant_id,
+                        batch_timestamp,
+                        deleted,
+                    },
+                );
+            }
+            Outcome::Tombstone(id) => tombstones.push(id),
+            Outcome::Skip => {}
+        }
+        if converter.buffered() >= FLUSH_ROWS || i + 1 == total {
+            part += 1;
+            let stem = format!("{}-{}-events-{part:03}", cx.run_id, dataset.name);
+            let marks = Tombstones {
+                ids: std::mem::take(&mut tombstones),
+                timestamp: r.server_time * 1_000_000,
+            };
+            let written =
+                deliver::write_and_load(cx, r, dataset, &mut converter, &stem, as_of, marks)
+                    .await?;
+            files.lock().await.extend(written);
+        }
+    }
+    Ok(())
+}
+
+/// What to load for one change: its event's payload, or a fresh read when the payload is in
+/// another API version; truncated nested lists paged to their end.
+async fn outcome(
+    cx: &Context,
+    r: &Resolved,
+    dataset: &'static Dataset,
+    change: Change,
+) -> Result<Outcome, SyncError> {
+    let missing = |e: &StripeError| matches!(e, StripeError::ResourceMissing { .. });
+    if change.trusted {
+        let mut object = change.object;
+        if !change.deleted {
+            match backfill::complete_nested(&cx.client, &r.caller, dataset, &mut object).await {
+                Ok(()) => {}
+                Err(e) if missing(&e) => return Ok(Outcome::Skip),
+                Err(e) => return Err(r.error(e)),
+            }
+        }
+        return Ok(Outcome::Row {
+            object,
+            batch_timestamp: change.created * 1_000_000 + EVENT_TIE_MICROS,
+            deleted: change.deleted,
+        });
+    }
+    let path = format!("{}/{}", dataset.list_path, change.id);
+    let resp = match cx.client.get_raw(&r.caller, &path, &[]).await {
+        Ok(resp) => resp,
+        Err(e) if missing(&e) => return Ok(Outcome::Tombstone(change.id)),
+        Err(e) => return Err(r.error(e)),
+    };
+    let mut object: Value = serde_json::from_slice(&resp.body).map_err(|e| {
+        r.error(StripeError::Decode {
+            message: format!("{path}: {e}"),
+            request_id: resp.request_id.clone(),
+        })
+    })?;
+    if object["deleted"].as_bool() == Some(true) {
+        return Ok(Outcome::Tombstone(change.id));
+    }
+    match backfill::complete_nested(&cx.client, &r.caller, dataset, &mut object).await {
+        Ok(()) => {}
+        Err(e) if missing(&e) => return Ok(Outcome::Tombstone(change.id)),
+        Err(e) => return Err(r.error(e)),
+    }
+    Ok(Outcome::Row {
+        object,
+        batch_timestamp: resp.server_time.unwrap_or(r.server_time) * 1_000_000,
+        deleted: false,
+    })
+}
+
+/// Starts the account-mode's change feed at Stripe's now if it has not started: a list must never
+/// begin before the feed's cursor, or changes made while it runs would be read by neither.
+pub(super) async fn start_if_new(cx: &Context, r: &Resolved) -> Result<(), SyncError> {
+    let key = r.key("_events");
+    let stored = cx.state.get::<FeedState>(&key).await?;
+    if stored.value.cursor.is_some() {
+        return Ok(());
+    }
+    let feed = FeedState {
+        cursor: Some(r.server_time),
+        last_error: None,
+    };
+    match cx.state.put(&key, stored.version, &feed).await {
+        // Another slice started it first: its cursor is as early as ours would be.
+        Ok(_) | Err(StateError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

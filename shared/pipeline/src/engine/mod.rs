@@ -1,0 +1,31 @@
+//! The engine: one sync of Stripe accounts into the lake and the warehouse, in stages that follow a
+//! batch's path (ARCHITECTURE.md has the picture):
+//!
+//! ```text
+//! resolve ─▶ plan ─▶ feed (events) ─┐
+//!                 └▶ list (pages) ──┴▶ convert (Arrow) ─▶ deliver: Parquet ─▶ warehouse ─▶ cursor
+//! ```
+//!
+//! - [`resolve`]: every key checked once, the account's id and Stripe's clock.
+//! - [`plan`]: what each dataset needs this run, and how work is cut (batch sizes, segments, slices).
+//! - `feed` / `list`: the two ways data is read (the change feed's window; a dataset's pages).
+//! - `deliver`: the slice protocol; the only place a cursor moves after data was delivered.
+//! - [`report`]: progress while it runs and the report at the end; [`error`]: what failed.
+//! - `run`: [`Engine`], the orchestrator over the ports it is built with ([`EngineBuilder`]).
+
+mod context;
+mod deliver;
+pub mod error;
+mod feed;
+mod list;
+pub mod plan;
+pub mod report;
+pub mod resolve;
+mod run;
+
+pub use context::SharedWarehouse;
+pub use error::SyncError;
+pub use plan::{list_work, needs_snapshots, ListKind, SliceOutcome, SliceWork};
+pub use report::{AccountReport, DatasetReport, FeedReport, Progress, Quiet, SyncReport};
+pub use resolve::{resolve, Resolved};
+pub use run::{Engine, EngineBuilder};

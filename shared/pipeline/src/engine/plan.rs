@@ -1,0 +1,150 @@
+//! Planning: how work is cut and what each dataset needs this run. Pure decisions from state and
+//! Stripe's clock, no I/O except reading state ([`plan`]).
+//!
+//! Slices are the units of work of the serverless deployment: a scheduler plans them from the state and
+//! a worker runs one at a time, each under its own lease: an account-mode's change feed, or one
+//! dataset's list (its backfill, a resume, a snapshot, or its new objects). A list that reaches the
+//! worker's deadline commits what it has and reports [`SliceOutcome::Paused`]; running the same slice
+//! again continues from the committed page cursors. The local CLI runs the same steps per account in one
+//! process ([`super::Engine::sync`]).
+
+use super::error::SyncError;
+use super::resolve::Resolved;
+use crate::catalog::Dataset;
+use crate::config::Incremental;
+use crate::state::{DatasetState, StateStore};
+use serde::{Deserialize, Serialize};
+
+/// Rows buffered before a batch is delivered (files written, loaded, cursor committed).
+pub const FLUSH_ROWS: usize = 20_000;
+/// JSON bytes one segment reads at most before a batch is delivered: bounds each segment's memory
+/// whatever the object size.
+pub const FLUSH_BYTES: usize = 8 << 20;
+/// JSON bytes all segments of an account read at most between deliveries: with many segments in
+/// flight each delivers sooner (at least every MiB), so memory stays flat whatever `concurrency` is.
+pub const BUFFER_BUDGET: usize = 128 << 20;
+
+/// JSON bytes one segment reads before it delivers, when `concurrency` segments run at once.
+pub fn flush_bytes(concurrency: usize) -> usize {
+    (BUFFER_BUDGET / concurrency.max(1)).clamp(1 << 20, FLUSH_BYTES)
+}
+/// Segments per dataset planned at most. Planning costs a request per probe whose page is not kept,
+/// so it stops early: segments are split further while the list runs (see the list stage).
+pub const MAX_SEGMENTS: usize = 8;
+/// Segments per dataset at most, counting those split off while the list runs.
+pub const MAX_SEGMENTS_SPLIT: usize = 512;
+/// How long an account's lease lasts without renewal.
+pub const LEASE_SECS: i64 = 3600;
+
+/// Which list a dataset gets this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListKind {
+    /// The first load (or a re-backfill after the event cursor fell past retention).
+    Backfill,
+    /// Continue a list an earlier run did not finish (or finish its sweep of vanished objects).
+    Resume,
+    /// A full re-list of a dataset whose changes have no events; vanished objects are marked deleted.
+    Snapshot,
+    /// Objects created since the last list, for datasets Stripe sends no events for at all.
+    NewObjects,
+}
+
+/// Whether Stripe announces updates of this dataset's objects by events. Without an `*.updated` event
+/// (balance transactions, payment intents, …) some changes only show in a new list.
+pub fn needs_snapshots(d: &Dataset) -> bool {
+    !d.event_types.iter().any(|t| t.ends_with(".updated"))
+}
+
+/// Decides a dataset's list for this run from its state and Stripe's clock.
+pub fn list_work(
+    state: &DatasetState,
+    d: &Dataset,
+    now: i64,
+    settings: &Incremental,
+) -> Option<ListKind> {
+    let b = match &state.backfill {
+        None => return Some(ListKind::Backfill),
+        Some(b) => b,
+    };
+    if !b.complete() || (b.started > 0 && state.listed_at != Some(b.started)) {
+        return Some(ListKind::Resume);
+    }
+    let due = state
+        .listed_at
+        .is_none_or(|t| now - t >= settings.snapshot_interval_secs);
+    if needs_snapshots(d) && due {
+        Some(ListKind::Snapshot)
+    } else if d.event_types.is_empty() && d.created_filter {
+        Some(ListKind::NewObjects)
+    } else {
+        None
+    }
+}
+
+/// How long a slice's lease outlives the worker's deadline (the time to stop and commit).
+pub const SLICE_LEASE_GRACE_SECS: i64 = 120;
+
+/// What a slice does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SliceWork {
+    /// Read the account-mode's change feed (start it, detect the 30-day cliff, or apply its window).
+    Feed,
+    /// List one dataset, if its state says it needs a list.
+    List { dataset: String },
+}
+
+impl SliceWork {
+    /// `_events` or the dataset's name: the last part of the slice's state and lease keys.
+    pub fn name(&self) -> &str {
+        match self {
+            SliceWork::Feed => "_events",
+            SliceWork::List { dataset } => dataset,
+        }
+    }
+}
+
+/// How a slice ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SliceOutcome {
+    /// Everything the slice had to do is committed (possibly nothing).
+    Done,
+    /// The deadline came first; progress is committed and the same slice continues it.
+    Paused,
+}
+
+/// The slices an account-mode needs now: its change feed always, and a list of every dataset whose
+/// state asks for one at Stripe's time `now`.
+pub async fn plan(
+    state: &StateStore,
+    r: &Resolved,
+    datasets: &[&'static Dataset],
+    now: i64,
+    settings: &Incremental,
+) -> Result<Vec<SliceWork>, SyncError> {
+    let mut out = vec![SliceWork::Feed];
+    for d in datasets {
+        let st: DatasetState = state.get(&r.key(&d.name)).await?.value;
+        if list_work(&st, d, now, settings).is_some() {
+            out.push(SliceWork::List {
+                dataset: d.name.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_share_one_buffer_budget() {
+        assert_eq!(flush_bytes(8), FLUSH_BYTES);
+        assert_eq!(flush_bytes(40), BUFFER_BUDGET / 40);
+        assert!(flush_bytes(40) * 40 <= BUFFER_BUDGET);
+        assert_eq!(flush_bytes(1000), 1 << 20);
+        assert_eq!(flush_bytes(0), FLUSH_BYTES);
+    }
+}
