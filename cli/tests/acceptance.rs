@@ -1,13 +1,11 @@
 //! Acceptance tests of local mode: the engine against the simulator over HTTP, into a real DuckDB file.
 
-mod common;
-#[path = "../../shared/pipeline/tests/support/postgres.rs"]
-mod postgres_server;
+use stripe_pipeline_testkit::postgres as postgres_server;
 
-use common::*;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::{AccountConfig, Destination, Secret};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
+use stripe_pipeline_testkit::acceptance::*;
 use stripe_sim::{FaultKind, FaultRule, RateLimits, SimConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

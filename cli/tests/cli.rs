@@ -141,8 +141,7 @@ async fn sync_then_status_reports_tables_per_account() {
     );
 }
 
-#[path = "../../shared/pipeline/tests/support/postgres.rs"]
-mod postgres_server;
+use stripe_pipeline_testkit::postgres as postgres_server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_postgres_syncs_and_status_reads_it() {

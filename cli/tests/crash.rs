@@ -3,9 +3,6 @@
 //! commit, in the change feed, before a sweep is committed); each time a rerun must converge to the
 //! ground truth with no duplicate row.
 
-mod common;
-
-use common::*;
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::failpoint;
+use stripe_pipeline_testkit::acceptance::*;
 use stripe_sim::{RunningSim, SimConfig};
 
 /// Where to stop the process, and at which occurrence of that point.

@@ -2,13 +2,11 @@
 //! table equal to the ground truth again (change feed, snapshots, deletes, late and duplicated events,
 //! the 30-day event retention cliff), within the API budget of an idle run.
 
-mod common;
-
-use common::*;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::Config;
 use stripe_pipeline::engine::SyncReport;
 use stripe_pipeline::stripe::CallKind;
+use stripe_pipeline_testkit::acceptance::*;
 use stripe_sim::{EventPolicy, RunningSim, SimConfig};
 
 /// Simulated seconds between a round of changes and the next sync: more than the feed's lag.

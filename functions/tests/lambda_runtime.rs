@@ -87,7 +87,7 @@ fn sample(name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_and_the_worker_run_as_lambda_binaries() {
-    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy(&sim, |_| {}).await;
     // The functions find moto the way they find AWS: through the environment.
     let mut env = d.env.clone();
@@ -148,7 +148,8 @@ async fn the_scheduler_and_the_worker_run_as_lambda_binaries() {
     // The slice's dataset is loaded: its state in DynamoDB says the list is complete.
     let account = slice["account"].as_str().unwrap();
     let (n, mode) = (&account[1..2], &account[3..]);
-    let merchant = &common::acceptance::merchants(&sim)[n.parse::<usize>().unwrap()];
+    let merchant =
+        &stripe_pipeline_testkit::acceptance::merchants(&sim)[n.parse::<usize>().unwrap()];
     let state: StateStore = d.services.state.clone().into();
     let st: DatasetState = state
         .get(&format!(

@@ -6,9 +6,6 @@
 
 mod common;
 
-use common::acceptance::{
-    assert_equal, assert_scopes_equal, assert_warehouse_equal, churn, merchants, read_export,
-};
 use common::*;
 use std::time::{Duration, Instant};
 use stripe_pipeline::catalog::{Catalog, Dataset};
@@ -19,6 +16,9 @@ use stripe_pipeline_functions::message::SliceMessage;
 use stripe_pipeline_functions::settings::ExportSettings;
 use stripe_pipeline_functions::worker::{self, Ran};
 use stripe_pipeline_functions::{scheduler, Services};
+use stripe_pipeline_testkit::acceptance::{
+    assert_equal, assert_scopes_equal, assert_warehouse_equal, churn, merchants, read_export,
+};
 use stripe_sim::SimConfig;
 
 /// Simulated seconds between changes and the next tick: more than the feed's lag.
@@ -77,7 +77,7 @@ async fn check_lake(d: &Deployment, sim: &stripe_sim::RunningSim) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
-    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy(&sim, |_| {}).await;
     let tick = 1_800_000_000;
 
@@ -155,7 +155,7 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_given_the_same_slice_run_it_once() {
-    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy(&sim, |_| {}).await;
     scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
     let message = SliceMessage::new(
@@ -227,7 +227,7 @@ fn parquet_rows(dir: &std::path::Path, table: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_at_its_deadline_is_continued() {
-    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let merchant = &merchants(&sim)[0];
     // 250 charges created in the same second: no `created` window splits them, so one segment takes
     // several pages.
@@ -285,7 +285,7 @@ async fn a_worker_stopped_at_its_deadline_is_continued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_go_to_the_dead_letter_queue_and_are_announced_once() {
-    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy(&sim, |s| s.failure_alert_after = 2).await;
     // a0-live's key may read everything but charges: its charges list answers 403.
     let merchant = merchants(&sim)[0].clone();
@@ -368,7 +368,7 @@ async fn failures_go_to_the_dead_letter_queue_and_are_announced_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_load_redshift_through_the_data_api() {
-    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy_redshift(&sim).await;
     let tick = 1_800_000_000;
     let check = || async {
@@ -398,7 +398,7 @@ async fn workers_load_redshift_through_the_data_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_warehouse_columns_are_announced_once() {
-    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy_redshift(&sim).await;
     let tick = 1_800_000_000;
     // The tick seeds the accounts; its messages stay queued, the test runs one slice itself.
@@ -437,7 +437,7 @@ async fn new_warehouse_columns_are_announced_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_build_exports_in_stripes_layout_once_per_interval() {
-    let sim = common::acceptance::sim(SimConfig::tiny()).await;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy(&sim, |s| {
         s.export = Some(ExportSettings {
             url: format!("{}/export", s.lake_url.trim_end_matches("/lake")),

@@ -4,12 +4,8 @@
 //! acceptance suite's ground-truth comparison applies.
 #![allow(dead_code)]
 
-#[path = "../../../cli/tests/common/mod.rs"]
-pub mod acceptance;
-#[path = "../../../shared/pipeline/tests/support/mod.rs"]
-mod support;
-pub use support::moto::*;
-pub use support::redshift::{self as redshift, RedshiftEmulator};
+pub use stripe_pipeline_testkit::moto::*;
+pub use stripe_pipeline_testkit::redshift::{self as redshift, RedshiftEmulator};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::SqsMessage;

@@ -12,8 +12,7 @@ use stripe_pipeline::engine::SyncReport;
 use stripe_pipeline::state::{DatasetState, StateStore};
 use stripe_sim::SimConfig;
 
-#[path = "support/lake_engine.rs"]
-mod lake_engine;
+use stripe_pipeline_testkit::lake_engine;
 
 /// A backfill of `datasets` of the simulator's first live account into a lake under `out`.
 struct Run {

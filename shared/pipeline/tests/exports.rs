@@ -3,20 +3,18 @@
 //! (DuckDB) loads each export and finds the simulator's ground truth, after a full sync and again after
 //! changes.
 
-#[path = "../../../cli/tests/common/mod.rs"]
-mod common;
-mod support;
-
-use common::{assert_warehouse_equal, churn, config, merchants, read_export, run, sim};
 use std::path::Path;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::export::{ExportOptions, ExportReport, Exporter};
 use stripe_pipeline::lake::Lake;
 use stripe_pipeline::warehouse::duckdb::DuckDb;
 use stripe_pipeline::warehouse::schema_name;
+use stripe_pipeline_testkit::acceptance::{
+    assert_warehouse_equal, churn, config, merchants, read_export, run, sim,
+};
+use stripe_pipeline_testkit::moto::{create_bucket, Moto};
+use stripe_pipeline_testkit::storage::{Azurite, GcsEmulator};
 use stripe_sim::SimConfig;
-use support::moto::{create_bucket, Moto};
-use support::storage::{Azurite, GcsEmulator};
 
 /// 2026-11-26T12:00:00Z.
 const T0: i64 = 1_795_694_400;

@@ -8,8 +8,7 @@ use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
 use stripe_sim::SimConfig;
 
-#[path = "support/lake_engine.rs"]
-mod lake_engine;
+use stripe_pipeline_testkit::lake_engine;
 
 /// Waits until `owner` holds `n` leases in the local state folder `dir`: a lease is a `.lease` file
 /// whose first line is its owner.

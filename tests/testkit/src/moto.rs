@@ -1,7 +1,6 @@
 //! The AWS emulator for tests: a moto server from the test venv on a free loopback port, and the SDK
 //! and object_store settings that reach it. Each test starts its own and it stops when dropped. Also
 //! what every emulator shares: the test venv, and starting a child server on a free port.
-#![allow(dead_code)]
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use std::net::TcpListener;
@@ -62,7 +61,7 @@ pub fn start_server(what: &str, mut command: impl FnMut(u16) -> Command) -> Chil
                 );
                 break;
             }
-            if super::postgres::listens(port) {
+            if crate::postgres::listens(port) {
                 return server;
             }
             assert!(

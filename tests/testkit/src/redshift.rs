@@ -1,10 +1,9 @@
 //! The Redshift Data API emulator for tests (`tests/emulators/redshift_data.py`, run by the test venv's
 //! Python): the real `aws-sdk-redshiftdata` client talks to it over HTTP, it runs the SQL on the test
 //! process's PostgreSQL server and carries out `COPY … FROM 's3://…' FORMAT AS PARQUET` from moto.
-#![allow(dead_code)]
 
-use super::moto::{sdk_at, start_server, venv_bin, ChildServer, Moto};
-use super::postgres;
+use crate::moto::{sdk_at, start_server, venv_bin, ChildServer, Moto};
+use crate::postgres;
 use aws_config::SdkConfig;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,7 +17,7 @@ impl RedshiftEmulator {
     /// Starts the emulator in front of this process's PostgreSQL server, reading S3 from `moto`.
     pub fn start(moto: &Moto) -> RedshiftEmulator {
         let python = venv_bin("python", "psycopg, pyarrow and boto3");
-        // The workspace's tests/emulators, found from whichever member's tests include this file.
+        // The workspace's tests/emulators, beside this crate.
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .ancestors()
             .map(|dir| dir.join("tests/emulators/redshift_data.py"))

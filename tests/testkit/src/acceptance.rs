@@ -1,7 +1,6 @@
 //! Helpers shared by the acceptance suites: a simulator, a configuration for it, a sync run, and the
 //! comparison of every warehouse table with the simulator's ground truth (in SQL that DuckDB,
 //! PostgreSQL and Redshift all run).
-#![allow(dead_code)]
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

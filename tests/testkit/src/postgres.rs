@@ -5,7 +5,6 @@
 //! One server per test process. It runs under a small shell that waits on a pipe from this process:
 //! when the process ends, however it ends, the pipe closes and the shell stops the server and removes
 //! its data directory, so no server outlives its tests.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

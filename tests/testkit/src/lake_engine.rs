@@ -1,6 +1,5 @@
 //! An engine that syncs from the simulator into a local lake without a warehouse: what the lake-level
-//! tests share. Included by path (not through `support/mod.rs`), so these tests need no emulator
-//! features.
+//! tests share.
 
 use std::sync::Arc;
 use stripe_pipeline::config::Config;

@@ -1,0 +1,4 @@
+//! The shared conformance suites: one contract per port, run against every adapter.
+
+pub mod state;
+pub mod warehouse;
