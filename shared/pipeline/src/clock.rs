@@ -1,5 +1,6 @@
-//! The wall clock, as a port: the engine asks a [`Clock`] for "now" instead of the system, so a test can
-//! run a sync at any instant, and every conversion from `SystemTime` to Unix time lives here once.
+//! The wall clock, as a port: the engine asks the [`Clock`] it was built with for "now" instead of the
+//! system (a test or a replay can give it another), and every conversion from `SystemTime` to Unix time
+//! lives here once.
 //!
 //! Stripe's own clock (the `Date` of its responses) decides windows, cursors and `batch_timestamp`; this
 //! one only stamps what the pipeline itself did (`landed_at`, lease expiry, manifests, export times).
@@ -42,29 +43,6 @@ pub fn system() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
-/// A clock that stands still at one instant until moved (tests, benches, replays).
-#[derive(Debug)]
-pub struct FixedClock(parking_lot::Mutex<SystemTime>);
-
-impl FixedClock {
-    /// A clock at Unix second `secs`.
-    pub fn at(secs: i64) -> FixedClock {
-        FixedClock(parking_lot::Mutex::new(
-            UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64),
-        ))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        *self.0.lock() += by;
-    }
-}
-
-impl Clock for FixedClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock()
-    }
-}
-
 /// Unix seconds of `t`; instants before 1970 (a badly set clock) count as 0.
 pub fn unix_secs(t: SystemTime) -> i64 {
     since_epoch(t).as_secs() as i64
@@ -79,12 +57,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fixed_clock_stands_still_until_moved_and_converts_once() {
-        let c = FixedClock::at(1_700_000_000);
-        assert_eq!(c.now_secs(), 1_700_000_000);
-        assert_eq!(c.now_millis(), 1_700_000_000_000);
-        c.advance(Duration::from_millis(1500));
+    fn unix_times_convert_once() {
+        #[derive(Debug)]
+        struct At(SystemTime);
+        impl Clock for At {
+            fn now(&self) -> SystemTime {
+                self.0
+            }
+        }
+        let c = At(UNIX_EPOCH + Duration::from_millis(1_700_000_001_500));
         assert_eq!(c.now_secs(), 1_700_000_001);
+        assert_eq!(c.now_millis(), 1_700_000_001_500);
         assert_eq!(c.now_micros(), 1_700_000_001_500_000);
         assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_secs(5)), 0);
         assert!(SystemClock.now_secs() > 1_700_000_000);

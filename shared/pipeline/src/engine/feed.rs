@@ -6,7 +6,7 @@
 use super::context::Context;
 use super::deliver::{self, Tombstones, Written};
 use super::error::SyncError;
-use super::plan::FLUSH_ROWS;
+use super::plan::{SliceWork, FLUSH_ROWS};
 use super::report::AccountReport;
 use super::resolve::Resolved;
 use crate::backfill;
@@ -46,7 +46,7 @@ pub(super) async fn run(
     files: &Written,
     report: &mut AccountReport,
 ) -> Result<(), SyncError> {
-    let key = r.key("_events");
+    let key = r.key(SliceWork::Feed.name());
     let stored = cx.state.get::<FeedState>(&key).await?;
     let mut feed = stored.value;
     let now = r.server_time;
@@ -299,7 +299,7 @@ async fn outcome(
 /// Starts the account-mode's change feed at Stripe's now if it has not started: a list must never
 /// begin before the feed's cursor, or changes made while it runs would be read by neither.
 pub(super) async fn start_if_new(cx: &Context, r: &Resolved) -> Result<(), SyncError> {
-    let key = r.key("_events");
+    let key = r.key(SliceWork::Feed.name());
     let stored = cx.state.get::<FeedState>(&key).await?;
     if stored.value.cursor.is_some() {
         return Ok(());
