@@ -155,27 +155,38 @@ pub async fn complete_nested(
         if !list["has_more"].as_bool().unwrap_or(false) {
             continue;
         }
-        let url = template.replace("{id}", &id);
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let base: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
-        let mut items: Vec<Value> = Vec::new();
-        loop {
-            let mut params = base.clone();
-            params.push(("limit".into(), PAGE_LIMIT.to_string()));
-            if let Some(last) = items.last().and_then(|i| i["id"].as_str()) {
-                params.push(("starting_after".into(), last.to_string()));
-            }
-            let page = fetch_page(client, caller, path, &params).await?;
-            let more = page.has_more && !page.data.is_empty();
-            items.extend(page.data);
-            if !more {
-                break;
-            }
-        }
+        let items = nested_items(client, caller, template, &id).await?;
         list["data"] = Value::Array(items);
         list["has_more"] = Value::Bool(false);
     }
     Ok(())
+}
+
+/// Every item of a nested list, paged from its own endpoint: `template` is a table's
+/// `nested_list_path`, `{id}` the parent object's id.
+pub async fn nested_items(
+    client: &StripeClient,
+    caller: &Caller,
+    template: &str,
+    id: &str,
+) -> Result<Vec<Value>, StripeError> {
+    let url = template.replace("{id}", id);
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let base: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let mut items: Vec<Value> = Vec::new();
+    loop {
+        let mut params = base.clone();
+        params.push(("limit".into(), PAGE_LIMIT.to_string()));
+        if let Some(last) = items.last().and_then(|i| i["id"].as_str()) {
+            params.push(("starting_after".into(), last.to_string()));
+        }
+        let page = fetch_page(client, caller, path, &params).await?;
+        let more = page.has_more && !page.data.is_empty();
+        items.extend(page.data);
+        if !more {
+            return Ok(items);
+        }
+    }
 }

@@ -14,19 +14,16 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use order::KeyOrders;
-use scan::{Kind, Scanner};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
-use walk::{Cell, ObjectRows, Plan};
+use walk::{Cell, ObjectRows, Plan, Text};
 
-pub use scan::JsonError;
+pub use walk::compact;
 
-mod fields;
-mod order;
-mod scan;
-mod span;
 mod walk;
 
 /// The Arrow type of a catalog column.
@@ -296,8 +293,8 @@ pub struct RowContext<'a> {
 pub struct Converter {
     pub tables: Vec<TableRows>,
     plan: Plan,
-    /// The keys of the objects walked so far, in their order (kept from page to page).
-    keys: KeyOrders,
+    /// The dataset's `object` (what a deleted object's row says it was).
+    object: String,
     /// Values that did not fit their column (set to null).
     pub mismatches: u64,
 }
@@ -310,8 +307,17 @@ pub struct PageSummary {
     pub has_more: bool,
     /// `id` and `created` of the last object (the next page's cursor).
     pub last: Option<(String, Option<i64>)>,
-    /// Objects whose nested lists were cut off: not converted; complete them and [`Converter::push`].
-    pub truncated: Vec<String>,
+    /// Objects whose nested lists were cut off: their other rows are in, the lists are not.
+    pub truncated: Vec<Truncated>,
+}
+
+/// An object of a page whose nested lists were cut off (`has_more`). Its row and the rows of its other
+/// tables were added with the page; each of `tables` (indexes into the dataset's tables) is to be paged
+/// from the table's `nested_list_path` and given to [`Converter::push_items`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truncated {
+    pub id: String,
+    pub tables: Vec<usize>,
 }
 
 impl Converter {
@@ -319,7 +325,7 @@ impl Converter {
         Converter {
             tables: dataset.tables.iter().map(TableRows::new).collect(),
             plan: Plan::new(&dataset.tables),
-            keys: KeyOrders::default(),
+            object: dataset.object.clone(),
             mismatches: 0,
         }
     }
@@ -339,127 +345,269 @@ impl Converter {
     /// Adds one object (with its nested lists already complete); returns the bytes of its JSON text.
     pub fn push(&mut self, obj: &Value, ctx: RowContext<'_>) -> usize {
         // The walk reads text: a parsed object is written out and read like a page's (rare: events and
-        // completed objects). Text written from a `Value` always walks; mismatches become nulls.
+        // completed objects), so there is one conversion, not two. Text written from a `Value` always
+        // walks; mismatches become nulls.
         let text = obj.to_string();
         self.reserve();
         let mut rows = ObjectRows::default();
-        if walk::object(
-            &self.plan,
-            &mut self.keys,
-            &mut Scanner::from_str(&text),
-            &mut rows,
-        )
-        .is_ok()
-        {
-            self.append(&rows, ctx);
+        let mut de = serde_json::Deserializer::from_str(&text);
+        if walk::object(&self.plan, &mut de, &mut rows).is_ok() {
+            // Lists still cut off here are converted as far as they go.
+            rows.truncated.clear();
+            self.mismatches += append(&mut self.tables, &self.plan, &rows, ctx);
         }
         text.len()
     }
 
-    /// Converts a list page straight from its JSON text (`{"data": [...], "has_more": …}`).
+    /// Adds the items of one nested list of object `parent_id` (a child table's rows, after the list
+    /// was paged to its end: see [`Truncated`]); returns the bytes of their JSON text.
+    pub fn push_items(
+        &mut self,
+        table: usize,
+        parent_id: &str,
+        items: &[Value],
+        ctx: RowContext<'_>,
+    ) -> usize {
+        self.reserve();
+        let mut bytes = 0;
+        for item in items {
+            let text = item.to_string();
+            bytes += text.len();
+            let mut rows = ObjectRows::default();
+            let mut de = serde_json::Deserializer::from_str(&text);
+            if walk::item(&self.plan, table, &mut de, &mut rows).is_ok() {
+                self.mismatches +=
+                    append_children(&mut self.tables, &self.plan, &rows, parent_id, ctx);
+            }
+        }
+        bytes
+    }
+
+    /// Adds the row of a deleted object: its id and `object`, every other column null (the
+    /// warehouse keeps the last version's columns and only sets `deleted`).
+    pub fn push_deleted(&mut self, id: &str, ctx: RowContext<'_>) {
+        self.reserve();
+        let plan = &self.plan;
+        let Some(table) = self
+            .tables
+            .iter_mut()
+            .find(|t| t.table.kind == TableKind::Main)
+        else {
+            return;
+        };
+        let row = table.rows;
+        for (col, value) in [(plan.id_col(), id), (plan.object_col(), &self.object)] {
+            if let Some(b) = col.and_then(|c| table.builders.get_mut(c)) {
+                b.str(row, value);
+            }
+        }
+        implicit(&mut table.builders[plan.main_columns().len()..], ctx);
+        table.rows += 1;
+    }
+
+    /// Converts a list page straight from its JSON text (`{"data": [...], "has_more": …}`), parsed
+    /// once.
     ///
-    /// Objects with truncated nested lists are left out and named in the summary. On an error (the
-    /// text is not JSON) rows of objects before the error may have been added: drop the converter.
+    /// Nested lists that were cut off are named in the summary. On an error (the text is not JSON)
+    /// rows of objects before the error may have been added: drop the converter.
     pub fn push_page(
         &mut self,
         json: &[u8],
         ctx: RowContext<'_>,
-    ) -> Result<PageSummary, JsonError> {
+    ) -> Result<PageSummary, serde_json::Error> {
+        // One SIMD check of the whole page, so the parser need not check each string it borrows.
+        let text = match simdutf8::basic::from_utf8(json) {
+            Ok(text) => text,
+            Err(_) => {
+                let at = std::str::from_utf8(json)
+                    .err()
+                    .map_or(0, |e| e.valid_up_to());
+                return Err(de::Error::custom(format!("invalid UTF-8 at byte {at}")));
+            }
+        };
         self.reserve();
-        let mut s = Scanner::new(json)?;
-        let mut summary = PageSummary::default();
-        let mut saw_data = false;
-        s.members(|s, key| match key.as_ref() {
-            "data" => {
-                saw_data = true;
-                self.push_data(s, ctx, &mut summary)
-            }
-            "has_more" if s.kind()? == Kind::Bool => {
-                summary.has_more = s.bool()?;
-                Ok(())
-            }
-            _ => s.skip(),
-        })?;
-        if !saw_data {
-            return Err(JsonError::new("the response is not a list (no `data`)", 0));
-        }
-        s.end()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let summary = de.deserialize_map(Page { conv: self, ctx })?;
+        de.end()?;
         Ok(summary)
     }
+}
 
-    /// The `data` array of a list page.
-    fn push_data<'de>(
-        &mut self,
-        s: &mut Scanner<'de>,
-        ctx: RowContext<'_>,
-        summary: &mut PageSummary,
-    ) -> Result<(), JsonError> {
-        if !s.array()? {
-            return Ok(());
-        }
-        let mut rows = ObjectRows::default();
-        loop {
-            walk::object(&self.plan, &mut self.keys, s, &mut rows)?;
-            summary.objects += 1;
-            let id = rows.id(&self.plan).cloned().unwrap_or_default();
-            if rows.truncated {
-                summary.truncated.push(id.to_string());
-            } else {
-                self.append(&rows, ctx);
-            }
-            if !s.more_elements()? {
-                // Only the last object's id is kept (the next page's cursor).
-                summary.last = Some((id.into_owned(), rows.created(&self.plan)));
-                return Ok(());
-            }
-        }
+/// A list page: its `data` and `has_more`; everything else is skipped.
+struct Page<'c, 'x> {
+    conv: &'c mut Converter,
+    ctx: RowContext<'x>,
+}
+
+impl<'de> Visitor<'de> for Page<'_, '_> {
+    type Value = PageSummary;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list page")
     }
 
-    fn append(&mut self, rows: &ObjectRows<'_>, ctx: RowContext<'_>) {
-        let id: &str = rows.id(&self.plan).map_or("", |id| id.as_ref());
-        let mut mismatches = 0;
-        for (t, table) in self.tables.iter_mut().enumerate() {
-            match table.table.kind {
-                TableKind::Main => {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PageSummary, A::Error> {
+        let mut summary = PageSummary::default();
+        let mut saw_data = false;
+        while let Some(Text(key)) = map.next_key()? {
+            match key.as_ref() {
+                "data" => {
+                    saw_data = true;
+                    map.next_value_seed(Data {
+                        conv: &mut *self.conv,
+                        ctx: self.ctx,
+                        summary: &mut summary,
+                    })?;
+                }
+                "has_more" => summary.has_more = map.next_value::<&RawValue>()?.get() == "true",
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !saw_data {
+            return Err(de::Error::custom("the response is not a list (no `data`)"));
+        }
+        Ok(summary)
+    }
+}
+
+/// The `data` array of a list page: each object walked and appended as soon as it is read.
+struct Data<'c, 'x, 's> {
+    conv: &'c mut Converter,
+    ctx: RowContext<'x>,
+    summary: &'s mut PageSummary,
+}
+
+impl<'de> DeserializeSeed<'de> for Data<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Data<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Converter {
+            tables,
+            plan,
+            mismatches,
+            ..
+        } = self.conv;
+        let mut rows = ObjectRows::default();
+        let mut last = None;
+        while seq
+            .next_element_seed(ObjectSeed {
+                plan,
+                rows: &mut rows,
+            })?
+            .is_some()
+        {
+            self.summary.objects += 1;
+            *mismatches += append(tables, plan, &rows, self.ctx);
+            let id = rows.id(plan).cloned().unwrap_or_default();
+            if !rows.truncated.is_empty() {
+                self.summary.truncated.push(Truncated {
+                    id: id.to_string(),
+                    tables: rows.truncated.clone(),
+                });
+            }
+            last = Some((id, rows.created(plan)));
+        }
+        // Only the last object's id is kept (the next page's cursor).
+        self.summary.last = last.map(|(id, created)| (id.into_owned(), created));
+        Ok(())
+    }
+}
+
+/// One object of a page.
+struct ObjectSeed<'p, 'r, 'de> {
+    plan: &'p Plan,
+    rows: &'r mut ObjectRows<'de>,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        walk::object(self.plan, de, self.rows)
+    }
+}
+
+/// Appends the rows of one object to every table; returns the values that did not fit their column.
+/// The rows of nested lists that were cut off are left out (the whole list comes later).
+fn append(
+    tables: &mut [TableRows],
+    plan: &Plan,
+    rows: &ObjectRows<'_>,
+    ctx: RowContext<'_>,
+) -> u64 {
+    let id: &str = rows.id(plan).map_or("", |id| id.as_ref());
+    let mut mismatches = append_children(tables, plan, rows, id, ctx);
+    for (t, table) in tables.iter_mut().enumerate() {
+        match table.table.kind {
+            TableKind::Main => {
+                let row = table.rows;
+                let cols = plan.main_columns();
+                // Only the columns given a value: the others are padded with nulls later.
+                for &i in &rows.set {
+                    let fits = table.builders[i].cell(row, cols[i].kind, &rows.main[i]);
+                    mismatches += u64::from(!fits);
+                }
+                implicit(&mut table.builders[cols.len()..], ctx);
+                table.rows += 1;
+            }
+            TableKind::Metadata => {
+                for (_, key, value) in rows.metadata.iter().filter(|(mt, _, _)| *mt == t) {
                     let row = table.rows;
-                    let cols = self.plan.main_columns();
-                    // Only the columns given a value: the others are padded with nulls later.
-                    for &i in &rows.set {
-                        let fits = table.builders[i].cell(row, cols[i].kind, &rows.main[i]);
-                        mismatches += u64::from(!fits);
+                    table.builders[0].str(row, id);
+                    table.builders[1].str(row, key);
+                    if let Some(v) = value {
+                        table.builders[2].str(row, v);
                     }
-                    implicit(&mut table.builders[cols.len()..], ctx);
+                    implicit(&mut table.builders[3..], ctx);
                     table.rows += 1;
                 }
-                TableKind::Metadata => {
-                    for (_, key, value) in rows.metadata.iter().filter(|(mt, _, _)| *mt == t) {
-                        let row = table.rows;
-                        table.builders[0].str(row, id);
-                        table.builders[1].str(row, key);
-                        if let Some(v) = value {
-                            table.builders[2].str(row, v);
-                        }
-                        implicit(&mut table.builders[3..], ctx);
-                        table.rows += 1;
-                    }
-                }
-                TableKind::Child => {
-                    let cols = self.plan.columns_of(t);
-                    for (_, cells) in rows.children.iter().filter(|(ct, _)| *ct == t) {
-                        let row = table.rows;
-                        table.builders[0].str(row, id);
-                        for ((col, cell), b) in cols.iter().zip(cells).zip(&mut table.builders[1..])
-                        {
-                            mismatches += u64::from(!b.cell(row, col.kind, cell));
-                        }
-                        implicit(&mut table.builders[cols.len() + 1..], ctx);
-                        table.rows += 1;
-                    }
-                }
             }
+            TableKind::Child => {}
         }
-        self.mismatches += mismatches;
     }
+    mismatches
+}
+
+/// Appends the child rows in `rows` (those of lists that were not cut off) under parent `id`.
+fn append_children(
+    tables: &mut [TableRows],
+    plan: &Plan,
+    rows: &ObjectRows<'_>,
+    id: &str,
+    ctx: RowContext<'_>,
+) -> u64 {
+    let mut mismatches = 0;
+    for (t, cells) in &rows.children {
+        if rows.truncated.contains(t) {
+            continue;
+        }
+        let Some(table) = tables.get_mut(*t) else {
+            continue;
+        };
+        let cols = plan.columns_of(*t);
+        let row = table.rows;
+        table.builders[0].str(row, id);
+        for ((col, cell), b) in cols.iter().zip(cells).zip(&mut table.builders[1..]) {
+            mismatches += u64::from(!b.cell(row, col.kind, cell));
+        }
+        implicit(&mut table.builders[cols.len() + 1..], ctx);
+        table.rows += 1;
+    }
+    mismatches
 }
 
 /// `merchant_id`, `batch_timestamp` and `deleted`: set in every row, so never padded.
@@ -701,31 +849,40 @@ mod tests {
         }
     }
 
+    /// Any value as the converter writes it as text: strings as they are, anything else as JSON.
+    fn as_text(v: &Value) -> Option<String> {
+        match v {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
     /// What a column should hold for `v` (the value at its path), as JSON, by an independent route.
     fn expected(col: &crate::catalog::Column, v: &Value) -> Value {
+        let text = |t: Option<String>| t.map_or(Value::Null, Value::from);
         match (col.kind, v) {
             (_, Value::Null) => Value::Null,
             (ColumnType::Json, v) => v.clone(),
-            (ColumnType::String, Value::Object(o)) if col.reference => o["id"].clone(),
+            (ColumnType::String, Value::Object(o)) if col.reference => {
+                text(o.get("id").and_then(as_text))
+            }
             (ColumnType::String, Value::Array(items)) if col.join => Value::String(
                 items
                     .iter()
-                    .map(|i| match i {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
+                    .map(|i| as_text(i).unwrap_or_else(|| "null".into()))
                     .collect::<Vec<_>>()
                     .join(","),
             ),
-            (ColumnType::String, Value::String(s)) => Value::String(s.clone()),
-            (ColumnType::String, Value::Number(_) | Value::Bool(_)) => Value::String(v.to_string()),
+            (ColumnType::String, Value::Object(_) | Value::Array(_)) => Value::Null,
+            (ColumnType::String, v) => text(as_text(v)),
             (ColumnType::Int64, v) => v.as_i64().map_or(Value::Null, Value::from),
             (ColumnType::Float64, v) => v.as_f64().map_or(Value::Null, Value::from),
             (ColumnType::Bool, v) => v.as_bool().map_or(Value::Null, Value::from),
             (ColumnType::Timestamp, v) => v
                 .as_i64()
-                .map_or(Value::Null, |s| Value::from(s * 1_000_000)),
-            _ => Value::Null,
+                .and_then(|s| s.checked_mul(1_000_000))
+                .map_or(Value::Null, Value::from),
         }
     }
 
@@ -805,11 +962,50 @@ mod tests {
         ]});
         let mut c = Converter::new(ds);
         let summary = c.push_page(page.to_string().as_bytes(), ctx()).unwrap();
-        assert_eq!(summary.truncated, vec!["in_1".to_string()]);
+        let lines = ds
+            .tables
+            .iter()
+            .position(|t| t.name == "invoice_line_items")
+            .unwrap();
+        assert_eq!(
+            summary.truncated,
+            vec![Truncated {
+                id: "in_1".into(),
+                tables: vec![lines]
+            }]
+        );
         assert_eq!(summary.last, Some(("in_2".to_string(), Some(4))));
-        assert_eq!(c.tables[0].rows, 1);
+        // Both invoices are in; of the lines, only the complete list's.
+        assert_eq!(c.tables[0].rows, 2);
+        assert_eq!(c.tables[lines].rows, 1);
+        let items = [json!({"id": "il_1"}), json!({"id": "il_3"})];
+        c.push_items(lines, "in_1", &items, ctx());
+        let batch = c.tables[lines].take().unwrap().unwrap();
+        let parents = batch.column(0).as_string::<i32>();
+        let got: Vec<&str> = (0..batch.num_rows()).map(|r| parents.value(r)).collect();
+        assert_eq!(got, ["in_2", "in_1", "in_1"]);
         assert!(c.push_page(b"{\"error\": {}}", ctx()).is_err());
         assert!(c.push_page(b"{\"data\": [", ctx()).is_err());
+    }
+
+    /// Text that is not a list page is an error naming what is wrong, never a partial success.
+    #[test]
+    fn malformed_pages_are_errors() {
+        let ds = Catalog::get().dataset("customers").unwrap();
+        let cases: [(&[u8], &str); 5] = [
+            (b"{\"data\": [}", "expected value"),
+            (
+                b"{\"data\": [], \"x\": \"\xff\"}",
+                "invalid UTF-8 at byte 19",
+            ),
+            (b"{\"data\": []} x", "trailing characters"),
+            (b"[{\"id\": \"cus_1\"}]", "invalid type"),
+            (b"{\"object\": \"list\"}", "not a list (no `data`)"),
+        ];
+        for (page, why) in cases {
+            let e = Converter::new(ds).push_page(page, ctx()).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        }
     }
 
     /// Columns are filled only where an object has a value and padded with nulls in bulk: values must
@@ -865,5 +1061,243 @@ mod tests {
         let meta = take(&mut c, "customers_metadata");
         assert_eq!(meta.num_rows(), 2);
         assert_eq!(meta.schema().field(0).name(), "customer_id");
+    }
+
+    /// Arbitrary JSON: every kind of value, nested up to `depth`, strings with escapes and non-ASCII.
+    fn any(rng: &mut fastrand::Rng, depth: u32) -> Value {
+        const CHARS: &[char] = &[
+            'a', 'Z', '0', ' ', '"', '\\', '/', '\n', '\t', '\u{1}', 'é', '€', '😀', ',', '{',
+        ];
+        let string = |rng: &mut fastrand::Rng| -> String {
+            (0..rng.usize(0..8))
+                .map(|_| CHARS[rng.usize(..CHARS.len())])
+                .collect()
+        };
+        match rng.u8(0..if depth == 0 { 6 } else { 8 }) {
+            0 => Value::Null,
+            1 => Value::Bool(rng.bool()),
+            2 => Value::from(rng.i64(..) >> rng.u32(0..64)),
+            3 => Value::from(rng.u64(..)),
+            4 => Value::from((rng.f64() - 0.5) * 10f64.powi(rng.i32(-3..20))),
+            5 => Value::String(string(rng)),
+            6 => Value::Array((0..rng.usize(0..4)).map(|_| any(rng, depth - 1)).collect()),
+            _ => Value::Object(
+                (0..rng.usize(0..4))
+                    .map(|_| (string(rng), any(rng, depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A value for `col`: mostly one of its type (an expanded object for a reference, a list for a
+    /// joined column), sometimes anything at all.
+    fn value_for(rng: &mut fastrand::Rng, col: &crate::catalog::Column) -> Value {
+        if rng.u8(0..4) == 0 {
+            return any(rng, 2);
+        }
+        match col.kind {
+            ColumnType::String if col.reference && rng.bool() => {
+                json!({"id": any(rng, 0), "object": "thing", "x": any(rng, 1)})
+            }
+            ColumnType::String if col.join => {
+                Value::Array((0..rng.usize(0..4)).map(|_| any(rng, 0)).collect())
+            }
+            ColumnType::String => Value::String(format!("s{}", rng.u32(..))),
+            ColumnType::Int64 | ColumnType::Timestamp => Value::from(rng.i64(-1 << 40..1 << 40)),
+            ColumnType::Float64 => Value::from(rng.f64() * 1e4),
+            ColumnType::Bool => Value::Bool(rng.bool()),
+            ColumnType::Json => any(rng, 3),
+        }
+    }
+
+    /// Sets `value` at `path` in `obj`, making the objects on the way; a value already on the way
+    /// that is not an object stays (the expectation is read from the finished object anyway).
+    fn set_path(obj: &mut Value, path: &[String], value: Value) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let Value::Object(map) = obj else {
+            return;
+        };
+        if rest.is_empty() {
+            map.insert(first.clone(), value);
+        } else {
+            let next = map.entry(first.clone()).or_insert_with(|| json!({}));
+            set_path(next, rest, value);
+        }
+    }
+
+    /// An object of `ds` with random values at the catalog's paths, random metadata and child lists
+    /// (arrays, or list objects that are complete or cut off), and unknown fields.
+    fn random_object(rng: &mut fastrand::Rng, ds: &Dataset, n: usize) -> Value {
+        let mut obj = json!({});
+        for _ in 0..rng.usize(0..3) {
+            let key = format!("zz_{}", rng.u8(..));
+            set_path(&mut obj, &[key], any(rng, 3));
+        }
+        for table in &ds.tables {
+            match table.kind {
+                TableKind::Main => {
+                    for col in &table.columns {
+                        if rng.u8(0..4) > 0 {
+                            set_path(&mut obj, &col.path, value_for(rng, col));
+                        }
+                    }
+                }
+                TableKind::Metadata => {
+                    let map: serde_json::Map<String, Value> = (0..rng.usize(0..4))
+                        .map(|i| {
+                            let v = if rng.bool() {
+                                Value::String(format!("v{i}"))
+                            } else {
+                                any(rng, 1)
+                            };
+                            (format!("k{i}"), v)
+                        })
+                        .collect();
+                    set_path(&mut obj, &table.source, Value::Object(map));
+                }
+                TableKind::Child => {
+                    let items: Vec<Value> = (0..rng.usize(0..3))
+                        .map(|_| {
+                            let mut item = json!({"zz": any(rng, 2)});
+                            for col in &table.columns {
+                                if rng.u8(0..4) > 0 {
+                                    set_path(&mut item, &col.path, value_for(rng, col));
+                                }
+                            }
+                            item
+                        })
+                        .collect();
+                    let list = match rng.u8(0..5) {
+                        0 => json!({"object": "list", "data": items, "has_more": true}),
+                        1 | 2 => json!({"object": "list", "has_more": false, "data": items}),
+                        _ => Value::Array(items),
+                    };
+                    set_path(&mut obj, &table.source, list);
+                }
+            }
+        }
+        // Set last, so no other column's path overwrites it: the parent of every child row.
+        set_path(
+            &mut obj,
+            &["id".to_string()],
+            Value::String(format!("obj_{n}")),
+        );
+        obj
+    }
+
+    fn lookup<'v>(obj: &'v Value, path: &[String]) -> &'v Value {
+        path.iter()
+            .try_fold(obj, |v, k| v.get(k.as_str()))
+            .unwrap_or(&Value::Null)
+    }
+
+    /// The converter against `serde_json::Value` lookups, on random objects of every dataset,
+    /// compact and pretty-printed: every column of every row of every table.
+    #[test]
+    fn random_objects_convert_like_value_lookups() {
+        let mut checked = 0;
+        for seed in 0..24u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            for ds in &Catalog::get().datasets {
+                let objects: Vec<Value> = (0..rng.usize(1..6))
+                    .map(|n| random_object(&mut rng, ds, n))
+                    .collect();
+                let page = json!({"has_more": false, "data": objects});
+                let text = if rng.bool() {
+                    serde_json::to_vec_pretty(&page)
+                } else {
+                    serde_json::to_vec(&page)
+                }
+                .unwrap();
+                let mut c = Converter::new(ds);
+                let summary = c.push_page(&text, ctx()).unwrap();
+                assert_eq!(summary.objects, objects.len());
+                for (t, table) in ds.tables.iter().enumerate() {
+                    // The rows this table should have: (parent, the value each column reads from).
+                    let mut want: Vec<(Option<&str>, Vec<Value>)> = Vec::new();
+                    for obj in &objects {
+                        let id = obj["id"].as_str();
+                        match table.kind {
+                            TableKind::Main => want.push((
+                                None,
+                                table
+                                    .columns
+                                    .iter()
+                                    .map(|c| expected(c, lookup(obj, &c.path)))
+                                    .collect(),
+                            )),
+                            TableKind::Metadata => {
+                                if let Some(map) = lookup(obj, &table.source).as_object() {
+                                    for (k, v) in map {
+                                        want.push((
+                                            id,
+                                            vec![
+                                                Value::from(k.as_str()),
+                                                as_text(v).map_or(Value::Null, Value::from),
+                                            ],
+                                        ));
+                                    }
+                                }
+                            }
+                            TableKind::Child => {
+                                let list = lookup(obj, &table.source);
+                                if list["has_more"] == Value::Bool(true) {
+                                    assert!(summary
+                                        .truncated
+                                        .iter()
+                                        .any(|tr| Some(tr.id.as_str()) == id
+                                            && tr.tables.contains(&t)));
+                                    continue;
+                                }
+                                let items = list.get("data").unwrap_or(list);
+                                for item in items.as_array().into_iter().flatten() {
+                                    want.push((
+                                        id,
+                                        table
+                                            .columns
+                                            .iter()
+                                            .map(|c| expected(c, lookup(item, &c.path)))
+                                            .collect(),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    let batch = c.tables[t].take().unwrap();
+                    let rows = batch.as_ref().map_or(0, |b| b.num_rows());
+                    assert_eq!(rows, want.len(), "seed {seed}: rows of {}", table.name);
+                    let Some(batch) = batch else { continue };
+                    let offset = usize::from(table.kind != TableKind::Main);
+                    for (row, (parent, values)) in want.iter().enumerate() {
+                        if let Some(parent) = parent {
+                            assert_eq!(batch.column(0).as_string::<i32>().value(row), *parent);
+                        }
+                        let cells: Vec<Value> = match table.kind {
+                            TableKind::Metadata => (1..3)
+                                .map(|i| {
+                                    let a = batch.column(i).as_string::<i32>();
+                                    if a.is_null(row) {
+                                        Value::Null
+                                    } else {
+                                        Value::from(a.value(row))
+                                    }
+                                })
+                                .collect(),
+                            _ => table
+                                .columns
+                                .iter()
+                                .enumerate()
+                                .map(|(i, c)| actual(c, batch.column(i + offset), row))
+                                .collect(),
+                        };
+                        assert_eq!(&cells, values, "seed {seed}: {} row {row}", table.name);
+                        checked += values.len();
+                    }
+                }
+            }
+        }
+        assert!(checked > 20_000, "{checked} values checked");
     }
 }

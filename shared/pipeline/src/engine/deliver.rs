@@ -148,9 +148,8 @@ pub(crate) async fn write_and_load(
         // warehouse keeps the last version's columns and only sets the flag.
         let mut marks = Converter::new(dataset);
         for id in &tombstones.ids {
-            let stub = serde_json::json!({"id": id, "object": dataset.object});
-            marks.push(
-                &stub,
+            marks.push_deleted(
+                id,
                 RowContext {
                     merchant_id: &r.merchant_id,
                     batch_timestamp: tombstones.timestamp,

@@ -10,11 +10,11 @@ use super::plan::{flush_bytes, ListKind, FLUSH_ROWS, MAX_SEGMENTS, MAX_SEGMENTS_
 use super::resolve::Resolved;
 use crate::backfill::{self, HISTORY_START, PAGE_LIMIT};
 use crate::catalog::Dataset;
-use crate::convert::{Converter, RowContext};
+use crate::convert::{Converter, RowContext, Truncated};
 use crate::failpoint;
 use crate::slots::Slots;
 use crate::state::{Backfill, DatasetState, Segment, StateError};
-use crate::stripe::{Response, StripeError};
+use crate::stripe::StripeError;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -255,16 +255,8 @@ async fn run_segment(
         })?;
         if !summary.truncated.is_empty() {
             // The completed objects count towards the buffer too: their lines can be most of it.
-            pending_bytes += complete_truncated(
-                cx,
-                r,
-                dataset,
-                &resp,
-                &summary.truncated,
-                &mut converter,
-                ctx,
-            )
-            .await?;
+            pending_bytes +=
+                complete_truncated(cx, r, dataset, &summary.truncated, &mut converter, ctx).await?;
         }
         pending_bytes += resp.body.len();
         let n = summary.objects as u64;
@@ -363,46 +355,31 @@ async fn split_off(
     Ok(Some(new))
 }
 
-/// Converts the objects of a page whose nested lists were cut off (`has_more`), after paging those
-/// lists to their end. Returns the JSON bytes of the completed objects.
+/// Pages the nested lists a page cut off (`has_more`) to their end and adds their items as rows of
+/// their child tables; the rest of those objects was converted with the page. Returns the JSON bytes
+/// of the items.
 async fn complete_truncated(
     cx: &Arc<Context>,
     r: &Resolved,
     dataset: &'static Dataset,
-    resp: &Response,
-    ids: &[String],
+    truncated: &[Truncated],
     converter: &mut Converter,
     ctx: RowContext<'_>,
 ) -> Result<usize, SyncError> {
-    let mut page: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
-        r.error(StripeError::Decode {
-            message: format!("{}: {e}", dataset.list_path),
-            request_id: resp.request_id.clone(),
-        })
-    })?;
-    // Only the cut-off objects are kept (moved out, not copied): the parsed page is several times
-    // its text, and every segment of a dataset with long nested lists may be here at once.
-    let objects = match page.get_mut("data") {
-        Some(serde_json::Value::Array(data)) => std::mem::take(data),
-        _ => Vec::new(),
-    };
-    drop(page);
-    // Page the cut-off lists of all these objects at once: each is a chain of requests, and at
-    // Stripe's latency one after another would stall the segment.
+    // Page all these lists at once: each is a chain of requests, and at Stripe's latency one after
+    // another would stall the segment.
     let mut tasks = tokio::task::JoinSet::new();
-    for (n, mut obj) in objects
-        .into_iter()
-        .filter(|o| {
-            o["id"]
-                .as_str()
-                .is_some_and(|id| ids.iter().any(|t| t == id))
-        })
-        .enumerate()
-    {
+    let lists = truncated
+        .iter()
+        .flat_map(|t| t.tables.iter().map(move |&table| (t.id.clone(), table)));
+    for (n, (id, table)) in lists.enumerate() {
+        let Some(template) = dataset.tables[table].nested_list_path.clone() else {
+            continue;
+        };
         let (client, caller) = (cx.client.clone(), r.caller.clone());
         tasks.spawn(async move {
-            let done = backfill::complete_nested(&client, &caller, dataset, &mut obj).await;
-            done.map(|()| (n, obj))
+            let items = backfill::nested_items(&client, &caller, &template, &id).await;
+            items.map(|items| (n, id, table, items))
         });
     }
     let mut completed = Vec::new();
@@ -411,9 +388,9 @@ async fn complete_truncated(
         completed.push(done.map_err(|e| r.error(e))?);
     }
     // Keep the page's order, so the batch is the same whatever finished first.
-    completed.sort_by_key(|(n, _)| *n);
+    completed.sort_by_key(|(n, ..)| *n);
     Ok(completed
-        .into_iter()
-        .map(|(_, obj)| converter.push(&obj, ctx))
+        .iter()
+        .map(|(_, id, table, items)| converter.push_items(*table, id, items, ctx))
         .sum())
 }
