@@ -4,7 +4,7 @@
 mod common;
 
 use common::{create_table, unique, Moto};
-use stripe_pipeline::state::{DatasetState, DynamoState, LocalState};
+use stripe_pipeline::state::{DatasetState, DynamoState, LocalState, StateStore};
 use stripe_pipeline_testkit::conformance::state::state_store;
 
 #[tokio::test]
@@ -29,7 +29,7 @@ async fn the_dynamodb_store_conforms() {
     assert!(store.mark_once("slice#x@1", i64::MAX / 2).await.unwrap());
 
     // A missing table is an error naming the table, not a panic or a silent default.
-    let missing = DynamoState::new(&sdk, "no-such-table");
+    let missing = StateStore::from(DynamoState::new(&sdk, "no-such-table"));
     let e = missing
         .get::<DatasetState>("k")
         .await

@@ -6,13 +6,12 @@
 //! expired or already ours. Items that only matter for a while (leases, slice marks) carry
 //! `expires_at`, the table's TTL attribute, so DynamoDB removes them eventually.
 
-use super::{Lease, StateError, Versioned};
+use super::{Lease, StateBackend, StateError, Versioned};
 use crate::clock::Clock;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -106,40 +105,31 @@ impl DynamoState {
         Ok(out.item)
     }
 
-    /// The state of `key` (version 0 and the default value when there is none yet).
-    pub async fn get<T: DeserializeOwned + Default>(
-        &self,
-        key: &str,
-    ) -> Result<Versioned<T>, StateError> {
+    /// Where `key`'s item is, for messages.
+    fn item_location(&self, key: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{key}", self.table))
+    }
+
+    /// The document under `key`, if there is one.
+    async fn read_doc(&self, key: &str) -> Result<Option<Versioned<Value>>, StateError> {
         let Some(item) = self.item(key).await? else {
-            return Ok(Versioned {
-                version: 0,
-                value: T::default(),
-            });
+            return Ok(None);
         };
         let corrupt = |message: String| StateError::Corrupt {
-            path: PathBuf::from(format!("{}/{key}", self.table)),
+            path: self.item_location(key),
             message,
         };
         let version = number(&item, "version").ok_or_else(|| corrupt("no version".into()))?;
         let value = text(&item, "value").ok_or_else(|| corrupt("no value".into()))?;
-        Ok(Versioned {
+        Ok(Some(Versioned {
             version: version as u64,
             value: serde_json::from_str(value).map_err(|e| corrupt(e.to_string()))?,
-        })
+        }))
     }
 
     /// Writes `value` if the stored version is still `expected`; returns the new version.
-    pub async fn put<T: Serialize + DeserializeOwned + Default>(
-        &self,
-        key: &str,
-        expected: u64,
-        value: &T,
-    ) -> Result<u64, StateError> {
-        let body = serde_json::to_string(value).map_err(|e| StateError::Store {
-            table: self.table.clone(),
-            message: format!("cannot encode the state of {key}: {e}"),
-        })?;
+    async fn write_doc(&self, key: &str, expected: u64, value: &Value) -> Result<u64, StateError> {
+        let body = value.to_string();
         let next = expected + 1;
         let mut put = self
             .client
@@ -177,12 +167,7 @@ impl DynamoState {
     }
 
     /// Takes the lease on `key` for `ttl_secs`, unless another owner holds an unexpired one.
-    pub async fn acquire(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl_secs: i64,
-    ) -> Result<Lease, StateError> {
+    async fn take_lease(&self, key: &str, owner: &str, ttl_secs: i64) -> Result<Lease, StateError> {
         let now = now_secs();
         let until = now + ttl_secs;
         let result = self
@@ -230,7 +215,7 @@ impl DynamoState {
     }
 
     /// Gives a lease back (a lease that is not ours any more is left alone).
-    pub async fn release(&self, lease: &Lease) {
+    async fn give_back(&self, lease: &Lease) {
         let result = self
             .client
             .delete_item()
@@ -288,5 +273,28 @@ impl DynamoState {
             .await
             .map_err(|e| self.error(&format!("removing {key}"), e))?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl StateBackend for DynamoState {
+    async fn read(&self, key: &str) -> Result<Option<Versioned<Value>>, StateError> {
+        self.read_doc(key).await
+    }
+
+    async fn write(&self, key: &str, expected: u64, value: &Value) -> Result<u64, StateError> {
+        self.write_doc(key, expected, value).await
+    }
+
+    async fn acquire(&self, key: &str, owner: &str, ttl_secs: i64) -> Result<Lease, StateError> {
+        self.take_lease(key, owner, ttl_secs).await
+    }
+
+    async fn release(&self, lease: &Lease) {
+        self.give_back(lease).await
+    }
+
+    fn location(&self, key: &str) -> PathBuf {
+        self.item_location(key)
     }
 }

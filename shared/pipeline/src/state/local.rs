@@ -4,10 +4,10 @@
 //! either the old or the new version, never a torn file. Every write is conditional on the version read
 //! (compare-and-swap), so a stale writer is refused instead of overwriting newer progress.
 
-use super::{Lease, StateError, Versioned};
+use super::{typed, Lease, StateBackend, StateError, Versioned};
 use crate::clock::Clock;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -36,33 +36,33 @@ impl LocalState {
         self.dir.join(format!("{}.{ext}", key.replace('/', "__")))
     }
 
-    /// The state of `key` (version 0 and the default value when there is none yet).
-    pub fn get<T: DeserializeOwned + Default>(
-        &self,
-        key: &str,
-    ) -> Result<Versioned<T>, StateError> {
+    /// The document under `key`, if there is one.
+    fn read(&self, key: &str) -> Result<Option<Versioned<Value>>, StateError> {
         let path = self.file(key, "json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                path,
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Versioned {
-                version: 0,
-                value: T::default(),
-            }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        path,
+                        message: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StateError::Io { path, source }),
         }
     }
 
-    /// Writes `value` if the stored version is still `expected`; returns the new version.
-    pub fn put<T: Serialize + DeserializeOwned + Default>(
+    /// The state of `key` as `T`, read without a runtime (local mode's `status` reads it so).
+    pub fn get<T: DeserializeOwned + Default>(
         &self,
         key: &str,
-        expected: u64,
-        value: &T,
-    ) -> Result<u64, StateError> {
-        let current = self.get::<T>(key)?.version;
+    ) -> Result<Versioned<T>, StateError> {
+        typed(self.read(key)?, || self.file(key, "json"))
+    }
+
+    fn write(&self, key: &str, expected: u64, value: &Value) -> Result<u64, StateError> {
+        let current = self.read(key)?.map_or(0, |d| d.version);
         if current != expected {
             return Err(StateError::Conflict {
                 key: key.to_string(),
@@ -97,8 +97,7 @@ impl LocalState {
         Ok(keys)
     }
 
-    /// Takes the lease on `key` for `ttl_secs`, unless another owner holds an unexpired one.
-    pub fn acquire(&self, key: &str, owner: &str, ttl_secs: i64) -> Result<Lease, StateError> {
+    fn acquire(&self, key: &str, owner: &str, ttl_secs: i64) -> Result<Lease, StateError> {
         let path = self.file(key, "lease");
         let io = |source| StateError::Io {
             path: path.clone(),
@@ -150,14 +149,37 @@ impl LocalState {
         })
     }
 
-    /// Gives a lease back (a lease that is not ours any more is left alone).
-    pub fn release(&self, lease: &Lease) {
+    fn release(&self, lease: &Lease) {
         let path = self.file(&lease.key, "lease");
         if std::fs::read_to_string(&path)
             .is_ok_and(|t| t.lines().next() == Some(lease.owner.as_str()))
         {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// The files are small and local: read and written in place, not on a blocking thread.
+#[async_trait::async_trait]
+impl StateBackend for LocalState {
+    async fn read(&self, key: &str) -> Result<Option<Versioned<Value>>, StateError> {
+        LocalState::read(self, key)
+    }
+
+    async fn write(&self, key: &str, expected: u64, value: &Value) -> Result<u64, StateError> {
+        LocalState::write(self, key, expected, value)
+    }
+
+    async fn acquire(&self, key: &str, owner: &str, ttl_secs: i64) -> Result<Lease, StateError> {
+        LocalState::acquire(self, key, owner, ttl_secs)
+    }
+
+    async fn release(&self, lease: &Lease) {
+        LocalState::release(self, lease)
+    }
+
+    fn location(&self, key: &str) -> PathBuf {
+        self.file(key, "json")
     }
 }
 
@@ -218,9 +240,10 @@ mod tests {
         assert_eq!(v.version, 0);
         let mut st = v.value.clone();
         st.rows = 5;
-        assert_eq!(s.put("acct/live/charges", 0, &st).unwrap(), 1);
+        let st = serde_json::to_value(&st).unwrap();
+        assert_eq!(s.write("acct/live/charges", 0, &st).unwrap(), 1);
         assert!(matches!(
-            s.put("acct/live/charges", 0, &st),
+            s.write("acct/live/charges", 0, &st),
             Err(StateError::Conflict { .. })
         ));
         assert_eq!(

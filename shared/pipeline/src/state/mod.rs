@@ -2,10 +2,12 @@
 //! data last landed, and the last error; the change feed's cursor; and leases so two runs never work on
 //! the same thing at once.
 //!
-//! Two stores behave the same (one conformance suite, `tests/state_conformance.rs`): a directory of
-//! JSON files for local mode ([`LocalState`]) and a DynamoDB table for the Lambda functions
-//! ([`DynamoState`], feature `aws`). Every write names the version it read (compare-and-swap): a stale
-//! writer is refused instead of overwriting newer progress.
+//! The engine owns the port, [`StateBackend`]: versioned JSON documents under keys, and leases. Two
+//! adapters implement it and pass one conformance suite (`stripe_pipeline_testkit::conformance::state`):
+//! a directory of JSON files for local mode ([`LocalState`]) and a DynamoDB table for the Lambda
+//! functions ([`DynamoState`], feature `aws`). [`StateStore`] puts typed values on either. Every write
+//! names the version it read (compare-and-swap): a stale writer is refused instead of overwriting newer
+//! progress.
 
 #[cfg(feature = "aws")]
 mod dynamo;
@@ -17,7 +19,10 @@ pub use local::LocalState;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// One `created` window `[from, to)` of a backfill and how far it was paged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,52 +123,77 @@ pub struct Lease {
     pub owner: String,
 }
 
-/// The state store the engine runs on.
+/// A state store adapter: versioned JSON documents under keys, written by compare-and-swap, and
+/// leases. Adapters keep documents as they are given; typing them is [`StateStore`]'s work.
+#[async_trait::async_trait]
+pub trait StateBackend: Send + Sync + fmt::Debug {
+    /// The document under `key` with its version; `None` when there is none yet.
+    async fn read(&self, key: &str) -> Result<Option<Versioned<Value>>, StateError>;
+
+    /// Writes `value` if the stored version is still `expected` (0: none yet); returns the new
+    /// version. A stale `expected` is [`StateError::Conflict`].
+    async fn write(&self, key: &str, expected: u64, value: &Value) -> Result<u64, StateError>;
+
+    /// Takes the lease on `key` for `ttl_secs`, unless another owner holds an unexpired one.
+    async fn acquire(&self, key: &str, owner: &str, ttl_secs: i64) -> Result<Lease, StateError>;
+
+    /// Gives a lease back (a lease that is not ours any more is left alone).
+    async fn release(&self, lease: &Lease);
+
+    /// Where `key` is kept (a file, a table's item), for messages that tell the user where to look.
+    fn location(&self, key: &str) -> PathBuf;
+}
+
+/// A document as `T`: the default at version 0 when there is none yet; a document that is not a `T`
+/// is [`StateError::Corrupt`] at `location`.
+pub fn typed<T: DeserializeOwned + Default>(
+    doc: Option<Versioned<Value>>,
+    location: impl FnOnce() -> PathBuf,
+) -> Result<Versioned<T>, StateError> {
+    let Some(Versioned { version, value }) = doc else {
+        return Ok(Versioned {
+            version: 0,
+            value: T::default(),
+        });
+    };
+    match serde_json::from_value(value) {
+        Ok(value) => Ok(Versioned { version, value }),
+        Err(e) => Err(StateError::Corrupt {
+            path: location(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// The state store the engine runs on: typed values over any [`StateBackend`].
 #[derive(Debug, Clone)]
-pub enum StateStore {
-    Local(LocalState),
-    #[cfg(feature = "aws")]
-    Dynamo(DynamoState),
-}
-
-impl From<LocalState> for StateStore {
-    fn from(s: LocalState) -> Self {
-        StateStore::Local(s)
-    }
-}
-
-#[cfg(feature = "aws")]
-impl From<DynamoState> for StateStore {
-    fn from(s: DynamoState) -> Self {
-        StateStore::Dynamo(s)
-    }
-}
+pub struct StateStore(Arc<dyn StateBackend>);
 
 impl StateStore {
+    pub fn new(backend: impl StateBackend + 'static) -> StateStore {
+        StateStore(Arc::new(backend))
+    }
+
     /// The state of `key` (version 0 and the default value when there is none yet).
     pub async fn get<T: DeserializeOwned + Default>(
         &self,
         key: &str,
     ) -> Result<Versioned<T>, StateError> {
-        match self {
-            StateStore::Local(s) => s.get(key),
-            #[cfg(feature = "aws")]
-            StateStore::Dynamo(s) => s.get(key).await,
-        }
+        typed(self.0.read(key).await?, || self.0.location(key))
     }
 
     /// Writes `value` if the stored version is still `expected`; returns the new version.
-    pub async fn put<T: Serialize + DeserializeOwned + Default>(
+    pub async fn put<T: Serialize>(
         &self,
         key: &str,
         expected: u64,
         value: &T,
     ) -> Result<u64, StateError> {
-        match self {
-            StateStore::Local(s) => s.put(key, expected, value),
-            #[cfg(feature = "aws")]
-            StateStore::Dynamo(s) => s.put(key, expected, value).await,
-        }
+        let doc = serde_json::to_value(value).map_err(|e| StateError::Corrupt {
+            path: self.0.location(key),
+            message: format!("the new state cannot be written as JSON: {e}"),
+        })?;
+        self.0.write(key, expected, &doc).await
     }
 
     /// Takes the lease on `key` for `ttl_secs`, unless another owner holds an unexpired one.
@@ -173,19 +203,24 @@ impl StateStore {
         owner: &str,
         ttl_secs: i64,
     ) -> Result<Lease, StateError> {
-        match self {
-            StateStore::Local(s) => s.acquire(key, owner, ttl_secs),
-            #[cfg(feature = "aws")]
-            StateStore::Dynamo(s) => s.acquire(key, owner, ttl_secs).await,
-        }
+        self.0.acquire(key, owner, ttl_secs).await
     }
 
     /// Gives a lease back (a lease that is not ours any more is left alone).
     pub async fn release(&self, lease: &Lease) {
-        match self {
-            StateStore::Local(s) => s.release(lease),
-            #[cfg(feature = "aws")]
-            StateStore::Dynamo(s) => s.release(lease).await,
-        }
+        self.0.release(lease).await
+    }
+}
+
+impl From<LocalState> for StateStore {
+    fn from(s: LocalState) -> Self {
+        StateStore::new(s)
+    }
+}
+
+#[cfg(feature = "aws")]
+impl From<DynamoState> for StateStore {
+    fn from(s: DynamoState) -> Self {
+        StateStore::new(s)
     }
 }
