@@ -419,6 +419,19 @@ macro_rules! ignore_scalars {
     };
 }
 
+/// A seed that is its own visitor, for any kind of value.
+macro_rules! seed_is_visitor {
+    ($seed:ident) => {
+        impl<'de> DeserializeSeed<'de> for $seed<'_, '_, 'de> {
+            type Value = ();
+
+            fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+                de.deserialize_any(self)
+            }
+        }
+    };
+}
+
 /// One object level: each field the node knows feeds its uses; the rest are skipped.
 struct Level<'p, 'r, 'de> {
     walk: Walk<'p, 'r, 'de>,
@@ -426,13 +439,7 @@ struct Level<'p, 'r, 'de> {
     target: Target,
 }
 
-impl<'de> DeserializeSeed<'de> for Level<'_, '_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_any(self)
-    }
-}
+seed_is_visitor!(Level);
 
 impl<'de> Visitor<'de> for Level<'_, '_, 'de> {
     type Value = ();
@@ -519,13 +526,7 @@ struct Children<'p, 'r, 'de> {
     table: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for Children<'_, '_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_any(self)
-    }
-}
+seed_is_visitor!(Children);
 
 impl<'de> Visitor<'de> for Children<'_, '_, 'de> {
     type Value = ();
