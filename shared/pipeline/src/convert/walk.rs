@@ -104,6 +104,9 @@ pub struct Plan {
     object_col: Option<usize>,
     main_columns: Vec<Column>,
     child_columns: Vec<Vec<Column>>,
+    /// Per table: a cut-off list of it can be paged to its end (the table has a `nested_list_path`).
+    /// Other cut-off lists are converted as far as they go.
+    completable: Vec<bool>,
 }
 
 impl Plan {
@@ -112,6 +115,7 @@ impl Plan {
         let mut items = Vec::new();
         let mut main_columns = Vec::new();
         let mut child_columns = Vec::new();
+        let mut completable = Vec::new();
         for (t, table) in tables.iter().enumerate() {
             match table.kind {
                 TableKind::Main => {
@@ -131,6 +135,7 @@ impl Plan {
                 }
             }
             child_columns.push(table.columns.clone());
+            completable.push(table.nested_list_path.is_some());
         }
         let find = |path: &str| {
             main_columns
@@ -147,6 +152,7 @@ impl Plan {
             items,
             main_columns,
             child_columns,
+            completable,
         }
     }
 
@@ -560,7 +566,11 @@ impl<'de> Visitor<'de> for Children<'_, '_, 'de> {
                 })?,
                 "has_more" => {
                     let more: &RawValue = map.next_value()?;
-                    if more.get() == "true" && !self.walk.rows.truncated.contains(&self.table) {
+                    let completable = self.walk.plan.completable.get(self.table) == Some(&true);
+                    if more.get() == "true"
+                        && completable
+                        && !self.walk.rows.truncated.contains(&self.table)
+                    {
                         self.walk.rows.truncated.push(self.table);
                     }
                 }

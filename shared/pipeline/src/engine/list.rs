@@ -254,7 +254,7 @@ async fn run_segment(
             })
         })?;
         if !summary.truncated.is_empty() {
-            // The completed objects count towards the buffer too: their lines can be most of it.
+            // The completed lists count towards the buffer too: their lines can be most of it.
             pending_bytes +=
                 complete_truncated(cx, r, dataset, &summary.truncated, &mut converter, ctx).await?;
         }
