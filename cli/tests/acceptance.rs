@@ -20,7 +20,7 @@ async fn full_sync_equals_ground_truth_and_a_second_sync_changes_nothing() {
     let report = run(&cfg).await;
     assert!(report.failures().is_empty(), "{:?}", report.failures());
     let all: Vec<&Dataset> = Catalog::get().datasets.iter().collect();
-    assert_all_equal(out.path(), &sim, &all);
+    assert_all_equal(out.path(), &sim, &all).await;
     // Merchant ids and schemas: live rows in `stripe`, test rows in `stripe_testmode`.
     let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
     let live = db
@@ -40,7 +40,7 @@ async fn full_sync_equals_ground_truth_and_a_second_sync_changes_nothing() {
     drop(db);
     let second = run(&cfg).await;
     assert!(second.failures().is_empty());
-    assert_all_equal(out.path(), &sim, &all);
+    assert_all_equal(out.path(), &sim, &all).await;
     let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
     assert_eq!(count(&db), before);
     // The lake: Parquet per table and merchant, and a manifest per run and mode.
@@ -115,7 +115,7 @@ async fn faults_and_rate_limits_do_not_lose_or_duplicate_rows() {
         .iter()
         .map(|d| Catalog::get().dataset(d).unwrap())
         .collect();
-    assert_all_equal(out.path(), &sim, &ds);
+    assert_all_equal(out.path(), &sim, &ds).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,14 +151,15 @@ async fn a_restricted_key_without_one_permission_fails_that_dataset_only() {
         "{}",
         failures[0].2
     );
-    let mut db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
+    let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
     assert_equal(
-        &mut db,
+        &db,
         &sim,
         &merchant,
         false,
         Catalog::get().dataset("charges").unwrap(),
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,13 +222,12 @@ async fn a_full_sync_into_postgres_equals_ground_truth_and_a_second_changes_noth
     for _ in 0..2 {
         let report = run(&cfg).await;
         assert!(report.failures().is_empty(), "{:?}", report.failures());
-        let mut db = stripe_pipeline::local::open_warehouse(&cfg).await.unwrap();
-        // The warehouse blocks on the runtime it was opened in: check it from a blocking section.
-        let n = tokio::task::block_in_place(|| {
-            assert_warehouse_equal(db.as_mut(), &sim, &scopes, &all);
-            db.query_strings("SELECT CAST(COUNT(*) AS VARCHAR) FROM stripe.charges")
-                .unwrap()
-        });
+        let db = stripe_pipeline::local::open_warehouse(&cfg).await.unwrap();
+        assert_warehouse_equal(db.as_ref(), &sim, &scopes, &all).await;
+        let n = db
+            .query_strings("SELECT CAST(COUNT(*) AS VARCHAR) FROM stripe.charges")
+            .await
+            .unwrap();
         rows.push(n);
     }
     assert_eq!(rows[0], rows[1], "a second sync adds no rows");

@@ -147,7 +147,7 @@ async fn killed_at_any_point_a_rerun_converges_without_duplicates() {
         tokio::task::spawn_blocking(move || sync_to_the_end(&config2))
             .await
             .unwrap();
-        assert_scopes_equal(out.path(), &sim, &scopes, &all);
+        assert_scopes_equal(out.path(), &sim, &scopes, &all).await;
     }
     let distinct: std::collections::BTreeSet<&String> = kills.iter().collect();
     assert!(distinct.len() >= 10, "{kills:?}");
@@ -194,5 +194,6 @@ async fn a_panicked_list_fails_the_run_and_the_rerun_converges() {
         &sim,
         &[(merchant.clone(), true), (merchant, false)],
         &all,
-    );
+    )
+    .await;
 }

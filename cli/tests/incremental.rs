@@ -58,7 +58,7 @@ async fn rounds_of_random_changes_converge_to_the_ground_truth() {
     let out = tempfile::tempdir().unwrap();
     let cfg = incremental_config(&sim, out.path());
     assert_ok(&run(&cfg).await);
-    assert_all_equal(out.path(), &sim, &all());
+    assert_all_equal(out.path(), &sim, &all()).await;
     let before = sim.sim().now();
     for round in 0..5 {
         for (merchant, livemode) in scopes(&sim) {
@@ -68,7 +68,7 @@ async fn rounds_of_random_changes_converge_to_the_ground_truth() {
         let report = run(&cfg).await;
         assert_ok(&report);
         assert!(changes(&report) > 0, "round {round}: the feed saw changes");
-        assert_all_equal(out.path(), &sim, &all());
+        assert_all_equal(out.path(), &sim, &all()).await;
     }
     // The rounds exercised what the feed must get right: invoices whose lines an event cuts at 10,
     // canceled subscriptions, deleted customers, products and coupons.
@@ -124,7 +124,7 @@ async fn late_and_duplicated_events_still_converge() {
     let report = run(&cfg).await;
     assert_ok(&report);
     assert!(duplicates > 0, "duplicated events were seen and dropped");
-    assert_all_equal(out.path(), &sim, &all());
+    assert_all_equal(out.path(), &sim, &all()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +153,7 @@ async fn a_cursor_past_the_event_retention_is_detected_and_rebackfilled() {
         );
     }
     // Deleted customers, products and coupons had no event to read any more: the re-list marked them.
-    assert_all_equal(out.path(), &sim, &all());
+    assert_all_equal(out.path(), &sim, &all()).await;
     // Back to normal: the next run reads events again.
     sim.sim().advance(PAST_LAG);
     let next = run(&cfg).await;

@@ -103,7 +103,7 @@ impl Services {
                     ),
                     None => Box::new(LakeOnly),
                 };
-                Ok(Arc::new(std::sync::Mutex::new(wh)))
+                Ok(Arc::from(wh))
             })
             .await
             .cloned()

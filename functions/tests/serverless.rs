@@ -72,7 +72,7 @@ async fn check_lake(d: &Deployment, sim: &stripe_sim::RunningSim) {
     let dir = tempfile::tempdir().unwrap();
     let files = replay_lake(d, dir.path()).await;
     assert!(files > 0, "no Parquet objects in s3://{}", d.bucket);
-    assert_scopes_equal(dir.path(), sim, &scopes(sim), &all());
+    assert_scopes_equal(dir.path(), sim, &scopes(sim), &all()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,14 +202,15 @@ async fn two_workers_given_the_same_slice_run_it_once() {
     let truth = sim.sim().truth(merchant, true, "charges").unwrap();
     let rows = parquet_rows(dir.path(), "charges");
     assert_eq!(rows, truth.len(), "charge rows in the lake");
-    let mut db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
     assert_equal(
-        &mut db,
+        &db,
         &sim,
         merchant,
         true,
         Catalog::get().dataset("charges").unwrap(),
-    );
+    )
+    .await;
 }
 
 /// Rows in the lake's Parquet files of a table (all accounts), counted by DuckDB.
@@ -273,14 +274,15 @@ async fn a_worker_stopped_at_its_deadline_is_continued() {
     assert!(st.backfill.unwrap().complete());
     let dir = tempfile::tempdir().unwrap();
     replay_lake(&d, dir.path()).await;
-    let mut db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
     assert_equal(
-        &mut db,
+        &db,
         &sim,
         merchant,
         true,
         Catalog::get().dataset("charges").unwrap(),
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,12 +375,10 @@ async fn workers_load_redshift_through_the_data_api() {
     let tick = 1_800_000_000;
     let check = || async {
         let warehouse = d.services.warehouse().await.unwrap();
-        // The warehouse blocks on the runtime it was opened in: check it from a blocking section.
-        tokio::task::block_in_place(|| {
-            let mut wh = warehouse.lock().unwrap();
-            assert!(wh.describe().starts_with("Redshift workgroup analytics"));
-            assert_warehouse_equal(wh.as_mut(), &sim, &scopes(&sim), &all());
-        });
+        assert!(warehouse
+            .describe()
+            .starts_with("Redshift workgroup analytics"));
+        assert_warehouse_equal(warehouse.as_ref(), &sim, &scopes(&sim), &all()).await;
     };
     let first = scheduler::tick(&d.services, tick).await.unwrap();
     assert!(first.errors.is_empty(), "{:?}", first.errors);
@@ -407,7 +407,7 @@ async fn new_warehouse_columns_are_announced_once() {
     let mut older = Catalog::get().dataset("charges").unwrap().clone();
     older.tables[0].columns.retain(|c| c.name != "description");
     let warehouse = d.services.warehouse().await.unwrap();
-    tokio::task::block_in_place(|| warehouse.lock().unwrap().prepare(true, &older).unwrap());
+    warehouse.prepare(true, &older).await.unwrap();
     let services = &d.services;
     let run = |at: i64| {
         let message = SliceMessage::new(
@@ -463,18 +463,11 @@ async fn workers_build_exports_in_stripes_layout_once_per_interval() {
     assert_eq!(drained.failures, 0);
     let store = d.services.export.as_ref().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut db = DuckDb::open(&dir.path().join("reader.duckdb")).unwrap();
+    let db = DuckDb::open(&dir.path().join("reader.duckdb")).unwrap();
     let date = stripe_pipeline::export::run_date(tick + 3600);
     for livemode in [true, false] {
         let mode = if livemode { "livemode" } else { "testmode" };
-        read_export(
-            store,
-            &format!("{mode}/{date}"),
-            livemode,
-            dir.path(),
-            &mut db,
-        )
-        .await;
+        read_export(store, &format!("{mode}/{date}"), livemode, dir.path(), &db).await;
     }
-    tokio::task::block_in_place(|| assert_warehouse_equal(&mut db, &sim, &scopes(&sim), &all()));
+    assert_warehouse_equal(&db, &sim, &scopes(&sim), &all()).await;
 }

@@ -384,10 +384,10 @@ pub async fn replay_lake(d: &Deployment, dir: &Path) -> usize {
             .push((table.to_string(), path.clone()));
     }
     let lake = stripe_pipeline::lake::Lake::local(&dir.join("lake")).unwrap();
-    let mut db = DuckDb::open(&dir.join("stripe_pipeline.duckdb")).unwrap();
+    let db = DuckDb::open(&dir.join("stripe_pipeline.duckdb")).unwrap();
     for livemode in [true, false] {
         for dataset in &Catalog::get().datasets {
-            db.prepare(livemode, dataset).unwrap();
+            db.prepare(livemode, dataset).await.unwrap();
         }
     }
     for ((livemode, merchant, _), files) in &batches {
@@ -406,6 +406,7 @@ pub async fn replay_lake(d: &Deployment, dir: &Path) -> usize {
             tombstones: Vec::new(),
             tombstone_timestamp: 0,
         })
+        .await
         .unwrap();
     }
     objects.len()

@@ -212,18 +212,17 @@ pub async fn status(cfg: &Config) -> Result<Vec<StatusRow>, String> {
     }
     let db = open_warehouse(cfg).await?;
     let state = LocalState::open(&cfg.state_dir()).map_err(|e| e.to_string())?;
-    tokio::task::spawn_blocking(move || status_rows(db, &state))
-        .await
-        .map_err(|e| e.to_string())
+    Ok(status_rows(db.as_ref(), &state).await)
 }
 
-fn status_rows(mut db: Box<dyn Warehouse>, state: &LocalState) -> Vec<StatusRow> {
+async fn status_rows(db: &dyn Warehouse, state: &LocalState) -> Vec<StatusRow> {
     let mut out = Vec::new();
     for livemode in [true, false] {
         let schema = schema_name(livemode);
         // No schema yet (nothing synced in this mode): no rows.
         let rows = db
             .query_strings(&sql::load_times_query(schema))
+            .await
             .unwrap_or_default();
         for r in rows {
             let [Some(table), Some(merchant), landed, as_of] =
@@ -231,7 +230,7 @@ fn status_rows(mut db: Box<dyn Warehouse>, state: &LocalState) -> Vec<StatusRow>
             else {
                 continue;
             };
-            let count = db.count(livemode, &table, &merchant).unwrap_or(0);
+            let count = db.count(livemode, &table, &merchant).await.unwrap_or(0);
             let dataset = Catalog::get()
                 .tables()
                 .find(|(_, t)| t.name == table)

@@ -31,13 +31,13 @@ async fn assert_exports_equal(
 ) {
     assert_eq!(reports.len(), 2, "a live and a test export: {reports:?}");
     let all: Vec<&Dataset> = Catalog::get().datasets.iter().collect();
-    let mut db = DuckDb::open(&dir.join("reader.duckdb")).unwrap();
+    let db = DuckDb::open(&dir.join("reader.duckdb")).unwrap();
     let mut scopes = Vec::new();
     for report in reports {
-        read_export(store, &report.folder, report.livemode, dir, &mut db).await;
+        read_export(store, &report.folder, report.livemode, dir, &db).await;
         scopes.extend(merchants(sim).into_iter().map(|m| (m, report.livemode)));
     }
-    tokio::task::block_in_place(|| assert_warehouse_equal(&mut db, sim, &scopes, &all));
+    assert_warehouse_equal(&db, sim, &scopes, &all).await;
     db.query_strings(&format!(
         "ATTACH '{}' AS loaded (READ_ONLY)",
         warehouse.display()

@@ -10,13 +10,13 @@ use stripe_pipeline_testkit::postgres as postgres_server;
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod duckdb {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::DuckDb) })*
+            $(#[test] fn $scenario() { super::runtime().block_on(super::$scenario(super::Backend::DuckDb)) })*
         }
         mod postgres {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::Postgres) })*
+            $(#[test] fn $scenario() { super::runtime().block_on(super::$scenario(super::Backend::Postgres)) })*
         }
         mod redshift {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::Redshift) })*
+            $(#[test] fn $scenario() { super::runtime().block_on(super::$scenario(super::Backend::Redshift)) })*
         }
     };
 }

@@ -129,8 +129,8 @@ fn live_parent(schema: &str, dataset: &Dataset, parent: &str, merchant: &str) ->
 }
 
 /// Asserts that every table of `dataset` for one merchant equals the simulator's ground truth.
-pub fn assert_equal(
-    db: &mut dyn Warehouse,
+pub async fn assert_equal(
+    db: &dyn Warehouse,
     sim: &RunningSim,
     merchant: &str,
     livemode: bool,
@@ -154,7 +154,7 @@ pub fn assert_equal(
                         "SELECT {} FROM {schema}.{} WHERE merchant_id = '{merchant}' AND NOT deleted ORDER BY id",
                         cols.join(", "),
                         table.name
-                    ))
+                    )).await
                     .unwrap();
                 let got: BTreeMap<String, Vec<Option<String>>> = rows
                     .into_iter()
@@ -184,6 +184,7 @@ pub fn assert_equal(
                         "SELECT id FROM {schema}.{} WHERE merchant_id = '{merchant}' AND deleted",
                         table.name
                     ))
+                    .await
                     .unwrap();
                 for r in flagged {
                     let id = r[0].clone().unwrap();
@@ -195,7 +196,7 @@ pub fn assert_equal(
             }
             TableKind::Metadata => {
                 let parent = table.parent_key.as_deref().unwrap();
-                let rows = db.query_strings(&format!("SELECT {parent}, key, value FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).unwrap();
+                let rows = db.query_strings(&format!("SELECT {parent}, key, value FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).await.unwrap();
                 let got: BTreeSet<(String, String, String)> = rows
                     .into_iter()
                     .map(|r| {
@@ -227,7 +228,7 @@ pub fn assert_equal(
             }
             TableKind::Child => {
                 let parent = table.parent_key.as_deref().unwrap();
-                let n = db.query_strings(&format!("SELECT CAST(COUNT(*) AS VARCHAR) FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).unwrap();
+                let n = db.query_strings(&format!("SELECT CAST(COUNT(*) AS VARCHAR) FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).await.unwrap();
                 let want: usize = live
                     .iter()
                     .map(
@@ -249,7 +250,7 @@ pub fn assert_equal(
                             "SELECT {parent}, id FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}",
                             table.name,
                             live_parent(schema, dataset, parent, merchant)
-                        ))
+                        )).await
                         .unwrap();
                     let got: BTreeSet<(String, String)> = rows
                         .into_iter()
@@ -289,37 +290,37 @@ pub fn merchants(sim: &RunningSim) -> Vec<String> {
         .collect()
 }
 
-pub fn assert_all_equal(out: &Path, sim: &RunningSim, datasets: &[&Dataset]) {
+pub async fn assert_all_equal(out: &Path, sim: &RunningSim, datasets: &[&Dataset]) {
     let scopes: Vec<(String, bool)> = merchants(sim)
         .into_iter()
         .flat_map(|m| [(m.clone(), true), (m, false)])
         .collect();
-    assert_scopes_equal(out, sim, &scopes, datasets);
+    assert_scopes_equal(out, sim, &scopes, datasets).await;
 }
 
 /// Every table of the given accounts and modes in the DuckDB file under `out` equals the ground truth,
 /// and no table has a duplicate.
-pub fn assert_scopes_equal(
+pub async fn assert_scopes_equal(
     out: &Path,
     sim: &RunningSim,
     scopes: &[(String, bool)],
     datasets: &[&Dataset],
 ) {
-    let mut db = DuckDb::open(&out.join("stripe_pipeline.duckdb")).unwrap();
-    assert_warehouse_equal(&mut db, sim, scopes, datasets);
+    let db = DuckDb::open(&out.join("stripe_pipeline.duckdb")).unwrap();
+    assert_warehouse_equal(&db, sim, scopes, datasets).await;
 }
 
 /// Every table of the given accounts and modes in a warehouse equals the ground truth, and no table has
-/// a duplicate. Blocking: call it off the async threads for a server warehouse.
-pub fn assert_warehouse_equal(
-    db: &mut dyn Warehouse,
+/// a duplicate.
+pub async fn assert_warehouse_equal(
+    db: &dyn Warehouse,
     sim: &RunningSim,
     scopes: &[(String, bool)],
     datasets: &[&Dataset],
 ) {
     for (merchant, livemode) in scopes {
         for d in datasets {
-            assert_equal(db, sim, merchant, *livemode, d);
+            assert_equal(db, sim, merchant, *livemode, d).await;
         }
     }
     for livemode in [true, false] {
@@ -329,7 +330,7 @@ pub fn assert_warehouse_equal(
                     "SELECT CAST(COUNT(*) AS VARCHAR) FROM (SELECT merchant_id, id FROM {}.{} GROUP BY merchant_id, id HAVING COUNT(*) > 1) AS dups",
                     schema_name(livemode),
                     t.name
-                ))
+                )).await
                 .unwrap();
             assert_eq!(dups[0][0].as_deref(), Some("0"), "duplicates in {}", t.name);
         }
@@ -388,7 +389,7 @@ pub fn churn(sim: &RunningSim, merchant: &str, livemode: bool) {
 
 /// Copies one export's run-date folder (`<mode>/<YYYYMMDDHHMM>`) to `dir` and loads it into a DuckDB
 /// file, the way a reader of Stripe's layout would: every table from `<table>/*.parquet`.
-pub async fn read_export(store: &Lake, folder: &str, livemode: bool, dir: &Path, db: &mut DuckDb) {
+pub async fn read_export(store: &Lake, folder: &str, livemode: bool, dir: &Path, db: &DuckDb) {
     let local = dir.join(folder);
     let top = store.list_dir(folder).await.unwrap();
     let names: Vec<String> = top
@@ -406,7 +407,7 @@ pub async fn read_export(store: &Lake, folder: &str, livemode: bool, dir: &Path,
     }
     let schema = schema_name(livemode);
     for dataset in &Catalog::get().datasets {
-        db.prepare(livemode, dataset).unwrap();
+        db.prepare(livemode, dataset).await.unwrap();
         for table in &dataset.tables {
             let files = local.join(&table.name);
             assert!(files.is_dir(), "{}: no folder for {}", folder, table.name);

@@ -12,9 +12,9 @@ use crate::warehouse::Warehouse;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A warehouse shared by the tasks of a process. Its calls block (DuckDB's API is synchronous), so
-/// stages reach it only through [`super::deliver::with_warehouse`], off the async threads.
-pub type SharedWarehouse = Arc<std::sync::Mutex<Box<dyn Warehouse>>>;
+/// A warehouse shared by the tasks (and engines) of a process; each adapter decides what of its work
+/// may run at once.
+pub type SharedWarehouse = Arc<dyn Warehouse>;
 
 pub(crate) struct Context {
     pub(crate) client: StripeClient,

@@ -22,7 +22,7 @@ use crate::convert::{Converter, RowContext};
 use crate::failpoint;
 use crate::lake::LakeFile;
 use crate::state::{Backfill, DatasetState, FeedState, Segment};
-use crate::warehouse::{Load, Warehouse, WarehouseError};
+use crate::warehouse::Load;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -61,31 +61,6 @@ fn convert_error(r: &Resolved, dataset: &Dataset, e: arrow::error::ArrowError) -
     }
 }
 
-/// Runs blocking warehouse work off the async threads, one caller at a time. `what` names the dataset
-/// (or the account's tables) in an error.
-pub(crate) async fn with_warehouse<T: Send + 'static>(
-    cx: &Context,
-    r: &Resolved,
-    what: &str,
-    work: impl FnOnce(&mut dyn Warehouse) -> Result<T, WarehouseError> + Send + 'static,
-) -> Result<T, SyncError> {
-    let warehouse = cx.warehouse.clone();
-    let joined = tokio::task::spawn_blocking(move || match warehouse.lock() {
-        Ok(mut wh) => Ok(work(wh.as_mut())),
-        Err(_) => Err(()),
-    })
-    .await
-    .map_err(|e| SyncError::joined(&r.account.name, what, e))?;
-    match joined {
-        Ok(result) => result.map_err(|e| r.warehouse_error(what, e)),
-        Err(()) => Err(SyncError::Panicked {
-            account: r.account.name.clone(),
-            what: what.to_string(),
-            message: "the warehouse connection was left broken by an earlier panic".into(),
-        }),
-    }
-}
-
 /// Creates the account-mode's schema and the datasets' tables, adding catalog columns they lack
 /// (recorded in the report).
 pub(crate) async fn prepare_tables(
@@ -94,15 +69,11 @@ pub(crate) async fn prepare_tables(
     datasets: &[&'static Dataset],
     report: &mut AccountReport,
 ) -> Result<(), SyncError> {
-    let (livemode, all) = (r.account.livemode, datasets.to_vec());
-    let added = with_warehouse(cx, r, "tables", move |wh| {
-        let mut added = Vec::new();
-        for d in all {
-            added.extend(wh.prepare(livemode, d)?);
-        }
-        Ok(added)
-    })
-    .await?;
+    let mut added = Vec::new();
+    for d in datasets {
+        let columns = cx.warehouse.prepare(r.account.livemode, d).await;
+        added.extend(columns.map_err(|e| r.warehouse_error("tables", e))?);
+    }
     if !added.is_empty() {
         tracing::info!(account = %r.account.name, columns = %added.join(", "), "added new columns to the warehouse");
     }
@@ -180,21 +151,20 @@ pub(crate) async fn write_and_load(
         }
     }
     failpoint::point("parquet");
-    let (livemode, merchant_id, lake) =
-        (r.account.livemode, r.merchant_id.clone(), cx.lake.clone());
-    with_warehouse(cx, r, &dataset.name, move |wh| {
-        wh.load(&Load {
-            dataset,
-            livemode,
-            merchant_id: &merchant_id,
-            lake: &lake,
-            files: load_files,
-            as_of,
-            tombstones: tombstones.ids,
-            tombstone_timestamp: tombstones.timestamp,
-        })
-    })
-    .await?;
+    let load = Load {
+        dataset,
+        livemode: r.account.livemode,
+        merchant_id: &r.merchant_id,
+        lake: &cx.lake,
+        files: load_files,
+        as_of,
+        tombstones: tombstones.ids,
+        tombstone_timestamp: tombstones.timestamp,
+    };
+    cx.warehouse
+        .load(&load)
+        .await
+        .map_err(|e| r.warehouse_error(&dataset.name, e))?;
     Ok(written)
 }
 
@@ -252,12 +222,11 @@ pub(crate) async fn sweep(
     files: &Written,
 ) -> Result<(), SyncError> {
     let tombstones = if b.started > 0 {
-        let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
         let before = b.started * 1_000_000;
-        with_warehouse(cx, r, &dataset.name, move |wh| {
-            wh.stale_ids(livemode, dataset, &merchant_id, before)
-        })
-        .await?
+        cx.warehouse
+            .stale_ids(r.account.livemode, dataset, &r.merchant_id, before)
+            .await
+            .map_err(|e| r.warehouse_error(&dataset.name, e))?
     } else {
         Vec::new()
     };

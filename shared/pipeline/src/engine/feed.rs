@@ -173,11 +173,10 @@ pub(super) async fn read_feed(
         per_dataset.insert(d.name.clone(), n);
     }
     // Datasets without changes are complete up to the window's end too: one transaction for all.
-    let (livemode, merchant_id) = (r.account.livemode, r.merchant_id.clone());
-    deliver::with_warehouse(cx, r, "freshness", move |wh| {
-        wh.record_freshness(livemode, &unchanged, &merchant_id, to)
-    })
-    .await?;
+    cx.warehouse
+        .record_freshness(r.account.livemode, &unchanged, &r.merchant_id, to)
+        .await
+        .map_err(|e| r.warehouse_error("freshness", e))?;
     Ok((per_dataset, counts))
 }
 

@@ -50,7 +50,7 @@ pub struct EngineBuilder {
 impl EngineBuilder {
     /// The warehouse loads go to (default: none, the lake is the output).
     pub fn warehouse(mut self, warehouse: Box<dyn Warehouse>) -> Self {
-        self.warehouse = Some(Arc::new(std::sync::Mutex::new(warehouse)));
+        self.warehouse = Some(Arc::from(warehouse));
         self
     }
 
@@ -102,9 +102,7 @@ impl EngineBuilder {
                 client: self.client,
                 lake: self.lake,
                 state: self.state,
-                warehouse: self
-                    .warehouse
-                    .unwrap_or_else(|| Arc::new(std::sync::Mutex::new(Box::new(LakeOnly)))),
+                warehouse: self.warehouse.unwrap_or_else(|| Arc::new(LakeOnly)),
                 clock: self.clock,
                 progress: self.progress,
                 concurrency: self.concurrency,
@@ -151,11 +149,7 @@ impl Engine {
 
     /// Where loads go, for the summary (`DuckDB at …`, `none`).
     pub fn describe_warehouse(&self) -> String {
-        self.cx
-            .warehouse
-            .lock()
-            .map(|w| w.describe())
-            .unwrap_or_default()
+        self.cx.warehouse.describe()
     }
 
     /// Syncs `datasets` of every resolved account; failures of single datasets (or of one account's

@@ -4,8 +4,10 @@
 use super::sql::{self, Dialect};
 use super::{schema_name, Load, Warehouse, WarehouseError};
 use crate::catalog::{Dataset, Table};
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 const BACKEND: &str = "DuckDB";
 
@@ -18,8 +20,19 @@ const DIALECT: Dialect = Dialect {
 };
 
 pub struct DuckDb {
-    conn: duckdb::Connection,
+    /// One connection, one call at a time: a DuckDB file has one writer, and the `duckdb` crate is
+    /// blocking, so every call runs on a blocking thread with the connection locked ([`DuckDb::call`]).
+    conn: Arc<Mutex<duckdb::Connection>>,
     target: String,
+}
+
+fn err(action: impl Into<String>) -> impl FnOnce(duckdb::Error) -> WarehouseError {
+    let action = action.into();
+    move |e| WarehouseError::Sql {
+        backend: BACKEND,
+        action,
+        message: e.to_string(),
+    }
 }
 
 impl DuckDb {
@@ -33,30 +46,11 @@ impl DuckDb {
             target: target.clone(),
             message: explain_open_error(e.to_string()),
         })?;
-        let db = DuckDb { conn, target };
-        db.pin_time_zone()?;
-        Ok(db)
-    }
-
-    /// Sessions work in UTC whatever the machine's time zone. The prebuilt DuckDB has ICU, which makes
-    /// `TIMESTAMPTZ` arithmetic, casts to `TIMESTAMP` and `current_timestamp` follow the `TimeZone`
-    /// setting (the machine's zone by default); the catalog's timestamps are UTC, as in Stripe's data.
-    /// A DuckDB without ICU (`duckdb-bundled`) has no such setting and is always UTC.
-    fn pin_time_zone(&self) -> Result<(), WarehouseError> {
-        let setting = "select name from duckdb_settings() where name = 'TimeZone'";
-        if !self.query_strings(setting)?.is_empty() {
-            self.execute("setting the time zone to UTC", "SET TimeZone = 'UTC'")?;
-        }
-        Ok(())
-    }
-
-    fn err(action: impl Into<String>) -> impl FnOnce(duckdb::Error) -> WarehouseError {
-        let action = action.into();
-        move |e| WarehouseError::Sql {
-            backend: BACKEND,
-            action,
-            message: e.to_string(),
-        }
+        pin_time_zone(&conn)?;
+        Ok(DuckDb {
+            conn: Arc::new(Mutex::new(conn)),
+            target,
+        })
     }
 
     /// The DuckDB file's path (for messages).
@@ -64,61 +58,89 @@ impl DuckDb {
         &self.target
     }
 
-    /// Runs a query returning one row of strings per result row (tests and `status`).
+    /// Runs a query on the calling thread, which it blocks (tests and tools outside a runtime); one row
+    /// of strings per result row. The engine uses [`Warehouse::query_strings`].
     pub fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
-        let mut stmt = self
-            .conn
-            .prepare(sql)
-            .map_err(Self::err(format!("preparing {sql}")))?;
-        let mut rows = stmt
-            .query([])
-            .map_err(Self::err(format!("running {sql}")))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(Self::err("reading rows"))? {
-            let n = row.as_ref().column_count();
-            let mut vals = Vec::with_capacity(n);
-            for i in 0..n {
-                let v: duckdb::types::Value = row.get(i).map_err(Self::err("reading a value"))?;
-                vals.push(match v {
-                    duckdb::types::Value::Null => None,
-                    duckdb::types::Value::Text(s) => Some(s),
-                    other => Some(format!("{other:?}")),
-                });
-            }
-            out.push(vals);
-        }
-        Ok(out)
+        query_strings(&self.conn.lock(), sql)
     }
 
-    fn existing_columns(
+    /// Runs `work` with the connection on a blocking thread. A panic inside is a bug and goes on to
+    /// the engine's task boundary, which reports it as one.
+    async fn call<T: Send + 'static>(
         &self,
-        schema: &str,
-        table: &str,
-    ) -> Result<HashSet<String>, WarehouseError> {
-        let rows = self.query_strings(&sql::columns_query(schema, table))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect())
-    }
-
-    fn execute(&self, action: impl Into<String>, sql: &str) -> Result<(), WarehouseError> {
-        self.conn.execute_batch(sql).map_err(Self::err(action))
-    }
-
-    fn prepare_table(
-        &mut self,
-        schema: &str,
-        table: &Table,
-    ) -> Result<Vec<String>, WarehouseError> {
-        let existing = self.existing_columns(schema, &table.name)?;
-        let mut added = Vec::new();
-        for ddl in sql::complete_table(&DIALECT, schema, table, &existing) {
-            self.execute(ddl.action, &ddl.sql)?;
-            added.extend(ddl.added);
+        work: impl FnOnce(&mut duckdb::Connection) -> Result<T, WarehouseError> + Send + 'static,
+    ) -> Result<T, WarehouseError> {
+        let conn = Arc::clone(&self.conn);
+        match tokio::task::spawn_blocking(move || work(&mut conn.lock())).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(WarehouseError::Sql {
+                backend: BACKEND,
+                action: "running a DuckDB call".into(),
+                message: e.to_string(),
+            }),
         }
-        Ok(added)
     }
+}
+
+/// Sessions work in UTC whatever the machine's time zone. The prebuilt DuckDB has ICU, which makes
+/// `TIMESTAMPTZ` arithmetic, casts to `TIMESTAMP` and `current_timestamp` follow the `TimeZone`
+/// setting (the machine's zone by default); the catalog's timestamps are UTC, as in Stripe's data.
+/// A DuckDB without ICU (`duckdb-bundled`) has no such setting and is always UTC.
+fn pin_time_zone(conn: &duckdb::Connection) -> Result<(), WarehouseError> {
+    let setting = "select name from duckdb_settings() where name = 'TimeZone'";
+    if !query_strings(conn, setting)?.is_empty() {
+        execute(conn, "setting the time zone to UTC", "SET TimeZone = 'UTC'")?;
+    }
+    Ok(())
+}
+
+fn query_strings(
+    conn: &duckdb::Connection,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
+    let mut stmt = conn.prepare(sql).map_err(err(format!("preparing {sql}")))?;
+    let mut rows = stmt.query([]).map_err(err(format!("running {sql}")))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(err("reading rows"))? {
+        let n = row.as_ref().column_count();
+        let mut vals = Vec::with_capacity(n);
+        for i in 0..n {
+            let v: duckdb::types::Value = row.get(i).map_err(err("reading a value"))?;
+            vals.push(match v {
+                duckdb::types::Value::Null => None,
+                duckdb::types::Value::Text(s) => Some(s),
+                other => Some(format!("{other:?}")),
+            });
+        }
+        out.push(vals);
+    }
+    Ok(out)
+}
+
+fn execute(
+    conn: &duckdb::Connection,
+    action: impl Into<String>,
+    sql: &str,
+) -> Result<(), WarehouseError> {
+    conn.execute_batch(sql).map_err(err(action))
+}
+
+fn prepare_table(
+    conn: &duckdb::Connection,
+    schema: &str,
+    table: &Table,
+) -> Result<Vec<String>, WarehouseError> {
+    let existing: HashSet<String> = query_strings(conn, &sql::columns_query(schema, &table.name))?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
+    let mut added = Vec::new();
+    for ddl in sql::complete_table(&DIALECT, schema, table, &existing) {
+        execute(conn, ddl.action, &ddl.sql)?;
+        added.extend(ddl.added);
+    }
+    Ok(added)
 }
 
 /// Adds the fix to DuckDB's message for a file written by a newer DuckDB: earlier versions of this
@@ -135,6 +157,12 @@ fn explain_open_error(message: String) -> String {
     }
 }
 
+/// A batch of SQL and what it does, for the error if it fails.
+struct Step {
+    action: String,
+    sql: String,
+}
+
 /// Runs statements in a transaction, returning the row count of the one marked `counts`.
 fn run(
     tx: &duckdb::Transaction<'_>,
@@ -143,9 +171,7 @@ fn run(
 ) -> Result<u64, WarehouseError> {
     let mut changed = 0;
     for stmt in statements {
-        let n = tx
-            .execute(&stmt.sql, [])
-            .map_err(DuckDb::err(action.to_string()))?;
+        let n = tx.execute(&stmt.sql, []).map_err(err(action.to_string()))?;
         if stmt.counts {
             changed = n as u64;
         }
@@ -153,45 +179,50 @@ fn run(
     Ok(changed)
 }
 
+#[async_trait::async_trait]
 impl Warehouse for DuckDb {
     fn describe(&self) -> String {
         format!("{BACKEND} {}", self.target)
     }
 
-    fn prepare(
-        &mut self,
+    async fn prepare(
+        &self,
         livemode: bool,
         dataset: &Dataset,
     ) -> Result<Vec<String>, WarehouseError> {
         let schema = schema_name(livemode);
-        self.execute(
-            format!("creating schema {schema}"),
-            &sql::create_schema(&DIALECT, schema).join("; "),
-        )?;
-        let mut added = Vec::new();
-        for table in &dataset.tables {
-            added.extend(self.prepare_table(schema, table)?);
-        }
-        Ok(added)
+        let tables = dataset.tables.clone();
+        self.call(move |conn| {
+            execute(
+                conn,
+                format!("creating schema {schema}"),
+                &sql::create_schema(&DIALECT, schema).join("; "),
+            )?;
+            let mut added = Vec::new();
+            for table in &tables {
+                added.extend(prepare_table(conn, schema, table)?);
+            }
+            Ok(added)
+        })
+        .await
     }
 
-    fn load(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError> {
+    /// The SQL is written here, on the caller's thread; the blocking thread only runs it.
+    async fn load(&self, load: &Load<'_>) -> Result<u64, WarehouseError> {
         let schema = schema_name(load.livemode);
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(Self::err("starting a transaction"))?;
+        let mut staging = Vec::new();
         let mut staged: Vec<&str> = Vec::new();
         for table in &load.dataset.tables {
             let files = load.files_of(table);
             if files.is_empty() {
                 continue;
             }
+            let action = format!("staging {schema}.{}", table.name);
             let mut paths = Vec::new();
             for f in files {
                 let local = load.lake.local_path(f).ok_or_else(|| WarehouseError::Sql {
                     backend: BACKEND,
-                    action: format!("staging {schema}.{}", table.name),
+                    action: action.clone(),
                     message: format!(
                         "DuckDB reads the lake from a local directory, and {f} is not in one"
                     ),
@@ -199,36 +230,35 @@ impl Warehouse for DuckDb {
                 paths.push(sql::lit(&local.display().to_string()));
             }
             // By name, so files written before a column was added load too (the column empty).
-            tx.execute_batch(&format!(
+            let sql = format!(
                 "DROP TABLE IF EXISTS {stage}; CREATE TEMP TABLE {stage} AS SELECT * FROM {target} LIMIT 0; \
                  INSERT INTO {stage} BY NAME SELECT * FROM read_parquet([{}], union_by_name = true)",
                 paths.join(", "),
                 stage = sql::stage_table(&table.name),
                 target = sql::qualified(schema, &table.name),
-            ))
-            .map_err(Self::err(format!("staging {schema}.{}", table.name)))?;
+            );
+            staging.push(Step { action, sql });
             staged.push(&table.name);
         }
         let main = &load.dataset.main_table().name;
-        let changed = run(
-            &tx,
-            &format!("merging into {schema}.{main}"),
-            &sql::merge(schema, load.dataset, &staged),
-        )?;
+        let merge_action = format!("merging into {schema}.{main}");
+        let merge = sql::merge(schema, load.dataset, &staged);
+        let mut after = Vec::new();
         if !load.tombstones.is_empty() {
-            tx.execute_batch(&sql::tombstones(
-                schema,
-                main,
-                load.merchant_id,
-                &load.tombstones,
-                load.tombstone_timestamp,
-            ))
-            .map_err(Self::err(format!(
-                "marking deleted rows of {schema}.{main}"
-            )))?;
+            after.push(Step {
+                action: format!("marking deleted rows of {schema}.{main}"),
+                sql: sql::tombstones(
+                    schema,
+                    main,
+                    load.merchant_id,
+                    &load.tombstones,
+                    load.tombstone_timestamp,
+                ),
+            });
         }
-        tx.execute_batch(
-            &sql::load_times(
+        after.push(Step {
+            action: "recording data_load_times".into(),
+            sql: sql::load_times(
                 schema,
                 load.dataset,
                 load.merchant_id,
@@ -236,32 +266,43 @@ impl Warehouse for DuckDb {
                 load.as_of,
             )
             .join("; "),
-        )
-        .map_err(Self::err("recording data_load_times"))?;
-        crate::failpoint::point("load");
-        tx.commit().map_err(Self::err("committing the load"))?;
-        Ok(changed)
+        });
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(err("starting a transaction"))?;
+            for step in &staging {
+                tx.execute_batch(&step.sql).map_err(err(&step.action))?;
+            }
+            let changed = run(&tx, &merge_action, &merge)?;
+            for step in &after {
+                tx.execute_batch(&step.sql).map_err(err(&step.action))?;
+            }
+            crate::failpoint::point("load");
+            tx.commit().map_err(err("committing the load"))?;
+            Ok(changed)
+        })
+        .await
     }
 
-    fn record_freshness(
-        &mut self,
+    async fn record_freshness(
+        &self,
         livemode: bool,
         datasets: &[&Dataset],
         merchant_id: &str,
         as_of: i64,
     ) -> Result<(), WarehouseError> {
-        let statements = sql::freshness(livemode, datasets, merchant_id, as_of);
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(Self::err("starting a transaction"))?;
-        tx.execute_batch(&statements.join("; "))
-            .map_err(Self::err("recording data_load_times"))?;
-        tx.commit().map_err(Self::err("committing data_load_times"))
+        let statements = sql::freshness(livemode, datasets, merchant_id, as_of).join("; ");
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(err("starting a transaction"))?;
+            tx.execute_batch(&statements)
+                .map_err(err("recording data_load_times"))?;
+            tx.commit().map_err(err("committing data_load_times"))
+        })
+        .await
     }
 
-    fn query_strings(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
-        DuckDb::query_strings(self, sql)
+    async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
+        let sql = sql.to_string();
+        self.call(move |conn| query_strings(conn, &sql)).await
     }
 }
 
@@ -287,7 +328,8 @@ mod tests {
         }
         // Parquet is built in: nothing is downloaded at run time.
         let file = dir.path().join("t.parquet").display().to_string();
-        db.execute(
+        execute(
+            &db.conn.lock(),
             "writing parquet",
             &format!("copy (select 42 as n) to '{file}' (format parquet)"),
         )

@@ -76,33 +76,42 @@ pub(crate) fn now_micros() -> i64 {
     crate::clock::SystemClock.now_micros()
 }
 
-/// A warehouse backend. Blocking: the engine calls it from blocking threads, one call at a time.
-pub trait Warehouse: Send {
+/// A warehouse backend: the port the engine loads through.
+///
+/// Async, and shared by every task of a run (`&self`): the engine never serialises warehouse work
+/// itself. Each adapter decides what may run at once and says why (one DuckDB connection, one PostgreSQL
+/// session, Redshift's serializable isolation); blocking clients run their calls on blocking threads
+/// inside the adapter, never on the engine's.
+#[async_trait::async_trait]
+pub trait Warehouse: Send + Sync {
     /// The backend and where it is (`PostgreSQL user@host:5432/db`), for messages.
     fn describe(&self) -> String;
     /// Creates the schema and the dataset's tables, and adds catalog columns that the tables lack.
     /// Returns the columns added to existing tables (`schema.table.column`), for notifications.
-    fn prepare(&mut self, livemode: bool, dataset: &Dataset)
-        -> Result<Vec<String>, WarehouseError>;
+    async fn prepare(
+        &self,
+        livemode: bool,
+        dataset: &Dataset,
+    ) -> Result<Vec<String>, WarehouseError>;
     /// Merges a load in one transaction; returns the number of main-table rows inserted or updated.
-    fn load(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError>;
+    async fn load(&self, load: &Load<'_>) -> Result<u64, WarehouseError>;
     /// Records in `data_load_times`, in one transaction, that these datasets are complete up to `as_of`
     /// (the change feed found nothing new for them).
-    fn record_freshness(
-        &mut self,
+    async fn record_freshness(
+        &self,
         livemode: bool,
         datasets: &[&Dataset],
         merchant_id: &str,
         as_of: i64,
     ) -> Result<(), WarehouseError>;
     /// Runs a query; every value comes back as text (`NULL` as `None`). For `status` and tests.
-    fn query_strings(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError>;
+    async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError>;
 
     /// Ids of the dataset's rows for one merchant that are not deleted and older than `before` (a
     /// `batch_timestamp`, Unix microseconds): after a complete re-list that started at `before`, these
     /// objects are gone.
-    fn stale_ids(
-        &mut self,
+    async fn stale_ids(
+        &self,
         livemode: bool,
         dataset: &Dataset,
         merchant_id: &str,
@@ -115,21 +124,22 @@ pub trait Warehouse: Send {
             before,
         );
         Ok(self
-            .query_strings(&query)?
+            .query_strings(&query)
+            .await?
             .into_iter()
             .filter_map(|r| r.into_iter().next().flatten())
             .collect())
     }
 
     /// Rows of a table for one merchant (for summaries and `status`).
-    fn count(
-        &mut self,
+    async fn count(
+        &self,
         livemode: bool,
         table: &str,
         merchant_id: &str,
     ) -> Result<u64, WarehouseError> {
         let query = sql::count(schema_name(livemode), table, merchant_id);
-        let rows = self.query_strings(&query)?;
+        let rows = self.query_strings(&query).await?;
         let text = rows.first().and_then(|r| r.first().cloned().flatten());
         text.as_deref()
             .and_then(|t| t.parse().ok())
@@ -148,18 +158,19 @@ pub trait Warehouse: Send {
 #[derive(Debug, Default)]
 pub struct LakeOnly;
 
+#[async_trait::async_trait]
 impl Warehouse for LakeOnly {
     fn describe(&self) -> String {
         "no warehouse (Parquet lake only)".into()
     }
-    fn prepare(&mut self, _: bool, _: &Dataset) -> Result<Vec<String>, WarehouseError> {
+    async fn prepare(&self, _: bool, _: &Dataset) -> Result<Vec<String>, WarehouseError> {
         Ok(Vec::new())
     }
-    fn load(&mut self, _: &Load<'_>) -> Result<u64, WarehouseError> {
+    async fn load(&self, _: &Load<'_>) -> Result<u64, WarehouseError> {
         Ok(0)
     }
-    fn record_freshness(
-        &mut self,
+    async fn record_freshness(
+        &self,
         _: bool,
         _: &[&Dataset],
         _: &str,
@@ -167,8 +178,8 @@ impl Warehouse for LakeOnly {
     ) -> Result<(), WarehouseError> {
         Ok(())
     }
-    fn stale_ids(
-        &mut self,
+    async fn stale_ids(
+        &self,
         _: bool,
         _: &Dataset,
         _: &str,
@@ -176,10 +187,10 @@ impl Warehouse for LakeOnly {
     ) -> Result<Vec<String>, WarehouseError> {
         Ok(Vec::new())
     }
-    fn count(&mut self, _: bool, _: &str, _: &str) -> Result<u64, WarehouseError> {
+    async fn count(&self, _: bool, _: &str, _: &str) -> Result<u64, WarehouseError> {
         Ok(0)
     }
-    fn query_strings(&mut self, _: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
+    async fn query_strings(&self, _: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
         Ok(Vec::new())
     }
 }

@@ -2,8 +2,8 @@
 //! `COPY` into a session-local staging table, then merged with the shared SQL of [`super::sql`], all in
 //! one transaction. Any PostgreSQL from 9.5 on works (no `MERGE` needed).
 //!
-//! The client is async (tokio-postgres); the [`Warehouse`] trait is blocking because the engine runs
-//! warehouse work on blocking threads, so each call blocks on the runtime the connection was opened in.
+//! The client is async (tokio-postgres). One session serves one call at a time: a transaction belongs to
+//! the session, so a query sent beside a running load would run inside it.
 
 use super::sql::{self, Dialect};
 use super::{schema_name, Load, Warehouse, WarehouseError};
@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::runtime::Handle;
+use tokio::sync::Mutex;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage, Transaction};
@@ -37,8 +37,8 @@ const DIALECT: Dialect = Dialect {
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 pub struct Postgres {
-    client: Client,
-    runtime: Handle,
+    /// The session, locked for each call (see the module's doc).
+    client: Mutex<Client>,
     /// `user@host:port/database`, for messages (never the password).
     target: String,
 }
@@ -150,8 +150,7 @@ impl Postgres {
                     ),
                 )
             })?;
-        let runtime = Handle::current();
-        runtime.spawn(async move {
+        tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %message(&e), "PostgreSQL connection closed");
             }
@@ -161,8 +160,7 @@ impl Postgres {
             .await
             .map_err(|e| open(&target, message(&e)))?;
         Ok(Postgres {
-            client,
-            runtime,
+            client: Mutex::new(client),
             target,
         })
     }
@@ -171,117 +169,115 @@ impl Postgres {
     pub fn target(&self) -> &str {
         &self.target
     }
+}
 
-    async fn prepare_table(
-        &self,
-        schema: &str,
-        table: &Table,
-    ) -> Result<Vec<String>, WarehouseError> {
-        let existing: HashSet<String> =
-            query(&self.client, &sql::columns_query(schema, &table.name))
-                .await?
-                .into_iter()
-                .filter_map(|r| r.into_iter().next().flatten())
-                .collect();
-        let mut added = Vec::new();
-        for ddl in sql::complete_table(&DIALECT, schema, table, &existing) {
-            self.client
-                .batch_execute(&ddl.sql)
-                .await
-                .map_err(sql_err(&ddl.action))?;
-            added.extend(ddl.added);
-        }
-        if existing.is_empty() {
-            // The merge looks rows up by object (main tables) or by parent (the others).
-            let key = match table.kind {
-                TableKind::Main => "id".to_string(),
-                _ => table
-                    .parent_key
-                    .clone()
-                    .unwrap_or_else(|| "parent_id".into()),
-            };
-            self.client
-                .batch_execute(&format!(
-                    "CREATE INDEX IF NOT EXISTS {} ON {} ({}, {})",
-                    sql::q(&format!("{}_by_object", table.name)),
-                    sql::qualified(schema, &table.name),
-                    sql::q(MERCHANT_ID),
-                    sql::q(&key)
-                ))
-                .await
-                .map_err(sql_err(format!("indexing {schema}.{}", table.name)))?;
-        }
-        Ok(added)
-    }
-
-    async fn load_async(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError> {
-        let schema = schema_name(load.livemode);
-        let tx = self
-            .client
-            .transaction()
+async fn prepare_table(
+    client: &Client,
+    schema: &str,
+    table: &Table,
+) -> Result<Vec<String>, WarehouseError> {
+    let existing: HashSet<String> = query(client, &sql::columns_query(schema, &table.name))
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
+    let mut added = Vec::new();
+    for ddl in sql::complete_table(&DIALECT, schema, table, &existing) {
+        client
+            .batch_execute(&ddl.sql)
             .await
-            .map_err(sql_err("starting a transaction"))?;
-        let mut staged: Vec<&str> = Vec::new();
-        for table in &load.dataset.tables {
-            let files = load.files_of(table);
-            if files.is_empty() {
-                continue;
-            }
-            let action = format!("staging {schema}.{}", table.name);
-            tx.batch_execute(&sql::create_stage(schema, &table.name).join("; "))
-                .await
-                .map_err(sql_err(&action))?;
-            for path in files {
-                let bytes = load
-                    .lake
-                    .read(path)
-                    .await
-                    .map_err(|e| other_err(&action, e))?;
-                copy_parquet(&tx, &table.name, bytes)
-                    .await
-                    .map_err(|m| other_err(format!("{action} from {path}"), m))?;
-            }
-            staged.push(&table.name);
-        }
-        let mut changed = 0;
-        for stmt in sql::merge(schema, load.dataset, &staged) {
-            let n = tx
-                .execute(stmt.sql.as_str(), &[])
-                .await
-                .map_err(sql_err(format!(
-                    "merging into {schema}.{}",
-                    load.dataset.name
-                )))?;
-            if stmt.counts {
-                changed = n;
-            }
-        }
-        let main = &load.dataset.main_table().name;
-        if !load.tombstones.is_empty() {
-            tx.batch_execute(&sql::tombstones(
-                schema,
-                main,
-                load.merchant_id,
-                &load.tombstones,
-                load.tombstone_timestamp,
+            .map_err(sql_err(&ddl.action))?;
+        added.extend(ddl.added);
+    }
+    if existing.is_empty() {
+        // The merge looks rows up by object (main tables) or by parent (the others).
+        let key = match table.kind {
+            TableKind::Main => "id".to_string(),
+            _ => table
+                .parent_key
+                .clone()
+                .unwrap_or_else(|| "parent_id".into()),
+        };
+        client
+            .batch_execute(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({}, {})",
+                sql::q(&format!("{}_by_object", table.name)),
+                sql::qualified(schema, &table.name),
+                sql::q(MERCHANT_ID),
+                sql::q(&key)
             ))
             .await
-            .map_err(sql_err(format!("marking deleted rows of {schema}.{main}")))?;
-        }
-        let times = sql::load_times(
-            schema,
-            load.dataset,
-            load.merchant_id,
-            super::now_micros(),
-            load.as_of,
-        );
-        tx.batch_execute(&times.join("; "))
-            .await
-            .map_err(sql_err("recording data_load_times"))?;
-        crate::failpoint::point("load");
-        tx.commit().await.map_err(sql_err("committing the load"))?;
-        Ok(changed)
+            .map_err(sql_err(format!("indexing {schema}.{}", table.name)))?;
     }
+    Ok(added)
+}
+
+async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64, WarehouseError> {
+    let schema = schema_name(load.livemode);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql_err("starting a transaction"))?;
+    let mut staged: Vec<&str> = Vec::new();
+    for table in &load.dataset.tables {
+        let files = load.files_of(table);
+        if files.is_empty() {
+            continue;
+        }
+        let action = format!("staging {schema}.{}", table.name);
+        tx.batch_execute(&sql::create_stage(schema, &table.name).join("; "))
+            .await
+            .map_err(sql_err(&action))?;
+        for path in files {
+            let bytes = load
+                .lake
+                .read(path)
+                .await
+                .map_err(|e| other_err(&action, e))?;
+            copy_parquet(&tx, &table.name, bytes)
+                .await
+                .map_err(|m| other_err(format!("{action} from {path}"), m))?;
+        }
+        staged.push(&table.name);
+    }
+    let mut changed = 0;
+    for stmt in sql::merge(schema, load.dataset, &staged) {
+        let n = tx
+            .execute(stmt.sql.as_str(), &[])
+            .await
+            .map_err(sql_err(format!(
+                "merging into {schema}.{}",
+                load.dataset.name
+            )))?;
+        if stmt.counts {
+            changed = n;
+        }
+    }
+    let main = &load.dataset.main_table().name;
+    if !load.tombstones.is_empty() {
+        tx.batch_execute(&sql::tombstones(
+            schema,
+            main,
+            load.merchant_id,
+            &load.tombstones,
+            load.tombstone_timestamp,
+        ))
+        .await
+        .map_err(sql_err(format!("marking deleted rows of {schema}.{main}")))?;
+    }
+    let times = sql::load_times(
+        schema,
+        load.dataset,
+        load.merchant_id,
+        super::now_micros(),
+        load.as_of,
+    );
+    tx.batch_execute(&times.join("; "))
+        .await
+        .map_err(sql_err("recording data_load_times"))?;
+    crate::failpoint::point("load");
+    tx.commit().await.map_err(sql_err("committing the load"))?;
+    Ok(changed)
 }
 
 /// Runs a query and returns every value as text (the simple protocol's form).
@@ -427,58 +423,56 @@ async fn copy_parquet(
     writer.as_mut().finish().await.map_err(|e| message(&e))
 }
 
+#[async_trait::async_trait]
 impl Warehouse for Postgres {
     fn describe(&self) -> String {
         format!("{BACKEND} {}", self.target)
     }
 
-    fn prepare(
-        &mut self,
+    async fn prepare(
+        &self,
         livemode: bool,
         dataset: &Dataset,
     ) -> Result<Vec<String>, WarehouseError> {
         let schema = schema_name(livemode);
-        self.runtime.clone().block_on(async {
-            self.client
-                .batch_execute(&sql::create_schema(&DIALECT, schema).join("; "))
-                .await
-                .map_err(sql_err(format!("creating schema {schema}")))?;
-            let mut added = Vec::new();
-            for table in &dataset.tables {
-                added.extend(self.prepare_table(schema, table).await?);
-            }
-            Ok(added)
-        })
+        let client = self.client.lock().await;
+        client
+            .batch_execute(&sql::create_schema(&DIALECT, schema).join("; "))
+            .await
+            .map_err(sql_err(format!("creating schema {schema}")))?;
+        let mut added = Vec::new();
+        for table in &dataset.tables {
+            added.extend(prepare_table(&client, schema, table).await?);
+        }
+        Ok(added)
     }
 
-    fn load(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError> {
-        self.runtime.clone().block_on(self.load_async(load))
+    async fn load(&self, load: &Load<'_>) -> Result<u64, WarehouseError> {
+        load_in_transaction(&mut *self.client.lock().await, load).await
     }
 
-    fn record_freshness(
-        &mut self,
+    async fn record_freshness(
+        &self,
         livemode: bool,
         datasets: &[&Dataset],
         merchant_id: &str,
         as_of: i64,
     ) -> Result<(), WarehouseError> {
         let statements = sql::freshness(livemode, datasets, merchant_id, as_of);
-        let client = &mut self.client;
-        self.runtime.clone().block_on(async move {
-            let tx = client
-                .transaction()
-                .await
-                .map_err(sql_err("starting a transaction"))?;
-            tx.batch_execute(&statements.join("; "))
-                .await
-                .map_err(sql_err("recording data_load_times"))?;
-            tx.commit()
-                .await
-                .map_err(sql_err("committing data_load_times"))
-        })
+        let mut client = self.client.lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(sql_err("starting a transaction"))?;
+        tx.batch_execute(&statements.join("; "))
+            .await
+            .map_err(sql_err("recording data_load_times"))?;
+        tx.commit()
+            .await
+            .map_err(sql_err("committing data_load_times"))
     }
 
-    fn query_strings(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
-        self.runtime.clone().block_on(query(&self.client, sql))
+    async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
+        query(&*self.client.lock().await, sql).await
     }
 }

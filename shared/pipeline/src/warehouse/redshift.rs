@@ -16,7 +16,6 @@ use aws_sdk_redshiftdata::types::{Field, StatusString};
 use aws_sdk_redshiftdata::Client;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio::runtime::Handle;
 
 const BACKEND: &str = "Redshift";
 
@@ -66,11 +65,15 @@ impl std::fmt::Display for RedshiftSettings {
 pub struct Redshift {
     client: Client,
     settings: RedshiftSettings,
-    runtime: Handle,
     /// Schemas and table shapes (`schema/table:columns/…`) checked complete by this process: the
     /// catalog is fixed for a build, so they need no Data API calls again (a Lambda container keeps
     /// this).
-    prepared: HashSet<String>,
+    prepared: parking_lot::Mutex<HashSet<String>>,
+    /// Held by each writing transaction (loads, `data_load_times`). Redshift's isolation is
+    /// serializable: two concurrent transactions that write the same table (every load writes
+    /// `data_load_times`) make Redshift abort one of them ("Serializable isolation violation"), so
+    /// this process sends one at a time. Queries run beside them.
+    writes: tokio::sync::Mutex<()>,
 }
 
 /// What a finished statement left: per sub-statement, the rows it changed or returned.
@@ -97,8 +100,8 @@ impl Redshift {
         let redshift = Redshift {
             client: Client::new(sdk),
             settings,
-            runtime: Handle::current(),
-            prepared: HashSet::new(),
+            prepared: parking_lot::Mutex::new(HashSet::new()),
+            writes: tokio::sync::Mutex::new(()),
         };
         redshift
             .run(vec!["SELECT 1".into()])
@@ -214,7 +217,7 @@ impl Redshift {
 
     /// Creates the schema and the dataset's tables, and adds missing columns: one query for what
     /// exists, then a statement per table or column that is missing.
-    async fn prepare_async(
+    async fn create_tables(
         &self,
         schema: &str,
         dataset: &Dataset,
@@ -250,7 +253,7 @@ impl Redshift {
         Ok(added)
     }
 
-    async fn load_async(&self, load: &Load<'_>) -> Result<u64, WarehouseError> {
+    async fn load_batch(&self, load: &Load<'_>) -> Result<u64, WarehouseError> {
         let schema = schema_name(load.livemode);
         let action = format!("loading {schema}.{}", load.dataset.name);
         let mut statements: Vec<sql::Statement> = Vec::new();
@@ -355,13 +358,14 @@ fn text(field: &Field) -> Option<String> {
     }
 }
 
+#[async_trait::async_trait]
 impl Warehouse for Redshift {
     fn describe(&self) -> String {
         format!("{BACKEND} {}", self.settings)
     }
 
-    fn prepare(
-        &mut self,
+    async fn prepare(
+        &self,
         livemode: bool,
         dataset: &Dataset,
     ) -> Result<Vec<String>, WarehouseError> {
@@ -369,23 +373,22 @@ impl Warehouse for Redshift {
         let key: String = dataset.tables.iter().fold(schema.to_string(), |k, t| {
             format!("{k}/{}:{}", t.name, t.columns.len())
         });
-        if self.prepared.contains(&key) {
+        if self.prepared.lock().contains(&key) {
             return Ok(Vec::new());
         }
-        let added = self
-            .runtime
-            .clone()
-            .block_on(self.prepare_async(schema, dataset))?;
-        self.prepared.insert(key);
+        let _writing = self.writes.lock().await;
+        let added = self.create_tables(schema, dataset).await?;
+        self.prepared.lock().insert(key);
         Ok(added)
     }
 
-    fn load(&mut self, load: &Load<'_>) -> Result<u64, WarehouseError> {
-        self.runtime.clone().block_on(self.load_async(load))
+    async fn load(&self, load: &Load<'_>) -> Result<u64, WarehouseError> {
+        let _writing = self.writes.lock().await;
+        self.load_batch(load).await
     }
 
-    fn record_freshness(
-        &mut self,
+    async fn record_freshness(
+        &self,
         livemode: bool,
         datasets: &[&Dataset],
         merchant_id: &str,
@@ -395,21 +398,19 @@ impl Warehouse for Redshift {
         if statements.is_empty() {
             return Ok(());
         }
-        self.runtime.clone().block_on(async {
-            // Within the Data API's limit per transaction: each chunk is complete pairs of rows.
-            for chunk in statements.chunks(MAX_BATCH - MAX_BATCH % 2) {
-                self.run(chunk.to_vec())
-                    .await
-                    .map_err(|m| err("recording data_load_times", m))?;
-            }
-            Ok(())
-        })
+        let _writing = self.writes.lock().await;
+        // Within the Data API's limit per transaction: each chunk is complete pairs of rows.
+        for chunk in statements.chunks(MAX_BATCH - MAX_BATCH % 2) {
+            self.run(chunk.to_vec())
+                .await
+                .map_err(|m| err("recording data_load_times", m))?;
+        }
+        Ok(())
     }
 
-    fn query_strings(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
-        self.runtime
-            .clone()
-            .block_on(self.query(sql))
+    async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
+        self.query(sql)
+            .await
             .map_err(|m| err(format!("running {sql}"), m))
     }
 }

@@ -24,7 +24,7 @@ const T2: i64 = T1 + 60_000_000;
 const T3: i64 = T1 + 120_000_000;
 const M: &str = "acct_conformance";
 
-/// One runtime for the blocking suite's async setup (connections, emulators).
+/// One runtime for the whole suite: a PostgreSQL connection's task lives on the runtime that opened it.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -58,7 +58,7 @@ fn dataset(name: &str) -> &'static Dataset {
 }
 
 impl Fixture {
-    fn open(backend: Backend, label: &str) -> Fixture {
+    async fn open(backend: Backend, label: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let local = || Lake::local(&dir.path().join("lake")).unwrap();
         let (lake, wh, services): (Lake, Box<dyn Warehouse>, _) = match backend {
@@ -69,14 +69,12 @@ impl Fixture {
             ),
             Backend::Postgres => {
                 let url = postgres_server::server().database(label);
-                let wh = runtime()
-                    .block_on(Postgres::connect(&Secret::new(url), None))
-                    .unwrap();
+                let wh = Postgres::connect(&Secret::new(url), None).await.unwrap();
                 (local(), Box::new(wh), None)
             }
             Backend::Redshift => {
                 let moto = Moto::start();
-                runtime().block_on(create_bucket(&moto, "lake"));
+                create_bucket(&moto, "lake").await;
                 let lake = Lake::cloud("s3://lake/stripe", &moto.lake_options()).unwrap();
                 let emulator = RedshiftEmulator::start(&moto);
                 let settings = RedshiftSettings {
@@ -86,8 +84,8 @@ impl Fixture {
                     secret_arn: None,
                     copy_role_arn: "arn:aws:iam::123456789012:role/stripe-pipeline-copy".into(),
                 };
-                let wh = runtime()
-                    .block_on(async { Redshift::connect(&emulator.sdk().await, settings).await })
+                let wh = Redshift::connect(&emulator.sdk().await, settings)
+                    .await
                     .unwrap();
                 (lake, Box::new(wh), Some((emulator, moto)))
             }
@@ -103,7 +101,7 @@ impl Fixture {
 
     /// Writes `objects` (each with its `batch_timestamp`) as one batch of Parquet files, the way a slice
     /// does, and returns the files per table.
-    fn write(
+    async fn write(
         &mut self,
         dataset: &Dataset,
         livemode: bool,
@@ -125,8 +123,10 @@ impl Fixture {
         let mut files = Vec::new();
         for t in &mut converter.tables {
             if let Some(batch) = t.take().expect("rows fit their schema") {
-                let f = runtime()
-                    .block_on(self.lake.write(livemode, M, &stem, &[batch], &t.table.name))
+                let f = self
+                    .lake
+                    .write(livemode, M, &stem, &[batch], &t.table.name)
+                    .await
                     .unwrap()
                     .unwrap();
                 files.push((f.table, f.path));
@@ -135,7 +135,7 @@ impl Fixture {
         files
     }
 
-    fn load_files(
+    async fn load_files(
         &mut self,
         dataset: &Dataset,
         livemode: bool,
@@ -153,17 +153,19 @@ impl Fixture {
                 tombstones: tombstones.0,
                 tombstone_timestamp: tombstones.1,
             })
+            .await
             .unwrap()
     }
 
-    fn load(&mut self, dataset: &Dataset, objects: &[(i64, Value)]) -> u64 {
-        let files = self.write(dataset, true, objects);
-        self.load_files(dataset, true, files, (Vec::new(), 0))
+    async fn load(&mut self, dataset: &Dataset, objects: &[(i64, Value)]) -> u64 {
+        let files = self.write(dataset, true, objects).await;
+        self.load_files(dataset, true, files, (Vec::new(), 0)).await
     }
 
-    fn rows(&mut self, sql: &str) -> Vec<Vec<String>> {
+    async fn rows(&mut self, sql: &str) -> Vec<Vec<String>> {
         self.wh
             .query_strings(sql)
+            .await
             .unwrap()
             .into_iter()
             .map(|r| {
@@ -189,37 +191,46 @@ fn strings(rows: &[&[&str]]) -> Vec<Vec<String>> {
 const CHARGES: &str = "SELECT id, CAST(amount AS VARCHAR), description, CASE WHEN deleted THEN 'deleted' ELSE 'live' END FROM stripe.charges WHERE merchant_id = 'acct_conformance' ORDER BY id";
 const CHARGE_METADATA: &str = "SELECT charge_id, key, value FROM stripe.charges_metadata WHERE merchant_id = 'acct_conformance' ORDER BY 1, 2";
 
-pub fn newest_version_wins_and_loads_are_idempotent(backend: Backend) {
-    let mut f = Fixture::open(backend, "newest");
+pub async fn newest_version_wins_and_loads_are_idempotent(backend: Backend) {
+    let mut f = Fixture::open(backend, "newest").await;
     let charges = dataset("charges");
-    assert!(f.wh.prepare(true, charges).unwrap().is_empty());
-    let v1 = f.write(
-        charges,
-        true,
-        &[
-            (
-                T1,
-                charge("ch_1", 100, Some("first"), json!({"a": "1", "b": "2"})),
-            ),
-            (T1, charge("ch_2", 200, None, json!({}))),
-            // Two versions of one object in one batch: the newer one counts.
-            (T1, charge("ch_3", 300, Some("old"), json!({"v": "old"}))),
-            (T2, charge("ch_3", 310, Some("new"), json!({"v": "new"}))),
-        ],
+    assert!(f.wh.prepare(true, charges).await.unwrap().is_empty());
+    let v1 = f
+        .write(
+            charges,
+            true,
+            &[
+                (
+                    T1,
+                    charge("ch_1", 100, Some("first"), json!({"a": "1", "b": "2"})),
+                ),
+                (T1, charge("ch_2", 200, None, json!({}))),
+                // Two versions of one object in one batch: the newer one counts.
+                (T1, charge("ch_3", 300, Some("old"), json!({"v": "old"}))),
+                (T2, charge("ch_3", 310, Some("new"), json!({"v": "new"}))),
+            ],
+        )
+        .await;
+    assert_eq!(
+        f.load_files(charges, true, v1.clone(), (Vec::new(), 0))
+            .await,
+        3
     );
-    assert_eq!(f.load_files(charges, true, v1.clone(), (Vec::new(), 0)), 3);
-    let v2 = f.write(
-        charges,
-        true,
-        &[(T2, charge("ch_1", 150, Some("second"), json!({"a": "9"})))],
-    );
-    f.load_files(charges, true, v2.clone(), (Vec::new(), 0));
+    let v2 = f
+        .write(
+            charges,
+            true,
+            &[(T2, charge("ch_1", 150, Some("second"), json!({"a": "9"})))],
+        )
+        .await;
+    f.load_files(charges, true, v2.clone(), (Vec::new(), 0))
+        .await;
     // Replays: in the first batch, ch_1's version is older than the stored one and changes nothing
     // (ch_2 and ch_3 are re-applied as the same versions); the newer batch again duplicates nothing.
-    assert_eq!(f.load_files(charges, true, v1, (Vec::new(), 0)), 2);
-    f.load_files(charges, true, v2, (Vec::new(), 0));
+    assert_eq!(f.load_files(charges, true, v1, (Vec::new(), 0)).await, 2);
+    f.load_files(charges, true, v2, (Vec::new(), 0)).await;
     assert_eq!(
-        f.rows(CHARGES),
+        f.rows(CHARGES).await,
         strings(&[
             &["ch_1", "150", "second", "live"],
             &["ch_2", "200", "NULL", "live"],
@@ -227,12 +238,12 @@ pub fn newest_version_wins_and_loads_are_idempotent(backend: Backend) {
         ])
     );
     assert_eq!(
-        f.rows(CHARGE_METADATA),
+        f.rows(CHARGE_METADATA).await,
         strings(&[&["ch_1", "a", "9"], &["ch_3", "v", "new"]])
     );
-    assert_eq!(f.wh.count(true, "charges", M).unwrap(), 3);
-    assert_eq!(f.wh.count(true, "charges_metadata", M).unwrap(), 2);
-    assert_eq!(f.wh.count(true, "charges", "acct_other").unwrap(), 0);
+    assert_eq!(f.wh.count(true, "charges", M).await.unwrap(), 3);
+    assert_eq!(f.wh.count(true, "charges_metadata", M).await.unwrap(), 2);
+    assert_eq!(f.wh.count(true, "charges", "acct_other").await.unwrap(), 0);
 }
 
 fn invoice(id: &str, lines: &[(&str, i64)]) -> Value {
@@ -244,30 +255,33 @@ fn invoice(id: &str, lines: &[(&str, i64)]) -> Value {
            "lines": {"object": "list", "data": data, "has_more": false, "url": "/v1/invoices/x/lines"}})
 }
 
-pub fn child_rows_are_replaced_per_parent(backend: Backend) {
-    let mut f = Fixture::open(backend, "children");
+pub async fn child_rows_are_replaced_per_parent(backend: Backend) {
+    let mut f = Fixture::open(backend, "children").await;
     let invoices = dataset("invoices");
-    f.wh.prepare(true, invoices).unwrap();
+    f.wh.prepare(true, invoices).await.unwrap();
     f.load(
         invoices,
         &[
             (T1, invoice("in_1", &[("il_1", 10), ("il_2", 20)])),
             (T1, invoice("in_2", &[("il_3", 30)])),
         ],
-    );
-    f.load(invoices, &[(T2, invoice("in_1", &[("il_4", 40)]))]);
+    )
+    .await;
+    f.load(invoices, &[(T2, invoice("in_1", &[("il_4", 40)]))])
+        .await;
     // An older version of in_2 arriving late does not bring back its old lines either.
-    f.load(invoices, &[(T1 - 1, invoice("in_2", &[("il_9", 90)]))]);
+    f.load(invoices, &[(T1 - 1, invoice("in_2", &[("il_9", 90)]))])
+        .await;
     assert_eq!(
-        f.rows("SELECT invoice_id, id, CAST(amount AS VARCHAR) FROM stripe.invoice_line_items WHERE merchant_id = 'acct_conformance' ORDER BY 1, 2"),
+        f.rows("SELECT invoice_id, id, CAST(amount AS VARCHAR) FROM stripe.invoice_line_items WHERE merchant_id = 'acct_conformance' ORDER BY 1, 2").await,
         strings(&[&["in_1", "il_4", "40"], &["in_2", "il_3", "30"]])
     );
 }
 
-pub fn deletes_are_kept_as_flags(backend: Backend) {
-    let mut f = Fixture::open(backend, "deletes");
+pub async fn deletes_are_kept_as_flags(backend: Backend) {
+    let mut f = Fixture::open(backend, "deletes").await;
     let charges = dataset("charges");
-    f.wh.prepare(true, charges).unwrap();
+    f.wh.prepare(true, charges).await.unwrap();
     f.load(
         charges,
         &[
@@ -277,69 +291,86 @@ pub fn deletes_are_kept_as_flags(backend: Backend) {
                 charge("ch_2", 200, Some("gone soon"), json!({"k": "v"})),
             ),
         ],
-    );
+    )
+    .await;
     // Nothing older than T1: nothing stale; everything older than T3: both.
-    assert!(f.wh.stale_ids(true, charges, M, T1).unwrap().is_empty());
+    assert!(f
+        .wh
+        .stale_ids(true, charges, M, T1)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        f.wh.stale_ids(true, charges, M, T3).unwrap(),
+        f.wh.stale_ids(true, charges, M, T3).await.unwrap(),
         ["ch_1", "ch_2"]
     );
-    f.load_files(charges, true, Vec::new(), (vec!["ch_2".into()], T2));
+    f.load_files(charges, true, Vec::new(), (vec!["ch_2".into()], T2))
+        .await;
     // The tombstone keeps the last version's columns; a late older version does not revive it.
-    f.load(charges, &[(T1, charge("ch_2", 999, None, json!({})))]);
+    f.load(charges, &[(T1, charge("ch_2", 999, None, json!({})))])
+        .await;
     assert_eq!(
-        f.rows(CHARGES),
+        f.rows(CHARGES).await,
         strings(&[
             &["ch_1", "100", "NULL", "live"],
             &["ch_2", "200", "gone soon", "deleted"],
         ])
     );
-    assert_eq!(f.wh.stale_ids(true, charges, M, T3).unwrap(), ["ch_1"]);
+    assert_eq!(
+        f.wh.stale_ids(true, charges, M, T3).await.unwrap(),
+        ["ch_1"]
+    );
     // A deletion that arrives as a row (a `*.deleted` event's object).
     let customers = dataset("customers");
-    f.wh.prepare(true, customers).unwrap();
+    f.wh.prepare(true, customers).await.unwrap();
     f.load(
         customers,
         &[(
             T1,
             json!({"id": "cus_1", "object": "customer", "email": "a@example.com", "metadata": {}}),
         )],
-    );
+    )
+    .await;
     f.load(
         customers,
         &[(
             T2,
             json!({"id": "cus_1", "object": "customer", "deleted": true}),
         )],
-    );
+    )
+    .await;
     assert_eq!(
-        f.rows("SELECT id, CASE WHEN deleted THEN 'deleted' ELSE 'live' END FROM stripe.customers WHERE merchant_id = 'acct_conformance'"),
+        f.rows("SELECT id, CASE WHEN deleted THEN 'deleted' ELSE 'live' END FROM stripe.customers WHERE merchant_id = 'acct_conformance'").await,
         strings(&[&["cus_1", "deleted"]])
     );
 }
 
-pub fn new_catalog_columns_are_added_and_old_files_still_load(backend: Backend) {
-    let mut f = Fixture::open(backend, "evolution");
+pub async fn new_catalog_columns_are_added_and_old_files_still_load(backend: Backend) {
+    let mut f = Fixture::open(backend, "evolution").await;
     let full = dataset("charges");
     let mut older = full.clone();
     older.tables[0].columns.retain(|c| c.name != "description");
-    f.wh.prepare(true, &older).unwrap();
-    let old_files = f.write(
-        &older,
-        true,
-        &[(T1, charge("ch_1", 100, Some("lost"), json!({})))],
-    );
-    f.load_files(&older, true, old_files.clone(), (Vec::new(), 0));
+    f.wh.prepare(true, &older).await.unwrap();
+    let old_files = f
+        .write(
+            &older,
+            true,
+            &[(T1, charge("ch_1", 100, Some("lost"), json!({})))],
+        )
+        .await;
+    f.load_files(&older, true, old_files.clone(), (Vec::new(), 0))
+        .await;
     assert_eq!(
-        f.wh.prepare(true, full).unwrap(),
+        f.wh.prepare(true, full).await.unwrap(),
         ["stripe.charges.description"]
     );
-    assert!(f.wh.prepare(true, full).unwrap().is_empty());
-    f.load(full, &[(T2, charge("ch_2", 200, Some("kept"), json!({})))]);
+    assert!(f.wh.prepare(true, full).await.unwrap().is_empty());
+    f.load(full, &[(T2, charge("ch_2", 200, Some("kept"), json!({})))])
+        .await;
     // A file written before the column existed, replayed after: it loads, the column empty.
-    f.load_files(full, true, old_files, (Vec::new(), 0));
+    f.load_files(full, true, old_files, (Vec::new(), 0)).await;
     assert_eq!(
-        f.rows(CHARGES),
+        f.rows(CHARGES).await,
         strings(&[
             &["ch_1", "100", "NULL", "live"],
             &["ch_2", "200", "kept", "live"],
@@ -347,39 +378,43 @@ pub fn new_catalog_columns_are_added_and_old_files_still_load(backend: Backend) 
     );
 }
 
-pub fn modes_have_their_schemas_and_load_times(backend: Backend) {
-    let mut f = Fixture::open(backend, "modes");
+pub async fn modes_have_their_schemas_and_load_times(backend: Backend) {
+    let mut f = Fixture::open(backend, "modes").await;
     let charges = dataset("charges");
-    f.wh.prepare(false, charges).unwrap();
-    let files = f.write(
-        charges,
-        false,
-        &[(T1, charge("ch_t", 1, None, json!({"x": "y"})))],
-    );
-    f.load_files(charges, false, files, (Vec::new(), 0));
-    assert_eq!(f.wh.count(false, "charges", M).unwrap(), 1);
+    f.wh.prepare(false, charges).await.unwrap();
+    let files = f
+        .write(
+            charges,
+            false,
+            &[(T1, charge("ch_t", 1, None, json!({"x": "y"})))],
+        )
+        .await;
+    f.load_files(charges, false, files, (Vec::new(), 0)).await;
+    assert_eq!(f.wh.count(false, "charges", M).await.unwrap(), 1);
     assert_eq!(
-        f.rows("SELECT id FROM stripe_testmode.charges WHERE merchant_id = 'acct_conformance'"),
+        f.rows("SELECT id FROM stripe_testmode.charges WHERE merchant_id = 'acct_conformance'")
+            .await,
         strings(&[&["ch_t"]])
     );
     let times = "SELECT table_name, CAST(CAST(EXTRACT(EPOCH FROM data_as_of) AS BIGINT) AS VARCHAR), CASE WHEN data_landed IS NULL THEN 'no' ELSE 'yes' END FROM stripe_testmode.data_load_times WHERE merchant_id = 'acct_conformance' ORDER BY 1";
     assert_eq!(
-        f.rows(times),
+        f.rows(times).await,
         strings(&[
             &["charges", "1795694400", "yes"],
             &["charges_metadata", "1795694400", "yes"],
         ])
     );
     f.wh.record_freshness(false, &[charges], M, 1_795_698_000)
+        .await
         .unwrap();
     assert_eq!(
-        f.rows(times),
+        f.rows(times).await,
         strings(&[
             &["charges", "1795698000", "yes"],
             &["charges_metadata", "1795698000", "yes"],
         ])
     );
     // The live schema exists only once something is prepared for it.
-    f.wh.prepare(true, charges).unwrap();
-    assert_eq!(f.wh.count(true, "charges", M).unwrap(), 0);
+    f.wh.prepare(true, charges).await.unwrap();
+    assert_eq!(f.wh.count(true, "charges", M).await.unwrap(), 0);
 }
