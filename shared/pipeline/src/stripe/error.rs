@@ -67,15 +67,26 @@ impl StripeError {
     }
 }
 
-/// What one HTTP attempt came to, before the retry decision.
+/// What an attempt came to, with the retry decision made where the response was read: the outcome of
+/// [`classify`] (`T` the body) and of every [`super::StripeApi`] (`T` a [`super::Response`]).
 #[derive(Debug)]
-pub enum Attempt {
+pub enum Attempt<T = bytes::Bytes> {
     /// A 200 whose body is complete JSON.
-    Ok(bytes::Bytes),
+    Ok(T),
     /// Worth retrying (network error, 409, 429, 5xx, or `Stripe-Should-Retry: true`).
     Retry(StripeError),
     /// Final (other 4xx, or `Stripe-Should-Retry: false`).
     Fail(StripeError),
+}
+
+impl<T> Attempt<T> {
+    /// The response, or the error whether or not a retry could help.
+    pub fn into_result(self) -> Result<T, StripeError> {
+        match self {
+            Attempt::Ok(t) => Ok(t),
+            Attempt::Retry(e) | Attempt::Fail(e) => Err(e),
+        }
+    }
 }
 
 /// Classifies a response. The retry whitelist lives here and only here.

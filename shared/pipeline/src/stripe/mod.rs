@@ -1,19 +1,21 @@
-//! The Stripe API client: HTTPS (rustls), pinned API version, `Stripe-Account`, a shared rate budget, and
-//! retries with exponential backoff and jitter for exactly the failures that a retry can fix.
+//! The Stripe API client: the [`StripeApi`] port, and its stack of layers — HTTPS (rustls) with the
+//! pinned API version and `Stripe-Account` ([`HttpApi`]), a shared rate budget ([`RateLimited`]), and
+//! retries with exponential backoff and jitter for exactly the failures that a retry can fix
+//! ([`Retrying`]).
 
 mod error;
+mod http;
+mod layers;
 mod limiter;
 
-pub use error::StripeError;
+pub use error::{Attempt, StripeError};
+pub use http::HttpApi;
+pub use layers::{RateLimited, Retrying};
 pub use limiter::{Limiter, STRIPE_ENDPOINT_LIMIT, STRIPE_LIVE_LIMIT, STRIPE_TEST_LIMIT};
 
 use crate::catalog::Catalog;
 use crate::config::Secret;
 use bytes::Bytes;
-use error::{classify, Attempt};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -152,12 +154,43 @@ pub struct Caller {
     pub stripe_account: Option<String>,
 }
 
-#[derive(Clone)]
-pub struct StripeClient {
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
-    base: String,
+/// One `GET` to Stripe, as the port sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub caller: &'a Caller,
+    pub path: &'a str,
+    pub params: &'a [(String, String)],
+    /// 1 for the first attempt; the retry layer counts up (errors name the attempts made).
+    pub attempt: u32,
+}
+
+/// The Stripe API as the engine needs it: one request in, one classified [`Attempt`] out.
+///
+/// The transport ([`HttpApi`]) and the policies around it ([`RateLimited`], [`Retrying`]) implement
+/// the same trait, so a stack is composed from layers (see [`StripeClient::new`]) and a layer can be
+/// replaced (a budget shared across processes, say) without touching the engine. Every adapter passes
+/// the shared suite in `stripe_pipeline_testkit::conformance::stripe_api`.
+#[async_trait::async_trait]
+pub trait StripeApi: Send + Sync {
+    async fn send(&self, request: Request<'_>) -> Attempt<Response>;
+}
+
+/// The standard stack: retries around the rate limit around HTTPS, so every attempt (retries too)
+/// waits for its token. Requests, retries and 429s are counted in `stats`.
+pub fn stack(
+    base: &str,
     limiter: Arc<Limiter>,
     retry: RetryPolicy,
+    stats: Arc<ClientStats>,
+) -> Retrying<RateLimited<HttpApi>> {
+    let http = HttpApi::new(base, retry.timeout, stats.clone());
+    Retrying::new(RateLimited::new(http, limiter), retry, stats)
+}
+
+/// The client the engine calls: a [`StripeApi`] stack, and the counters its layers keep.
+#[derive(Clone)]
+pub struct StripeClient {
+    api: Arc<dyn StripeApi>,
     pub stats: Arc<ClientStats>,
 }
 
@@ -167,28 +200,19 @@ impl StripeClient {
         StripeClient::new(base, Arc::new(Limiter::new(budget)), RetryPolicy::default())
     }
 
+    /// A client over the standard [`stack`].
     pub fn new(base: &str, limiter: Arc<Limiter>, retry: RetryPolicy) -> StripeClient {
-        // ring, named explicitly: when the AWS crates are linked too, rustls has two providers and
-        // would refuse to pick one.
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring's default provider supports TLS 1.2 and 1.3")
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
-        StripeClient {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-            limiter,
-            retry,
-            stats: Arc::default(),
-        }
+        let stats = Arc::new(ClientStats::default());
+        let api = stack(base, limiter, retry, stats.clone());
+        StripeClient::over(Arc::new(api), stats)
     }
 
-    /// `GET path?params`, rate limited and retried; the parsed JSON on success.
+    /// A client over any stack; `stats` are the counters its layers were given.
+    pub fn over(api: Arc<dyn StripeApi>, stats: Arc<ClientStats>) -> StripeClient {
+        StripeClient { api, stats }
+    }
+
+    /// `GET path?params` through the stack; the parsed JSON on success.
     pub async fn get(
         &self,
         caller: &Caller,
@@ -202,156 +226,26 @@ impl StripeClient {
         })
     }
 
-    /// `GET path?params`, rate limited and retried; the body (checked to be complete JSON) and Stripe's
-    /// clock, for callers that convert the text directly.
+    /// `GET path?params` through the stack; the body (checked to be complete JSON) and Stripe's clock,
+    /// for callers that convert the text directly.
     pub async fn get_raw(
         &self,
         caller: &Caller,
         path: &str,
         params: &[(String, String)],
     ) -> Result<Response, StripeError> {
-        let query = {
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            for (k, v) in params {
-                q.append_pair(k, v);
-            }
-            q.finish()
+        let request = Request {
+            caller,
+            path,
+            params,
+            attempt: 1,
         };
-        let url = if query.is_empty() {
-            format!("{}{path}", self.base)
-        } else {
-            format!("{}{path}?{query}", self.base)
-        };
-        let endpoint = endpoint_of(path);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.limiter
-                .acquire(&caller.label, caller.livemode, &endpoint)
-                .await;
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            self.stats.by_kind[CallKind::of(path, params) as usize].fetch_add(1, Ordering::Relaxed);
-            let (outcome, date, request_id) = self.attempt(caller, &url, attempt).await;
-            let error = match outcome {
-                Attempt::Ok(body) => {
-                    return Ok(Response {
-                        body,
-                        server_time: date,
-                        request_id,
-                    })
-                }
-                Attempt::Fail(e) => return Err(e),
-                Attempt::Retry(e) => e,
-            };
-            if let StripeError::RateLimited { .. } = error {
-                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            }
-            if attempt >= self.retry.max_attempts {
-                return Err(error);
-            }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(account = %caller.label, path, attempt, %error, "retrying");
-            tokio::time::sleep(self.backoff(attempt)).await;
-        }
+        self.api.send(request).await.into_result()
     }
-
-    /// Equal jitter: uniform in [cap/2, cap] with cap = min(max, base × 2^attempt). Half the cap is
-    /// always waited, so a retry after a 429 never comes at once; the random half spreads the retries
-    /// of many segments that failed together.
-    fn backoff(&self, attempt: u32) -> Duration {
-        backoff(&self.retry, attempt, fastrand::f64())
-    }
-
-    /// One attempt: its outcome, the response's `Date` (Unix seconds) and `Request-Id`.
-    async fn attempt(
-        &self,
-        caller: &Caller,
-        url: &str,
-        attempts: u32,
-    ) -> (Attempt, Option<i64>, String) {
-        let mut req = hyper::Request::get(url)
-            .header("authorization", format!("Bearer {}", caller.key.expose()))
-            .header("stripe-version", API_VERSION)
-            .header(
-                "user-agent",
-                concat!("stripe-pipeline/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(acct) = &caller.stripe_account {
-            req = req.header("stripe-account", acct);
-        }
-        let req = match req.body(Empty::new()) {
-            Ok(r) => r,
-            Err(e) => {
-                let error = StripeError::Decode {
-                    message: format!("cannot build request: {e}"),
-                    request_id: "-".into(),
-                };
-                return (Attempt::Fail(error), None, "-".into());
-            }
-        };
-        let network = |message: String| StripeError::Network {
-            base: self.base.clone(),
-            attempts,
-            message,
-        };
-        let resp = match tokio::time::timeout(self.retry.timeout, self.http.request(req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return (Attempt::Retry(network(error_chain(&e))), None, "-".into()),
-            Err(_) => {
-                let message = format!("no response within {:?}", self.retry.timeout);
-                return (Attempt::Retry(network(message)), None, "-".into());
-            }
-        };
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let request_id = header("request-id").unwrap_or_else(|| "-".into());
-        let should_retry = header("stripe-should-retry").map(|v| v == "true");
-        let rate_reason = header("stripe-rate-limited-reason");
-        let date = header("date")
-            .and_then(|d| httpdate::parse_http_date(&d).ok())
-            .map(crate::clock::unix_secs);
-        let body = match tokio::time::timeout(self.retry.timeout, resp.into_body().collect()).await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => {
-                let message = format!("response body cut off: {}", error_chain(&e));
-                return (Attempt::Retry(network(message)), date, request_id);
-            }
-            Err(_) => {
-                let message = "response body timed out".to_string();
-                return (Attempt::Retry(network(message)), date, request_id);
-            }
-        };
-        let outcome = classify(
-            status,
-            should_retry,
-            rate_reason,
-            request_id.clone(),
-            body,
-            attempts,
-        );
-        (outcome, date, request_id)
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// `/v1/invoices/in_1/lines` → `/v1/invoices/{id}/lines`: the per-endpoint rate-limit key.
-fn endpoint_of(path: &str) -> String {
+pub(crate) fn endpoint_of(path: &str) -> String {
     path.split('/')
         .enumerate()
         .map(|(i, seg)| {
