@@ -103,13 +103,11 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
         let scope = account_scope(&record.name);
         match plan_account(svc, &record, tick).await {
             Ok(messages) => {
-                svc.notifier
-                    .succeeded(&scope, &record.name, "account")
-                    .await;
+                svc.alerts.succeeded(&scope, &record.name, "account").await;
                 planned.extend(messages);
             }
             Err(e) => {
-                svc.notifier
+                svc.alerts
                     .failed(&scope, &record.name, "account", &e.to_string())
                     .await;
                 report.errors.push(e.to_string());

@@ -1,7 +1,7 @@
 //! What the functions work with: settings, AWS clients, the lake, and the engine built on them.
 
 use crate::accounts::Accounts;
-use crate::notify::Notifier;
+use crate::notify::SnsNotifier;
 use crate::secrets::Secrets;
 use crate::settings::Settings;
 use crate::Error;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use stripe_pipeline::engine::{Engine, SharedWarehouse};
 use stripe_pipeline::lake::Lake;
+use stripe_pipeline::notify::{Alerts, LogNotifier};
 use stripe_pipeline::state::DynamoState;
 use stripe_pipeline::stripe::StripeClient;
 use stripe_pipeline::warehouse::redshift::Redshift;
@@ -22,7 +23,7 @@ pub struct Services {
     pub accounts: Accounts,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: Secrets,
-    pub notifier: Notifier,
+    pub alerts: Alerts,
     pub lake: Lake,
     /// Where exports in Stripe's layout go, when they are on.
     pub export: Option<Lake>,
@@ -63,9 +64,14 @@ impl Services {
             accounts: Accounts::new(aws_sdk_dynamodb::Client::new(sdk), &settings.accounts_table),
             sqs: aws_sdk_sqs::Client::new(sdk),
             secrets: Secrets::new(aws_sdk_secretsmanager::Client::new(sdk)),
-            notifier: Notifier::new(
-                aws_sdk_sns::Client::new(sdk),
-                settings.topic_arn.clone(),
+            alerts: Alerts::new(
+                match &settings.topic_arn {
+                    Some(topic) => Arc::new(SnsNotifier::new(
+                        aws_sdk_sns::Client::new(sdk),
+                        topic.clone(),
+                    )),
+                    None => Arc::new(LogNotifier),
+                },
                 state.clone().into(),
                 settings.failure_alert_after,
             ),

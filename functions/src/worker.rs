@@ -107,7 +107,7 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => {
             let scope = account_scope(&record.name);
-            svc.notifier
+            svc.alerts
                 .failed(&scope, &record.name, "account", &e.to_string())
                 .await;
             return Err(e);
@@ -118,7 +118,7 @@ pub async fn run(
     let engine = match svc.engine(run_id.to_string(), Some(stop)).await {
         Ok(engine) => engine,
         Err(e) => {
-            svc.notifier
+            svc.alerts
                 .failed(&scope, &record.name, "warehouse", &e.to_string())
                 .await;
             return Err(e);
@@ -133,7 +133,7 @@ pub async fn run(
             )));
         }
         Err(e) => {
-            svc.notifier
+            svc.alerts
                 .failed(&scope, &record.name, what, &e.to_string())
                 .await;
             return Err(e.into());
@@ -152,10 +152,10 @@ pub async fn run(
         return Ok(Ran::Continued(next.id));
     }
     if let Some(warning) = &report.feed.warning {
-        svc.notifier.retention_cliff(&record.name, warning).await;
+        svc.alerts.retention_cliff(&record.name, warning).await;
     }
     if !report.columns_added.is_empty() {
-        svc.notifier
+        svc.alerts
             .columns_added(&record.name, &report.columns_added)
             .await;
     }
@@ -165,21 +165,19 @@ pub async fn run(
         .clone()
         .or_else(|| report.datasets.iter().find_map(|d| d.error.clone()));
     if let Some(error) = error {
-        svc.notifier
-            .failed(&scope, &record.name, what, &error)
-            .await;
+        svc.alerts.failed(&scope, &record.name, what, &error).await;
         return Err(Error::Account {
             account: record.name.clone(),
             message: format!("{what}: {error}"),
         });
     }
-    svc.notifier.succeeded(&scope, &record.name, what).await;
+    svc.alerts.succeeded(&scope, &record.name, what).await;
     let listed = report.datasets.first().and_then(|d| d.list);
     if matches!(message.work, SliceWork::List { .. })
         && matches!(listed, Some(ListKind::Backfill | ListKind::Resume))
         && all_loaded(engine.state(), &r, &datasets).await?
     {
-        svc.notifier
+        svc.alerts
             .first_load_done(&scope, &record.name, datasets.len())
             .await;
     }

@@ -168,24 +168,7 @@ async fn deploy_with(
         .send()
         .await
         .unwrap();
-    let sns = aws_sdk_sns::Client::new(&sdk);
-    let topic = sns
-        .create_topic()
-        .name(unique("alerts"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    let alerts_url = queue(&sdk, &unique("alert-inbox")).await;
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(queue_arn(&sdk, &alerts_url).await)
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
+    let (topic, alerts_url) = topic_with_inbox(&sdk).await;
     let seeds = seed_accounts(&sdk, sim).await;
     let env: BTreeMap<String, String> = [
         ("STRIPE_PIPELINE_ACCOUNTS_TABLE", accounts),
@@ -320,14 +303,43 @@ pub fn plenty() -> Instant {
     Instant::now() + Duration::from_secs(600)
 }
 
-/// Notifications published so far (subject, message), read from the topic's SQS subscription.
+/// Notifications published so far (their messages), read from the topic's SQS subscription.
 pub async fn notifications(d: &Deployment) -> Vec<String> {
-    let sqs = aws_sdk_sqs::Client::new(&d.sdk);
+    drain_queue(&d.sdk, &d.alerts_url).await
+}
+
+/// An SNS topic and the SQS queue subscribed to it (raw delivery: each message's body is the
+/// notification's message): `(topic arn, queue url)`.
+pub async fn topic_with_inbox(sdk: &SdkConfig) -> (String, String) {
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let topic = sns
+        .create_topic()
+        .name(unique("alerts"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let inbox = queue(sdk, &unique("alert-inbox")).await;
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn(sdk, &inbox).await)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+    (topic, inbox)
+}
+
+/// Receives and deletes every message waiting in a queue; their bodies.
+pub async fn drain_queue(sdk: &SdkConfig, url: &str) -> Vec<String> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     let mut out = Vec::new();
     loop {
         let got = sqs
             .receive_message()
-            .queue_url(&d.alerts_url)
+            .queue_url(url)
             .max_number_of_messages(10)
             .send()
             .await
@@ -340,7 +352,7 @@ pub async fn notifications(d: &Deployment) -> Vec<String> {
         for m in got {
             out.push(m.body.clone().unwrap_or_default());
             sqs.delete_message()
-                .queue_url(&d.alerts_url)
+                .queue_url(url)
                 .receipt_handle(m.receipt_handle.unwrap_or_default())
                 .send()
                 .await

@@ -19,6 +19,7 @@ pub mod failpoint;
 pub mod lake;
 #[cfg(feature = "duckdb")]
 pub mod local;
+pub mod notify;
 pub mod slots;
 pub mod state;
 pub mod stripe;
