@@ -4,7 +4,10 @@
 use crate::accounts::AccountRecord;
 use crate::Error;
 use stripe_pipeline::config::Incremental;
-use stripe_pipeline::warehouse::redshift::{RedshiftSettings, RedshiftTarget};
+use stripe_pipeline::config::RedshiftConfig;
+use stripe_pipeline::warehouse::redshift::RedshiftSettings;
+#[cfg(test)]
+use stripe_pipeline::warehouse::redshift::RedshiftTarget;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -54,41 +57,23 @@ pub struct ExportSettings {
     pub keep: usize,
 }
 
-/// The Redshift settings from the environment: `Ok(None)` when neither a workgroup nor a cluster is set.
+/// The Redshift settings from the environment (`STRIPE_PIPELINE_REDSHIFT_<FIELD>`, checked like the
+/// CLI's `[redshift]` table): `Ok(None)` when neither a workgroup nor a cluster is set.
 fn redshift(env: &impl Fn(&str) -> Option<String>) -> Result<Option<RedshiftSettings>, String> {
-    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    let target = match (
-        get("STRIPE_PIPELINE_REDSHIFT_WORKGROUP"),
-        get("STRIPE_PIPELINE_REDSHIFT_CLUSTER"),
-    ) {
-        (None, None) => return Ok(None),
-        (Some(w), None) => RedshiftTarget::Workgroup(w),
-        (None, Some(c)) => RedshiftTarget::Cluster(c),
-        (Some(_), Some(_)) => return Err(
-            "set STRIPE_PIPELINE_REDSHIFT_WORKGROUP or STRIPE_PIPELINE_REDSHIFT_CLUSTER, not both"
-                .into(),
-        ),
+    let var = |field: &str| format!("STRIPE_PIPELINE_REDSHIFT_{}", field.to_uppercase());
+    let get = |field: &str| env(&var(field)).filter(|v| !v.trim().is_empty());
+    let config = RedshiftConfig {
+        workgroup: get("workgroup"),
+        cluster: get("cluster"),
+        database: get("database"),
+        db_user: get("db_user"),
+        secret_arn: get("secret_arn"),
+        copy_role_arn: get("copy_role_arn"),
     };
-    let (db_user, secret_arn) = (
-        get("STRIPE_PIPELINE_REDSHIFT_DB_USER"),
-        get("STRIPE_PIPELINE_REDSHIFT_SECRET_ARN"),
-    );
-    if db_user.is_some() && secret_arn.is_some() {
-        return Err(
-            "set STRIPE_PIPELINE_REDSHIFT_DB_USER or STRIPE_PIPELINE_REDSHIFT_SECRET_ARN, not both"
-                .into(),
-        );
+    if !config.is_set() {
+        return Ok(None);
     }
-    let copy_role_arn = get("STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN").ok_or(
-        "STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN is not set: the IAM role Redshift assumes to read the lake for COPY",
-    )?;
-    Ok(Some(RedshiftSettings {
-        target,
-        database: get("STRIPE_PIPELINE_REDSHIFT_DATABASE").unwrap_or_else(|| "dev".into()),
-        db_user,
-        secret_arn,
-        copy_role_arn,
-    }))
+    config.settings(var).map(Some)
 }
 
 impl Settings {
@@ -313,6 +298,15 @@ mod tests {
             "STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN",
             "arn:aws:iam::1:role/copy",
         ));
+        let mut two = on.clone();
+        two.push(("STRIPE_PIPELINE_REDSHIFT_CLUSTER", "c1"));
+        let Err(Error::Settings(problems)) = Settings::from_env(env(&two)) else {
+            panic!("accepted a workgroup and a cluster");
+        };
+        assert!(
+            problems.join(" ").contains("set STRIPE_PIPELINE_REDSHIFT_WORKGROUP (Redshift Serverless) or STRIPE_PIPELINE_REDSHIFT_CLUSTER"),
+            "{problems:?}"
+        );
         let r = Settings::from_env(env(&on)).unwrap().redshift.unwrap();
         assert_eq!(r.target, RedshiftTarget::Workgroup("analytics".into()));
         assert_eq!(r.database, "dev");

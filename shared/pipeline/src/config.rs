@@ -201,6 +201,54 @@ pub struct RedshiftConfig {
     pub copy_role_arn: Option<String>,
 }
 
+#[cfg(feature = "redshift")]
+impl RedshiftConfig {
+    /// Whether Redshift is configured at all (a workgroup or a cluster is named).
+    pub fn is_set(&self) -> bool {
+        self.workgroup.is_some() || self.cluster.is_some()
+    }
+
+    /// Checks the settings, the same for every source; `name` spells a field as its source does (a
+    /// TOML key, an environment variable), so a message names what to change.
+    pub fn settings(
+        &self,
+        name: impl Fn(&str) -> String,
+    ) -> Result<crate::warehouse::redshift::RedshiftSettings, String> {
+        use crate::warehouse::redshift::{RedshiftSettings, RedshiftTarget};
+        let target = match (&self.workgroup, &self.cluster) {
+            (Some(w), None) => RedshiftTarget::Workgroup(w.clone()),
+            (None, Some(c)) => RedshiftTarget::Cluster(c.clone()),
+            _ => {
+                return Err(format!(
+                    "set {} (Redshift Serverless) or {} (a provisioned cluster), one of them",
+                    name("workgroup"),
+                    name("cluster")
+                ))
+            }
+        };
+        if self.db_user.is_some() && self.secret_arn.is_some() {
+            return Err(format!(
+                "set {} or {}, not both",
+                name("db_user"),
+                name("secret_arn")
+            ));
+        }
+        let Some(copy_role_arn) = self.copy_role_arn.clone() else {
+            return Err(format!(
+                "set {}, the IAM role Redshift assumes to read the lake for COPY",
+                name("copy_role_arn")
+            ));
+        };
+        Ok(RedshiftSettings {
+            target,
+            database: self.database.clone().unwrap_or_else(|| "dev".into()),
+            db_user: self.db_user.clone(),
+            secret_arn: self.secret_arn.clone(),
+            copy_role_arn,
+        })
+    }
+}
+
 /// The variable read for the PostgreSQL URL when the configuration names none.
 pub const POSTGRES_URL_ENV: &str = "STRIPE_PIPELINE_POSTGRES_URL";
 
@@ -363,26 +411,8 @@ impl Config {
     pub fn redshift_settings(
         &self,
     ) -> Result<crate::warehouse::redshift::RedshiftSettings, String> {
-        use crate::warehouse::redshift::{RedshiftSettings, RedshiftTarget};
-        let r = &self.redshift;
-        let target = match (&r.workgroup, &r.cluster) {
-            (Some(w), None) => RedshiftTarget::Workgroup(w.clone()),
-            (None, Some(c)) => RedshiftTarget::Cluster(c.clone()),
-            _ => return Err("[redshift]: set workgroup (Redshift Serverless) or cluster (provisioned), one of them".into()),
-        };
-        if r.db_user.is_some() && r.secret_arn.is_some() {
-            return Err("[redshift]: set db_user or secret_arn, not both".into());
-        }
-        let Some(copy_role_arn) = r.copy_role_arn.clone() else {
-            return Err("[redshift]: set copy_role_arn, the IAM role Redshift assumes to read the lake for COPY".into());
-        };
-        Ok(RedshiftSettings {
-            target,
-            database: r.database.clone().unwrap_or_else(|| "dev".into()),
-            db_user: r.db_user.clone(),
-            secret_arn: r.secret_arn.clone(),
-            copy_role_arn,
-        })
+        self.redshift
+            .settings(|field| format!("[redshift] {field}"))
     }
 
     #[cfg(not(feature = "redshift"))]
@@ -567,6 +597,30 @@ mod tests {
         assert_eq!(s.livemode(), Some(true));
         assert_eq!(Secret::new("rk_test_x").livemode(), Some(false));
         assert_eq!(Secret::new("pk_live_x").livemode(), None);
+    }
+
+    #[cfg(feature = "redshift")]
+    #[test]
+    fn redshift_problems_name_the_field_as_its_source_spells_it() {
+        let toml = |text: &str| toml::from_str::<Config>(text).unwrap().redshift_settings();
+        let err = toml("[redshift]\nworkgroup = \"w\"\ncluster = \"c\"").unwrap_err();
+        assert!(
+            err.contains("[redshift] workgroup") && err.contains("[redshift] cluster"),
+            "{err}"
+        );
+        let err = toml("[redshift]\nworkgroup = \"w\"").unwrap_err();
+        assert!(err.contains("set [redshift] copy_role_arn"), "{err}");
+        let both = RedshiftConfig {
+            cluster: Some("c".into()),
+            db_user: Some("u".into()),
+            secret_arn: Some("arn:s".into()),
+            copy_role_arn: Some("arn:r".into()),
+            ..RedshiftConfig::default()
+        };
+        let err = both.settings(|f| format!("VAR_{f}")).unwrap_err();
+        assert_eq!(err, "set VAR_db_user or VAR_secret_arn, not both");
+        let ok = toml("[redshift]\ncluster = \"c\"\ncopy_role_arn = \"arn:r\"").unwrap();
+        assert_eq!(ok.database, "dev");
     }
 
     #[test]
