@@ -212,11 +212,7 @@ impl Warehouse for DuckDb {
         let schema = schema_name(load.livemode);
         let mut staging = Vec::new();
         let mut staged: Vec<&str> = Vec::new();
-        for table in &load.dataset.tables {
-            let files = load.files_of(table);
-            if files.is_empty() {
-                continue;
-            }
+        for (table, files) in load.staged_tables() {
             let action = format!("staging {schema}.{}", table.name);
             let mut paths = Vec::new();
             for f in files {

@@ -52,6 +52,16 @@ impl Load<'_> {
             .map(|(_, p)| p)
             .collect()
     }
+
+    /// The dataset's tables that have new files, with their files, in the catalog's order: what a
+    /// backend stages before the merge.
+    pub fn staged_tables(&self) -> impl Iterator<Item = (&Table, Vec<&String>)> {
+        self.dataset
+            .tables
+            .iter()
+            .map(|t| (t, self.files_of(t)))
+            .filter(|(_, files)| !files.is_empty())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -219,11 +219,7 @@ async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64
         .await
         .map_err(sql_err("starting a transaction"))?;
     let mut staged: Vec<&str> = Vec::new();
-    for table in &load.dataset.tables {
-        let files = load.files_of(table);
-        if files.is_empty() {
-            continue;
-        }
+    for (table, files) in load.staged_tables() {
         let action = format!("staging {schema}.{}", table.name);
         tx.batch_execute(&sql::create_stage(schema, &table.name).join("; "))
             .await

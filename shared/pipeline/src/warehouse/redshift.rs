@@ -259,11 +259,7 @@ impl Redshift {
         let mut statements: Vec<sql::Statement> = Vec::new();
         let plain = |sql: String| sql::Statement { sql, counts: false };
         let mut staged: Vec<&str> = Vec::new();
-        for table in &load.dataset.tables {
-            let files = load.files_of(table);
-            if files.is_empty() {
-                continue;
-            }
+        for (table, files) in load.staged_tables() {
             statements.extend(
                 sql::create_stage(schema, &table.name)
                     .into_iter()
