@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use stripe_pipeline::clock::{Clock, SystemClock};
 use stripe_pipeline::engine::{AccountReport, ListKind, Resolved, SyncError};
 use stripe_pipeline::engine::{SliceOutcome, SliceWork};
-use stripe_pipeline::export::{ExportOptions, ExportReport, Exporter};
+use stripe_pipeline::export::{ExportError, ExportOptions, ExportReport, Exporter};
 use stripe_pipeline::state::{DatasetState, StateError, StateStore};
 
 /// How a message ended.
@@ -198,16 +198,6 @@ pub async fn export(svc: &Services, message: &ExportMessage, run_id: &str) -> Re
         )));
     };
     let state: StateStore = svc.state.clone().into();
-    let lease = match state.acquire("export", run_id, EXPORT_LEASE_SECS).await {
-        Ok(l) => l,
-        Err(StateError::Leased { owner, .. }) => {
-            return Ok(Ran::Skipped(format!(
-                "{}: an export is being built by {owner}",
-                message.id
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    };
     let exporter = Exporter {
         lake: &svc.lake,
         out,
@@ -216,8 +206,9 @@ pub async fn export(svc: &Services, message: &ExportMessage, run_id: &str) -> Re
             ..ExportOptions::default()
         },
     };
-    let result = exporter.export_all(message.export_tick).await;
-    state.release(&lease).await;
+    let result = exporter
+        .export_leased(&state, run_id, EXPORT_LEASE_SECS, message.export_tick)
+        .await;
     match result {
         Ok(reports) => {
             for r in &reports {
@@ -225,6 +216,11 @@ pub async fn export(svc: &Services, message: &ExportMessage, run_id: &str) -> Re
             }
             Ok(Ran::Exported(reports))
         }
+        Err(ExportError::State(StateError::Leased { owner, .. })) => Ok(Ran::Skipped(format!(
+            "{}: an export is being built by {owner}",
+            message.id
+        ))),
+        Err(ExportError::State(e)) => Err(e.into()),
         // SQS retries it; after the receive limit it goes to the dead-letter queue, whose alarm alerts.
         Err(e) => Err(Error::Export(format!(
             "the export to {} failed: {e}",

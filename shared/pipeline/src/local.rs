@@ -134,21 +134,18 @@ pub async fn export(cfg: &Config, lake: &Lake) -> Result<Vec<ExportReport>, Stri
         },
     };
     let now = crate::clock::SystemClock.now_secs();
-    // One export at a time per output directory: two would remove each other's unfinished folders.
     let state: crate::state::StateStore = LocalState::open(&cfg.state_dir())
         .map_err(|e| e.to_string())?
         .into();
     let owner = format!("export-{}-{now}", std::process::id());
-    let lease = state
-        .acquire("export", &owner, EXPORT_LEASE_SECS)
+    match exporter
+        .export_leased(&state, &owner, EXPORT_LEASE_SECS, now)
         .await
-        .map_err(|e| format!("cannot start the export: {e}"))?;
-    let result = exporter
-        .export_all(now)
-        .await
-        .map_err(|e| format!("the export to {} failed: {e}", export_target(cfg)));
-    state.release(&lease).await;
-    result
+    {
+        Ok(reports) => Ok(reports),
+        Err(e @ crate::export::ExportError::State(_)) => Err(e.to_string()),
+        Err(e) => Err(format!("the export to {} failed: {e}", export_target(cfg))),
+    }
 }
 
 /// How long an export's lease lasts if the process dies without releasing it.

@@ -20,6 +20,7 @@ mod merge;
 use crate::catalog::{Catalog, Dataset};
 use crate::convert::table_schema;
 use crate::lake::{mode_root, writer_properties, Lake, LakeError};
+use crate::state::{StateError, StateStore};
 use merge::TableInputs;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,9 @@ pub enum ExportError {
     Decode { path: String, message: String },
     #[error("{folder} holds files this exporter did not write (no {STARTED}); choose another export_url, or move them away")]
     Foreign { folder: String },
+    /// The export lease could not be taken ([`StateError::Leased`]: another export is being built).
+    #[error("cannot start the export: {0}")]
+    State(#[from] StateError),
 }
 
 /// Tuning of an export; the defaults suit any table size.
@@ -251,6 +255,22 @@ pub struct Exporter<'a> {
 type ByMerchant = BTreeMap<String, TableInputs>;
 
 impl Exporter<'_> {
+    /// [`Exporter::export_all`] under the `export` lease of `state`, which every process exporting to
+    /// the same store shares: two exports at once would remove each other's unfinished folders. The
+    /// lease lasts `lease_secs` if its holder dies without releasing it.
+    pub async fn export_leased(
+        &self,
+        state: &StateStore,
+        owner: &str,
+        lease_secs: i64,
+        now_secs: i64,
+    ) -> Result<Vec<ExportReport>, ExportError> {
+        let lease = state.acquire("export", owner, lease_secs).await?;
+        let result = self.export_all(now_secs).await;
+        state.release(&lease).await;
+        result
+    }
+
     /// Exports each mode that has data in the lake, for the run date of `now_secs`.
     pub async fn export_all(&self, now_secs: i64) -> Result<Vec<ExportReport>, ExportError> {
         let mut out = Vec::new();
@@ -601,6 +621,34 @@ mod tests {
     use arrow::datatypes::TimestampMicrosecondType;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use serde_json::{json, Value};
+
+    #[tokio::test]
+    async fn one_export_at_a_time_per_store_and_the_lease_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::local(&dir.path().join("lake")).unwrap();
+        let out = Lake::local(&dir.path().join("export")).unwrap();
+        let state: StateStore = crate::state::LocalState::open(&dir.path().join("state"))
+            .unwrap()
+            .into();
+        let exporter = Exporter {
+            lake: &lake,
+            out: &out,
+            options: ExportOptions::default(),
+        };
+        let now = 1_795_694_400;
+        let held = state.acquire("export", "other-run", 60).await.unwrap();
+        match exporter.export_leased(&state, "this-run", 60, now).await {
+            Err(ExportError::State(StateError::Leased { owner, .. })) => {
+                assert_eq!(owner, "other-run")
+            }
+            other => panic!("exported beside another export: {other:?}"),
+        }
+        state.release(&held).await;
+        let reports = exporter.export_leased(&state, "this-run", 60, now).await;
+        assert!(reports.unwrap().is_empty(), "an empty lake exports nothing");
+        // Given back: another run takes the lease at once.
+        state.acquire("export", "third-run", 60).await.unwrap();
+    }
 
     #[test]
     fn run_dates_are_utc_minutes() {
