@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::Response;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -69,4 +71,14 @@ impl Body for SimBody {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.len)
     }
+}
+
+/// A JSON response with `status` (500 if the number is not a status).
+pub fn json_response(status: u16, body: SimBody) -> Response<SimBody> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }

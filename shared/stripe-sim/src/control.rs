@@ -1,10 +1,9 @@
 //! The control API under `/_sim/`: the HTTP face of the library's control calls. It needs no key: the
 //! simulator is a test server bound to loopback.
 
-use crate::body::SimBody;
+use crate::body::{json_response, SimBody};
 use crate::limits::{FaultRule, RateLimits};
 use crate::scope::EventPolicy;
-use crate::server::json_response;
 use crate::Simulator;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;

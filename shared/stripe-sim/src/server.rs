@@ -1,7 +1,7 @@
 //! The HTTP front: authentication, rate limits, faults, routing of `/v1/...` reads, and the headers
 //! Stripe sends (`Request-Id`, `Stripe-Version`, `Date` in simulated time).
 
-use crate::body::SimBody;
+use crate::body::{json_response, SimBody};
 use crate::error::{mask_key, ApiError};
 use crate::expand;
 use crate::limits::FaultKind;
@@ -11,7 +11,7 @@ use crate::scope::EVENT_RETENTION_SECS;
 use crate::world::{AccountKind, KeyInfo, World, PINNED_API_VERSION};
 use crate::{control, mode_name, Simulator};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -67,15 +67,6 @@ async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Result<Response<
         headers.insert(hyper::header::DATE, v);
     }
     Ok(response)
-}
-
-pub fn json_response(status: u16, body: SimBody) -> Response<SimBody> {
-    let mut resp = Response::new(body);
-    *resp.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
 }
 
 pub fn error_response(e: &ApiError) -> Response<SimBody> {
