@@ -179,7 +179,6 @@ impl Alerts {
         self.send(result).await;
     }
 
-    /// The change feed fell past Stripe's event retention (`warning` names the datasets re-listed).
     /// The warehouse got new columns (the catalog grew with a new release): queries may use them now,
     /// and rows loaded before have them empty until their objects change or are listed again.
     pub async fn columns_added(&self, account: &str, columns: &[String]) {
@@ -194,6 +193,7 @@ impl Alerts {
         self.send(result).await;
     }
 
+    /// The change feed fell past Stripe's event retention (`warning` names the datasets re-listed).
     pub async fn retention_cliff(&self, account: &str, warning: &str) {
         let result = Ok(Some((
             format!("{account} re-backfill after 30 days"),

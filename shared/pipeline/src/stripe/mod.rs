@@ -167,7 +167,7 @@ pub struct Request<'a> {
 /// The Stripe API as the engine needs it: one request in, one classified [`Attempt`] out.
 ///
 /// The transport ([`HttpApi`]) and the policies around it ([`RateLimited`], [`Retrying`]) implement
-/// the same trait, so a stack is composed from layers (see [`StripeClient::new`]) and a layer can be
+/// the same trait, so a stack is composed from layers (see [`stack`]) and a layer can be
 /// replaced (a budget shared across processes, say) without touching the engine. Every adapter passes
 /// the shared suite in `stripe_pipeline_testkit::conformance::stripe_api`.
 #[async_trait::async_trait]
