@@ -68,7 +68,7 @@ impl StripeError {
 }
 
 /// What an attempt came to, with the retry decision made where the response was read: the outcome of
-/// [`classify`] (`T` the body) and of every [`super::StripeApi`] (`T` a [`super::Response`]).
+/// `classify` (`T` the body) and of every [`super::StripeApi`] (`T` a [`super::Response`]).
 #[derive(Debug)]
 pub enum Attempt<T = bytes::Bytes> {
     /// A 200 whose body is complete JSON.
