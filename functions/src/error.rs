@@ -22,6 +22,13 @@ pub enum Error {
     State(#[from] StateError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// A slice ran and `what` (a dataset, or `_events`) failed in it; its cursor did not move.
+    #[error("{what}: {source}")]
+    Slice {
+        what: String,
+        #[source]
+        source: SyncError,
+    },
     #[error("cannot open the lake: {0}")]
     Lake(String),
     #[error("{0}")]
@@ -31,6 +38,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether handling the same message again may succeed without anyone changing anything (an
+    /// outage, a throttle, a lost race). A bad key, a missing permission or a bad setting fail the
+    /// same way until someone fixes them: the worker does not retry those.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Settings(_) | Error::Account { .. } | Error::Message(_) | Error::Lake(_) => {
+                false
+            }
+            Error::Aws { .. } | Error::Warehouse(_) | Error::Export(_) => true,
+            Error::State(e) => e.retryable(),
+            Error::Sync(e) | Error::Slice { source: e, .. } => e.retryable(),
+        }
+    }
+
     /// An AWS SDK error with its full context (service error code and message).
     pub fn aws<E, R>(
         service: &'static str,
@@ -46,5 +67,47 @@ impl Error {
             action: action.into(),
             message: stripe_pipeline::state::sdk_error_message(&e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_a_retry_can_fix_is_retried() {
+        let conflict = StateError::Conflict {
+            key: "k".into(),
+            expected: 1,
+            found: 2,
+        };
+        let corrupt = StateError::Corrupt {
+            path: "k.json".into(),
+            message: "not JSON".into(),
+        };
+        let config = SyncError::Config {
+            account: "a".into(),
+            message: "no such dataset".into(),
+        };
+        let retried = [
+            Error::Aws {
+                service: "SQS",
+                action: "sending".into(),
+                message: "throttled".into(),
+            },
+            Error::State(conflict),
+            Error::Warehouse("Redshift is resuming".into()),
+        ];
+        let dropped = [
+            Error::Settings(vec!["STRIPE_PIPELINE_QUEUE_URL is not set".into()]),
+            Error::Message("not JSON".into()),
+            Error::State(corrupt),
+            Error::Slice {
+                what: "charges".into(),
+                source: config,
+            },
+        ];
+        assert!(retried.iter().all(Error::retryable));
+        assert!(!dropped.iter().any(Error::retryable));
     }
 }

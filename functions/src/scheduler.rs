@@ -53,8 +53,17 @@ pub async fn resolve(svc: &Services, record: &AccountRecord) -> Result<Resolved,
 }
 
 /// The scope notifications use for an account before its key is checked.
-pub fn account_scope(name: &str) -> String {
+fn account_scope(name: &str) -> String {
     format!("account/{name}")
+}
+
+/// Tells the operators that the key check or the plan of account `name` failed: after
+/// `FailureAlertAfter` failures in a row, or at once when retrying cannot help.
+pub async fn account_failed(svc: &Services, name: &str, e: &Error) {
+    let scope = account_scope(name);
+    svc.alerts
+        .failed(&scope, name, "account", &e.to_string(), !e.retryable())
+        .await;
 }
 
 async fn plan_account(
@@ -107,9 +116,7 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
                 planned.extend(messages);
             }
             Err(e) => {
-                svc.alerts
-                    .failed(&scope, &record.name, "account", &e.to_string())
-                    .await;
+                account_failed(svc, &record.name, &e).await;
                 report.errors.push(e.to_string());
             }
         }

@@ -23,7 +23,7 @@ pub struct Services {
     pub accounts: Accounts,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: Secrets,
-    pub alerts: Alerts,
+    pub alerts: Arc<Alerts>,
     pub lake: Lake,
     /// Where exports in Stripe's layout go, when they are on.
     pub export: Option<Lake>,
@@ -64,7 +64,7 @@ impl Services {
             accounts: Accounts::new(aws_sdk_dynamodb::Client::new(sdk), &settings.accounts_table),
             sqs: aws_sdk_sqs::Client::new(sdk),
             secrets: Secrets::new(aws_sdk_secretsmanager::Client::new(sdk)),
-            alerts: Alerts::new(
+            alerts: Arc::new(Alerts::new(
                 match &settings.topic_arn {
                     Some(topic) => Arc::new(SnsNotifier::new(
                         aws_sdk_sns::Client::new(sdk),
@@ -74,7 +74,7 @@ impl Services {
                 },
                 state.clone().into(),
                 settings.failure_alert_after,
-            ),
+            )),
             state,
             lake,
             export,
@@ -131,6 +131,7 @@ impl Services {
         .incremental(self.settings.incremental)
         .run_id(run_id)
         .deadline(stop_at)
+        .alerts(self.alerts.clone())
         .build();
         Ok(Arc::new(engine))
     }

@@ -1,21 +1,25 @@
 //! The worker: runs the slices of an SQS batch, one after another, each through the engine.
 //!
-//! A message is a slice or an export in Stripe's layout ([`export`]). Each ends one of four ways: done (the message is deleted), continued (the deadline came
-//! first: progress is committed and a continuation message is queued), skipped (the account is gone or
-//! disabled, or another worker holds the slice's lease and is running it), or failed (reported back to
-//! SQS as a batch item failure, so it is retried and, after the queue's receive limit, moved to the
-//! dead-letter queue).
+//! A message is a slice or an export in Stripe's layout ([`export`]). The engine runs the slice and tells
+//! the operators how it went ([`stripe_pipeline::engine::Engine::run_slice`]); the worker only turns
+//! the outcome into what SQS must do. Each message ends one of five ways: done (the message is
+//! deleted), continued (the deadline came first: progress is committed and a continuation message is
+//! queued), skipped (the account is gone or disabled, or another worker holds the slice's lease and is
+//! running it), failed for good (a bad key, a missing permission, a bad setting: retrying cannot help,
+//! so the message is deleted; the alert went out at once, and the next tick plans the slice again), or
+//! failed for now (reported back to SQS as a batch item failure, so it is retried and, after the
+//! queue's receive limit, moved to the dead-letter queue). A message that is not a slice or an export
+//! goes the last way too: the dead-letter queue keeps it for someone to read.
 
 use crate::message::{ExportMessage, Message, SliceMessage};
-use crate::scheduler::{account_scope, resolve, send_batch};
+use crate::scheduler::{account_failed, resolve, send_batch};
 use crate::{Error, Services};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use std::time::{Duration, Instant};
 use stripe_pipeline::clock::{Clock, SystemClock};
-use stripe_pipeline::engine::{AccountReport, ListKind, Resolved, SyncError};
-use stripe_pipeline::engine::{SliceOutcome, SliceWork};
+use stripe_pipeline::engine::{AccountReport, SliceOutcome, SyncError};
 use stripe_pipeline::export::{ExportError, ExportOptions, ExportReport, Exporter};
-use stripe_pipeline::state::{DatasetState, StateError, StateStore};
+use stripe_pipeline::state::{StateError, StateStore};
 
 /// How a message ended.
 #[derive(Debug)]
@@ -65,10 +69,15 @@ pub async fn handle(
         };
         match outcome {
             Ok(ran) => tracing::info!(message_id = %id, outcome = ?ran, "slice finished"),
-            Err(e) => {
-                tracing::error!(message_id = %id, error = %e, "slice failed");
+            Err(e) if e.retryable() || matches!(e, Error::Message(_)) => {
+                tracing::error!(message_id = %id, error = %e, "slice failed; SQS retries it");
                 failures.push(id);
             }
+            Err(e) => tracing::error!(
+                message_id = %id,
+                error = %e,
+                "slice failed, and retrying cannot fix it: the message is dropped; the next tick plans the slice again"
+            ),
         }
     }
     let mut response = SqsBatchResponse::default();
@@ -106,40 +115,37 @@ pub async fn run(
     let r = match resolve(svc, &record).await {
         Ok(r) => r,
         Err(e) => {
-            let scope = account_scope(&record.name);
-            svc.alerts
-                .failed(&scope, &record.name, "account", &e.to_string())
-                .await;
+            account_failed(svc, &record.name, &e).await;
             return Err(e);
         }
     };
-    let scope = format!("{}/{}", r.merchant_id, r.mode());
-    let what = message.work.name();
     let engine = match svc.engine(run_id.to_string(), Some(stop)).await {
         Ok(engine) => engine,
         Err(e) => {
+            let warehouse = e.to_string();
             svc.alerts
-                .failed(&scope, &record.name, "warehouse", &e.to_string())
+                .failed(
+                    &r.scope(),
+                    &record.name,
+                    "warehouse",
+                    &warehouse,
+                    !e.retryable(),
+                )
                 .await;
             return Err(e);
         }
     };
-    let (outcome, report) = match engine.run_slice(&r, &datasets, &message.work).await {
-        Ok(done) => done,
+    let ran = match engine.run_slice(&r, &datasets, &message.work).await {
+        Ok(ran) => ran,
         Err(SyncError::State(StateError::Leased { owner, .. })) => {
             return Ok(Ran::Skipped(format!(
                 "{} is being run by {owner}",
                 message.id
             )));
         }
-        Err(e) => {
-            svc.alerts
-                .failed(&scope, &record.name, what, &e.to_string())
-                .await;
-            return Err(e.into());
-        }
+        Err(e) => return Err(e.into()),
     };
-    if outcome == SliceOutcome::Paused {
+    if ran.outcome == SliceOutcome::Paused {
         let next = message.continuation();
         if let Some((_, error)) = send_batch(svc, std::slice::from_ref(&next)).await.pop() {
             // The progress is committed; the next tick plans the rest if this retry fails too.
@@ -151,37 +157,13 @@ pub async fn run(
         }
         return Ok(Ran::Continued(next.id));
     }
-    if let Some(warning) = &report.feed.warning {
-        svc.alerts.retention_cliff(&record.name, warning).await;
+    match ran.failure {
+        Some(source) => Err(Error::Slice {
+            what: message.work.name().to_string(),
+            source,
+        }),
+        None => Ok(Ran::Done(Box::new(ran.report))),
     }
-    if !report.columns_added.is_empty() {
-        svc.alerts
-            .columns_added(&record.name, &report.columns_added)
-            .await;
-    }
-    let error = report
-        .feed
-        .error
-        .clone()
-        .or_else(|| report.datasets.iter().find_map(|d| d.error.clone()));
-    if let Some(error) = error {
-        svc.alerts.failed(&scope, &record.name, what, &error).await;
-        return Err(Error::Account {
-            account: record.name.clone(),
-            message: format!("{what}: {error}"),
-        });
-    }
-    svc.alerts.succeeded(&scope, &record.name, what).await;
-    let listed = report.datasets.first().and_then(|d| d.list);
-    if matches!(message.work, SliceWork::List { .. })
-        && matches!(listed, Some(ListKind::Backfill | ListKind::Resume))
-        && all_loaded(engine.state(), &r, &datasets).await?
-    {
-        svc.alerts
-            .first_load_done(&scope, &record.name, datasets.len())
-            .await;
-    }
-    Ok(Ran::Done(Box::new(report)))
 }
 
 /// How long an export's lease lasts if its function dies without releasing it (Lambda's longest run).
@@ -227,21 +209,6 @@ pub async fn export(svc: &Services, message: &ExportMessage, run_id: &str) -> Re
             settings.url
         ))),
     }
-}
-
-/// Whether every dataset of the account has completed a full list.
-async fn all_loaded(
-    state: &StateStore,
-    r: &Resolved,
-    datasets: &[&'static stripe_pipeline::catalog::Dataset],
-) -> Result<bool, Error> {
-    for d in datasets {
-        let st: DatasetState = state.get(&r.key(&d.name)).await?.value;
-        if !st.backfill.as_ref().is_some_and(|b| b.complete()) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! to SQS, workers drain the queue into the S3 lake with cursors and leases in DynamoDB, and the lake
 //! equals the simulator's ground truth — after the first tick and after changes. Plus: a tick that
 //! runs twice sends nothing twice, two workers on one slice run it once, a deadline is continued,
-//! failures are retried into the dead-letter queue and announced once, and recovery too.
+//! a failure retrying cannot fix is announced at once and
+//! not retried, an unreadable message ends in the dead-letter queue, and recovery is announced too.
 
 mod common;
 
@@ -286,8 +287,9 @@ async fn a_worker_stopped_at_its_deadline_is_continued() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_go_to_the_dead_letter_queue_and_are_announced_once() {
+async fn a_failure_retrying_cannot_fix_is_announced_at_once_and_not_retried() {
     let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    // Transient failures are announced after two in a row; a missing permission at the first.
     let d = deploy(&sim, |s| s.failure_alert_after = 2).await;
     // a0-live's key may read everything but charges: its charges list answers 403.
     let merchant = merchants(&sim)[0].clone();
@@ -312,11 +314,49 @@ async fn failures_go_to_the_dead_letter_queue_and_are_announced_once() {
     set_key(restricted.key.clone()).await.unwrap();
     scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
 
-    // Batches with good and bad slices: only the bad one is reported failed, retried, and after the
-    // queue's three receives moved to the dead-letter queue.
+    // Batches with good and bad slices: the bad one ran once and was dropped, not handed back to SQS
+    // to fail twice more; nothing waits in either queue.
     let drained = drain(&d, 10, 50, plenty).await;
-    assert_eq!(drained.failures, 3, "one slice, three attempts");
+    assert_eq!(drained.failures, 0, "a 403 is not retried");
     assert_eq!(queue_depth(&d, &d.queue_url).await, 0);
+    assert_eq!(queue_depth(&d, &d.dlq_url).await, 0);
+    let charges = format!("{merchant}/live/charges");
+    let state: StateStore = d.services.state.clone().into();
+    let st: DatasetState = state.get(&charges).await.unwrap().value;
+    assert!(
+        st.backfill.as_ref().is_none_or(|b| !b.complete()),
+        "charges were never listed, so the next tick plans them again: {st:?}"
+    );
+
+    // One failure, one notification at once, with the error and what to do.
+    let notes: Vec<String> = notifications(&d)
+        .await
+        .into_iter()
+        .filter(|n| !n.contains("are loaded"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(
+        notes[0].contains("a0-live")
+            && notes[0].contains("charges")
+            && notes[0].contains("403")
+            && notes[0].contains("Retrying cannot fix this"),
+        "{}",
+        notes[0]
+    );
+    // No key in it.
+    assert!(!notes[0].contains(&restricted.key));
+
+    // A message that is no slice at all is retried up to the queue's receive limit, then kept in the
+    // dead-letter queue for someone to read.
+    aws_sdk_sqs::Client::new(&d.sdk)
+        .send_message()
+        .queue_url(&d.queue_url)
+        .message_body("{\"not\": \"a slice\"}")
+        .send()
+        .await
+        .unwrap();
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 3, "one message, three attempts");
     assert_eq!(queue_depth(&d, &d.dlq_url).await, 1);
     let dead = aws_sdk_sqs::Client::new(&d.sdk)
         .receive_message()
@@ -327,22 +367,7 @@ async fn failures_go_to_the_dead_letter_queue_and_are_announced_once() {
         .messages
         .unwrap_or_default();
     let body = dead[0].body.clone().unwrap_or_default();
-    assert!(body.contains("a0-live/charges"), "{body}");
-
-    // Three failures in a row, one notification, with the error.
-    let notes: Vec<String> = notifications(&d)
-        .await
-        .into_iter()
-        .filter(|n| !n.contains("are loaded"))
-        .collect();
-    assert_eq!(notes.len(), 1, "{notes:#?}");
-    assert!(
-        notes[0].contains("a0-live") && notes[0].contains("charges") && notes[0].contains("403"),
-        "{}",
-        notes[0]
-    );
-    // No key in it.
-    assert!(!notes[0].contains(&restricted.key));
+    assert!(body.contains("not"), "{body}");
 
     // The key is fixed; a new container (no cached key) runs the slice: one recovery message.
     set_key(sim.info().key("secret", "live", 0).unwrap())

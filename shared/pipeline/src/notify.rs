@@ -119,18 +119,32 @@ impl Alerts {
     }
 
     /// `what` of `account` (a dataset, `_events`, or `account`) failed again; `scope` is the state
-    /// prefix of the account and mode (or `account/<name>` before its key was checked).
-    pub async fn failed(&self, scope: &str, account: &str, what: &str, error: &str) {
-        let after = self.alert_after;
+    /// prefix of the account and mode (or `account/<name>` before its key was checked). A `permanent`
+    /// failure (a bad key, a missing permission, bad configuration: retrying cannot fix it) is
+    /// announced at once; others after `alert_after` in a row.
+    pub async fn failed(
+        &self,
+        scope: &str,
+        account: &str,
+        what: &str,
+        error: &str,
+        permanent: bool,
+    ) {
+        let after = if permanent { 1 } else { self.alert_after };
         let result = self
             .update(&format!("alert#{scope}/{what}"), |i| {
                 i.failures += 1;
                 if i.failures >= after && !i.announced {
                     i.announced = true;
+                    let retrying = if permanent {
+                        "Retrying cannot fix this: the error says what to change. The pipeline tries again on every schedule tick"
+                    } else {
+                        "The pipeline keeps retrying on every schedule tick"
+                    };
                     Some((
                         format!("{account} {what} is failing"),
                         format!(
-                            "Account '{account}', {what}: failed {} times in a row. The last error:\n\n{error}\n\nThe pipeline keeps retrying on every schedule tick; you get one more message when it recovers.",
+                            "Account '{account}', {what}: failed {} time(s) in a row. The last error:\n\n{error}\n\n{retrying}; you get one more message when it recovers.",
                             i.failures
                         ),
                     ))

@@ -19,6 +19,8 @@ async fn wait_for_leases(dir: &Path, owner: &str, n: usize) {
             .flatten()
             .flatten()
             .filter(|e| e.path().extension().is_some_and(|x| x == "lease"))
+            // Account leases (`<merchant>__<mode>.lease`), not those of the slices under them.
+            .filter(|e| e.file_name().to_string_lossy().matches("__").count() == 1)
             .filter(|e| {
                 std::fs::read_to_string(e.path()).is_ok_and(|t| t.lines().next() == Some(owner))
             })

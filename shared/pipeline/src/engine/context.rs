@@ -3,12 +3,16 @@
 //! [`super::EngineBuilder`]; stages borrow it and never reach past it to a concrete backend.
 
 use super::report::Progress;
+use super::resolve::Resolved;
 use crate::clock::Clock;
 use crate::config::Incremental;
 use crate::lake::Lake;
+use crate::notify::Alerts;
+use crate::slots::Slots;
 use crate::state::StateStore;
 use crate::stripe::StripeClient;
 use crate::warehouse::Warehouse;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,10 +36,24 @@ pub(crate) struct Context {
     /// delivered and committed, and the list ends with [`super::SyncError::Deadline`] for a
     /// continuation to resume. `None` in local mode.
     pub(crate) deadline: Option<Instant>,
+    /// What to tell the operators after each slice (none: the caller reports).
+    pub(crate) alerts: Option<Arc<Alerts>>,
+    /// One budget of segments per account-mode, shared by all its slices in this engine.
+    pub(crate) slots: parking_lot::Mutex<HashMap<String, Arc<Slots>>>,
 }
 
 impl Context {
     pub(crate) fn past_deadline(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// The segment budget of `r`'s account-mode: the lists of one account share it however many of
+    /// them run at once, which bounds memory and spreads Stripe's rate limit over endpoints.
+    pub(crate) fn slots(&self, r: &Resolved) -> Arc<Slots> {
+        self.slots
+            .lock()
+            .entry(r.scope())
+            .or_insert_with(|| Slots::for_account(self.concurrency, r.account.livemode))
+            .clone()
     }
 }

@@ -71,13 +71,7 @@ impl SyncError {
                     | StripeError::Network { .. }
             ),
             SyncError::Lake { .. } | SyncError::Warehouse { .. } => true,
-            SyncError::State(e) => matches!(
-                e,
-                StateError::Conflict { .. }
-                    | StateError::Leased { .. }
-                    | StateError::Io { .. }
-                    | StateError::Store { .. }
-            ),
+            SyncError::State(e) => e.retryable(),
             SyncError::Config { .. } | SyncError::Panicked { .. } | SyncError::Convert { .. } => {
                 false
             }

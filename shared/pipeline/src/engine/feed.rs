@@ -38,14 +38,16 @@ enum Outcome {
 }
 
 /// The change feed of one account and mode: start it, detect the 30-day cliff, or read and apply
-/// its window and then commit its cursor. A failed read or load leaves the cursor where it was.
+/// its window and then commit its cursor. A failed read or load leaves the cursor where it was; it is
+/// in the report and returned as `Ok(Some(error))`. `Err` means the feed could not run at all (its
+/// state could not be read or written).
 pub(super) async fn run(
     cx: &Arc<Context>,
     r: &Resolved,
     datasets: &[&'static Dataset],
     files: &Written,
     report: &mut AccountReport,
-) -> Result<(), SyncError> {
+) -> Result<Option<SyncError>, SyncError> {
     let key = r.key(SliceWork::Feed.name());
     let stored = cx.state.get::<FeedState>(&key).await?;
     let mut feed = stored.value;
@@ -90,23 +92,24 @@ pub(super) async fn run(
         FeedStart::Wait => {}
         FeedStart::Read { from, to } => {
             report.feed.window = Some((from, to));
-            let outcome = match read_feed(cx, r, datasets, from, to, files).await {
+            let (outcome, failure) = match read_feed(cx, r, datasets, from, to, files).await {
                 Ok((per_dataset, counts)) => {
                     for d in report.datasets.iter_mut() {
                         d.changes = per_dataset.get(&d.dataset).copied().unwrap_or(0);
                     }
                     report.feed.counts = counts;
-                    Ok(to)
+                    (Ok(to), None)
                 }
                 Err(e) => {
                     report.feed.error = Some(e.to_string());
-                    Err(e.to_string())
+                    (Err(e.to_string()), Some(e))
                 }
             };
             deliver::feed_window(cx, &key, stored.version, &mut feed, outcome).await?;
+            return Ok(failure);
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Reads the window `[from, to)` of the account's events and applies it dataset by dataset (Parquet,

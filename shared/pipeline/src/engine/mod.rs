@@ -11,7 +11,9 @@
 //! - `feed` / `list`: the two ways data is read (the change feed's window; a dataset's pages).
 //! - `deliver`: the slice protocol; the only place a cursor moves after data was delivered.
 //! - [`report`]: progress while it runs and the report at the end; [`error`]: what failed.
-//! - `run`: [`Engine`], the orchestrator over the ports it is built with ([`EngineBuilder`]).
+//! - `slice`: one slice under its lease, as both deployments run it, and what the operators are told.
+//! - `queue`: local mode's orchestration: the scheduler's plan and the worker's slices, in one process.
+//! - `run`: [`Engine`], over the ports it is built with ([`EngineBuilder`]).
 
 mod context;
 mod deliver;
@@ -19,9 +21,11 @@ pub mod error;
 mod feed;
 mod list;
 pub mod plan;
+mod queue;
 pub mod report;
 pub mod resolve;
 mod run;
+mod slice;
 
 pub use context::SharedWarehouse;
 pub use error::SyncError;
@@ -29,3 +33,4 @@ pub use plan::{list_work, needs_snapshots, ListKind, SliceOutcome, SliceWork};
 pub use report::{AccountReport, DatasetReport, FeedReport, Progress, Quiet, SyncReport};
 pub use resolve::{resolve, Resolved};
 pub use run::{Engine, EngineBuilder};
+pub use slice::SliceRun;

@@ -5,8 +5,8 @@
 //! a worker runs one at a time, each under its own lease: an account-mode's change feed, or one
 //! dataset's list (its backfill, a resume, a snapshot, or its new objects). A list that reaches the
 //! worker's deadline commits what it has and reports [`SliceOutcome::Paused`]; running the same slice
-//! again continues from the committed page cursors. The local CLI runs the same steps per account in one
-//! process ([`super::Engine::sync`]).
+//! again continues from the committed page cursors. Local mode runs the same slices, planned the same
+//! way, through a queue in its own process ([`super::Engine::sync`]).
 
 use super::error::SyncError;
 use super::resolve::Resolved;

@@ -27,6 +27,11 @@ impl Resolved {
         }
     }
 
+    /// `<merchant>/<mode>`: the prefix of this account-mode's state keys, and its account lease.
+    pub fn scope(&self) -> String {
+        format!("{}/{}", self.merchant_id, self.mode())
+    }
+
     /// The state key of one of this account's datasets (or `_events` for its change feed).
     pub fn key(&self, name: &str) -> String {
         format!("{}/{}/{name}", self.merchant_id, self.mode())

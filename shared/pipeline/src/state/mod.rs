@@ -116,6 +116,14 @@ pub enum StateError {
     Corrupt { path: PathBuf, message: String },
 }
 
+impl StateError {
+    /// Whether the same call may succeed later without anyone changing anything: a lost race, a held
+    /// lease, an outage of the store. A corrupt state file stays corrupt until someone moves it.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, StateError::Corrupt { .. })
+    }
+}
+
 /// A held lease; give it back with [`StateStore::release`].
 #[derive(Debug, Clone)]
 pub struct Lease {
