@@ -84,6 +84,9 @@ fn load_config(common: &Common) -> Result<Config, String> {
         Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
+    // Precedence: flags, then the environment, then the file, then the defaults.
+    cfg.merge_env(|k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
     if let Some(dir) = &common.output_dir {
         cfg.output_dir = dir.clone();
     }
@@ -128,7 +131,6 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
-            cfg.merge_env(|k| std::env::var(k).ok());
             if !datasets.is_empty() {
                 cfg.datasets = datasets;
             }

@@ -84,6 +84,42 @@ fn bad_configuration_exits_2_with_every_problem() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("--demo"));
 }
 
+#[test]
+fn the_environment_configures_the_cli_over_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "concurrency = 4\n").unwrap();
+    // A variable that does not parse names itself and stops the run before anything is read.
+    let output = bin()
+        .args(["sync", "--quiet", "--config"])
+        .arg(&cfg)
+        .env("STRIPE_PIPELINE_KEYS", "acme=sk_test_123")
+        .env("STRIPE_PIPELINE_CONCURRENCY", "many")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("STRIPE_PIPELINE_CONCURRENCY must be a whole number, got 'many'"),
+        "{stderr}"
+    );
+    // One that parses replaces the file's value, and is checked like it.
+    let output = bin()
+        .args(["sync", "--quiet", "--config"])
+        .arg(&cfg)
+        .env("STRIPE_PIPELINE_KEYS", "acme=sk_test_123")
+        .env("STRIPE_PIPELINE_CONCURRENCY", "500")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("concurrency must be between 1 and 64, got 500"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk_test_123"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_then_status_reports_tables_per_account() {
     let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();

@@ -78,7 +78,7 @@ async fn plan_account(
         &r,
         &datasets,
         r.server_time,
-        &svc.settings.incremental,
+        &svc.settings.incremental(),
     )
     .await?;
     Ok(works

@@ -50,7 +50,7 @@ impl Services {
         sdk: &SdkConfig,
         lake_options: &[(String, String)],
     ) -> Result<Services, Error> {
-        let lake = Lake::cloud(&settings.lake_url, lake_options)
+        let lake = Lake::cloud(settings.lake_url(), lake_options)
             .map_err(|e| Error::Lake(e.to_string()))?;
         let export = match &settings.export {
             Some(e) => Some(
@@ -86,7 +86,10 @@ impl Services {
 
     /// A Stripe client with this function's share of the rate limit.
     pub fn stripe_client(&self) -> StripeClient {
-        StripeClient::with_budget(&self.settings.api_base, self.settings.rate_budget)
+        StripeClient::with_budget(
+            &self.settings.pipeline.api_base,
+            self.settings.pipeline.rate_budget,
+        )
     }
 
     /// Reaches the Redshift Data API with other AWS settings than the other services (an emulator
@@ -127,8 +130,8 @@ impl Services {
             self.state.clone().into(),
         )
         .shared_warehouse(self.warehouse().await?)
-        .concurrency(self.settings.concurrency)
-        .incremental(self.settings.incremental)
+        .concurrency(self.settings.pipeline.concurrency)
+        .incremental(self.settings.incremental())
         .run_id(run_id)
         .deadline(stop_at)
         .alerts(self.alerts.clone())

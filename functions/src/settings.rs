@@ -1,16 +1,23 @@
 //! The functions' settings, from environment variables (the SAM template sets every one from its
-//! parameters; the README's table documents them).
+//! parameters; the README's table documents them). The engine's settings are the CLI's
+//! configuration model ([`Config`]), read from the same variables the CLI reads
+//! ([`Config::apply_env`]) and checked by the same code; the rest is the deployment's own (its
+//! tables, queue, topic, alerts and export schedule).
 
 use crate::accounts::AccountRecord;
 use crate::Error;
-use stripe_pipeline::config::Incremental;
-use stripe_pipeline::config::RedshiftConfig;
+use stripe_pipeline::config::{env_var, Config, Destination, Incremental, Spelling};
 use stripe_pipeline::warehouse::redshift::RedshiftSettings;
 #[cfg(test)]
 use stripe_pipeline::warehouse::redshift::RedshiftTarget;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The engine's settings, as the CLI's file would give them: `STRIPE_PIPELINE_API_BASE`,
+    /// `_RATE_BUDGET` (default 0.5), `_CONCURRENCY` (segments listed at once by one worker; default 4
+    /// here), `_LAG_SECS`, `_OVERLAP_SECS`, `_SNAPSHOT_INTERVAL_SECS`, `_LAKE_URL` (required here:
+    /// `s3://bucket/prefix`), `_EXPORT_URL`, `_EXPORT_KEEP` and `_REDSHIFT_<FIELD>`.
+    pub pipeline: Config,
     /// `STRIPE_PIPELINE_ACCOUNTS_TABLE`: the DynamoDB table of accounts (`name`, `secret_arn`,
     /// `enabled`, `datasets`).
     pub accounts_table: String,
@@ -18,29 +25,16 @@ pub struct Settings {
     pub state_table: String,
     /// `STRIPE_PIPELINE_QUEUE_URL`: the SQS queue of slices.
     pub queue_url: String,
-    /// `STRIPE_PIPELINE_LAKE_URL`: where Parquet files go, `s3://bucket/prefix`.
-    pub lake_url: String,
     /// `STRIPE_PIPELINE_TOPIC_ARN`: the SNS topic for notifications (none: notifications are logged).
     pub topic_arn: Option<String>,
     /// `STRIPE_PIPELINE_SEED_ACCOUNTS`: accounts (a JSON list of `{"name", "secret_arn"}`) the
     /// scheduler adds to the accounts table if they are not in it.
     pub seed_accounts: Vec<AccountRecord>,
-    /// `STRIPE_PIPELINE_API_BASE`: Stripe's API (default `https://api.stripe.com`).
-    pub api_base: String,
     /// `STRIPE_PIPELINE_FAILURE_ALERT_AFTER`: consecutive failures of a slice before a notification
-    /// (default 3).
+    /// (default 3; a failure retrying cannot fix is announced at once).
     pub failure_alert_after: u32,
-    /// `STRIPE_PIPELINE_LAG_SECS`, `STRIPE_PIPELINE_OVERLAP_SECS`,
-    /// `STRIPE_PIPELINE_SNAPSHOT_INTERVAL_SECS`: as in the CLI's configuration.
-    pub incremental: Incremental,
-    /// `STRIPE_PIPELINE_RATE_BUDGET`: the share of Stripe's rate limit one worker uses (default 0.5).
-    pub rate_budget: f64,
-    /// `STRIPE_PIPELINE_CONCURRENCY`: segments listed at once by one worker (default 4).
-    pub concurrency: usize,
-    /// The Redshift warehouse the worker loads each slice into; none: the Parquet lake is the output.
-    /// `STRIPE_PIPELINE_REDSHIFT_WORKGROUP` or `STRIPE_PIPELINE_REDSHIFT_CLUSTER` (setting one turns it
-    /// on), `STRIPE_PIPELINE_REDSHIFT_DATABASE` (default `dev`), `STRIPE_PIPELINE_REDSHIFT_DB_USER` or
-    /// `STRIPE_PIPELINE_REDSHIFT_SECRET_ARN`, and `STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN` (required).
+    /// The Redshift warehouse the worker loads each slice into, checked from `pipeline.redshift`
+    /// (naming a workgroup or a cluster turns it on); none: the Parquet lake is the output.
     pub redshift: Option<RedshiftSettings>,
     /// Exports in Stripe's cloud-storage layout, when `STRIPE_PIPELINE_EXPORT_EVERY_MINUTES` > 0.
     pub export: Option<ExportSettings>,
@@ -57,29 +51,24 @@ pub struct ExportSettings {
     pub keep: usize,
 }
 
-/// The Redshift settings from the environment (`STRIPE_PIPELINE_REDSHIFT_<FIELD>`, checked like the
-/// CLI's `[redshift]` table): `Ok(None)` when neither a workgroup nor a cluster is set.
-fn redshift(env: &impl Fn(&str) -> Option<String>) -> Result<Option<RedshiftSettings>, String> {
-    let var = |field: &str| format!("STRIPE_PIPELINE_REDSHIFT_{}", field.to_uppercase());
-    let get = |field: &str| env(&var(field)).filter(|v| !v.trim().is_empty());
-    let config = RedshiftConfig {
-        workgroup: get("workgroup"),
-        cluster: get("cluster"),
-        database: get("database"),
-        db_user: get("db_user"),
-        secret_arn: get("secret_arn"),
-        copy_role_arn: get("copy_role_arn"),
-    };
-    if !config.is_set() {
-        return Ok(None);
-    }
-    config.settings(var).map(Some)
-}
-
 impl Settings {
     /// Reads and checks every setting; lists every problem at once.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Settings, Error> {
         let mut problems = Vec::new();
+        let mut pipeline = Config {
+            // A worker is one of many at once; the CLI's default is 8.
+            concurrency: 4,
+            ..Config::default()
+        };
+        if let Err(e) = pipeline.apply_env(&env) {
+            problems.extend(e.problems);
+        }
+        // The functions load Redshift when it is named, and nothing else.
+        pipeline.destination = if pipeline.redshift.is_set() {
+            Destination::Redshift
+        } else {
+            Destination::None
+        };
         let mut required = |name: &str| {
             env(name).filter(|v| !v.is_empty()).unwrap_or_else(|| {
                 problems.push(format!(
@@ -91,8 +80,17 @@ impl Settings {
         let accounts_table = required("STRIPE_PIPELINE_ACCOUNTS_TABLE");
         let state_table = required("STRIPE_PIPELINE_STATE_TABLE");
         let queue_url = required("STRIPE_PIPELINE_QUEUE_URL");
-        let lake_url = required("STRIPE_PIPELINE_LAKE_URL");
-        let defaults = Incremental::default();
+        let lake = env_var("lake_url");
+        match pipeline.lake_url.as_deref() {
+            None => problems.push(format!(
+                "{lake} is not set (the SAM template sets it; set it when running the function elsewhere)"
+            )),
+            Some(url) if !url.contains("://") => problems.push(format!(
+                "{lake} must be a URL like s3://bucket/lake, got '{url}'"
+            )),
+            Some(_) => {}
+        }
+        problems.extend(pipeline.problems(Spelling::Env, &env));
         let mut number = |name: &str, default: f64, min: f64, max: f64| -> f64 {
             match env(name).filter(|v| !v.is_empty()) {
                 None => default,
@@ -108,31 +106,8 @@ impl Settings {
             }
         };
         let failure_alert_after = number("STRIPE_PIPELINE_FAILURE_ALERT_AFTER", 3.0, 1.0, 1000.0);
-        let incremental = Incremental {
-            lag_secs: number(
-                "STRIPE_PIPELINE_LAG_SECS",
-                defaults.lag_secs as f64,
-                0.0,
-                3600.0,
-            ) as i64,
-            overlap_secs: number(
-                "STRIPE_PIPELINE_OVERLAP_SECS",
-                defaults.overlap_secs as f64,
-                0.0,
-                86_400.0,
-            ) as i64,
-            snapshot_interval_secs: number(
-                "STRIPE_PIPELINE_SNAPSHOT_INTERVAL_SECS",
-                defaults.snapshot_interval_secs as f64,
-                0.0,
-                1e9,
-            ) as i64,
-        };
-        let rate_budget = number("STRIPE_PIPELINE_RATE_BUDGET", 0.5, 0.01, 1.0);
         let export_every_minutes =
             number("STRIPE_PIPELINE_EXPORT_EVERY_MINUTES", 0.0, 0.0, 525_600.0) as i64;
-        let export_keep = number("STRIPE_PIPELINE_EXPORT_KEEP", 7.0, 0.0, 10_000.0) as usize;
-        let concurrency = number("STRIPE_PIPELINE_CONCURRENCY", 4.0, 1.0, 64.0) as usize;
         let seed_accounts = match env("STRIPE_PIPELINE_SEED_ACCOUNTS").filter(|v| !v.trim().is_empty()) {
             None => Vec::new(),
             Some(v) => serde_json::from_str(&v).unwrap_or_else(|e| {
@@ -142,56 +117,49 @@ impl Settings {
                 Vec::new()
             }),
         };
-        let api_base = env("STRIPE_PIPELINE_API_BASE")
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "https://api.stripe.com".into());
-        if !api_base.starts_with("https://") && !api_base.starts_with("http://") {
+        let export_url = pipeline.export_url.clone().unwrap_or_default();
+        if export_every_minutes > 0 && !export_url.contains("://") {
             problems.push(format!(
-                "STRIPE_PIPELINE_API_BASE must be an http(s) URL, got '{api_base}'"
-            ));
-        }
-        if !lake_url.is_empty() && !lake_url.contains("://") {
-            problems.push(format!(
-                "STRIPE_PIPELINE_LAKE_URL must be a URL like s3://bucket/lake, got '{lake_url}'"
-            ));
-        }
-        let redshift = redshift(&env).unwrap_or_else(|p| {
-            problems.push(p);
-            None
-        });
-        if redshift.is_some() && !lake_url.starts_with("s3://") {
-            problems.push(format!(
-                "Redshift loads from S3: STRIPE_PIPELINE_LAKE_URL must be s3://bucket/prefix, got '{lake_url}'"
-            ));
-        }
-        let export_url = env("STRIPE_PIPELINE_EXPORT_URL").filter(|v| !v.is_empty());
-        if export_every_minutes > 0 && !export_url.as_deref().unwrap_or("").contains("://") {
-            problems.push(format!(
-                "STRIPE_PIPELINE_EXPORT_EVERY_MINUTES is {export_every_minutes}: set STRIPE_PIPELINE_EXPORT_URL to a URL like s3://bucket/export"
+                "STRIPE_PIPELINE_EXPORT_EVERY_MINUTES is {export_every_minutes}: set {} to a URL like s3://bucket/export",
+                env_var("export_url")
             ));
         }
         if !problems.is_empty() {
             return Err(Error::Settings(problems));
         }
+        let redshift = match pipeline.destination {
+            Destination::Redshift => Some(
+                pipeline
+                    .redshift_settings(Spelling::Env)
+                    .map_err(|p| Error::Settings(vec![p]))?,
+            ),
+            _ => None,
+        };
         Ok(Settings {
             accounts_table,
             state_table,
             queue_url,
-            lake_url,
             topic_arn: env("STRIPE_PIPELINE_TOPIC_ARN").filter(|v| !v.is_empty()),
             seed_accounts,
-            api_base,
             failure_alert_after: failure_alert_after as u32,
-            incremental,
-            rate_budget,
-            concurrency,
             redshift,
             export: (export_every_minutes > 0).then(|| ExportSettings {
-                url: export_url.unwrap_or_default(),
+                url: export_url,
                 every_secs: export_every_minutes * 60,
-                keep: export_keep,
+                keep: pipeline.export_keep,
             }),
+            pipeline,
         })
+    }
+
+    /// Where Parquet files go (checked to be set by [`Settings::from_env`]).
+    pub fn lake_url(&self) -> &str {
+        self.pipeline.lake_url.as_deref().unwrap_or_default()
+    }
+
+    /// The incremental-sync settings the engine and the scheduler's plans use.
+    pub fn incremental(&self) -> Incremental {
+        self.pipeline.incremental()
     }
 }
 
@@ -243,9 +211,11 @@ mod tests {
             ),
         ]))
         .unwrap();
-        assert_eq!(s.incremental, Incremental::default());
+        assert_eq!(s.incremental(), Incremental::default());
         assert_eq!(s.failure_alert_after, 3);
-        assert_eq!(s.api_base, "https://api.stripe.com");
+        assert_eq!(s.pipeline.api_base, "https://api.stripe.com");
+        assert_eq!(s.pipeline.concurrency, 4);
+        assert_eq!(s.lake_url(), "s3://b/lake");
         assert_eq!(s.seed_accounts.len(), 1);
         assert!(s.seed_accounts[0].enabled);
         assert!(s.topic_arn.is_none());

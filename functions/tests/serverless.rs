@@ -234,7 +234,7 @@ async fn a_worker_stopped_at_its_deadline_is_continued() {
     // 250 charges created in the same second: no `created` window splits them, so one segment takes
     // several pages.
     sim.sim().create(merchant, true, "charges", 250).unwrap();
-    let d = deploy(&sim, |s| s.concurrency = 1).await;
+    let d = deploy(&sim, |s| s.pipeline.concurrency = 1).await;
     scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
     let truth = sim.sim().truth(merchant, true, "charges").unwrap();
     let message = SliceMessage::new(
@@ -465,7 +465,7 @@ async fn workers_build_exports_in_stripes_layout_once_per_interval() {
     let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
     let d = deploy(&sim, |s| {
         s.export = Some(ExportSettings {
-            url: format!("{}/export", s.lake_url.trim_end_matches("/lake")),
+            url: format!("{}/export", s.lake_url().trim_end_matches("/lake")),
             every_secs: 3600,
             keep: 7,
         })

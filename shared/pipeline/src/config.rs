@@ -1,4 +1,6 @@
-//! The pipeline's configuration: a TOML file and/or environment variables, validated up front.
+//! The pipeline's configuration, one model for both deployments: the CLI reads a TOML file and the
+//! environment over it, the Lambda functions the environment alone (the SAM template's parameters);
+//! validated up front, every problem listed at once.
 //!
 //! Every field's doc comment is its user documentation (the README's configuration table repeats it).
 //! Keys are [`Secret`]s: they print as `***` in logs, errors and debug output.
@@ -154,6 +156,14 @@ impl Destination {
                 Destination::NAMES.join(", ")
             )),
         }
+    }
+}
+
+impl std::str::FromStr for Destination {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Destination, String> {
+        Destination::parse(name)
     }
 }
 
@@ -347,6 +357,48 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+/// How a setting is spelled where it is read: a TOML key (`rate_budget`, `[redshift] cluster`) or an
+/// environment variable ([`env_var`]), so that a message names what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    Toml,
+    Env,
+}
+
+impl Spelling {
+    /// `key` is the setting's path in the TOML file: `rate_budget`, `redshift.cluster`.
+    pub fn name(self, key: &str) -> String {
+        match (self, key.split_once('.')) {
+            (Spelling::Env, _) => env_var(key),
+            (Spelling::Toml, Some((table, field))) => format!("[{table}] {field}"),
+            (Spelling::Toml, None) => key.to_string(),
+        }
+    }
+}
+
+/// The environment variable of the setting at `key`: `STRIPE_PIPELINE_` and the key in capitals, a
+/// table's name joined to its field (`redshift.cluster` is `STRIPE_PIPELINE_REDSHIFT_CLUSTER`).
+pub fn env_var(key: &str) -> String {
+    format!("STRIPE_PIPELINE_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// Sets `into` from the variable of `key` when it is set and not blank; `what` says what it must be.
+fn from_env<T: std::str::FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &str,
+    what: &str,
+    into: &mut T,
+    problems: &mut Vec<String>,
+) {
+    let var = env_var(key);
+    if let Some(v) = env(&var).filter(|v| !v.trim().is_empty()) {
+        match v.trim().parse() {
+            Ok(value) => *into = value,
+            Err(_) => problems.push(format!("{var} must be {what}, got '{v}'")),
+        }
+    }
+}
+
 impl Config {
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -359,9 +411,72 @@ impl Config {
         toml::from_str(&text).map_err(|e| one(e.to_string()))
     }
 
-    /// Adds accounts from `STRIPE_PIPELINE_KEYS` (`name=key,name=key`) and overrides `api_base` from
-    /// `STRIPE_API_BASE`, reading variables through `env` (the process environment in production).
-    pub fn merge_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+    /// Sets from the environment every setting it names, over what the file said: each setting but
+    /// the accounts and `[postgres]` is read from its [`env_var`] (`STRIPE_PIPELINE_CONCURRENCY`,
+    /// `STRIPE_PIPELINE_REDSHIFT_CLUSTER`, …; `datasets` comma-separated). The Lambda functions read
+    /// their whole configuration this way, from the variables the SAM template sets. A value that does
+    /// not parse is a problem; all of them are listed at once.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let env: &dyn Fn(&str) -> Option<String> = &env;
+        let mut problems = Vec::new();
+        let p = &mut problems;
+        let number = "a number";
+        let whole = "a whole number";
+        from_env(env, "output_dir", "a directory", &mut self.output_dir, p);
+        from_env(env, "api_base", "a URL", &mut self.api_base, p);
+        from_env(env, "rate_budget", number, &mut self.rate_budget, p);
+        from_env(env, "concurrency", whole, &mut self.concurrency, p);
+        from_env(env, "lag_secs", whole, &mut self.lag_secs, p);
+        from_env(env, "overlap_secs", whole, &mut self.overlap_secs, p);
+        from_env(
+            env,
+            "snapshot_interval_secs",
+            whole,
+            &mut self.snapshot_interval_secs,
+            p,
+        );
+        let destinations = format!("one of {}", Destination::NAMES.join(", "));
+        from_env(env, "destination", &destinations, &mut self.destination, p);
+        from_env(env, "export", "true or false", &mut self.export, p);
+        from_env(env, "export_keep", whole, &mut self.export_keep, p);
+        let text = |key: &str| env(&env_var(key)).filter(|v| !v.trim().is_empty());
+        if let Some(list) = text("datasets") {
+            self.datasets = list
+                .split(',')
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+                .collect();
+        }
+        let r = &mut self.redshift;
+        for (key, field) in [
+            ("lake_url", &mut self.lake_url),
+            ("export_url", &mut self.export_url),
+            ("redshift.workgroup", &mut r.workgroup),
+            ("redshift.cluster", &mut r.cluster),
+            ("redshift.database", &mut r.database),
+            ("redshift.db_user", &mut r.db_user),
+            ("redshift.secret_arn", &mut r.secret_arn),
+            ("redshift.copy_role_arn", &mut r.copy_role_arn),
+        ] {
+            if let Some(v) = text(key) {
+                *field = Some(v.trim().to_string());
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                source_name: Some("the environment".into()),
+                problems,
+            })
+        }
+    }
+
+    /// The CLI's environment, over its file: [`Config::apply_env`], accounts added from
+    /// `STRIPE_PIPELINE_KEYS` (`name=key,name=key`), and `STRIPE_API_BASE` (the name Stripe's own
+    /// tools use) over `api_base`.
+    pub fn merge_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        self.apply_env(&env)?;
         if let Some(keys) = env("STRIPE_PIPELINE_KEYS") {
             for (i, pair) in keys
                 .split(',')
@@ -385,6 +500,7 @@ impl Config {
         if let Some(base) = env("STRIPE_API_BASE") {
             self.api_base = base;
         }
+        Ok(())
     }
 
     /// The PostgreSQL URL: `[postgres] url`, else the variable `url_env` names, else
@@ -406,59 +522,72 @@ impl Config {
         }
     }
 
-    /// The Redshift settings, checked.
+    /// The Redshift settings, checked; problems name the fields as `spelling` spells them.
     #[cfg(feature = "redshift")]
     pub fn redshift_settings(
         &self,
+        spelling: Spelling,
     ) -> Result<crate::warehouse::redshift::RedshiftSettings, String> {
         self.redshift
-            .settings(|field| format!("[redshift] {field}"))
+            .settings(|field| spelling.name(&format!("redshift.{field}")))
     }
 
     #[cfg(not(feature = "redshift"))]
-    pub fn redshift_settings(&self) -> Result<std::convert::Infallible, String> {
+    pub fn redshift_settings(
+        &self,
+        _spelling: Spelling,
+    ) -> Result<std::convert::Infallible, String> {
         Err("this build has no Redshift support (cargo feature `redshift`)".into())
     }
 
-    /// Checks every setting and resolves keys; lists every problem at once.
-    pub fn accounts(
+    /// Every problem of the settings other than the accounts, each naming its setting as `spelling`
+    /// spells it; `env` is read for the PostgreSQL URL.
+    pub fn problems(
         &self,
+        spelling: Spelling,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Vec<Account>, ConfigError> {
+    ) -> Vec<String> {
+        let name = |key: &str| spelling.name(key);
         let mut problems = Vec::new();
         if !(self.rate_budget > 0.0 && self.rate_budget <= 1.0) {
             problems.push(format!(
-                "rate_budget must be in (0, 1], got {}",
+                "{} must be in (0, 1], got {}",
+                name("rate_budget"),
                 self.rate_budget
             ));
         }
         if self.concurrency == 0 || self.concurrency > 64 {
             problems.push(format!(
-                "concurrency must be between 1 and 64, got {}",
+                "{} must be between 1 and 64, got {}",
+                name("concurrency"),
                 self.concurrency
             ));
         }
         if !(0..=3600).contains(&self.lag_secs) {
             problems.push(format!(
-                "lag_secs must be between 0 and 3600, got {}",
+                "{} must be between 0 and 3600, got {}",
+                name("lag_secs"),
                 self.lag_secs
             ));
         }
         if !(0..=86_400).contains(&self.overlap_secs) {
             problems.push(format!(
-                "overlap_secs must be between 0 and 86400, got {}",
+                "{} must be between 0 and 86400, got {}",
+                name("overlap_secs"),
                 self.overlap_secs
             ));
         }
         if self.snapshot_interval_secs < 0 {
             problems.push(format!(
-                "snapshot_interval_secs must be 0 or more, got {}",
+                "{} must be 0 or more, got {}",
+                name("snapshot_interval_secs"),
                 self.snapshot_interval_secs
             ));
         }
         if !self.api_base.starts_with("http://") && !self.api_base.starts_with("https://") {
             problems.push(format!(
-                "api_base must be an http(s) URL, got '{}'",
+                "{} must be an http(s) URL, got '{}'",
+                name("api_base"),
                 self.api_base
             ));
         }
@@ -484,15 +613,15 @@ impl Config {
             }
         }
         if self.destination == Destination::Duckdb && self.lake_url.is_some() {
-            problems.push("destination duckdb reads the lake from a local directory: remove lake_url, or choose destination postgres, redshift or none".into());
+            problems.push(format!("destination duckdb reads the lake from a local directory: remove {}, or choose destination postgres, redshift or none", name("lake_url")));
         }
         if self.destination == Destination::Redshift {
-            problems.extend(self.redshift_settings().err());
+            problems.extend(self.redshift_settings(spelling).err());
             if !self.lake_url.as_deref().unwrap_or("").starts_with("s3://") {
-                problems.push(
-                    "destination redshift loads from S3: set lake_url = \"s3://bucket/prefix\""
-                        .into(),
-                );
+                problems.push(format!(
+                    "Redshift loads from S3: set {} to s3://bucket/prefix",
+                    name("lake_url")
+                ));
             }
         }
         for (key, url) in [
@@ -504,9 +633,18 @@ impl Config {
             };
             let scheme = url.split("://").next().unwrap_or_default();
             if !["s3", "s3a", "gs", "az", "abfs", "abfss"].contains(&scheme) {
-                problems.push(format!("{key} = \"{url}\": use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix (or, for export_url, a local directory)"));
+                problems.push(format!("{} = \"{url}\": use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix (or, for export_url, a local directory)", name(key)));
             }
         }
+        problems
+    }
+
+    /// Checks every setting ([`Config::problems`]) and resolves keys; lists every problem at once.
+    pub fn accounts(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Account>, ConfigError> {
+        let mut problems = self.problems(Spelling::Toml, &env);
         if self.accounts.is_empty() {
             problems.push("no accounts: add [[accounts]] with name and key (or key_env) to the config file, set STRIPE_PIPELINE_KEYS=name=sk_live_…, or try --demo".into());
         }
@@ -602,7 +740,11 @@ mod tests {
     #[cfg(feature = "redshift")]
     #[test]
     fn redshift_problems_name_the_field_as_its_source_spells_it() {
-        let toml = |text: &str| toml::from_str::<Config>(text).unwrap().redshift_settings();
+        let toml = |text: &str| {
+            toml::from_str::<Config>(text)
+                .unwrap()
+                .redshift_settings(Spelling::Toml)
+        };
         let err = toml("[redshift]\nworkgroup = \"w\"\ncluster = \"c\"").unwrap_err();
         assert!(
             err.contains("[redshift] workgroup") && err.contains("[redshift] cluster"),
@@ -656,7 +798,8 @@ mod tests {
         let mut cfg = Config::default();
         cfg.merge_env(|k| {
             (k == "STRIPE_PIPELINE_KEYS").then(|| "acme=sk_test_1, rk_live_2".to_string())
-        });
+        })
+        .unwrap();
         let accounts = cfg.accounts(|_| None).unwrap();
         assert_eq!(accounts.len(), 2);
         assert_eq!(
@@ -666,6 +809,61 @@ mod tests {
         assert_eq!(
             (accounts[1].name.as_str(), accounts[1].livemode),
             ("account-2", true)
+        );
+    }
+
+    #[test]
+    fn the_environment_sets_what_the_file_can_and_names_its_variables() {
+        let vars: std::collections::HashMap<&str, &str> = [
+            ("STRIPE_PIPELINE_CONCURRENCY", "3"),
+            ("STRIPE_PIPELINE_DATASETS", "charges, customers"),
+            ("STRIPE_PIPELINE_DESTINATION", "redshift"),
+            ("STRIPE_PIPELINE_LAKE_URL", "s3://b/lake"),
+            ("STRIPE_PIPELINE_REDSHIFT_CLUSTER", "c1"),
+            ("STRIPE_PIPELINE_LAG_SECS", ""),
+        ]
+        .into();
+        let env = |k: &str| vars.get(k).map(|v| v.to_string());
+        let mut cfg: Config = toml::from_str("concurrency = 5\nlag_secs = 30").unwrap();
+        cfg.apply_env(env).unwrap();
+        assert_eq!(cfg.concurrency, 3, "the environment wins over the file");
+        assert_eq!(cfg.lag_secs, 30, "a blank variable leaves the file's value");
+        assert_eq!(cfg.datasets, ["charges", "customers"]);
+        assert_eq!(cfg.destination, Destination::Redshift);
+        assert_eq!(cfg.redshift.cluster.as_deref(), Some("c1"));
+        // The cluster has no COPY role: the message names the variable to set.
+        let problems = cfg.problems(Spelling::Env, env).join("\n");
+        #[cfg(feature = "redshift")]
+        assert!(
+            problems.contains("set STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN"),
+            "{problems}"
+        );
+        assert!(!problems.contains("LAKE_URL"), "{problems}");
+
+        let bad: std::collections::HashMap<&str, &str> = [
+            ("STRIPE_PIPELINE_RATE_BUDGET", "half"),
+            ("STRIPE_PIPELINE_DESTINATION", "oracle"),
+        ]
+        .into();
+        let err = Config::default()
+            .apply_env(|k| bad.get(k).map(|v| v.to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("STRIPE_PIPELINE_RATE_BUDGET must be a number, got 'half'"),
+            "{err}"
+        );
+        assert!(
+            err.contains("STRIPE_PIPELINE_DESTINATION must be one of duckdb"),
+            "{err}"
+        );
+        let mut over = Config::default();
+        over.apply_env(|k| (k == "STRIPE_PIPELINE_RATE_BUDGET").then(|| "2".into()))
+            .unwrap();
+        let problems = over.problems(Spelling::Env, |_| None).join("\n");
+        assert!(
+            problems.contains("STRIPE_PIPELINE_RATE_BUDGET must be in (0, 1]"),
+            "{problems}"
         );
     }
 }

@@ -43,7 +43,7 @@ pub async fn open_warehouse(cfg: &Config) -> Result<Box<dyn Warehouse>, String> 
         }
         #[cfg(feature = "redshift")]
         Destination::Redshift => {
-            let settings = cfg.redshift_settings()?;
+            let settings = cfg.redshift_settings(crate::config::Spelling::Toml)?;
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             Box::new(
                 crate::warehouse::redshift::Redshift::connect(&sdk, settings)
