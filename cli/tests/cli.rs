@@ -89,30 +89,26 @@ fn the_environment_configures_the_cli_over_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "concurrency = 4\n").unwrap();
+    let sync = |concurrency: &str| {
+        let output = bin()
+            .args(["sync", "--quiet", "--config"])
+            .arg(&cfg)
+            .env("STRIPE_PIPELINE_KEYS", "acme=sk_test_123")
+            .env("STRIPE_PIPELINE_CONCURRENCY", concurrency)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        stderr
+    };
     // A variable that does not parse names itself and stops the run before anything is read.
-    let output = bin()
-        .args(["sync", "--quiet", "--config"])
-        .arg(&cfg)
-        .env("STRIPE_PIPELINE_KEYS", "acme=sk_test_123")
-        .env("STRIPE_PIPELINE_CONCURRENCY", "many")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = sync("many");
     assert!(
         stderr.contains("STRIPE_PIPELINE_CONCURRENCY must be a whole number, got 'many'"),
         "{stderr}"
     );
     // One that parses replaces the file's value, and is checked like it.
-    let output = bin()
-        .args(["sync", "--quiet", "--config"])
-        .arg(&cfg)
-        .env("STRIPE_PIPELINE_KEYS", "acme=sk_test_123")
-        .env("STRIPE_PIPELINE_CONCURRENCY", "500")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = sync("500");
     assert!(
         stderr.contains("concurrency must be between 1 and 64, got 500"),
         "{stderr}"
