@@ -7,8 +7,8 @@
 //! queued), skipped (the account is gone or disabled, or another worker holds the slice's lease and is
 //! running it), failed for good (a bad key, a missing permission, a bad setting: retrying cannot help,
 //! so the message is deleted; the alert went out at once, and the next tick plans the slice again), or
-//! failed for now (reported back to SQS as a batch item failure, so it is retried and, after the
-//! queue's receive limit, moved to the dead-letter queue). A message that is not a slice or an export
+//! failed for now (reported back to SQS as a batch item failure, visible again after a [`backoff`] of
+//! minutes, and after the queue's receive limit moved to the dead-letter queue). A message that is not a slice or an export
 //! goes the last way too: the dead-letter queue keeps it for someone to read.
 
 use crate::message::{ExportMessage, Message, SliceMessage};
@@ -56,8 +56,9 @@ pub async fn handle(
     for (i, record) in records.into_iter().enumerate() {
         let id = record.message_id.clone().unwrap_or_default();
         if Instant::now() >= stop {
-            // No time left to start it: SQS gives it to another invocation.
+            // No time left to start it: visible again at once, for another invocation.
             tracing::warn!(message_id = %id, "no time left in this invocation; the slice is retried");
+            retry_after(svc, &record, Duration::ZERO).await;
             failures.push(id);
             continue;
         }
@@ -70,7 +71,9 @@ pub async fn handle(
         match outcome {
             Ok(ran) => tracing::info!(message_id = %id, outcome = ?ran, "slice finished"),
             Err(e) if e.retryable() || matches!(e, Error::Message(_)) => {
-                tracing::error!(message_id = %id, error = %e, "slice failed; SQS retries it");
+                let wait = backoff(receive_count(&record));
+                tracing::error!(message_id = %id, error = %e, retry_in_secs = wait.as_secs(), "slice failed; SQS retries it");
+                retry_after(svc, &record, wait).await;
                 failures.push(id);
             }
             Err(e) => tracing::error!(
@@ -90,6 +93,43 @@ pub async fn handle(
         })
         .collect();
     response
+}
+
+/// How long a failed message waits before SQS hands it out again: a minute after its first receive,
+/// doubling with each receive, at most a quarter of an hour. Without it, a failed message would wait
+/// out the queue's visibility timeout (six times the worker's timeout: 90 minutes by default).
+pub fn backoff(receive_count: u32) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(4);
+    Duration::from_secs(60 << doublings).min(Duration::from_secs(900))
+}
+
+/// The times SQS has handed this message out, this time included (1 when SQS does not say).
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Makes a failed message visible again after `wait`. If SQS refuses, it comes back after the
+/// queue's visibility timeout instead: later, but not lost.
+async fn retry_after(svc: &Services, record: &SqsMessage, wait: Duration) {
+    let Some(handle) = record.receipt_handle.as_deref() else {
+        return;
+    };
+    let changed = svc
+        .sqs
+        .change_message_visibility()
+        .queue_url(&svc.settings.queue_url)
+        .receipt_handle(handle)
+        .visibility_timeout(wait.as_secs() as i32)
+        .send()
+        .await;
+    if let Err(e) = changed {
+        let error = stripe_pipeline::state::sdk_error_message(&e);
+        tracing::warn!(%error, "could not shorten the failed message's wait; it is retried after the queue's visibility timeout");
+    }
 }
 
 /// Runs one slice message.
@@ -214,6 +254,12 @@ pub async fn export(svc: &Services, message: &ExportMessage, run_id: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_messages_wait_a_minute_doubling_to_a_quarter_hour() {
+        let secs: Vec<u64> = (0..8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [60, 60, 120, 240, 480, 900, 900, 900]);
+    }
 
     #[test]
     fn the_stop_leaves_a_quarter_of_the_time_at_most_a_minute() {

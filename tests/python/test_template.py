@@ -483,6 +483,8 @@ def test_roles_grant_exactly_what_the_functions_call(stack, aws_client, translat
     }
     assert role_grants(aws_client, ids["WorkerFunctionRole"]) == both | {
         ("dynamodb:GetItem", accounts),
+        # A failed slice is retried after a backoff of minutes.
+        ("sqs:ChangeMessageVisibility", queue),
         ("s3:GetObject", f"{bucket}/lake/*"),
         ("s3:PutObject", f"{bucket}/lake/*"),
         ("s3:DeleteObject", f"{bucket}/lake/*"),
