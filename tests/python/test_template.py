@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 # them with an empty logical id and logs "No Moto CloudFormation support for ..."). Their properties
 # are checked on the translated template in test_resources_moto_cannot_create_are_declared_right.
 MOTO_CANNOT_CREATE = {
-    "AWS::CloudWatch::Alarm",  # DeadLetterAlarm, SchedulerErrorsAlarm, WorkerErrorsAlarm
+    "AWS::CloudWatch::Alarm",  # DeadLetterAlarm, QueueAgeAlarm, SchedulerSilenceAlarm, the errors alarms
     "AWS::S3::BucketPolicy",  # LakeBucketPolicy
     "AWS::SNS::Subscription",  # AlertEmailSubscription
 }
@@ -221,6 +221,8 @@ def test_translation_yields_the_expected_resources(translated):
         "AlertTopic": "AWS::SNS::Topic",
         "AlertEmailSubscription": "AWS::SNS::Subscription",
         "DeadLetterAlarm": "AWS::CloudWatch::Alarm",
+        "QueueAgeAlarm": "AWS::CloudWatch::Alarm",
+        "SchedulerSilenceAlarm": "AWS::CloudWatch::Alarm",
         "SchedulerErrorsAlarm": "AWS::CloudWatch::Alarm",
         "WorkerErrorsAlarm": "AWS::CloudWatch::Alarm",
         "RedshiftCopyRole": "AWS::IAM::Role",  # created only with a Redshift workgroup or cluster
@@ -348,6 +350,21 @@ def test_resources_moto_cannot_create_are_declared_right(translated):
         assert props["Dimensions"] == [{"Name": dimension, "Value": value}], name
         assert props["Threshold"] == 0 and props["ComparisonOperator"] == "GreaterThanThreshold", name
         assert props["AlarmActions"] == [{"Ref": "AlertTopic"}], name
+
+    # Staleness: slices waiting too long, and a scheduler that stopped running (no data is the alarm).
+    age = res["QueueAgeAlarm"]["Properties"]
+    assert (age["Namespace"], age["MetricName"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+    assert age["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["SliceQueue", "QueueName"]}}]
+    assert age["Threshold"] == {"Ref": "QueueAgeAlarmSeconds"}
+    assert age["ComparisonOperator"] == "GreaterThanThreshold"
+    silence = res["SchedulerSilenceAlarm"]["Properties"]
+    assert (silence["Namespace"], silence["MetricName"]) == ("AWS/Lambda", "Invocations")
+    assert silence["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "SchedulerFunction"}}]
+    assert silence["Period"] == {"Ref": "SchedulerSilenceAlarmSeconds"}
+    assert (silence["Threshold"], silence["ComparisonOperator"]) == (1, "LessThanThreshold")
+    assert silence["TreatMissingData"] == "breaching"
+    for props in (age, silence):
+        assert props["AlarmActions"] == props["OKActions"] == [{"Ref": "AlertTopic"}]
 
 
 def test_alert_topic_is_encrypted_with_a_key_cloudwatch_may_use(stack, aws_client, translated):
