@@ -232,3 +232,82 @@ async fn a_full_sync_into_postgres_equals_ground_truth_and_a_second_changes_noth
     }
     assert_eq!(rows[0], rows[1], "a second sync adds no rows");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_the_feed_cannot_refetch_fails_alone_and_is_listed_again() {
+    let sim = sim(SimConfig::tiny()).await;
+    // Globex's events are in API version 2022-11-15: the feed reads every changed object again.
+    let merchant = merchants(&sim)[1].clone();
+    let full = sim.info().key("secret", "test", 1).unwrap();
+    let allow: Vec<&str> = Catalog::get()
+        .datasets
+        .iter()
+        .map(|d| d.name.as_str())
+        .filter(|d| *d != "charges")
+        .chain(["subscription_items", "events"])
+        .collect();
+    let restricted = sim
+        .sim()
+        .mint_restricted_key(&merchant, false, &allow)
+        .unwrap()
+        .key;
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(&sim, out.path());
+    let with_key = |key: &str| {
+        vec![AccountConfig {
+            name: "globex".into(),
+            key: Some(Secret::new(key)),
+            key_env: None,
+        }]
+    };
+    cfg.accounts = with_key(&full);
+    let first = run(&cfg).await;
+    assert!(first.failures().is_empty(), "{:?}", first.failures());
+
+    // Charges and customers change; then the key loses the charges permission.
+    churn(&sim, &merchant, false);
+    sim.sim().advance(120);
+    cfg.accounts = with_key(&restricted);
+    let second = run(&cfg).await;
+    let failures = second.failures();
+    assert!(
+        !failures.is_empty() && failures.iter().all(|f| f.1 == "charges"),
+        "{failures:?}"
+    );
+    assert!(
+        failures[0].2.contains("rak_charge_read"),
+        "{}",
+        failures[0].2
+    );
+    // The window was committed for everything else.
+    let account = &second.accounts[0];
+    let customers = account
+        .datasets
+        .iter()
+        .find(|d| d.dataset == "customers")
+        .unwrap();
+    assert!(customers.changes > 0, "{customers:?}");
+    assert_eq!(account.feed.error, None);
+    let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
+    let dataset = |name: &str| Catalog::get().dataset(name).unwrap();
+    assert_equal(&db, &sim, &merchant, false, dataset("customers")).await;
+    drop(db);
+
+    // The key is fixed: charges are listed again in full, changes of the skipped window included.
+    cfg.accounts = with_key(&full);
+    let third = run(&cfg).await;
+    assert!(third.failures().is_empty(), "{:?}", third.failures());
+    let charges = third.accounts[0]
+        .datasets
+        .iter()
+        .find(|d| d.dataset == "charges")
+        .unwrap();
+    assert_eq!(
+        charges.list,
+        Some(stripe_pipeline::engine::ListKind::Backfill)
+    );
+    let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
+    for name in ["charges", "customers"] {
+        assert_equal(&db, &sim, &merchant, false, dataset(name)).await;
+    }
+}

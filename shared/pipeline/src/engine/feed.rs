@@ -80,11 +80,7 @@ pub(super) async fn run(
             // Datasets first, cursor second: a crash in between finds the old cursor and
             // starts over, never a moved cursor without the re-backfill.
             for d in affected {
-                let k = r.key(&d.name);
-                let current = cx.state.get::<DatasetState>(&k).await?;
-                let mut st = current.value;
-                st.backfill = None;
-                cx.state.put(&k, current.version, &st).await?;
+                relist(cx, r, d).await?;
             }
             feed.cursor = Some(now);
             cx.state.put(&key, stored.version, &feed).await?;
@@ -93,12 +89,16 @@ pub(super) async fn run(
         FeedStart::Read { from, to } => {
             report.feed.window = Some((from, to));
             let (outcome, failure) = match read_feed(cx, r, datasets, from, to, files).await {
-                Ok((per_dataset, counts)) => {
+                Ok(read) => {
                     for d in report.datasets.iter_mut() {
-                        d.changes = per_dataset.get(&d.dataset).copied().unwrap_or(0);
+                        d.changes = read.changes.get(&d.dataset).copied().unwrap_or(0);
+                        if let Some((_, e)) = read.failed.iter().find(|(n, _)| *n == d.dataset) {
+                            d.error = Some(e.to_string());
+                        }
                     }
-                    report.feed.counts = counts;
-                    (Ok(to), None)
+                    report.feed.counts = read.counts;
+                    // The window is committed; what failed in it is the slice's failure.
+                    (Ok(to), read.failed.into_iter().next().map(|(_, e)| e))
                 }
                 Err(e) => {
                     report.feed.error = Some(e.to_string());
@@ -112,9 +112,33 @@ pub(super) async fn run(
     Ok(None)
 }
 
+/// What a window of the change feed did.
+pub(super) struct FeedRead {
+    /// Changed objects per dataset.
+    pub(super) changes: HashMap<String, u64>,
+    pub(super) counts: FeedCounts,
+    /// Datasets whose changes could not be loaded for a reason a retry cannot fix; each is listed
+    /// again in full (see [`read_feed`]).
+    pub(super) failed: Vec<(String, SyncError)>,
+}
+
+/// Marks dataset `d` of `r` for a full list: its next list is a backfill, which loads every object as
+/// it is now and marks those that vanished deleted.
+async fn relist(cx: &Context, r: &Resolved, d: &Dataset) -> Result<(), SyncError> {
+    let k = r.key(&d.name);
+    let current = cx.state.get::<DatasetState>(&k).await?;
+    let mut st = current.value;
+    st.backfill = None;
+    cx.state.put(&k, current.version, &st).await?;
+    Ok(())
+}
+
 /// Reads the window `[from, to)` of the account's events and applies it dataset by dataset (Parquet,
-/// then the warehouse). Returns the changed objects per dataset. The caller commits the cursor only
-/// when this succeeded for every dataset: a failure anywhere reads the whole window again next run.
+/// then the warehouse). The caller commits the cursor when this returns `Ok`; a failure that a retry
+/// may fix (Stripe's 5xx, the network, the warehouse) is an `Err` and the whole window is read again
+/// next run. A failure of one dataset that no retry fixes (the key may not read that resource; Stripe
+/// answers with an object that cannot be used) holds back no other dataset: that dataset is marked
+/// for a full list before the cursor moves past its changes, so nothing of it is lost.
 pub(super) async fn read_feed(
     cx: &Arc<Context>,
     r: &Resolved,
@@ -122,7 +146,7 @@ pub(super) async fn read_feed(
     from: i64,
     to: i64,
     files: &Written,
-) -> Result<(HashMap<String, u64>, FeedCounts), SyncError> {
+) -> Result<FeedRead, SyncError> {
     let mut collapser = Collapser::default();
     let mut after: Option<String> = None;
     loop {
@@ -151,6 +175,7 @@ pub(super) async fn read_feed(
     }
     let (mut changes, mut counts) = collapser.finish();
     let mut per_dataset = HashMap::new();
+    let mut failed = Vec::new();
     let mut unchanged = Vec::new();
     for d in datasets {
         let list = changes.remove(&d.name).unwrap_or_default();
@@ -171,16 +196,40 @@ pub(super) async fn read_feed(
         let as_of = if complete { to } else { from };
         counts.refetched += list.iter().filter(|c| !c.trusted).count() as u64;
         let n = list.len() as u64;
-        apply(cx, r, d, list, as_of, files).await?;
-        cx.progress.rows(&r.account.name, &d.name, n);
-        per_dataset.insert(d.name.clone(), n);
+        match apply(cx, r, d, list, as_of, files).await {
+            Ok(()) => {
+                cx.progress.rows(&r.account.name, &d.name, n);
+                per_dataset.insert(d.name.clone(), n);
+            }
+            Err(e) if dataset_only(&e) => {
+                tracing::warn!(account = %r.account.name, dataset = %d.name, error = %e, "the change feed cannot load this dataset's changes; it is listed again in full");
+                relist(cx, r, d).await?;
+                failed.push((d.name.clone(), e));
+            }
+            Err(e) => return Err(e),
+        }
     }
     // Datasets without changes are complete up to the window's end too: one transaction for all.
     cx.warehouse
         .record_freshness(r.account.livemode, &unchanged, &r.merchant_id, to)
         .await
         .map_err(|e| r.warehouse_error("freshness", e))?;
-    Ok((per_dataset, counts))
+    Ok(FeedRead {
+        changes: per_dataset,
+        counts,
+        failed,
+    })
+}
+
+/// Whether a failure to load one dataset's changes concerns that dataset alone: Stripe refused the
+/// key that resource, or answered with an object that cannot be used. A bad key, an outage or a
+/// throttle concern every dataset, and fail the window.
+fn dataset_only(e: &SyncError) -> bool {
+    matches!(
+        e,
+        SyncError::Stripe { source, .. }
+            if matches!(**source, StripeError::PermissionDenied { .. } | StripeError::Decode { .. })
+    )
 }
 
 /// Turns one dataset's changes into rows and tombstones and loads them.
