@@ -98,7 +98,8 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
             report.seeded += 1;
         }
     }
-    let mut planned = Vec::new();
+    // Each account's slices are sent as soon as they are planned: a tick cut off by its timeout has
+    // sent those of every account it got to, and the next tick plans the rest.
     for record in svc.accounts.all().await? {
         let record = match record {
             Ok(r) if r.enabled => r,
@@ -113,7 +114,8 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
         match plan_account(svc, &record, tick).await {
             Ok(messages) => {
                 svc.alerts.succeeded(&scope, &record.name, "account").await;
-                planned.extend(messages);
+                report.planned += messages.len();
+                send_once(svc, tick, messages, &mut report).await?;
             }
             Err(e) => {
                 account_failed(svc, &record.name, &e).await;
@@ -121,11 +123,32 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
             }
         }
     }
-    report.planned = planned.len();
+    if let Err(e) = plan_export(svc, tick, &mut report).await {
+        report.errors.push(e.to_string());
+    }
+    tracing::info!(
+        tick,
+        export = report.export_sent,
+        accounts = report.accounts,
+        planned = report.planned,
+        sent = report.sent,
+        already_sent = report.already_sent,
+        errors = report.errors.len(),
+        "scheduler tick"
+    );
+    Ok(report)
+}
+
+/// Sends the slices of this tick not sent yet. Each is marked before it is sent: two invocations of
+/// the same tick (EventBridge delivers at least once) never both send a slice.
+async fn send_once(
+    svc: &Services,
+    tick: i64,
+    planned: Vec<SliceMessage>,
+    report: &mut TickReport,
+) -> Result<(), Error> {
     let mut fresh = Vec::new();
     for m in planned {
-        // Marked before sending: two invocations of the same tick (EventBridge delivers at least
-        // once) never both send a slice.
         if svc
             .state
             .mark_once(&format!("slice#{}", m.id), tick + MARK_TTL_SECS)
@@ -145,20 +168,7 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
             report.errors.push(format!("slice {}: {error}", m.id));
         }
     }
-    if let Err(e) = plan_export(svc, tick, &mut report).await {
-        report.errors.push(e.to_string());
-    }
-    tracing::info!(
-        tick,
-        export = report.export_sent,
-        accounts = report.accounts,
-        planned = report.planned,
-        sent = report.sent,
-        already_sent = report.already_sent,
-        errors = report.errors.len(),
-        "scheduler tick"
-    );
-    Ok(report)
+    Ok(())
 }
 
 /// Sends the export message of this tick's export interval, once. It goes after the tick's slices: the

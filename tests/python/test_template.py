@@ -43,6 +43,8 @@ PARAMS = {
     "Accounts": SEED,
     "WorkerTimeoutSeconds": "300",
     "WorkerMemoryMB": "2048",
+    "SchedulerTimeoutSeconds": "120",
+    "SchedulerMemoryMB": "512",
     "WorkerBatchSize": "3",
     "WorkerConcurrency": "4",
     "MaxReceiveCount": "7",
@@ -417,7 +419,7 @@ def test_functions_have_their_limits(stack, aws_client, translated):
     worker = function_config(aws_client, stack, "WorkerFunction")
     scheduler = function_config(aws_client, stack, "SchedulerFunction")
     assert (worker["Timeout"], worker["MemorySize"]) == (300, 2048)
-    assert (scheduler["Timeout"], scheduler["MemorySize"]) == (60, 256)
+    assert (scheduler["Timeout"], scheduler["MemorySize"]) == (120, 512)
     for config in (worker, scheduler):
         assert (config["Runtime"], config["Handler"]) == ("provided.al2023", "bootstrap")
     for name, reserved in [("WorkerFunction", 4), ("SchedulerFunction", 1)]:
