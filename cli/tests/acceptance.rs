@@ -123,18 +123,7 @@ async fn a_restricted_key_without_one_permission_fails_that_dataset_only() {
     let sim = sim(SimConfig::tiny()).await;
     let info = sim.info();
     let merchant = info.accounts[0].id.clone();
-    let allow: Vec<&str> = Catalog::get()
-        .datasets
-        .iter()
-        .map(|d| d.name.as_str())
-        .filter(|d| *d != "disputes")
-        .chain(["subscription_items", "events"])
-        .collect();
-    let key = sim
-        .sim()
-        .mint_restricted_key(&merchant, false, &allow)
-        .unwrap()
-        .key;
+    let key = key_without(&sim, &merchant, false, "disputes");
     let out = tempfile::tempdir().unwrap();
     let mut cfg = config(&sim, out.path());
     cfg.accounts = vec![AccountConfig {
@@ -239,18 +228,7 @@ async fn a_dataset_the_feed_cannot_refetch_fails_alone_and_is_listed_again() {
     // Globex's events are in API version 2022-11-15: the feed reads every changed object again.
     let merchant = merchants(&sim)[1].clone();
     let full = sim.info().key("secret", "test", 1).unwrap();
-    let allow: Vec<&str> = Catalog::get()
-        .datasets
-        .iter()
-        .map(|d| d.name.as_str())
-        .filter(|d| *d != "charges")
-        .chain(["subscription_items", "events"])
-        .collect();
-    let restricted = sim
-        .sim()
-        .mint_restricted_key(&merchant, false, &allow)
-        .unwrap()
-        .key;
+    let restricted = key_without(&sim, &merchant, false, "charges");
     let out = tempfile::tempdir().unwrap();
     let mut cfg = config(&sim, out.path());
     let with_key = |key: &str| {

@@ -8,8 +8,8 @@
 //! running it), failed for good (a bad key, a missing permission, a bad setting: retrying cannot help,
 //! so the message is deleted; the alert went out at once, and the next tick plans the slice again), or
 //! failed for now (reported back to SQS as a batch item failure, visible again after a [`backoff`] of
-//! minutes, and after the queue's receive limit moved to the dead-letter queue). A message that is not a slice or an export
-//! goes the last way too: the dead-letter queue keeps it for someone to read.
+//! minutes, and after the queue's receive limit moved to the dead-letter queue). A message that is not
+//! a slice or an export goes the last way too: the dead-letter queue keeps it for someone to read.
 
 use crate::message::{ExportMessage, Message, SliceMessage};
 use crate::scheduler::{account_failed, resolve, send_batch};

@@ -18,7 +18,8 @@ use stripe_pipeline_functions::settings::ExportSettings;
 use stripe_pipeline_functions::worker::{self, Ran};
 use stripe_pipeline_functions::{scheduler, Services};
 use stripe_pipeline_testkit::acceptance::{
-    assert_equal, assert_scopes_equal, assert_warehouse_equal, churn, merchants, read_export,
+    assert_equal, assert_scopes_equal, assert_warehouse_equal, churn, key_without, merchants,
+    read_export,
 };
 use stripe_sim::SimConfig;
 
@@ -293,16 +294,7 @@ async fn a_failure_retrying_cannot_fix_is_announced_at_once_and_not_retried() {
     let d = deploy(&sim, |s| s.failure_alert_after = 2).await;
     // a0-live's key may read everything but charges: its charges list answers 403.
     let merchant = merchants(&sim)[0].clone();
-    let allow: Vec<&str> = all()
-        .iter()
-        .map(|ds| ds.name.as_str())
-        .filter(|n| *n != "charges")
-        .chain(["events", "subscription_items"])
-        .collect();
-    let restricted = sim
-        .sim()
-        .mint_restricted_key(&merchant, true, &allow)
-        .unwrap();
+    let restricted = key_without(&sim, &merchant, true, "charges");
     let secrets = aws_sdk_secretsmanager::Client::new(&d.sdk);
     let set_key = |key: String| {
         secrets
@@ -311,7 +303,7 @@ async fn a_failure_retrying_cannot_fix_is_announced_at_once_and_not_retried() {
             .secret_string(key)
             .send()
     };
-    set_key(restricted.key.clone()).await.unwrap();
+    set_key(restricted.clone()).await.unwrap();
     scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
 
     // Batches with good and bad slices: the bad one ran once and was dropped, not handed back to SQS
@@ -344,7 +336,7 @@ async fn a_failure_retrying_cannot_fix_is_announced_at_once_and_not_retried() {
         notes[0]
     );
     // No key in it.
-    assert!(!notes[0].contains(&restricted.key));
+    assert!(!notes[0].contains(&restricted));
 
     // A message that is no slice at all is retried up to the queue's receive limit, then kept in the
     // dead-letter queue for someone to read. Its retry waits a minute, not the visibility timeout:
@@ -365,10 +357,7 @@ async fn a_failure_retrying_cannot_fix_is_announced_at_once_and_not_retried() {
         .unwrap()
         .messages
         .unwrap_or_default();
-    let mut record = aws_lambda_events::sqs::SqsMessage::default();
-    record.message_id = received[0].message_id.clone();
-    record.body = received[0].body.clone();
-    record.receipt_handle = received[0].receipt_handle.clone();
+    let record = record(&received[0]);
     let response = worker::handle(&d.services, vec![record.clone()], "backoff", plenty()).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -234,6 +234,15 @@ pub struct Drained {
 /// Plays Lambda's SQS event source: receives up to `batch` messages, runs the worker on them, deletes
 /// the ones it did not report as failed, and makes failed ones visible again; until the queue is empty
 /// or `rounds` batches ran. `stop` gives each invocation its deadline.
+/// A received SQS message as Lambda's event source hands it to the worker.
+pub fn record(m: &aws_sdk_sqs::types::Message) -> SqsMessage {
+    let mut r = SqsMessage::default();
+    r.message_id = m.message_id.clone();
+    r.body = m.body.clone();
+    r.receipt_handle = m.receipt_handle.clone();
+    r
+}
+
 pub async fn drain(
     d: &Deployment,
     batch: i32,
@@ -255,16 +264,7 @@ pub async fn drain(
         if messages.is_empty() {
             return out;
         }
-        let records: Vec<SqsMessage> = messages
-            .iter()
-            .map(|m| {
-                let mut r = SqsMessage::default();
-                r.message_id = m.message_id.clone();
-                r.body = m.body.clone();
-                r.receipt_handle = m.receipt_handle.clone();
-                r
-            })
-            .collect();
+        let records: Vec<SqsMessage> = messages.iter().map(record).collect();
         out.messages += records.len();
         out.bodies
             .extend(messages.iter().filter_map(|m| m.body.clone()));

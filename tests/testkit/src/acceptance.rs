@@ -280,6 +280,22 @@ pub async fn assert_equal(
     }
 }
 
+/// A restricted key of `merchant` in one mode that may read every dataset (and events) but `dataset`:
+/// Stripe answers its requests for that one with 403.
+pub fn key_without(sim: &RunningSim, merchant: &str, livemode: bool, dataset: &str) -> String {
+    let allow: Vec<&str> = Catalog::get()
+        .datasets
+        .iter()
+        .map(|d| d.name.as_str())
+        .filter(|d| *d != dataset)
+        .chain(["subscription_items", "events"])
+        .collect();
+    sim.sim()
+        .mint_restricted_key(merchant, livemode, &allow)
+        .expect("a restricted key")
+        .key
+}
+
 pub fn merchants(sim: &RunningSim) -> Vec<String> {
     sim.info()
         .accounts
