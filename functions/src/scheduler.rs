@@ -6,6 +6,7 @@ use crate::message::{ExportMessage, SliceMessage};
 use crate::{Error, Services};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::Serialize;
+use std::time::Duration;
 use stripe_pipeline::config::Account;
 use stripe_pipeline::engine::plan;
 use stripe_pipeline::engine::{self, Resolved};
@@ -14,6 +15,8 @@ use stripe_pipeline::engine::{self, Resolved};
 pub const MARK_TTL_SECS: i64 = 7 * 86_400;
 /// SQS takes at most 10 messages per batch.
 const SQS_BATCH: usize = 10;
+/// SQS delays a message by at most a quarter of an hour.
+const MAX_DELAY_SECS: u64 = 900;
 
 #[derive(Debug, Default, Serialize)]
 pub struct TickReport {
@@ -35,19 +38,29 @@ pub struct TickReport {
 
 /// Resolves an account's key (`GET /v1/account`): its Stripe id, mode and Stripe's clock.
 pub async fn resolve(svc: &Services, record: &AccountRecord) -> Result<Resolved, Error> {
+    check(svc, account_of(svc, record).await?).await
+}
+
+/// The account of a record: its name, and its key from Secrets Manager (no request to Stripe yet).
+pub async fn account_of(svc: &Services, record: &AccountRecord) -> Result<Account, Error> {
     let key = svc
         .secrets
         .stripe_key(&record.name, &record.secret_arn)
         .await?;
     let livemode = key.livemode().unwrap_or(false);
-    let account = Account {
+    Ok(Account {
         name: record.name.clone(),
         key,
         livemode,
-    };
+    })
+}
+
+/// Checks an account's key with Stripe: its id and Stripe's clock.
+pub async fn check(svc: &Services, account: Account) -> Result<Resolved, Error> {
+    let name = account.name.clone();
     let mut resolved = engine::resolve(&svc.stripe_client(), &[account]).await?;
     resolved.pop().ok_or_else(|| Error::Account {
-        account: record.name.clone(),
+        account: name,
         message: "the key check returned nothing".into(),
     })
 }
@@ -160,7 +173,7 @@ async fn send_once(
         }
     }
     for chunk in fresh.chunks(SQS_BATCH) {
-        let failed = send_batch(svc, chunk).await;
+        let failed = send_batch(svc, chunk, Duration::ZERO).await;
         report.sent += chunk.len() - failed.len();
         for (m, error) in failed {
             // Not sent: forget the mark so a re-run of this tick sends it.
@@ -201,10 +214,11 @@ async fn plan_export(svc: &Services, tick: i64, report: &mut TickReport) -> Resu
     Ok(())
 }
 
-/// Sends up to ten messages; returns those that were not sent, with why.
+/// Sends up to ten messages, each visible after `delay`; returns those that were not sent, with why.
 pub async fn send_batch<'a>(
     svc: &Services,
     messages: &'a [SliceMessage],
+    delay: Duration,
 ) -> Vec<(&'a SliceMessage, String)> {
     let entries: Vec<SendMessageBatchRequestEntry> = messages
         .iter()
@@ -213,6 +227,7 @@ pub async fn send_batch<'a>(
             SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(serde_json::to_string(m).unwrap_or_default())
+                .delay_seconds(delay.as_secs().min(MAX_DELAY_SECS) as i32)
                 .build()
                 .ok()
         })

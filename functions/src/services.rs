@@ -12,7 +12,7 @@ use stripe_pipeline::engine::{Engine, SharedWarehouse};
 use stripe_pipeline::lake::Lake;
 use stripe_pipeline::notify::{Alerts, LogNotifier};
 use stripe_pipeline::state::DynamoState;
-use stripe_pipeline::stripe::StripeClient;
+use stripe_pipeline::stripe::{Limiter, RetryPolicy, StripeClient};
 use stripe_pipeline::warehouse::redshift::Redshift;
 use stripe_pipeline::warehouse::{LakeOnly, Warehouse};
 use tokio::sync::OnceCell;
@@ -32,6 +32,9 @@ pub struct Services {
     sdk: SdkConfig,
     /// Opened on first use and kept for the container's life (Redshift's connection check runs once).
     warehouse: OnceCell<SharedWarehouse>,
+    /// This process's rate budget: one rate slot's part of each account's (other workers hold the
+    /// others), kept across invocations so a 429's slow-down outlives the message that met it.
+    limiter: Arc<Limiter>,
 }
 
 impl Services {
@@ -60,6 +63,7 @@ impl Services {
             None => None,
         };
         let state = DynamoState::new(sdk, &settings.state_table);
+        let limiter = Arc::new(Limiter::per_slot(settings.pipeline.rate_budget));
         Ok(Services {
             accounts: Accounts::new(aws_sdk_dynamodb::Client::new(sdk), &settings.accounts_table),
             sqs: aws_sdk_sqs::Client::new(sdk),
@@ -81,14 +85,17 @@ impl Services {
             settings,
             sdk: sdk.clone(),
             warehouse: OnceCell::new(),
+            limiter,
         })
     }
 
-    /// A Stripe client with this function's share of the rate limit.
+    /// A Stripe client with this function's share of the rate limit: a slice it runs holds one of
+    /// its account's rate slots (see [`Limiter`]).
     pub fn stripe_client(&self) -> StripeClient {
-        StripeClient::with_budget(
+        StripeClient::new(
             &self.settings.pipeline.api_base,
-            self.settings.pipeline.rate_budget,
+            self.limiter.clone(),
+            RetryPolicy::default(),
         )
     }
 

@@ -33,6 +33,9 @@ pub struct Settings {
     /// `STRIPE_PIPELINE_FAILURE_ALERT_AFTER`: consecutive failures of a slice before a notification
     /// (default 3; a failure retrying cannot fix is announced at once).
     pub failure_alert_after: u32,
+    /// `STRIPE_PIPELINE_RATE_SLOT_WAIT_SECS`: how long a slice waits when its account's rate slots are
+    /// all held by other workers (default 30; the wait is this plus up to as much again, at random).
+    pub rate_slot_wait_secs: u64,
     /// The Redshift warehouse the worker loads each slice into, checked from `pipeline.redshift`
     /// (naming a workgroup or a cluster turns it on); none: the Parquet lake is the output.
     pub redshift: Option<RedshiftSettings>,
@@ -106,6 +109,7 @@ impl Settings {
             }
         };
         let failure_alert_after = number("STRIPE_PIPELINE_FAILURE_ALERT_AFTER", 3.0, 1.0, 1000.0);
+        let rate_slot_wait_secs = number("STRIPE_PIPELINE_RATE_SLOT_WAIT_SECS", 30.0, 1.0, 450.0);
         let export_every_minutes =
             number("STRIPE_PIPELINE_EXPORT_EVERY_MINUTES", 0.0, 0.0, 525_600.0) as i64;
         let seed_accounts = match env("STRIPE_PIPELINE_SEED_ACCOUNTS").filter(|v| !v.trim().is_empty()) {
@@ -142,6 +146,7 @@ impl Settings {
             topic_arn: env("STRIPE_PIPELINE_TOPIC_ARN").filter(|v| !v.is_empty()),
             seed_accounts,
             failure_alert_after: failure_alert_after as u32,
+            rate_slot_wait_secs: rate_slot_wait_secs as u64,
             redshift,
             export: (export_every_minutes > 0).then(|| ExportSettings {
                 url: export_url,
@@ -213,6 +218,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.incremental(), Incremental::default());
         assert_eq!(s.failure_alert_after, 3);
+        assert_eq!(s.rate_slot_wait_secs, 30);
         assert_eq!(s.pipeline.api_base, "https://api.stripe.com");
         assert_eq!(s.pipeline.concurrency, 4);
         assert_eq!(s.lake_url(), "s3://b/lake");

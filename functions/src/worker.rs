@@ -2,24 +2,30 @@
 //!
 //! A message is a slice or an export in Stripe's layout ([`export`]). The engine runs the slice and tells
 //! the operators how it went ([`stripe_pipeline::engine::Engine::run_slice`]); the worker only turns
-//! the outcome into what SQS must do. Each message ends one of five ways: done (the message is
+//! the outcome into what SQS must do. Each message ends one of six ways: done (the message is
 //! deleted), continued (the deadline came first: progress is committed and a continuation message is
-//! queued), skipped (the account is gone or disabled, or another worker holds the slice's lease and is
+//! queued), deferred (every rate slot of the account is held by other workers: the message is sent
+//! again to run half a minute or so later, and Stripe was not called), skipped (the account is gone or disabled, or another worker holds the slice's lease and is
 //! running it), failed for good (a bad key, a missing permission, a bad setting: retrying cannot help,
 //! so the message is deleted; the alert went out at once, and the next tick plans the slice again), or
 //! failed for now (reported back to SQS as a batch item failure, visible again after a [`backoff`] of
 //! minutes, and after the queue's receive limit moved to the dead-letter queue). A message that is not
 //! a slice or an export goes the last way too: the dead-letter queue keeps it for someone to read.
 
+use crate::accounts::AccountRecord;
 use crate::message::{ExportMessage, Message, SliceMessage};
-use crate::scheduler::{account_failed, resolve, send_batch};
+use crate::scheduler::{account_failed, account_of, check, send_batch};
 use crate::{Error, Services};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use std::time::{Duration, Instant};
+use stripe_pipeline::catalog::Dataset;
 use stripe_pipeline::clock::{Clock, SystemClock};
+use stripe_pipeline::config::Account;
+use stripe_pipeline::engine::plan;
 use stripe_pipeline::engine::{AccountReport, SliceOutcome, SyncError};
 use stripe_pipeline::export::{ExportError, ExportOptions, ExportReport, Exporter};
-use stripe_pipeline::state::{StateError, StateStore};
+use stripe_pipeline::state::{Lease, StateError, StateStore};
+use stripe_pipeline::stripe::rate_slots;
 
 /// How a message ended.
 #[derive(Debug)]
@@ -27,7 +33,17 @@ pub enum Ran {
     Done(Box<AccountReport>),
     Exported(Vec<ExportReport>),
     Continued(String),
+    /// Every rate slot of the account was held by other workers: the message was sent again with a
+    /// delay.
+    Deferred(String),
     Skipped(String),
+}
+
+/// How long a slice waits when its account's rate slots are all held: the setting (half a minute by
+/// default), plus up to as much again so that the waiting slices of an account do not all come back
+/// together.
+fn rate_slot_wait(secs: u64) -> Duration {
+    Duration::from_secs(secs + fastrand::u64(0..=secs))
 }
 
 /// When to stop listing, given the invocation's deadline (Unix milliseconds): early enough to write,
@@ -152,7 +168,80 @@ pub async fn run(
         )));
     }
     let datasets = record.datasets()?;
-    let r = match resolve(svc, &record).await {
+    let account = match account_of(svc, &record).await {
+        Ok(account) => account,
+        Err(e) => {
+            account_failed(svc, &record.name, &e).await;
+            return Err(e);
+        }
+    };
+    let state: StateStore = svc.state.clone().into();
+    let Some(slot) = rate_slot(&state, &account, run_id, stop).await? else {
+        return defer(svc, message, &account).await;
+    };
+    let ran = run_in_slot(svc, message, &record, account, &datasets, run_id, stop).await;
+    state.release(&slot).await;
+    ran
+}
+
+/// Takes one of the account's rate slots (see [`Limiter`](stripe_pipeline::stripe::Limiter)): a
+/// lease on `_rate/<account>/<mode>/<n>`, held until the slice ends, its key check included, so
+/// every request of the slice is within the slot's part of the budget. `None`: all are held.
+async fn rate_slot(
+    state: &StateStore,
+    account: &Account,
+    owner: &str,
+    stop: Instant,
+) -> Result<Option<Lease>, Error> {
+    // Like the slice's lease: a function killed at its deadline frees the slot shortly after.
+    let ttl = stop.saturating_duration_since(Instant::now()).as_secs() as i64
+        + plan::SLICE_LEASE_GRACE_SECS;
+    let mode = if account.livemode { "live" } else { "test" };
+    for n in 0..rate_slots(account.livemode) {
+        let key = format!("_rate/{}/{mode}/{n}", account.name);
+        match state.acquire(&key, owner, ttl).await {
+            Ok(lease) => return Ok(Some(lease)),
+            Err(StateError::Leased { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// Sends the message again to run after [`rate_slot_wait`]: sent rather than made visible again,
+/// since waiting for a slot is not a failed receive and must not walk the message towards the
+/// dead-letter queue.
+async fn defer(svc: &Services, message: &SliceMessage, account: &Account) -> Result<Ran, Error> {
+    let wait = rate_slot_wait(svc.settings.rate_slot_wait_secs);
+    if let Some((_, error)) = send_batch(svc, std::slice::from_ref(message), wait)
+        .await
+        .pop()
+    {
+        return Err(Error::Aws {
+            service: "SQS",
+            action: format!("deferring {}", message.id),
+            message: error,
+        });
+    }
+    Ok(Ran::Deferred(format!(
+        "every rate slot of '{}' is held by another worker; {} runs in {} s",
+        account.name,
+        message.id,
+        wait.as_secs()
+    )))
+}
+
+/// Runs a slice while its account's rate slot is held: the key check, then the engine.
+async fn run_in_slot(
+    svc: &Services,
+    message: &SliceMessage,
+    record: &AccountRecord,
+    account: Account,
+    datasets: &[&'static Dataset],
+    run_id: &str,
+    stop: Instant,
+) -> Result<Ran, Error> {
+    let r = match check(svc, account).await {
         Ok(r) => r,
         Err(e) => {
             account_failed(svc, &record.name, &e).await;
@@ -175,7 +264,7 @@ pub async fn run(
             return Err(e);
         }
     };
-    let ran = match engine.run_slice(&r, &datasets, &message.work).await {
+    let ran = match engine.run_slice(&r, datasets, &message.work).await {
         Ok(ran) => ran,
         Err(SyncError::State(StateError::Leased { owner, .. })) => {
             return Ok(Ran::Skipped(format!(
@@ -187,7 +276,10 @@ pub async fn run(
     };
     if ran.outcome == SliceOutcome::Paused {
         let next = message.continuation();
-        if let Some((_, error)) = send_batch(svc, std::slice::from_ref(&next)).await.pop() {
+        if let Some((_, error)) = send_batch(svc, std::slice::from_ref(&next), Duration::ZERO)
+            .await
+            .pop()
+        {
             // The progress is committed; the next tick plans the rest if this retry fails too.
             return Err(Error::Aws {
                 service: "SQS",

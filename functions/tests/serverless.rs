@@ -155,6 +155,55 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
     assert!(notifications(&d).await.is_empty());
 }
 
+/// Workers at once on the same accounts: each worker's limiter allows a rate slot's part of an
+/// account's budget, and no more slices of an account run than it has slots, so the simulator's
+/// busiest second of each account stays within the budget (Stripe's limit × `RateBudget`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_together_keep_each_account_within_its_rate_budget() {
+    const BUDGET: f64 = 0.5;
+    const WORKERS: usize = 6;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    sim.sim().set_latency_ms(20);
+    let d = deploy(&sim, |s| {
+        s.pipeline.rate_budget = BUDGET;
+        s.rate_slot_wait_secs = 1;
+    })
+    .await;
+    let workers: Vec<Services> = (0..WORKERS).map(|_| worker(&d)).collect();
+    let tick = scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
+    assert!(tick.errors.is_empty(), "{:?}", tick.errors);
+    sim.sim().reset_stats();
+
+    let started = Instant::now();
+    let drained = drain_together(&d, &workers).await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(drained.failures, 0);
+    // Slices found their account's slots all held and were sent again: the cap was in force.
+    let deferred = drained.messages - tick.sent;
+    assert!(deferred > 0, "no slice waited for a rate slot");
+
+    let stats = sim.sim().stats();
+    eprintln!(
+        "{WORKERS} workers, {} slices ({deferred} deferred), {} requests in {secs:.1} s; busiest second per account: {:?}",
+        tick.sent, stats.requests, stats.peak_per_sec
+    );
+    assert_eq!(stats.peak_per_sec.len(), 4, "{:?}", stats.peak_per_sec);
+    for (account, peak) in &stats.peak_per_sec {
+        let limit = if account.ends_with(" live") {
+            100.0
+        } else {
+            25.0
+        };
+        assert!(
+            *peak as f64 <= BUDGET * limit,
+            "{account}: {peak} requests in one second, over the budget of {}",
+            BUDGET * limit
+        );
+    }
+    assert_eq!(state_items(&d, "lease#").await, 0, "leases left behind");
+    check_lake(&d, &sim).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_given_the_same_slice_run_it_once() {
     let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;

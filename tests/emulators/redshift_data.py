@@ -32,6 +32,8 @@ import io
 
 PAGE_ROWS = 100
 MAX_BATCH = 40
+# The Data API refuses a statement whose text is over 100 KB, before it reaches the database.
+MAX_SQL_BYTES = 100 * 1024
 NOT_REDSHIFT = [
     (re.compile(r"\bCREATE\s+(UNIQUE\s+)?INDEX\b", re.I), "CREATE INDEX is not supported in Redshift"),
     (re.compile(r"\bON\s+CONFLICT\b", re.I), 'syntax error at or near "ON"'),
@@ -47,6 +49,11 @@ COPY = re.compile(
 
 class Failure(Exception):
     pass
+
+
+def check_size(sql):
+    if len(sql.encode()) > MAX_SQL_BYTES:
+        raise ValueError("Cannot process query string larger than 100kB")
 
 
 class Statement:
@@ -232,11 +239,14 @@ class Emulator:
         if op == "ExecuteStatement":
             if not req.get("Sql"):
                 raise ValueError("Sql is required")
+            check_size(req["Sql"])
             return self.submit(req, [req["Sql"]], batch=False)
         if op == "BatchExecuteStatement":
             sqls = req.get("Sqls") or []
             if not 1 <= len(sqls) <= MAX_BATCH:
                 raise ValueError(f"Sqls must hold 1 to {MAX_BATCH} statements, got {len(sqls)}")
+            for sql in sqls:
+                check_size(sql)
             return self.submit(req, sqls, batch=True)
         if op == "DescribeStatement":
             st, sub = self.lookup(req.get("Id"))

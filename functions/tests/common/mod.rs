@@ -249,6 +249,19 @@ pub async fn drain(
     rounds: usize,
     stop: impl Fn() -> Instant,
 ) -> Drained {
+    drain_by(d, &d.services, batch, rounds, "drain", stop).await
+}
+
+/// [`drain`] by one worker process (`svc`): another Lambda container of the same deployment, with its
+/// own rate limiter; `name` keeps its run ids apart from the other workers'.
+pub async fn drain_by(
+    d: &Deployment,
+    svc: &Services,
+    batch: i32,
+    rounds: usize,
+    name: &str,
+    stop: impl Fn() -> Instant,
+) -> Drained {
     let sqs = aws_sdk_sqs::Client::new(&d.sdk);
     let mut out = Drained::default();
     for round in 0..rounds {
@@ -268,7 +281,7 @@ pub async fn drain(
         out.messages += records.len();
         out.bodies
             .extend(messages.iter().filter_map(|m| m.body.clone()));
-        let response = worker::handle(&d.services, records, &format!("drain{round}"), stop()).await;
+        let response = worker::handle(svc, records, &format!("{name}{round}"), stop()).await;
         let failed: Vec<String> = response
             .batch_item_failures
             .iter()
@@ -296,6 +309,61 @@ pub async fn drain(
         }
     }
     out
+}
+
+/// Messages in the queue, visible, in flight or delayed.
+pub async fn queued(d: &Deployment) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let names = [
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesNotVisible,
+        A::ApproximateNumberOfMessagesDelayed,
+    ];
+    let attrs = aws_sdk_sqs::Client::new(&d.sdk)
+        .get_queue_attributes()
+        .queue_url(&d.queue_url)
+        .set_attribute_names(Some(names.to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    names
+        .iter()
+        .map(|n| {
+            attrs
+                .get(n)
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// `workers` (one [`Services`] per Lambda container) drain the queue at once, a message at a time
+/// each, until nothing is left in it, delayed messages included.
+pub async fn drain_together(d: &Deployment, workers: &[Services]) -> Drained {
+    let mut out = Drained::default();
+    loop {
+        let so_far = out.messages;
+        let rounds = workers.iter().enumerate().map(|(n, svc)| {
+            let name = format!("worker{n}-{so_far}-");
+            async move { drain_by(d, svc, 1, 10_000, &name, plenty).await }
+        });
+        for drained in futures_util::future::join_all(rounds).await {
+            out.messages += drained.messages;
+            out.failures += drained.failures;
+            out.bodies.extend(drained.bodies);
+        }
+        if queued(d).await == 0 {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Another worker container of the deployment: the same settings, its own clients and rate limiter.
+pub fn worker(d: &Deployment) -> Services {
+    Services::new(d.services.settings.clone(), &d.sdk, &d.moto.lake_options()).unwrap()
 }
 
 /// No deadline pressure: ten minutes per invocation.

@@ -25,6 +25,7 @@ conformance!(
     newest_version_wins_and_loads_are_idempotent,
     child_rows_are_replaced_per_parent,
     deletes_are_kept_as_flags,
+    thousands_of_deletes_in_one_load,
     new_catalog_columns_are_added_and_old_files_still_load,
     modes_have_their_schemas_and_load_times,
 );

@@ -35,7 +35,7 @@ pub use scope::{EventPolicy, EVENT_RETENTION_SECS};
 pub use world::{Account, AccountKind, ControlError, KeyInfo, PINNED_API_VERSION};
 
 use clock::Clock;
-use limits::{Faults, Limiter};
+use limits::{Faults, Limiter, RateMeter};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde_json::Value;
@@ -162,6 +162,9 @@ pub struct Stats {
     pub by_endpoint: BTreeMap<String, u64>,
     /// Responses per status code.
     pub by_status: BTreeMap<u16, u64>,
+    /// The most requests per `"<account> <mode>"` in any one second (sliding), 429s included: what
+    /// the account's rate limit saw. The account is the key's (a platform's, for Connect requests).
+    pub peak_per_sec: BTreeMap<String, u64>,
 }
 
 /// The simulator's state, shared by the HTTP server and the library control calls.
@@ -169,6 +172,7 @@ pub struct Simulator {
     world: RwLock<World>,
     clock: Clock,
     limiter: Limiter,
+    meter: RateMeter,
     limits: RwLock<RateLimits>,
     faults: Faults,
     latency_ms: AtomicU64,
@@ -204,6 +208,7 @@ impl Simulator {
             world: RwLock::new(world),
             clock: Clock::new(config.start),
             limiter: Limiter::default(),
+            meter: RateMeter::default(),
             limits: RwLock::new(config.rate_limits),
             faults: Faults::new(config.faults, config.seed),
             latency_ms: AtomicU64::new(config.latency_ms),
@@ -419,6 +424,7 @@ impl Simulator {
     }
 
     pub fn reset_stats(&self) {
+        self.meter.reset();
         *self.stats.lock() = Stats::default();
     }
 }

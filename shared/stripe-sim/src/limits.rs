@@ -7,8 +7,8 @@
 use crate::rng::Rng;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Stripe's request budget per account and endpoint (requests per second).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -99,6 +99,35 @@ impl Limiter {
             }
         }
         Ok(())
+    }
+}
+
+/// Requests per account and mode in the last second, for the peak rate [`crate::Stats`] reports: a
+/// client's rate limiter is judged by the most requests it ever let through in one second, not by its
+/// average.
+#[derive(Debug, Default)]
+pub struct RateMeter {
+    arrivals: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RateMeter {
+    /// Counts a request of `key` now; returns the requests of `key` in the second up to now.
+    pub fn arrive(&self, key: &str) -> u64 {
+        let now = Instant::now();
+        let mut arrivals = self.arrivals.lock();
+        let window = arrivals.entry(key.to_string()).or_default();
+        window.push_back(now);
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            window.pop_front();
+        }
+        window.len() as u64
+    }
+
+    pub fn reset(&self) {
+        self.arrivals.lock().clear();
     }
 }
 

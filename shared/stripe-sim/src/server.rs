@@ -170,6 +170,13 @@ async fn api(sim: &Arc<Simulator>, req: &Request<Incoming>) -> Result<ApiResult,
         Ok(c) => c,
         Err(e) => return Ok(Err(record(sim, "-", false, &endpoint, e))),
     };
+    let charged = format!("{} {}", caller.key.account, mode_name(caller.livemode));
+    let in_last_second = sim.meter.arrive(&charged);
+    {
+        let mut stats = sim.stats.lock();
+        let peak = stats.peak_per_sec.entry(charged).or_default();
+        *peak = (*peak).max(in_last_second);
+    }
     let limits = *sim.limits.read();
     if let Err(reason) = sim
         .limiter

@@ -61,6 +61,12 @@ impl StripeError {
         }
     }
 
+    /// A 429 for the request rate (not a lock timeout on one object, which Stripe also answers with
+    /// 429): the client should slow down.
+    pub fn is_over_rate(&self) -> bool {
+        matches!(self, StripeError::RateLimited { reason, .. } if reason != "lock_timeout")
+    }
+
     /// A `starting_after` cursor that names an object Stripe no longer lists.
     pub fn is_missing_cursor(&self) -> bool {
         matches!(self, StripeError::ResourceMissing { param: Some(p), .. } if p == "starting_after" || p == "ending_before")

@@ -1,5 +1,5 @@
-//! Policies as layers around any [`StripeApi`]: the rate budget before each attempt, and retries of
-//! the attempts that a retry can fix.
+//! Policies as layers around any [`StripeApi`]: the rate budget before each attempt (lowered for a
+//! while after a 429), and retries of the attempts that a retry can fix.
 
 use super::error::{Attempt, StripeError};
 use super::limiter::Limiter;
@@ -7,7 +7,8 @@ use super::{backoff, endpoint_of, ClientStats, Request, Response, RetryPolicy, S
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Waits for a token of the caller's account and of the endpoint before each request.
+/// Waits for a token of the caller's account and of the endpoint before each request, and slows the
+/// account down when Stripe answers that it is over its rate.
 pub struct RateLimited<A> {
     inner: A,
     limiter: Arc<Limiter>,
@@ -23,10 +24,18 @@ impl<A> RateLimited<A> {
 #[async_trait::async_trait]
 impl<A: StripeApi> StripeApi for RateLimited<A> {
     async fn send(&self, r: Request<'_>) -> Attempt<Response> {
+        let endpoint = endpoint_of(r.path);
         self.limiter
-            .acquire(&r.caller.label, r.caller.livemode, &endpoint_of(r.path))
+            .acquire(&r.caller.label, r.caller.livemode, &endpoint)
             .await;
-        self.inner.send(r).await
+        let attempt = self.inner.send(r).await;
+        if let Attempt::Retry(e) = &attempt {
+            if e.is_over_rate() {
+                self.limiter
+                    .throttled(&r.caller.label, r.caller.livemode, &endpoint);
+            }
+        }
+        attempt
     }
 }
 

@@ -11,7 +11,9 @@ mod limiter;
 pub use error::{Attempt, StripeError};
 pub use http::HttpApi;
 pub use layers::{RateLimited, Retrying};
-pub use limiter::{Limiter, STRIPE_ENDPOINT_LIMIT, STRIPE_LIVE_LIMIT, STRIPE_TEST_LIMIT};
+pub use limiter::{
+    rate_slots, Limiter, STRIPE_ENDPOINT_LIMIT, STRIPE_LIVE_LIMIT, STRIPE_TEST_LIMIT,
+};
 
 use crate::catalog::Catalog;
 use crate::config::Secret;

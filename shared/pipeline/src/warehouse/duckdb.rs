@@ -240,16 +240,16 @@ impl Warehouse for DuckDb {
         let merge_action = format!("merging into {schema}.{main}");
         let merge = sql::merge(schema, load.dataset, &staged);
         let mut after = Vec::new();
-        if !load.tombstones.is_empty() {
+        for sql in sql::tombstones(
+            schema,
+            main,
+            load.merchant_id,
+            &load.tombstones,
+            load.tombstone_timestamp,
+        ) {
             after.push(Step {
                 action: format!("marking deleted rows of {schema}.{main}"),
-                sql: sql::tombstones(
-                    schema,
-                    main,
-                    load.merchant_id,
-                    &load.tombstones,
-                    load.tombstone_timestamp,
-                ),
+                sql,
             });
         }
         after.push(Step {

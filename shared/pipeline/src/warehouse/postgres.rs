@@ -251,15 +251,17 @@ async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64
     }
     let main = &load.dataset.main_table().name;
     if !load.tombstones.is_empty() {
-        tx.batch_execute(&sql::tombstones(
+        for update in sql::tombstones(
             schema,
             main,
             load.merchant_id,
             &load.tombstones,
             load.tombstone_timestamp,
-        ))
-        .await
-        .map_err(sql_err(format!("marking deleted rows of {schema}.{main}")))?;
+        ) {
+            tx.batch_execute(&update)
+                .await
+                .map_err(sql_err(format!("marking deleted rows of {schema}.{main}")))?;
+        }
     }
     let times = sql::load_times(
         schema,

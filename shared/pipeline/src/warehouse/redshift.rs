@@ -295,14 +295,20 @@ impl Redshift {
         }
         statements.extend(sql::merge(schema, load.dataset, &staged));
         let main = &load.dataset.main_table().name;
-        if !load.tombstones.is_empty() {
-            statements.push(plain(sql::tombstones(
-                schema,
-                main,
-                load.merchant_id,
-                &load.tombstones,
-                load.tombstone_timestamp,
-            )));
+        // The first statement of deletes goes into the load's transaction; a longer list (a re-list
+        // after the cliff) runs the rest after it, a statement per call, since a batch of the Data
+        // API holds 40 statements at most. Marking is idempotent and the cursor moves only after all
+        // of them, so a crash in between is redone whole.
+        let mut deletes = sql::tombstones(
+            schema,
+            main,
+            load.merchant_id,
+            &load.tombstones,
+            load.tombstone_timestamp,
+        )
+        .into_iter();
+        if let Some(first) = deletes.next() {
+            statements.push(plain(first));
         }
         statements.extend(
             sql::load_times(
@@ -320,6 +326,11 @@ impl Redshift {
             .run(statements.into_iter().map(|s| s.sql).collect())
             .await
             .map_err(|m| err(&action, m))?;
+        for update in deletes {
+            self.run(vec![update])
+                .await
+                .map_err(|m| err(format!("marking deleted rows of {schema}.{main}"), m))?;
+        }
         crate::failpoint::point("load");
         Ok(counted
             .and_then(|i| finished.rows.get(i))

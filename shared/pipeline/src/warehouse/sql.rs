@@ -257,26 +257,50 @@ pub fn merge(schema: &str, dataset: &Dataset, staged: &[&str]) -> Vec<Statement>
     out
 }
 
+/// The longest tombstone statement [`tombstones`] writes: well below the Redshift Data API's 100 KB
+/// limit on one statement's text, however long the ids.
+pub const MAX_TOMBSTONE_SQL: usize = 64 * 1024;
+
 /// Marks objects deleted, keeping their last version's columns; the version time only moves forward,
-/// so a later load of an older version cannot undo it.
+/// so a later load of an older version cannot undo it. One `UPDATE … IN (…)` per at most
+/// [`MAX_TOMBSTONE_SQL`] bytes of statement: a re-list after the 30-day cliff can mark tens of
+/// thousands of ids at once.
 pub fn tombstones(
     schema: &str,
     table: &str,
     merchant_id: &str,
     ids: &[String],
     micros: i64,
-) -> String {
-    let ids: Vec<String> = ids.iter().map(|id| lit(id)).collect();
-    format!(
-        "UPDATE {t} SET {d} = TRUE, {b} = GREATEST({b}, {ts}) WHERE {m} = {mid} AND \"id\" IN ({ids})",
+) -> Vec<String> {
+    let head = format!(
+        "UPDATE {t} SET {d} = TRUE, {b} = GREATEST({b}, {ts}) WHERE {m} = {mid} AND \"id\" IN (",
         t = qualified(schema, table),
         d = q(DELETED),
         b = q(BATCH_TIMESTAMP),
         m = q(MERCHANT_ID),
         ts = timestamp(micros),
         mid = lit(merchant_id),
-        ids = ids.join(", ")
-    )
+    );
+    let mut out = Vec::new();
+    let mut sql = String::new();
+    for id in ids {
+        let id = lit(id);
+        if !sql.is_empty() && sql.len() + id.len() + 3 > MAX_TOMBSTONE_SQL {
+            sql.push(')');
+            out.push(std::mem::take(&mut sql));
+        }
+        if sql.is_empty() {
+            sql.push_str(&head);
+        } else {
+            sql.push_str(", ");
+        }
+        sql.push_str(&id);
+    }
+    if !sql.is_empty() {
+        sql.push(')');
+        out.push(sql);
+    }
+    out
 }
 
 /// Replaces the `data_load_times` rows of a dataset's tables for one merchant.
@@ -360,6 +384,26 @@ pub fn load_times_query(schema: &str) -> String {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
+
+    #[test]
+    fn many_deletes_are_cut_into_statements_the_data_api_takes() {
+        assert!(tombstones("stripe", "charges", "acct_1", &[], 0).is_empty());
+        let ids: Vec<String> = (0..10_000).map(|n| format!("ch_3Mq{n:021}")).collect();
+        let statements = tombstones("stripe", "charges", "acct_1", &ids, 0);
+        assert!(statements.len() >= 5, "{}", statements.len());
+        let mut seen = 0;
+        for sql in &statements {
+            assert!(sql.len() <= MAX_TOMBSTONE_SQL, "{}", sql.len());
+            assert!(sql.starts_with("UPDATE \"stripe\".\"charges\" SET") && sql.ends_with("')"));
+            seen += sql.matches("'ch_3Mq").count();
+        }
+        assert_eq!(seen, ids.len());
+        assert!(statements[0].contains(&format!("'{}'", ids[0])));
+        assert!(statements
+            .last()
+            .unwrap()
+            .contains(&format!("'{}'", ids[9_999])));
+    }
 
     #[test]
     fn timestamps_are_utc_literals() {

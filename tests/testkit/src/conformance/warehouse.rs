@@ -278,6 +278,28 @@ pub async fn child_rows_are_replaced_per_parent(backend: Backend) {
     );
 }
 
+/// A re-list after the 30-day cliff can mark thousands of objects deleted in one load: more ids than
+/// one statement of the Redshift Data API may hold (100 KB).
+pub async fn thousands_of_deletes_in_one_load(backend: Backend) {
+    const N: usize = 4_000;
+    let mut f = Fixture::open(backend, "many_deletes").await;
+    let charges = dataset("charges");
+    f.wh.prepare(true, charges).await.unwrap();
+    let ids: Vec<String> = (0..N).map(|n| format!("ch_3MqLiJLkdIw{n:014}")).collect();
+    let objects: Vec<(i64, Value)> = ids
+        .iter()
+        .map(|id| (T1, charge(id, 100, None, json!({}))))
+        .collect();
+    f.load(charges, &objects).await;
+    f.load_files(charges, true, Vec::new(), (ids[1..].to_vec(), T2))
+        .await;
+    assert_eq!(
+        f.rows("SELECT CASE WHEN deleted THEN 'deleted' ELSE 'live' END, CAST(COUNT(*) AS VARCHAR) FROM stripe.charges WHERE merchant_id = 'acct_conformance' GROUP BY 1 ORDER BY 1")
+            .await,
+        strings(&[&["deleted", &(N - 1).to_string()], &["live", "1"]])
+    );
+}
+
 pub async fn deletes_are_kept_as_flags(backend: Backend) {
     let mut f = Fixture::open(backend, "deletes").await;
     let charges = dataset("charges");
