@@ -277,6 +277,67 @@ fn parquet_rows(dir: &std::path::Path, table: &str) -> usize {
     n[0][0].as_deref().unwrap().parse().unwrap()
 }
 
+/// A change feed paused for hours holds 200,000 events: the worker reads its window in pieces of at
+/// most `FEED_PIECE_EVENTS`, commits the cursor after each, and stops at its deadline for a
+/// continuation; at the end the lake equals Stripe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_200_000_events_is_read_in_pieces_across_continuations() {
+    const EVENTS: usize = 200_000;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    // The simulator enforces no rate limit here: a budget over Stripe's only shortens the test.
+    let d = deploy(&sim, |s| s.pipeline.rate_budget = 4.0).await;
+    let tick = 1_800_000_000;
+    scheduler::tick(&d.services, tick).await.unwrap();
+    assert_eq!(drain(&d, 10, 100, plenty).await.failures, 0);
+
+    // The backlog: every customer of one account updated again and again, over more than two hours.
+    let merchant = &merchants(&sim)[0];
+    let customers = sim.sim().ids(merchant, true, "customers").unwrap();
+    let mut made = 0;
+    while made < EVENTS {
+        sim.sim().advance(1);
+        sim.sim()
+            .update(merchant, true, "customers", 0, &customers)
+            .unwrap();
+        made += customers.len();
+    }
+    sim.sim().advance(PAST_LAG);
+    let next = scheduler::tick(&d.services, tick + 900).await.unwrap();
+    assert!(next.errors.is_empty(), "{:?}", next.errors);
+
+    // Each invocation stops three seconds after it starts: a piece or two, then a continuation.
+    let started = Instant::now();
+    let drained = drain(&d, 1, 1_000, || Instant::now() + Duration::from_secs(3)).await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(drained.failures, 0);
+    let continuations = drained
+        .bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str::<SliceMessage>(b).ok())
+        .filter(|m| m.continuation > 0 && m.work == SliceWork::Feed)
+        .count();
+    eprintln!(
+        "{made} events read in {secs:.1} s ({:.0} events/s) with {continuations} continuations",
+        made as f64 / secs
+    );
+    assert!(
+        continuations >= 3,
+        "{continuations} continuations: the backlog was not cut"
+    );
+    let state: StateStore = d.services.state.clone().into();
+    let feed: FeedState = state
+        .get(&format!("{merchant}/live/_events"))
+        .await
+        .unwrap()
+        .value;
+    assert!(feed.last_error.is_none(), "{feed:?}");
+    assert!(
+        feed.cursor.unwrap() >= sim.sim().now() - PAST_LAG,
+        "{feed:?}"
+    );
+    check_lake(&d, &sim).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_at_its_deadline_is_continued() {
     let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;

@@ -80,6 +80,17 @@ pub struct FeedCounts {
     pub refetched: u64,
 }
 
+impl FeedCounts {
+    /// Adds the counts of another piece of the same window.
+    pub fn add(&mut self, other: &FeedCounts) {
+        self.events += other.events;
+        self.duplicates += other.duplicates;
+        self.ignored += other.ignored;
+        self.objects += other.objects;
+        self.refetched += other.refetched;
+    }
+}
+
 /// Collapses a window's events to the newest change per object, grouped by dataset name.
 #[derive(Debug, Default)]
 pub struct Collapser {

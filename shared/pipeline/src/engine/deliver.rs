@@ -256,15 +256,16 @@ pub(crate) async fn sweep(
     Ok(())
 }
 
-/// Moves the change feed's cursor to the end of a window whose changes were all delivered (or records
-/// why they were not, leaving the cursor where it was).
+/// Moves the change feed's cursor to the end of a window (or piece of one) whose changes were all
+/// delivered, or records why they were not, leaving the cursor where it was. Returns the state's new
+/// version, for the next piece's commit.
 pub(crate) async fn feed_window(
     cx: &Context,
     key: &str,
     version: u64,
     feed: &mut FeedState,
     outcome: Result<i64, String>,
-) -> Result<(), SyncError> {
+) -> Result<u64, SyncError> {
     match outcome {
         Ok(to) => {
             failpoint::point("feed-commit");
@@ -273,6 +274,5 @@ pub(crate) async fn feed_window(
         }
         Err(e) => feed.last_error = Some(e),
     }
-    cx.state.put(key, version, feed).await?;
-    Ok(())
+    Ok(cx.state.put(key, version, feed).await?)
 }

@@ -6,7 +6,7 @@
 use super::context::Context;
 use super::deliver::{self, Tombstones, Written};
 use super::error::SyncError;
-use super::plan::{SliceWork, FLUSH_ROWS};
+use super::plan::{SliceOutcome, SliceWork, FEED_PIECE_EVENTS, FLUSH_ROWS};
 use super::report::AccountReport;
 use super::resolve::Resolved;
 use crate::backfill;
@@ -38,16 +38,17 @@ enum Outcome {
 }
 
 /// The change feed of one account and mode: start it, detect the 30-day cliff, or read and apply
-/// its window and then commit its cursor. A failed read or load leaves the cursor where it was; it is
-/// in the report and returned as `Ok(Some(error))`. `Err` means the feed could not run at all (its
-/// state could not be read or written).
+/// its window piece by piece ([`read_window`]), committing the cursor after each. A failed read or
+/// load leaves the cursor after the last piece that was delivered; it is in the report and returned
+/// as the failure. The outcome is [`SliceOutcome::Paused`] when the deadline came before the window's
+/// end. `Err` means the feed could not run at all (its state could not be read or written).
 pub(super) async fn run(
     cx: &Arc<Context>,
     r: &Resolved,
     datasets: &[&'static Dataset],
     files: &Written,
     report: &mut AccountReport,
-) -> Result<Option<SyncError>, SyncError> {
+) -> Result<(SliceOutcome, Option<SyncError>), SyncError> {
     let key = r.key(SliceWork::Feed.name());
     let stored = cx.state.get::<FeedState>(&key).await?;
     let mut feed = stored.value;
@@ -87,29 +88,105 @@ pub(super) async fn run(
         }
         FeedStart::Wait => {}
         FeedStart::Read { from, to } => {
-            report.feed.window = Some((from, to));
-            let (outcome, failure) = match read_feed(cx, r, datasets, from, to, files).await {
-                Ok(read) => {
-                    for d in report.datasets.iter_mut() {
-                        d.changes = read.changes.get(&d.dataset).copied().unwrap_or(0);
-                        if let Some((_, e)) = read.failed.iter().find(|(n, _)| *n == d.dataset) {
-                            d.error = Some(e.to_string());
-                        }
-                    }
-                    report.feed.counts = read.counts;
-                    // The window is committed; what failed in it is the slice's failure.
-                    (Ok(to), read.failed.into_iter().next().map(|(_, e)| e))
-                }
-                Err(e) => {
-                    report.feed.error = Some(e.to_string());
-                    (Err(e.to_string()), Some(e))
-                }
+            let window = Window {
+                key: &key,
+                version: stored.version,
+                from,
+                to,
             };
-            deliver::feed_window(cx, &key, stored.version, &mut feed, outcome).await?;
-            return Ok(failure);
+            return read_window(cx, r, datasets, files, report, feed, window).await;
         }
     }
-    Ok(None)
+    Ok((SliceOutcome::Done, None))
+}
+
+/// The window of events a feed slice reads, and the version of the feed's state it read it from.
+struct Window<'a> {
+    key: &'a str,
+    version: u64,
+    from: i64,
+    to: i64,
+}
+
+/// Reads `[from, to)` in pieces of at most [`FEED_PIECE_EVENTS`] events, oldest first, delivering each
+/// and committing the cursor after it: memory stays bounded however long the feed was paused, and at
+/// the deadline (a Lambda's) the slice stops between pieces with its progress kept, for a
+/// continuation. Stripe lists events newest first and cannot count them, so a piece that turns out
+/// to hold too many is given up after [`FEED_PIECE_EVENTS`] and tried shorter: as long as the newest
+/// of them spanned, less a fifth. The length that worked is kept in the state, so the next read (a
+/// continuation) starts with it; a piece well under the limit doubles it.
+async fn read_window(
+    cx: &Arc<Context>,
+    r: &Resolved,
+    datasets: &[&'static Dataset],
+    files: &Written,
+    report: &mut AccountReport,
+    mut feed: FeedState,
+    w: Window<'_>,
+) -> Result<(SliceOutcome, Option<SyncError>), SyncError> {
+    let (key, mut version) = (w.key, w.version);
+    let mut failed: Vec<(String, SyncError)> = Vec::new();
+    let mut lo = w.from;
+    let mut piece = feed.piece_secs.unwrap_or(w.to - w.from).max(1);
+    report.feed.window = Some((w.from, w.to));
+    while lo < w.to {
+        let hi = lo.saturating_add(piece).min(w.to);
+        // A dataset that failed for good in an earlier piece is listed again in full: skip it.
+        let remaining: Vec<&'static Dataset> = datasets
+            .iter()
+            .copied()
+            .filter(|d| !failed.iter().any(|(n, _)| *n == d.name))
+            .collect();
+        let read = match read_feed(cx, r, &remaining, lo, hi, files).await {
+            Ok(Piece::Crowded { newest_span }) => {
+                piece = (newest_span * 4 / 5).clamp(1, hi - lo - 1);
+                continue;
+            }
+            Ok(Piece::Read(read)) => read,
+            Err(e) => {
+                report.feed.error = Some(e.to_string());
+                report.feed.window = Some((w.from, lo));
+                deliver::feed_window(cx, key, version, &mut feed, Err(e.to_string())).await?;
+                return Ok((SliceOutcome::Done, first(failed).or(Some(e))));
+            }
+        };
+        for d in report.datasets.iter_mut() {
+            d.changes += read.changes.get(&d.dataset).copied().unwrap_or(0);
+            if let Some((_, e)) = read.failed.iter().find(|(n, _)| *n == d.dataset) {
+                d.error = Some(e.to_string());
+            }
+        }
+        report.feed.counts.add(&read.counts);
+        failed.extend(read.failed);
+        let whole = hi - lo >= w.to - w.from;
+        if read.counts.events < FEED_PIECE_EVENTS / 4 {
+            piece = piece.saturating_mul(2);
+        }
+        // A window read in one piece needs no length kept: the next starts with its whole window.
+        feed.piece_secs = (!whole).then_some(piece);
+        version = deliver::feed_window(cx, key, version, &mut feed, Ok(hi)).await?;
+        lo = hi;
+        if lo < w.to && cx.past_deadline() {
+            report.feed.window = Some((w.from, lo));
+            return Ok((SliceOutcome::Paused, first(failed)));
+        }
+    }
+    Ok((SliceOutcome::Done, first(failed)))
+}
+
+/// The first failure of a feed slice: what it reports.
+fn first(failed: Vec<(String, SyncError)>) -> Option<SyncError> {
+    failed.into_iter().next().map(|(_, e)| e)
+}
+
+/// What reading one piece of the window came to.
+pub(super) enum Piece {
+    Read(FeedRead),
+    /// More than [`FEED_PIECE_EVENTS`] events: nothing was applied; the newest of those read spanned
+    /// `newest_span` seconds up to the piece's end.
+    Crowded {
+        newest_span: i64,
+    },
 }
 
 /// What a window of the change feed did.
@@ -133,10 +210,11 @@ async fn relist(cx: &Context, r: &Resolved, d: &Dataset) -> Result<(), SyncError
     Ok(())
 }
 
-/// Reads the window `[from, to)` of the account's events and applies it dataset by dataset (Parquet,
-/// then the warehouse). The caller commits the cursor when this returns `Ok`; a failure that a retry
-/// may fix (Stripe's 5xx, the network, the warehouse) is an `Err` and the whole window is read again
-/// next run. A failure of one dataset that no retry fixes (the key may not read that resource; Stripe
+/// Reads the piece `[from, to)` of the account's events and applies it dataset by dataset (Parquet,
+/// then the warehouse), unless it holds more than [`FEED_PIECE_EVENTS`] events and can be cut
+/// ([`Piece::Crowded`]; a piece of one second is read however many it holds). The caller commits
+/// the cursor when this returns `Ok(Piece::Read)`; a failure that a retry may fix (Stripe's 5xx, the
+/// network, the warehouse) is an `Err` and the piece is read again next run. A failure of one dataset that no retry fixes (the key may not read that resource; Stripe
 /// answers with an object that cannot be used) holds back no other dataset: that dataset is marked
 /// for a full list before the cursor moves past its changes, so nothing of it is lost.
 pub(super) async fn read_feed(
@@ -146,9 +224,10 @@ pub(super) async fn read_feed(
     from: i64,
     to: i64,
     files: &Written,
-) -> Result<FeedRead, SyncError> {
+) -> Result<Piece, SyncError> {
     let mut collapser = Collapser::default();
     let mut after: Option<String> = None;
+    let may_cut = to - from > 1;
     loop {
         let resp = cx
             .client
@@ -168,9 +247,15 @@ pub(super) async fn read_feed(
         failpoint::point("feed-page");
         let more = page.has_more && !page.data.is_empty();
         after = page.data.last().map(|e| e.id.clone());
+        let oldest = page.data.last().map_or(to, |e| e.created);
         collapser.add(page.data, datasets);
         if !more {
             break;
+        }
+        if may_cut && collapser.counts.events >= FEED_PIECE_EVENTS {
+            return Ok(Piece::Crowded {
+                newest_span: (to - oldest).max(1),
+            });
         }
     }
     let (mut changes, mut counts) = collapser.finish();
@@ -214,11 +299,11 @@ pub(super) async fn read_feed(
         .record_freshness(r.account.livemode, &unchanged, &r.merchant_id, to)
         .await
         .map_err(|e| r.warehouse_error("freshness", e))?;
-    Ok(FeedRead {
+    Ok(Piece::Read(FeedRead {
         changes: per_dataset,
         counts,
         failed,
-    })
+    }))
 }
 
 /// Whether a failure to load one dataset's changes concerns that dataset alone: Stripe refused the
@@ -357,7 +442,7 @@ pub(super) async fn start_if_new(cx: &Context, r: &Resolved) -> Result<(), SyncE
     }
     let feed = FeedState {
         cursor: Some(r.server_time),
-        last_error: None,
+        ..FeedState::default()
     };
     match cx.state.put(&key, stored.version, &feed).await {
         // Another slice started it first: its cursor is as early as ours would be.

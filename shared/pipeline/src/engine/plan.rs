@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 
 /// Rows buffered before a batch is delivered (files written, loaded, cursor committed).
 pub const FLUSH_ROWS: usize = 20_000;
+
+/// The most events the change feed reads into memory at once: a longer window is read in pieces of
+/// at most this many, oldest first, the cursor committed after each (a feed paused for days holds
+/// hundreds of thousands).
+pub const FEED_PIECE_EVENTS: u64 = 20_000;
 /// JSON bytes one segment reads at most before a batch is delivered: bounds each segment's memory
 /// whatever the object size.
 pub const FLUSH_BYTES: usize = 8 << 20;

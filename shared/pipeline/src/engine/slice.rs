@@ -68,8 +68,8 @@ async fn leased(
         SliceWork::Feed => {
             let mut report = AccountReport::empty(r, datasets);
             deliver::prepare_tables(cx, r, datasets, &mut report).await?;
-            let failure = feed::run(cx, r, datasets, &files, &mut report).await?;
-            (SliceOutcome::Done, report, failure)
+            let (outcome, failure) = feed::run(cx, r, datasets, &files, &mut report).await?;
+            (outcome, report, failure)
         }
         SliceWork::List { dataset } => {
             let d: &'static Dataset = Catalog::get()

@@ -79,6 +79,10 @@ pub struct FeedState {
     /// visible late, which the next read's overlap window catches.
     pub cursor: Option<i64>,
     pub last_error: Option<String>,
+    /// Seconds of events the last read took in one piece, when a window had to be cut (more events
+    /// than one piece may hold): where the next read starts instead of trying its whole window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece_secs: Option<i64>,
 }
 
 /// A stored value with the version a conditional write must name.
