@@ -338,6 +338,53 @@ async fn a_backlog_of_200_000_events_is_read_in_pieces_across_continuations() {
     check_lake(&d, &sim).await;
 }
 
+/// Without a warehouse (the serverless default), objects gone from Stripe whose delete events are past
+/// Stripe's retention are found in the lake: past the 30-day cliff, the re-list marks them deleted
+/// there, and the lake replayed into DuckDB equals Stripe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cliff_a_lake_without_warehouse_marks_vanished_objects_deleted() {
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy(&sim, |_| {}).await;
+    let tick = 1_800_000_000;
+    scheduler::tick(&d.services, tick).await.unwrap();
+    assert_eq!(drain(&d, 10, 100, plenty).await.failures, 0);
+    let merchant = &merchants(&sim)[0];
+    // Two customers the lake holds, deleted; more changes of every kind.
+    let synced = sim.sim().ids(merchant, true, "customers").unwrap();
+    let gone = sim
+        .sim()
+        .delete(merchant, true, "customers", 0, &synced[..2])
+        .unwrap();
+    assert_eq!(gone.len(), 2);
+    churn(&sim, merchant, true);
+    // 31 days without a tick: the events of these changes are gone from Stripe.
+    sim.sim().advance(31 * 86_400);
+    // The first tick's feed meets the cliff and marks the datasets for a full list; the second lists.
+    for n in 1..=2 {
+        let next = scheduler::tick(&d.services, tick + 900 * n).await.unwrap();
+        assert!(next.errors.is_empty(), "{:?}", next.errors);
+        assert_eq!(drain(&d, 10, 200, plenty).await.failures, 0);
+        sim.sim().advance(PAST_LAG);
+    }
+    // The deleted customers are in the lake as deletions, and every table equals Stripe.
+    let dir = tempfile::tempdir().unwrap();
+    replay_lake(&d, dir.path()).await;
+    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    let marked = db
+        .query_strings(&format!(
+            "SELECT id FROM stripe.customers WHERE merchant_id = '{merchant}' AND deleted ORDER BY id"
+        ))
+        .unwrap();
+    for id in &gone {
+        assert!(
+            marked.iter().any(|r| r[0].as_deref() == Some(id.as_str())),
+            "{id} is not marked deleted: {marked:?}"
+        );
+    }
+    drop(db);
+    assert_scopes_equal(dir.path(), &sim, &scopes(&sim), &all()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_at_its_deadline_is_continued() {
     let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;

@@ -264,7 +264,7 @@ pub async fn drain_by(
 ) -> Drained {
     let sqs = aws_sdk_sqs::Client::new(&d.sdk);
     let mut out = Drained::default();
-    for round in 0..rounds {
+    for _ in 0..rounds {
         let received = sqs
             .receive_message()
             .queue_url(&d.queue_url)
@@ -281,7 +281,10 @@ pub async fn drain_by(
         out.messages += records.len();
         out.bodies
             .extend(messages.iter().filter_map(|m| m.body.clone()));
-        let response = worker::handle(svc, records, &format!("{name}{round}"), stop()).await;
+        // Unique across calls, as Lambda's request ids are: run ids name the lake's files.
+        static INVOCATIONS: AtomicU32 = AtomicU32::new(0);
+        let invocation = INVOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let response = worker::handle(svc, records, &format!("{name}{invocation}"), stop()).await;
         let failed: Vec<String> = response
             .batch_item_failures
             .iter()

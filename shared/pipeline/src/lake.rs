@@ -44,6 +44,8 @@ pub enum LakeError {
         path: String,
         source: object_store::Error,
     },
+    #[error("cannot read the Parquet file {path} of the lake ({message}); move it out of the lake if the pipeline did not write it")]
+    Decode { path: String, message: String },
     #[error("cannot write {path} to the lake: {source}")]
     Write {
         path: String,
@@ -187,6 +189,56 @@ pub fn encode(batches: &[RecordBatch], table: &str) -> Result<Vec<u8>, LakeError
         writer.write(b).map_err(encode)?;
     }
     writer.into_inner().map_err(encode)
+}
+
+/// `(id, batch_timestamp µs, deleted)` of every row of one Parquet file of the lake.
+fn versions(path: &str, bytes: bytes::Bytes) -> Result<Vec<(String, i64, bool)>, LakeError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    let bad = |message: String| LakeError::Decode {
+        path: path.to_string(),
+        message,
+    };
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?;
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        ["id", "batch_timestamp", "deleted"],
+    );
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(e.to_string()))?;
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| bad(format!("no column {name}")))
+        };
+        let ids = arrow::compute::cast(&column("id")?, &DataType::Utf8)
+            .map_err(|e| bad(e.to_string()))?;
+        let ts = arrow::compute::cast(&column("batch_timestamp")?, &DataType::Int64)
+            .map_err(|e| bad(e.to_string()))?;
+        let deleted = column("deleted")?;
+        let (ids, ts) = (ids.as_string::<i32>(), ts.as_primitive::<Int64Type>());
+        let deleted = deleted
+            .as_boolean_opt()
+            .ok_or_else(|| bad("deleted is not a boolean column".into()))?;
+        for i in 0..batch.num_rows() {
+            if ids.is_null(i) || ts.is_null(i) {
+                continue;
+            }
+            out.push((
+                ids.value(i).to_string(),
+                ts.value(i),
+                !deleted.is_null(i) && deleted.value(i),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// `livemode` or `testmode`: the lake's root folder for a mode.
@@ -426,6 +478,44 @@ impl Lake {
     }
 
     /// Writes a run's manifest (after all its files).
+    /// Ids of `table`'s objects of one merchant whose newest version in the lake is not deleted and
+    /// older than `before` (a `batch_timestamp`, Unix microseconds): after a complete list that started
+    /// at `before`, these objects are gone from Stripe. What a warehouse answers with SQL, for a
+    /// deployment without one; it reads every file of the table's merchant folder (only the `id`,
+    /// `batch_timestamp` and `deleted` columns are decoded), which a complete list (the snapshot
+    /// interval, the 30-day cliff) makes rare enough.
+    pub async fn stale_ids(
+        &self,
+        livemode: bool,
+        table: &str,
+        merchant_id: &str,
+        before: i64,
+    ) -> Result<Vec<String>, LakeError> {
+        let folder = format!("{}/{table}/merchant_id={merchant_id}", mode_root(livemode));
+        // Newest (batch_timestamp, deleted) per id; at the same time a deletion wins, as in the
+        // warehouse, whose marks only move the version time forward.
+        let mut newest: std::collections::HashMap<String, (i64, bool)> = Default::default();
+        for entry in self.list_dir(&folder).await?.objects {
+            if !entry.path.ends_with(".parquet") {
+                continue;
+            }
+            let bytes = self.read(&entry.path).await?;
+            for (id, ts, deleted) in versions(&entry.path, bytes)? {
+                let slot = newest.entry(id).or_insert((ts, deleted));
+                if (ts, deleted) > *slot {
+                    *slot = (ts, deleted);
+                }
+            }
+        }
+        let mut stale: Vec<String> = newest
+            .into_iter()
+            .filter(|(_, (ts, deleted))| !deleted && *ts < before)
+            .map(|(id, _)| id)
+            .collect();
+        stale.sort();
+        Ok(stale)
+    }
+
     pub async fn write_manifest(
         &self,
         livemode: bool,

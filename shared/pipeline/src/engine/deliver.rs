@@ -211,7 +211,7 @@ pub(crate) async fn segment(
 }
 
 /// Ends a complete list: objects it did not return are gone from Stripe (rows older than the list's
-/// start that no page refreshed) and are marked deleted; then the dataset is complete up to the
+/// start that no page refreshed, in the warehouse or, without one, in the lake) and are marked deleted; then the dataset is complete up to the
 /// list's `upper`. Recorded even when nothing vanished, so freshness shows for an empty table too.
 pub(crate) async fn sweep(
     cx: &Context,
@@ -223,10 +223,18 @@ pub(crate) async fn sweep(
 ) -> Result<(), SyncError> {
     let tombstones = if b.started > 0 {
         let before = b.started * 1_000_000;
-        cx.warehouse
-            .stale_ids(r.account.livemode, dataset, &r.merchant_id, before)
-            .await
-            .map_err(|e| r.warehouse_error(&dataset.name, e))?
+        if cx.warehouse.keeps_rows() {
+            cx.warehouse
+                .stale_ids(r.account.livemode, dataset, &r.merchant_id, before)
+                .await
+                .map_err(|e| r.warehouse_error(&dataset.name, e))?
+        } else {
+            let table = &dataset.main_table().name;
+            cx.lake
+                .stale_ids(r.account.livemode, table, &r.merchant_id, before)
+                .await
+                .map_err(|e| r.lake_error(&dataset.name, e))?
+        }
     } else {
         Vec::new()
     };

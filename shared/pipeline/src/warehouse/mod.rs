@@ -117,6 +117,12 @@ pub trait Warehouse: Send + Sync {
     /// Runs a query; every value comes back as text (`NULL` as `None`). For `status` and tests.
     async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError>;
 
+    /// Whether it keeps the rows it loads, and so can answer [`Warehouse::stale_ids`]; without a
+    /// warehouse the engine asks the lake ([`crate::lake::Lake::stale_ids`]).
+    fn keeps_rows(&self) -> bool {
+        true
+    }
+
     /// Ids of the dataset's rows for one merchant that are not deleted and older than `before` (a
     /// `batch_timestamp`, Unix microseconds): after a complete re-list that started at `before`, these
     /// objects are gone.
@@ -163,8 +169,8 @@ pub trait Warehouse: Send + Sync {
 
 /// No warehouse: the Parquet lake is the output (for users who query the files with Athena, Spark or
 /// DuckDB themselves). Loads succeed without doing anything, so the slice protocol is unchanged. It keeps
-/// no rows, so it knows no stale ids: objects that vanish without a delete event are only detected with a
-/// warehouse.
+/// no rows: objects that vanish without a delete event are found in the lake instead
+/// ([`Warehouse::keeps_rows`]).
 #[derive(Debug, Default)]
 pub struct LakeOnly;
 
@@ -172,6 +178,9 @@ pub struct LakeOnly;
 impl Warehouse for LakeOnly {
     fn describe(&self) -> String {
         "no warehouse (Parquet lake only)".into()
+    }
+    fn keeps_rows(&self) -> bool {
+        false
     }
     async fn prepare(&self, _: bool, _: &Dataset) -> Result<Vec<String>, WarehouseError> {
         Ok(Vec::new())
