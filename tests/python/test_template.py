@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 # them with an empty logical id and logs "No Moto CloudFormation support for ..."). Their properties
 # are checked on the translated template in test_resources_moto_cannot_create_are_declared_right.
 MOTO_CANNOT_CREATE = {
-    "AWS::CloudWatch::Alarm",  # DeadLetterAlarm, QueueAgeAlarm, SchedulerSilenceAlarm, the errors alarms
+    "AWS::CloudWatch::Alarm",  # DeadLetterAlarm, DeadLetterGrowthAlarm, QueueAgeAlarm, SchedulerSilenceAlarm, the errors alarms
     "AWS::S3::BucketPolicy",  # LakeBucketPolicy
     "AWS::SNS::Subscription",  # AlertEmailSubscription
 }
@@ -223,6 +223,7 @@ def test_translation_yields_the_expected_resources(translated):
         "AlertTopic": "AWS::SNS::Topic",
         "AlertEmailSubscription": "AWS::SNS::Subscription",
         "DeadLetterAlarm": "AWS::CloudWatch::Alarm",
+        "DeadLetterGrowthAlarm": "AWS::CloudWatch::Alarm",
         "QueueAgeAlarm": "AWS::CloudWatch::Alarm",
         "SchedulerSilenceAlarm": "AWS::CloudWatch::Alarm",
         "SchedulerErrorsAlarm": "AWS::CloudWatch::Alarm",
@@ -352,6 +353,19 @@ def test_resources_moto_cannot_create_are_declared_right(translated):
         assert props["Dimensions"] == [{"Name": dimension, "Value": value}], name
         assert props["Threshold"] == 0 and props["ComparisonOperator"] == "GreaterThanThreshold", name
         assert props["AlarmActions"] == [{"Ref": "AlertTopic"}], name
+
+    # The dead-letter alarm clears when the queue is empty; its growth alarm fires again for new arrivals.
+    assert res["DeadLetterAlarm"]["Properties"]["OKActions"] == [{"Ref": "AlertTopic"}]
+    growth = res["DeadLetterGrowthAlarm"]["Properties"]
+    metrics = {m["Id"]: m for m in growth["Metrics"]}
+    assert metrics["growth"]["Expression"] == "DIFF(depth)" and metrics["growth"]["ReturnData"]
+    depth = metrics["depth"]["MetricStat"]
+    assert (depth["Metric"]["Namespace"], depth["Metric"]["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert depth["Metric"]["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["SliceDeadLetterQueue", "QueueName"]}}
+    ]
+    assert (growth["Threshold"], growth["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert growth["AlarmActions"] == [{"Ref": "AlertTopic"}]
 
     # Staleness: slices waiting too long, and a scheduler that stopped running (no data is the alarm).
     age = res["QueueAgeAlarm"]["Properties"]
