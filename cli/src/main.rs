@@ -75,6 +75,17 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Mark an account's datasets for a full list on the next sync: every object is loaded again and those gone from Stripe are marked deleted (after an outage, a restore of the warehouse, or a doubt).
+    Resync {
+        #[command(flatten)]
+        common: Common,
+        /// The configured account (its name in the config or in STRIPE_PIPELINE_KEYS).
+        #[arg(long)]
+        account: String,
+        /// Only these datasets (repeatable); default: every dataset the configuration syncs.
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+    },
     /// List the datasets and tables of the catalog.
     Tables,
 }
@@ -180,6 +191,28 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Command::Resync {
+            common,
+            account,
+            datasets,
+        } => {
+            let cfg = match load_config(&common) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e),
+            };
+            match runtime.block_on(stripe_pipeline::local::resync(&cfg, &account, &datasets)) {
+                Ok((r, marked)) => {
+                    println!(
+                        "account '{account}' ({}, {}): {} marked for a full list; the next sync lists them again and marks objects gone from Stripe deleted",
+                        r.merchant_id,
+                        r.mode(),
+                        marked.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e.code, &e.message),
+            }
         }
         Command::Tables => {
             for d in &Catalog::get().datasets {

@@ -173,6 +173,76 @@ async fn sync_then_status_reports_tables_per_account() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_lists_a_dataset_again_in_full_on_the_next_sync() {
+    let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = sim.info().key("secret", "live", 0).unwrap();
+    let merchant = sim.info().accounts[0].id.clone();
+    let base = sim.base_url();
+    let out = dir.path().to_path_buf();
+    let run = move |args: &[&str]| {
+        bin()
+            .args(args)
+            .arg("--output-dir")
+            .arg(&out)
+            .env("STRIPE_PIPELINE_KEYS", format!("acme={key}"))
+            .env("STRIPE_PIPELINE_API_BASE", &base)
+            .env("STRIPE_PIPELINE_DATASETS", "customers,charges")
+            .output()
+            .unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let (first, resync, second, unknown, bad_dataset) = tokio::task::spawn_blocking(move || {
+        let first = run(&["sync", "--quiet"]);
+        let resync = run(&["resync", "--account", "acme", "--dataset", "customers"]);
+        let second = run(&["sync", "--quiet"]);
+        let unknown = run(&["resync", "--account", "nobody"]);
+        let bad_dataset = run(&["resync", "--account", "acme", "--dataset", "nope"]);
+        (first, resync, second, unknown, bad_dataset)
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let said = text(&resync);
+    assert_eq!(resync.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&merchant) && said.contains("customers marked for a full list"),
+        "{said}"
+    );
+    // The next sync lists customers in full again; charges only get their changes.
+    let summary = text(&second);
+    assert_eq!(second.status.code(), Some(0), "{summary}");
+    let line = |dataset: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(dataset))
+            .unwrap_or_else(|| panic!("{summary}"))
+            .to_string()
+    };
+    assert!(line("customers").contains("(backfill)"), "{summary}");
+    assert!(!line("charges").contains("(backfill)"), "{summary}");
+    // Mistakes are named, with what exists.
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown).contains("no account named 'nobody'") && text(&unknown).contains("acme"),
+        "{}",
+        text(&unknown)
+    );
+    assert_eq!(bad_dataset.status.code(), Some(2));
+    assert!(
+        text(&bad_dataset).contains("unknown dataset 'nope'"),
+        "{}",
+        text(&bad_dataset)
+    );
+}
+
 use stripe_pipeline_testkit::postgres as postgres_server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

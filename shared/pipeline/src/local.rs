@@ -180,6 +180,78 @@ pub async fn engine(
         .build())
 }
 
+/// Why `resync` did nothing: the exit code it means (2 a bad request or key, 3 the state store) and
+/// the message.
+#[derive(Debug)]
+pub struct ResyncError {
+    pub code: u8,
+    pub message: String,
+}
+
+/// `stripe-pipeline resync`: marks `datasets` of the configured account `name` (all it syncs when
+/// empty) for a full list on the next sync, which loads every object again and marks those gone from
+/// Stripe deleted. Checks the key first (the state is kept per Stripe account). Returns the account's
+/// resolved id and mode and the datasets marked.
+pub async fn resync(
+    cfg: &Config,
+    name: &str,
+    datasets: &[String],
+) -> Result<(crate::engine::Resolved, Vec<&'static str>), ResyncError> {
+    let bad = |message: String| ResyncError { code: 2, message };
+    let accounts = cfg
+        .accounts(|k| std::env::var(k).ok())
+        .map_err(|e| bad(e.to_string()))?;
+    let Some(account) = accounts.iter().find(|a| a.name == name) else {
+        let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+        return Err(bad(format!(
+            "no account named '{name}' in the configuration; the configured accounts are: {}",
+            names.join(", ")
+        )));
+    };
+    let catalog = Catalog::get();
+    let wanted: Vec<&String> = if datasets.is_empty() {
+        cfg.datasets.iter().collect()
+    } else {
+        datasets.iter().collect()
+    };
+    let mut marked: Vec<&'static crate::catalog::Dataset> = Vec::new();
+    for d in wanted {
+        match catalog.dataset(d) {
+            Some(d) => marked.push(d),
+            None => {
+                return Err(bad(format!(
+                    "unknown dataset '{d}'; `stripe-pipeline tables` lists them"
+                )))
+            }
+        }
+    }
+    if marked.is_empty() {
+        marked = catalog.datasets.iter().collect();
+    }
+    let resolved = crate::engine::resolve(&client(cfg), std::slice::from_ref(account))
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    let r = resolved.into_iter().next().ok_or_else(|| ResyncError {
+        code: 2,
+        message: format!("account '{name}': the key check returned nothing"),
+    })?;
+    let state: crate::state::StateStore = LocalState::open(&cfg.state_dir())
+        .map_err(|e| ResyncError {
+            code: 3,
+            message: e.to_string(),
+        })?
+        .into();
+    for d in &marked {
+        crate::engine::plan::relist(&state, &r, d)
+            .await
+            .map_err(|e| ResyncError {
+                code: 3,
+                message: e.to_string(),
+            })?;
+    }
+    Ok((r, marked.iter().map(|d| d.name.as_str()).collect()))
+}
+
 /// One line of `status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusRow {

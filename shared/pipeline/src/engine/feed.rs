@@ -6,7 +6,7 @@
 use super::context::Context;
 use super::deliver::{self, Tombstones, Written};
 use super::error::SyncError;
-use super::plan::{SliceOutcome, SliceWork, FEED_PIECE_EVENTS, FLUSH_ROWS};
+use super::plan::{self, SliceOutcome, SliceWork, FEED_PIECE_EVENTS, FLUSH_ROWS};
 use super::report::AccountReport;
 use super::resolve::Resolved;
 use crate::backfill;
@@ -81,7 +81,7 @@ pub(super) async fn run(
             // Datasets first, cursor second: a crash in between finds the old cursor and
             // starts over, never a moved cursor without the re-backfill.
             for d in affected {
-                relist(cx, r, d).await?;
+                plan::relist(&cx.state, r, d).await?;
             }
             feed.cursor = Some(now);
             cx.state.put(&key, stored.version, &feed).await?;
@@ -199,17 +199,6 @@ pub(super) struct FeedRead {
     pub(super) failed: Vec<(String, SyncError)>,
 }
 
-/// Marks dataset `d` of `r` for a full list: its next list is a backfill, which loads every object as
-/// it is now and marks those that vanished deleted.
-async fn relist(cx: &Context, r: &Resolved, d: &Dataset) -> Result<(), SyncError> {
-    let k = r.key(&d.name);
-    let current = cx.state.get::<DatasetState>(&k).await?;
-    let mut st = current.value;
-    st.backfill = None;
-    cx.state.put(&k, current.version, &st).await?;
-    Ok(())
-}
-
 /// Reads the piece `[from, to)` of the account's events and applies it dataset by dataset (Parquet,
 /// then the warehouse), unless it holds more than [`FEED_PIECE_EVENTS`] events and can be cut
 /// ([`Piece::Crowded`]; a piece of one second is read however many it holds). The caller commits
@@ -288,7 +277,7 @@ pub(super) async fn read_feed(
             }
             Err(e) if dataset_only(&e) => {
                 tracing::warn!(account = %r.account.name, dataset = %d.name, error = %e, "the change feed cannot load this dataset's changes; it is listed again in full");
-                relist(cx, r, d).await?;
+                plan::relist(&cx.state, r, d).await?;
                 failed.push((d.name.clone(), e));
             }
             Err(e) => return Err(e),

@@ -15,6 +15,19 @@ use crate::config::Incremental;
 use crate::state::{DatasetState, StateStore};
 use serde::{Deserialize, Serialize};
 
+/// Marks dataset `d` of `r` for a full list: its next list is a backfill, which loads every object as
+/// it is now and marks those that vanished deleted. What the feed does past the 30-day cliff or for a
+/// dataset it cannot load, and what `stripe-pipeline resync` asks for. A run that holds the dataset's
+/// state meanwhile loses its compare-and-swap and leaves the mark in place.
+pub async fn relist(state: &StateStore, r: &Resolved, d: &Dataset) -> Result<(), SyncError> {
+    let k = r.key(&d.name);
+    let current = state.get::<DatasetState>(&k).await?;
+    let mut st = current.value;
+    st.backfill = None;
+    state.put(&k, current.version, &st).await?;
+    Ok(())
+}
+
 /// Rows buffered before a batch is delivered (files written, loaded, cursor committed).
 pub const FLUSH_ROWS: usize = 20_000;
 
