@@ -5,6 +5,8 @@
 
 mod demo;
 mod progress;
+#[cfg(feature = "aws")]
+mod stack;
 mod summary;
 
 use clap::{Parser, Subcommand};
@@ -85,6 +87,23 @@ enum Command {
         /// Only these datasets (repeatable); default: every dataset the configuration syncs.
         #[arg(long = "dataset")]
         datasets: Vec<String>,
+        /// A deployed stack's state table (its output StateTableName), instead of the local state; needs --accounts-table.
+        #[cfg(feature = "aws")]
+        #[arg(long, requires = "accounts_table")]
+        state_table: Option<String>,
+        /// The stack's accounts table (its output AccountsTableName), where the account and its secret are.
+        #[cfg(feature = "aws")]
+        #[arg(long, requires = "state_table")]
+        accounts_table: Option<String>,
+    },
+    /// A deployed stack's accounts (its DynamoDB accounts table): list, add, disable, enable.
+    #[cfg(feature = "aws")]
+    Accounts {
+        /// The accounts table (the stack's output AccountsTableName).
+        #[arg(long)]
+        accounts_table: String,
+        #[command(subcommand)]
+        action: stack::AccountsAction,
     },
     /// List the datasets and tables of the catalog.
     Tables,
@@ -196,11 +215,19 @@ fn main() -> ExitCode {
             common,
             account,
             datasets,
+            #[cfg(feature = "aws")]
+            state_table,
+            #[cfg(feature = "aws")]
+            accounts_table,
         } => {
             let cfg = match load_config(&common) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
+            #[cfg(feature = "aws")]
+            if let (Some(state), Some(accounts)) = (&state_table, &accounts_table) {
+                return runtime.block_on(stack::resync(&cfg, accounts, state, &account, &datasets));
+            }
             match runtime.block_on(stripe_pipeline::local::resync(&cfg, &account, &datasets)) {
                 Ok((r, marked)) => {
                     println!(
@@ -214,6 +241,11 @@ fn main() -> ExitCode {
                 Err(e) => fail(e.code, &e.message),
             }
         }
+        #[cfg(feature = "aws")]
+        Command::Accounts {
+            accounts_table,
+            action,
+        } => runtime.block_on(stack::accounts(&accounts_table, action)),
         Command::Tables => {
             for d in &Catalog::get().datasets {
                 let tables: Vec<String> = d

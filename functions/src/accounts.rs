@@ -158,6 +158,37 @@ impl Accounts {
         out.item.as_ref().map(AccountRecord::from_item).transpose()
     }
 
+    /// Turns an account on or off (a disabled account is not planned, and its queued slices are
+    /// skipped; its data and cursors stay). False when there is no account of that name.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<bool, Error> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("name", AttributeValue::S(name.to_string()))
+            .update_expression("SET #e = :e")
+            .condition_expression("attribute_exists(#n)")
+            .expression_attribute_names("#e", "enabled")
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_values(":e", AttributeValue::Bool(enabled))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::aws(
+                "DynamoDB",
+                format!("updating account {name}"),
+                e,
+            )),
+        }
+    }
+
     /// Adds `record` unless an account of that name exists (user edits to the table win); true if
     /// it was added.
     pub async fn add_if_missing(&self, record: &AccountRecord) -> Result<bool, Error> {

@@ -9,9 +9,6 @@ pub use stripe_pipeline_testkit::redshift::{self as redshift, RedshiftEmulator};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::SqsMessage;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use object_store::ObjectStoreExt;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,31 +30,6 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// A table with one string partition key, like the template's tables.
-pub async fn create_table(sdk: &SdkConfig, name: &str, key: &str) {
-    aws_sdk_dynamodb::Client::new(sdk)
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(key)
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
 }
 
 /// The deployment in moto: tables, the slice queue with a dead-letter queue, the lake bucket, the

@@ -86,6 +86,34 @@ pub async fn sdk_at(endpoint: &str) -> SdkConfig {
         .await
 }
 
+/// A table with one string partition key, like the template's tables.
+pub async fn create_table(sdk: &SdkConfig, name: &str, key: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    aws_sdk_dynamodb::Client::new(sdk)
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// A port of 127.0.0.1 that nothing listens on now.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
