@@ -5,6 +5,7 @@ use crate::accounts::AccountRecord;
 use crate::message::{ExportMessage, SliceMessage};
 use crate::{Error, Services};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures_util::StreamExt;
 use serde::Serialize;
 use std::time::Duration;
 use stripe_pipeline::config::Account;
@@ -15,6 +16,8 @@ use stripe_pipeline::engine::{self, Resolved};
 pub const MARK_TTL_SECS: i64 = 7 * 86_400;
 /// SQS takes at most 10 messages per batch.
 const SQS_BATCH: usize = 10;
+/// Accounts a tick works on at once.
+const ACCOUNTS_AT_ONCE: usize = 16;
 /// SQS delays a message by at most a quarter of an hour.
 const MAX_DELAY_SECS: u64 = 900;
 
@@ -111,30 +114,28 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
             report.seeded += 1;
         }
     }
-    // Each account's slices are sent as soon as they are planned: a tick cut off by its timeout has
-    // sent those of every account it got to, and the next tick plans the rest.
+    let mut records = Vec::new();
     for record in svc.accounts.all().await? {
-        let record = match record {
-            Ok(r) if r.enabled => r,
-            Ok(_) => continue,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                continue;
-            }
-        };
-        report.accounts += 1;
-        let scope = account_scope(&record.name);
-        match plan_account(svc, &record, tick).await {
-            Ok(messages) => {
-                svc.alerts.succeeded(&scope, &record.name, "account").await;
-                report.planned += messages.len();
-                send_once(svc, tick, messages, &mut report).await?;
-            }
-            Err(e) => {
-                account_failed(svc, &record.name, &e).await;
-                report.errors.push(e.to_string());
-            }
+        match record {
+            Ok(r) if r.enabled => records.push(r),
+            Ok(_) => {}
+            Err(e) => report.errors.push(e.to_string()),
         }
+    }
+    report.accounts = records.len();
+    // Accounts are worked on several at once (a plan is a key check and a few state reads, its sends
+    // a few conditional writes and an SQS call, all waiting on the network), and each account's slices
+    // are sent as soon as its plan is in: a tick cut off by its timeout has sent those of every account
+    // it got to, and the next tick plans the rest.
+    let mut accounts = futures_util::stream::iter(records)
+        .map(|record| account_tick(svc, record, tick))
+        .buffer_unordered(ACCOUNTS_AT_ONCE);
+    while let Some(part) = accounts.next().await {
+        let part = part?;
+        report.planned += part.planned;
+        report.sent += part.sent;
+        report.already_sent += part.already_sent;
+        report.errors.extend(part.errors);
     }
     if let Err(e) = plan_export(svc, tick, &mut report).await {
         report.errors.push(e.to_string());
@@ -150,6 +151,31 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
         "scheduler tick"
     );
     Ok(report)
+}
+
+/// One account's part of a tick: its plan, and its slices not yet sent for this tick, sent. A failed
+/// plan is the account's error (announced as configured); a state store that fails the marks fails
+/// the tick.
+async fn account_tick(
+    svc: &Services,
+    record: AccountRecord,
+    tick: i64,
+) -> Result<TickReport, Error> {
+    let mut part = TickReport::default();
+    match plan_account(svc, &record, tick).await {
+        Ok(messages) => {
+            svc.alerts
+                .succeeded(&account_scope(&record.name), &record.name, "account")
+                .await;
+            part.planned = messages.len();
+            send_once(svc, tick, messages, &mut part).await?;
+        }
+        Err(e) => {
+            account_failed(svc, &record.name, &e).await;
+            part.errors.push(e.to_string());
+        }
+    }
+    Ok(part)
 }
 
 /// Sends the slices of this tick not sent yet. Each is marked before it is sent: two invocations of

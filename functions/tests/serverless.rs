@@ -155,6 +155,73 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
     assert!(notifications(&d).await.is_empty());
 }
 
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A thousand accounts more: a tick cut off part-way has sent the slices of every account it reached,
+/// the same tick run again sends the rest and nothing twice, and the next tick plans every account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_of_a_thousand_accounts_cut_off_part_way_loses_nothing() {
+    const ACCOUNTS: usize = 1_000;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy(&sim, |_| {}).await;
+    // One secret for all (the scheduler reads it once and caches it): Secrets Manager is not measured.
+    let key = sim.info().key("secret", "live", 0).unwrap();
+    let arn = secret(&d.sdk, "many", &key).await;
+    for n in 0..ACCOUNTS {
+        let record = stripe_pipeline_functions::accounts::AccountRecord {
+            name: format!("many-{n:04}"),
+            secret_arn: arn.clone(),
+            enabled: true,
+            datasets: vec!["charges".into()],
+        };
+        assert!(d.services.accounts.add_if_missing(&record).await.unwrap());
+    }
+    let tick = 1_800_000_000;
+    // Cut off after a second, as a Lambda timeout would (the future is dropped mid-way).
+    let cut =
+        tokio::time::timeout(Duration::from_secs(1), scheduler::tick(&d.services, tick)).await;
+    assert!(
+        cut.is_err(),
+        "the tick finished within a second: cut it earlier"
+    );
+    let sent_before = queue_depth(&d, &d.queue_url).await;
+    assert!(sent_before > 0, "the cut-off tick sent nothing");
+
+    // The same tick again (Lambda's retry, or EventBridge's second delivery): the rest, none twice.
+    let again = scheduler::tick(&d.services, tick).await.unwrap();
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    assert_eq!(again.accounts, ACCOUNTS + 4);
+    // Every account: its feed and its lists (one for each of the thousand).
+    assert_eq!(again.planned, ACCOUNTS * 2 + 4 * (1 + all().len()));
+    assert!(again.already_sent >= sent_before, "{again:?}");
+    assert_eq!(
+        queue_depth(&d, &d.queue_url).await,
+        sent_before + again.sent
+    );
+
+    // The next tick plans every account again (no worker ran): what a cut fell between mark and send
+    // is sent now. Its time and memory are the scheduler's for this many accounts.
+    let started = Instant::now();
+    let next = scheduler::tick(&d.services, tick + 900).await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(next.errors.is_empty(), "{:?}", next.errors);
+    assert_eq!((next.sent, next.already_sent), (next.planned, 0));
+    eprintln!(
+        "scheduler tick of {} accounts: {} slices planned and sent in {secs:.1} s; peak RSS of the test process {:.0} MiB",
+        next.accounts,
+        next.sent,
+        peak_rss_mib()
+    );
+}
+
 /// Workers at once on the same accounts: each worker's limiter allows a rate slot's part of an
 /// account's budget, and no more slices of an account run than it has slots, so the simulator's
 /// busiest second of each account stays within the budget (Stripe's limit × `RateBudget`).
