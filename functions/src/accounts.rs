@@ -4,11 +4,13 @@
 //! template's `Accounts` parameter (see the README); keys never enter the table.
 
 use crate::Error;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use stripe_pipeline::catalog::{Catalog, Dataset};
+use stripe_pipeline::state::refused_by_condition;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,20 +175,7 @@ impl Accounts {
             .expression_attribute_values(":e", AttributeValue::Bool(enabled))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(Error::aws(
-                "DynamoDB",
-                format!("updating account {name}"),
-                e,
-            )),
-        }
+        conditional(result, || format!("updating account {name}"))
     }
 
     /// Adds `record` unless an account of that name exists (user edits to the table win); true if
@@ -201,20 +190,24 @@ impl Accounts {
             .expression_attribute_names("#n", "name")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(Error::aws(
-                "DynamoDB",
-                format!("adding account {}", record.name),
-                e,
-            )),
-        }
+        conditional(result, || format!("adding account {}", record.name))
+    }
+}
+
+/// A conditional write's answer: `true` done, `false` refused by its condition; other failures are
+/// errors naming `action`.
+fn conditional<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    action: impl FnOnce() -> String,
+) -> Result<bool, Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if refused_by_condition(&e) => Ok(false),
+        Err(e) => Err(Error::aws("DynamoDB", action(), e)),
     }
 }
 

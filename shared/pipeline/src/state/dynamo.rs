@@ -30,6 +30,12 @@ fn now_secs() -> i64 {
     crate::clock::SystemClock.now_secs()
 }
 
+/// Whether DynamoDB refused a write because its condition did not hold (`ConditionalCheckFailed`):
+/// the answer a conditional write is for, not a failure.
+pub fn refused_by_condition<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
+}
+
 /// An AWS SDK error in one line: the service's error code and message, or for errors before a reply
 /// (no connection, timeouts, no credentials) the chain of causes.
 pub fn sdk_error_message<E, R>(e: &SdkError<E, R>) -> String
@@ -148,10 +154,7 @@ impl DynamoState {
         };
         match put.send().await {
             Ok(_) => Ok(next),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if refused_by_condition(&e) => {
                 let found = match self.item(key).await? {
                     Some(item) => number(&item, "version").unwrap_or(0) as u64,
                     None => 0,
@@ -194,10 +197,7 @@ impl DynamoState {
                 key: key.to_string(),
                 owner: owner.to_string(),
             }),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if refused_by_condition(&e) => {
                 let holder = self.item(&lease_key(key)).await?.unwrap_or_default();
                 Err(StateError::Leased {
                     key: key.to_string(),
@@ -227,10 +227,7 @@ impl DynamoState {
             .send()
             .await;
         if let Err(e) = result {
-            if !e
-                .as_service_error()
-                .is_some_and(|s| s.is_conditional_check_failed_exception())
-            {
+            if !refused_by_condition(&e) {
                 tracing::warn!(key = %lease.key, error = %sdk_error_message(&e), "could not release a lease; it expires by itself");
             }
         }
@@ -253,12 +250,7 @@ impl DynamoState {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if refused_by_condition(&e) => Ok(false),
             Err(e) => Err(self.error(&format!("marking {key}"), e)),
         }
     }

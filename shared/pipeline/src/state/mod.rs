@@ -14,7 +14,7 @@ mod dynamo;
 mod local;
 
 #[cfg(feature = "aws")]
-pub use dynamo::{sdk_error_message, DynamoState};
+pub use dynamo::{refused_by_condition, sdk_error_message, DynamoState};
 pub use local::LocalState;
 
 use serde::de::DeserializeOwned;
