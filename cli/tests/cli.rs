@@ -3,6 +3,12 @@
 use std::process::Command;
 use stripe_sim::SimConfig;
 
+/// The simulator's first live account: its key and its id, and the API base to reach it.
+fn first_live_account(sim: &stripe_sim::RunningSim) -> (String, String, String) {
+    let key = sim.info().key("secret", "live", 0).unwrap();
+    (key, sim.info().accounts[0].id.clone(), sim.base_url())
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stripe-pipeline"))
 }
@@ -120,9 +126,7 @@ fn the_environment_configures_the_cli_over_its_file() {
 async fn sync_then_status_reports_tables_per_account() {
     let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let key = sim.info().key("secret", "live", 0).unwrap();
-    let merchant = sim.info().accounts[0].id.clone();
-    let base = sim.base_url();
+    let (key, merchant, base) = first_live_account(&sim);
     let out = dir.path().to_path_buf();
     let (sync, status) = tokio::task::spawn_blocking(move || {
         let sync = bin()
@@ -177,9 +181,7 @@ async fn sync_then_status_reports_tables_per_account() {
 async fn resync_lists_a_dataset_again_in_full_on_the_next_sync() {
     let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let key = sim.info().key("secret", "live", 0).unwrap();
-    let merchant = sim.info().accounts[0].id.clone();
-    let base = sim.base_url();
+    let (key, merchant, base) = first_live_account(&sim);
     let out = dir.path().to_path_buf();
     let run = move |args: &[&str]| {
         bin()

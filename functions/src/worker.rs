@@ -5,8 +5,8 @@
 //! the outcome into what SQS must do. Each message ends one of six ways: done (the message is
 //! deleted), continued (the deadline came first: progress is committed and a continuation message is
 //! queued), deferred (every rate slot of the account is held by other workers: the message is sent
-//! again to run half a minute or so later, and Stripe was not called), skipped (the account is gone or disabled, or another worker holds the slice's lease and is
-//! running it), failed for good (a bad key, a missing permission, a bad setting: retrying cannot help,
+//! again to run half a minute or so later, and Stripe was not called), skipped (the account is gone or
+//! disabled, or another worker holds the slice's lease and is running it), failed for good (a bad key, a missing permission, a bad setting: retrying cannot help,
 //! so the message is deleted; the alert went out at once, and the next tick plans the slice again), or
 //! failed for now (reported back to SQS as a batch item failure, visible again after a [`backoff`] of
 //! minutes, and after the queue's receive limit moved to the dead-letter queue). A message that is not
@@ -213,22 +213,34 @@ async fn rate_slot(
 /// dead-letter queue.
 async fn defer(svc: &Services, message: &SliceMessage, account: &Account) -> Result<Ran, Error> {
     let wait = rate_slot_wait(svc.settings.rate_slot_wait_secs);
-    if let Some((_, error)) = send_batch(svc, std::slice::from_ref(message), wait)
-        .await
-        .pop()
-    {
-        return Err(Error::Aws {
-            service: "SQS",
-            action: format!("deferring {}", message.id),
-            message: error,
-        });
-    }
+    send_one(svc, message, wait, "deferring").await?;
     Ok(Ran::Deferred(format!(
         "every rate slot of '{}' is held by another worker; {} runs in {} s",
         account.name,
         message.id,
         wait.as_secs()
     )))
+}
+
+/// Sends one slice message, visible after `delay`; a refusal is an SQS error naming `action` and the
+/// slice.
+async fn send_one(
+    svc: &Services,
+    message: &SliceMessage,
+    delay: Duration,
+    action: &str,
+) -> Result<(), Error> {
+    match send_batch(svc, std::slice::from_ref(message), delay)
+        .await
+        .pop()
+    {
+        None => Ok(()),
+        Some((_, error)) => Err(Error::Aws {
+            service: "SQS",
+            action: format!("{action} {}", message.id),
+            message: error,
+        }),
+    }
 }
 
 /// Runs a slice while its account's rate slot is held: the key check, then the engine.
@@ -276,17 +288,8 @@ async fn run_in_slot(
     };
     if ran.outcome == SliceOutcome::Paused {
         let next = message.continuation();
-        if let Some((_, error)) = send_batch(svc, std::slice::from_ref(&next), Duration::ZERO)
-            .await
-            .pop()
-        {
-            // The progress is committed; the next tick plans the rest if this retry fails too.
-            return Err(Error::Aws {
-                service: "SQS",
-                action: format!("queueing continuation {}", next.id),
-                message: error,
-            });
-        }
+        // The progress is committed; the next tick plans the rest if this retry fails too.
+        send_one(svc, &next, Duration::ZERO, "queueing continuation").await?;
         return Ok(Ran::Continued(next.id));
     }
     match ran.failure {

@@ -191,8 +191,13 @@ pub fn encode(batches: &[RecordBatch], table: &str) -> Result<Vec<u8>, LakeError
     writer.into_inner().map_err(encode)
 }
 
-/// `(id, batch_timestamp µs, deleted)` of every row of one Parquet file of the lake.
-fn versions(path: &str, bytes: bytes::Bytes) -> Result<Vec<(String, i64, bool)>, LakeError> {
+/// Folds the rows of one Parquet file of the lake into `newest`: per id, the newest
+/// `(batch_timestamp µs, deleted)`.
+fn newest_versions(
+    path: &str,
+    bytes: bytes::Bytes,
+    newest: &mut std::collections::HashMap<String, (i64, bool)>,
+) -> Result<(), LakeError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ProjectionMask;
     let bad = |message: String| LakeError::Decode {
@@ -209,7 +214,6 @@ fn versions(path: &str, bytes: bytes::Bytes) -> Result<Vec<(String, i64, bool)>,
         .with_projection(mask)
         .build()
         .map_err(|e| bad(e.to_string()))?;
-    let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| bad(e.to_string()))?;
         let column = |name: &str| {
@@ -231,14 +235,16 @@ fn versions(path: &str, bytes: bytes::Bytes) -> Result<Vec<(String, i64, bool)>,
             if ids.is_null(i) || ts.is_null(i) {
                 continue;
             }
-            out.push((
-                ids.value(i).to_string(),
-                ts.value(i),
-                !deleted.is_null(i) && deleted.value(i),
-            ));
+            let version = (ts.value(i), !deleted.is_null(i) && deleted.value(i));
+            match newest.get_mut(ids.value(i)) {
+                Some(kept) => *kept = (*kept).max(version),
+                None => {
+                    newest.insert(ids.value(i).to_string(), version);
+                }
+            }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `livemode` or `testmode`: the lake's root folder for a mode.
@@ -500,12 +506,7 @@ impl Lake {
                 continue;
             }
             let bytes = self.read(&entry.path).await?;
-            for (id, ts, deleted) in versions(&entry.path, bytes)? {
-                let slot = newest.entry(id).or_insert((ts, deleted));
-                if (ts, deleted) > *slot {
-                    *slot = (ts, deleted);
-                }
-            }
+            newest_versions(&entry.path, bytes, &mut newest)?;
         }
         let mut stale: Vec<String> = newest
             .into_iter()

@@ -211,7 +211,8 @@ pub(crate) async fn segment(
 }
 
 /// Ends a complete list: objects it did not return are gone from Stripe (rows older than the list's
-/// start that no page refreshed, in the warehouse or, without one, in the lake) and are marked deleted; then the dataset is complete up to the
+/// start that no page refreshed, in the warehouse or, without one, in the lake) and are marked
+/// deleted; then the dataset is complete up to the
 /// list's `upper`. Recorded even when nothing vanished, so freshness shows for an empty table too.
 pub(crate) async fn sweep(
     cx: &Context,

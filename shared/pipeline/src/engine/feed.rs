@@ -203,7 +203,8 @@ pub(super) struct FeedRead {
 /// then the warehouse), unless it holds more than [`FEED_PIECE_EVENTS`] events and can be cut
 /// ([`Piece::Crowded`]; a piece of one second is read however many it holds). The caller commits
 /// the cursor when this returns `Ok(Piece::Read)`; a failure that a retry may fix (Stripe's 5xx, the
-/// network, the warehouse) is an `Err` and the piece is read again next run. A failure of one dataset that no retry fixes (the key may not read that resource; Stripe
+/// network, the warehouse) is an `Err` and the piece is read again next run. A failure of one dataset
+/// that no retry fixes (the key may not read that resource; Stripe
 /// answers with an object that cannot be used) holds back no other dataset: that dataset is marked
 /// for a full list before the cursor moves past its changes, so nothing of it is lost.
 pub(super) async fn read_feed(
