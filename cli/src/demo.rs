@@ -5,6 +5,7 @@ use stripe_sim::{AccountKind, Profile, RateLimits, RunningSim, SimConfig};
 
 /// Starts the simulator and points the configuration at it: every account with keys, in live and test
 /// mode, at the full rate budget (the simulator's limits are Stripe's; no other integration shares them).
+/// The Connect platform syncs its connected accounts (`connect = true`).
 pub async fn start(cfg: &mut Config, quiet: bool) -> std::io::Result<RunningSim> {
     if !quiet {
         eprintln!("Starting the Stripe simulator with the demo data set (seed 42)…");
@@ -42,6 +43,7 @@ pub async fn start(cfg: &mut Config, quiet: bool) -> std::io::Result<RunningSim>
                     name: format!("{slug}-{mode}"),
                     key: Some(Secret::new(key)),
                     key_env: None,
+                    connect: account.kind == AccountKind::Platform,
                 });
             }
         }

@@ -247,14 +247,21 @@ fn main() -> ExitCode {
             action,
         } => runtime.block_on(stack::accounts(&accounts_table, action)),
         Command::Tables => {
-            for d in &Catalog::get().datasets {
+            let catalog = Catalog::get();
+            let line = |d: &stripe_pipeline::catalog::Dataset| {
                 let tables: Vec<String> = d
                     .tables
                     .iter()
                     .map(|t| format!("{} ({} columns)", t.name, t.columns.len()))
                     .collect();
                 println!("{:<22} {}", d.name, tables.join(", "));
-            }
+            };
+            println!("Every account:");
+            catalog.datasets.iter().for_each(line);
+            println!();
+            println!("Connect platforms (`connect = true`): their connected accounts, and each one's data in");
+            println!("`connected_account_<table>` (every table above, with an `account` column):");
+            catalog.platform.iter().for_each(line);
             ExitCode::SUCCESS
         }
     }

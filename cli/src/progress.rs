@@ -1,4 +1,5 @@
-//! Progress bars: one line per account, counting objects read and datasets finished.
+//! Progress bars: one line per account, counting objects read and datasets finished. A platform's
+//! connected accounts (named `<platform>/<acct_…>`) count their objects on the platform's line.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
@@ -61,6 +62,7 @@ impl BarProgress {
         let Ok(mut counts) = self.counts.lock() else {
             return;
         };
+        let account = self.line_of(account);
         let c = counts.entry(account.to_string()).or_default();
         f(c);
         if let Some(bar) = self.bars.get(account) {
@@ -77,13 +79,29 @@ impl BarProgress {
     }
 }
 
+impl BarProgress {
+    /// The line an account's progress shows on: its own, or its platform's.
+    fn line_of<'a>(&self, account: &'a str) -> &'a str {
+        match account.rsplit_once('/') {
+            Some((platform, _)) if !self.bars.contains_key(account) => platform,
+            _ => account,
+        }
+    }
+}
+
 impl Progress for BarProgress {
     fn rows(&self, account: &str, _dataset: &str, objects: u64) {
         self.change(account, |c| c.objects += objects);
     }
 
     fn dataset_done(&self, account: &str, _dataset: &str, error: Option<&str>) {
+        // A connected account's datasets are not the platform's: only their failures show there.
+        let connected = self.line_of(account) != account;
         self.change(account, |c| {
+            if connected {
+                c.failed += usize::from(error.is_some());
+                return;
+            }
             c.done += 1;
             if error.is_some() {
                 c.failed += 1;

@@ -23,6 +23,10 @@ pub enum AccountsAction {
         /// Only these datasets (repeatable); default: all.
         #[arg(long = "dataset")]
         datasets: Vec<String>,
+        /// A Connect platform: sync its connected accounts too (connected_accounts and the
+        /// connected_account_* tables).
+        #[arg(long)]
+        connect: bool,
     },
     /// Stop syncing an account: it is not planned any more and its queued slices are skipped; its data and cursors stay.
     Disable { name: String },
@@ -47,12 +51,14 @@ pub async fn accounts(table: &str, action: AccountsAction) -> ExitCode {
             name,
             secret_arn,
             datasets,
+            connect,
         } => {
             let record = AccountRecord {
                 name: name.clone(),
                 secret_arn,
                 enabled: true,
                 datasets,
+                connect,
             };
             if let Err(e) = record.datasets() {
                 return crate::fail(2, &e.to_string());
@@ -78,8 +84,8 @@ pub async fn accounts(table: &str, action: AccountsAction) -> ExitCode {
 async fn list(accounts: &Accounts) -> Result<String, (u8, String)> {
     let all = accounts.all().await.map_err(|e| (3, e.to_string()))?;
     let mut lines = vec![format!(
-        "{:<24} {:<8} {:<28} secret",
-        "name", "enabled", "datasets"
+        "{:<24} {:<8} {:<8} {:<28} secret",
+        "name", "enabled", "connect", "datasets"
     )];
     for record in all {
         match record {
@@ -90,9 +96,10 @@ async fn list(accounts: &Accounts) -> Result<String, (u8, String)> {
                     r.datasets.join(",")
                 };
                 lines.push(format!(
-                    "{:<24} {:<8} {:<28} {}",
+                    "{:<24} {:<8} {:<8} {:<28} {}",
                     r.name,
                     if r.enabled { "yes" } else { "no" },
+                    if r.connect { "yes" } else { "no" },
                     datasets,
                     r.secret_arn
                 ));
@@ -177,6 +184,7 @@ pub async fn resync(
         name: name.to_string(),
         livemode: key.livemode().unwrap_or(false),
         key,
+        connect: false,
     };
     let client = stripe_pipeline::local::client(cfg);
     let r = match stripe_pipeline::engine::resolve(&client, &[account]).await {

@@ -132,7 +132,21 @@ fn print_summary(cfg: &Config, warehouse: &str, report: &SyncReport) {
         })
         .collect();
     println!("API calls by kind: {}.", calls.join(", "));
+    // A platform may have thousands of connected accounts: one line per platform and mode, and
+    // each connected account that failed in full below it.
+    let mut platforms: std::collections::BTreeMap<(&str, bool), (usize, u64, u64)> =
+        Default::default();
+    for a in report.accounts.iter().filter(|a| a.connected.is_some()) {
+        let platform = a.name.rsplit_once('/').map_or(a.name.as_str(), |(p, _)| p);
+        let entry = platforms.entry((platform, a.livemode)).or_default();
+        entry.0 += 1;
+        entry.1 += a.datasets.iter().map(|d| d.objects).sum::<u64>();
+        entry.2 += a.datasets.iter().map(|d| d.changes).sum::<u64>();
+    }
     for a in &report.accounts {
+        if a.connected.is_some() {
+            continue;
+        }
         let objects: u64 = a.datasets.iter().map(|d| d.objects).sum();
         let changes: u64 = a.datasets.iter().map(|d| d.changes).sum();
         let schema = if a.livemode {
@@ -172,6 +186,31 @@ fn print_summary(cfg: &Config, warehouse: &str, report: &SyncReport) {
                     d.dataset, d.objects, d.changes
                 ),
                 Some(e) => println!("    {:<22} FAILED: {e}", d.dataset),
+            }
+        }
+    }
+    for ((platform, livemode), (n, objects, changes)) in &platforms {
+        let schema = if *livemode {
+            "stripe"
+        } else {
+            "stripe_testmode"
+        };
+        println!(
+            "  {platform}: {n} connected account(s) (connected_account_* in {schema}): {objects} objects listed, {changes} changed objects from events"
+        );
+        for a in report.accounts.iter().filter(|a| {
+            a.connected.is_some() && a.livemode == *livemode && a.name.starts_with(platform)
+        }) {
+            let failed: Vec<&str> = a
+                .datasets
+                .iter()
+                .filter(|d| d.error.is_some())
+                .map(|d| d.dataset.as_str())
+                .collect();
+            if let Some(e) = a.error.as_ref().or(a.feed.error.as_ref()) {
+                println!("    {} FAILED: {e}", a.name);
+            } else if !failed.is_empty() {
+                println!("    {} FAILED: {}", a.name, failed.join(", "));
             }
         }
     }

@@ -130,6 +130,7 @@ async fn a_restricted_key_without_one_permission_fails_that_dataset_only() {
         name: "restricted".into(),
         key: Some(Secret::new(key)),
         key_env: None,
+        connect: false,
     }];
     let report = run(&cfg).await;
     let failures = report.failures();
@@ -236,6 +237,7 @@ async fn a_dataset_the_feed_cannot_refetch_fails_alone_and_is_listed_again() {
             name: "globex".into(),
             key: Some(Secret::new(key)),
             key_env: None,
+            connect: false,
         }]
     };
     cfg.accounts = with_key(&full);

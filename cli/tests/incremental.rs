@@ -187,3 +187,93 @@ async fn an_idle_run_makes_one_events_call_per_account_and_mode() {
         idle.calls.iter().map(|(_, c)| c).sum::<u64>()
     );
 }
+
+/// The simulator's Connect platform in both modes, with `connect = true`.
+fn platform_config(sim: &RunningSim, out: &std::path::Path) -> Config {
+    Config {
+        accounts: platform_accounts(sim),
+        ..incremental_config(sim, out)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_platform_syncs_its_connected_accounts_as_they_come_and_go() {
+    let sim = sim(SimConfig::tiny()).await;
+    let out = tempfile::tempdir().unwrap();
+    let cfg = platform_config(&sim, out.path());
+    assert_ok(&run(&cfg).await);
+    let db_path = out.path().join("stripe_pipeline.duckdb");
+    let platform_equal = || async {
+        let db = stripe_pipeline::warehouse::duckdb::DuckDb::open(&db_path).unwrap();
+        assert_platform_equal(&db, &sim, &all()).await
+    };
+    let first = platform_equal().await;
+    assert_eq!(
+        first.len(),
+        2,
+        "the simulator's platform has two connected accounts"
+    );
+    // Stripe's layout: the connected accounts' rows name the platform and the account.
+    let db = stripe_pipeline::warehouse::duckdb::DuckDb::open(
+        &out.path().join("stripe_pipeline.duckdb"),
+    )
+    .unwrap();
+    let owners = db
+        .query_strings(
+            "SELECT DISTINCT account FROM stripe.connected_account_charges ORDER BY account",
+        )
+        .unwrap();
+    let mut want: Vec<Vec<Option<String>>> = first.iter().map(|a| vec![Some(a.clone())]).collect();
+    want.sort();
+    assert_eq!(owners, want);
+    drop(db);
+
+    // A new account connects, one changes, one leaves: the next runs follow.
+    let platform = sim
+        .info()
+        .account(stripe_sim::AccountKind::Platform)
+        .unwrap()
+        .id
+        .clone();
+    let added = sim.sim().connect_accounts(&platform, 2, 2).unwrap();
+    for livemode in [true, false] {
+        churn(&sim, &first[0], livemode);
+    }
+    sim.sim().advance(PAST_LAG);
+    assert_ok(&run(&cfg).await);
+    let now = platform_equal().await;
+    assert!(added.iter().all(|a| now.contains(a)), "{now:?}");
+
+    sim.sim().deauthorize(&first[1]).unwrap();
+    for livemode in [true, false] {
+        churn(&sim, &added[0], livemode);
+    }
+    sim.sim().advance(PAST_LAG);
+    let report = run(&cfg).await;
+    assert_ok(&report);
+    assert!(
+        report.accounts.iter().all(|a| !a.name.contains(&first[1])),
+        "a deauthorized account is no longer synced"
+    );
+    // Its rows stay; the connected accounts table marks it gone (the platform's snapshot).
+    let left = platform_equal().await;
+    assert!(!left.contains(&first[1]));
+    let db = stripe_pipeline::warehouse::duckdb::DuckDb::open(
+        &out.path().join("stripe_pipeline.duckdb"),
+    )
+    .unwrap();
+    let kept = db
+        .query_strings(&format!(
+            "SELECT CAST(COUNT(*) AS VARCHAR) FROM stripe.connected_account_customers WHERE account = '{}' AND NOT deleted",
+            first[1]
+        ))
+        .unwrap();
+    assert_ne!(kept[0][0].as_deref(), Some("0"), "its data is kept");
+    let gone = db
+        .query_strings(&format!(
+            "SELECT CAST(deleted AS VARCHAR) FROM stripe.connected_accounts WHERE id = '{}'",
+            first[1]
+        ))
+        .unwrap();
+    assert_eq!(gone, vec![vec![Some("true".to_string())]]);
+}

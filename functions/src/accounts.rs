@@ -23,6 +23,10 @@ pub struct AccountRecord {
     /// Only these datasets; empty: every dataset of the catalog.
     #[serde(default)]
     pub datasets: Vec<String>,
+    /// A Connect platform whose connected accounts are synced too (`connected_accounts`, and each
+    /// one's data in the `connected_account_*` tables).
+    #[serde(default)]
+    pub connect: bool,
 }
 
 fn enabled() -> bool {
@@ -58,6 +62,9 @@ impl AccountRecord {
             ),
             ("enabled".to_string(), AttributeValue::Bool(self.enabled)),
         ]);
+        if self.connect {
+            item.insert("connect".into(), AttributeValue::Bool(true));
+        }
         if !self.datasets.is_empty() {
             item.insert(
                 "datasets".into(),
@@ -91,6 +98,10 @@ impl AccountRecord {
             None => true,
             Some(v) => *v.as_bool().map_err(|_| bad("`enabled` is not a boolean"))?,
         };
+        let connect = match item.get("connect") {
+            None => false,
+            Some(v) => *v.as_bool().map_err(|_| bad("`connect` is not a boolean"))?,
+        };
         let datasets = match item.get("datasets") {
             None => Vec::new(),
             Some(AttributeValue::L(list)) => list
@@ -106,6 +117,7 @@ impl AccountRecord {
             secret_arn,
             enabled,
             datasets,
+            connect,
         })
     }
 }
@@ -222,6 +234,7 @@ mod tests {
             secret_arn: "arn:x".into(),
             enabled: false,
             datasets: vec!["charges".into()],
+            connect: true,
         };
         assert_eq!(AccountRecord::from_item(&r.to_item()).unwrap(), r);
         assert_eq!(r.datasets().unwrap()[0].name, "charges");

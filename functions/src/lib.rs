@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod error;
 pub mod message;
+pub mod metrics;
 pub mod notify;
 pub mod scheduler;
 pub mod secrets;

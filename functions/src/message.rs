@@ -12,6 +12,13 @@ pub struct SliceMessage {
     pub id: String,
     /// The account's `name` in the accounts table.
     pub account: String,
+    /// A connected account of that account (a Connect platform): the slice is this one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<String>,
+    /// The Stripe account the key belongs to, as the scheduler's key check found it: the rate
+    /// budget's owner, so that two records holding keys of one Stripe account share one budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<String>,
     #[serde(flatten)]
     pub work: SliceWork,
     /// The scheduler tick (Unix seconds of the scheduled event).
@@ -25,9 +32,29 @@ impl SliceMessage {
         SliceMessage {
             id: format!("{account}/{}@{tick}", work.name()),
             account: account.to_string(),
+            connected: None,
+            merchant_id: None,
             work,
             tick,
             continuation: 0,
+        }
+    }
+
+    /// A slice of the connected account `connected` of the platform `account`:
+    /// `<account>/<connected>/<_events or dataset>@<tick>`.
+    pub fn connected(account: &str, connected: &str, work: SliceWork, tick: i64) -> SliceMessage {
+        SliceMessage {
+            id: format!("{account}/{connected}/{}@{tick}", work.name()),
+            connected: Some(connected.to_string()),
+            ..SliceMessage::new(account, work, tick)
+        }
+    }
+
+    /// The same slice, naming the Stripe account whose rate budget it spends.
+    pub fn of_merchant(self, merchant_id: &str) -> SliceMessage {
+        SliceMessage {
+            merchant_id: Some(merchant_id.to_string()),
+            ..self
         }
     }
 

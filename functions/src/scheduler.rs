@@ -3,10 +3,12 @@
 
 use crate::accounts::AccountRecord;
 use crate::message::{ExportMessage, SliceMessage};
+use crate::metrics;
 use crate::{Error, Services};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures_util::StreamExt;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use stripe_pipeline::config::Account;
 use stripe_pipeline::engine::plan;
@@ -37,6 +39,34 @@ pub struct TickReport {
     /// Accounts that could not be planned (bad key, unreadable secret, malformed item), and failed
     /// sends.
     pub errors: Vec<String>,
+    /// Per table, the age of its stalest account's data in seconds (tables loaded in full only):
+    /// published as the `DataAgeSeconds` metric.
+    pub data_age_secs: BTreeMap<String, i64>,
+    /// How far the stalest table of any account is past the age its schedule allows (the snapshot
+    /// interval for snapshot tables, nothing for tables the change feed keeps current), in seconds:
+    /// published as `OverdueSeconds`, which the stale-data alarm watches.
+    pub overdue_secs: i64,
+}
+
+impl TickReport {
+    fn merge(&mut self, part: TickReport) {
+        self.planned += part.planned;
+        self.sent += part.sent;
+        self.already_sent += part.already_sent;
+        self.errors.extend(part.errors);
+        self.overdue_secs = self.overdue_secs.max(part.overdue_secs);
+        // The part's overdue is counted above: its ages only compete for the oldest per table.
+        for (table, age) in part.data_age_secs {
+            self.aged(table, age, age);
+        }
+    }
+
+    /// Keeps the oldest age per table, and the most overdue.
+    fn aged(&mut self, table: String, age: i64, allowed: i64) {
+        self.overdue_secs = self.overdue_secs.max(age - allowed);
+        let oldest = self.data_age_secs.entry(table).or_default();
+        *oldest = (*oldest).max(age);
+    }
 }
 
 /// Resolves an account's key (`GET /v1/account`): its Stripe id, mode and Stripe's clock.
@@ -55,6 +85,7 @@ pub async fn account_of(svc: &Services, record: &AccountRecord) -> Result<Accoun
         name: record.name.clone(),
         key,
         livemode,
+        connect: record.connect,
     })
 }
 
@@ -82,25 +113,43 @@ pub async fn account_failed(svc: &Services, name: &str, e: &Error) {
         .await;
 }
 
+/// An account's slices due this tick, and the age of each of its tables' data (seconds of Stripe's
+/// clock; tables not loaded in full yet have none) with how old it may be by design.
 async fn plan_account(
     svc: &Services,
     record: &AccountRecord,
     tick: i64,
-) -> Result<Vec<SliceMessage>, Error> {
+) -> Result<(Vec<SliceMessage>, Vec<(String, i64, i64)>), Error> {
     let datasets = record.datasets()?;
     let r = resolve(svc, record).await?;
-    let works = plan::plan(
-        &svc.state.clone().into(),
-        &r,
-        &datasets,
-        r.server_time,
-        &svc.settings.incremental(),
-    )
-    .await?;
-    Ok(works
+    let state = svc.state.clone().into();
+    let settings = svc.settings.incremental();
+    let mut ages = Vec::new();
+    let mut age = |planned: &plan::Plan| {
+        ages.extend(planned.freshness.iter().filter_map(|f| {
+            let age = (r.server_time - f.as_of?).max(0);
+            Some((f.table.clone(), age, f.allowed_secs))
+        }));
+    };
+    let planned = plan::plan(&state, &r, &r.datasets(&datasets), r.server_time, &settings).await?;
+    age(&planned);
+    let mut messages: Vec<SliceMessage> = planned
+        .works
         .into_iter()
-        .map(|w| SliceMessage::new(&record.name, w, tick))
-        .collect())
+        .map(|w| SliceMessage::new(&record.name, w, tick).of_merchant(&r.merchant_id))
+        .collect();
+    // A platform's connected accounts, as `GET /v1/accounts` lists them now: one that was
+    // deauthorized is planned no more.
+    for c in engine::resolve::connected(&svc.stripe_client(), &r).await? {
+        let id = c.connected.clone().unwrap_or_default();
+        let planned =
+            plan::plan(&state, &c, &c.datasets(&datasets), r.server_time, &settings).await?;
+        age(&planned);
+        messages.extend(planned.works.into_iter().map(|w| {
+            SliceMessage::connected(&record.name, &id, w, tick).of_merchant(&r.merchant_id)
+        }));
+    }
+    Ok((messages, ages))
 }
 
 /// One tick: seed accounts, plan, and send the slices not yet sent for this tick.
@@ -131,14 +180,15 @@ pub async fn tick(svc: &Services, tick: i64) -> Result<TickReport, Error> {
         .map(|record| account_tick(svc, record, tick))
         .buffer_unordered(ACCOUNTS_AT_ONCE);
     while let Some(part) = accounts.next().await {
-        let part = part?;
-        report.planned += part.planned;
-        report.sent += part.sent;
-        report.already_sent += part.already_sent;
-        report.errors.extend(part.errors);
+        report.merge(part?);
     }
     if let Err(e) = plan_export(svc, tick, &mut report).await {
         report.errors.push(e.to_string());
+    }
+    let namespace = &svc.settings.metrics_namespace;
+    for line in metrics::data_age(namespace, tick, &report.data_age_secs, report.overdue_secs) {
+        // Lambda's standard output goes to CloudWatch Logs, which turns these lines into metrics.
+        println!("{line}");
     }
     tracing::info!(
         tick,
@@ -163,11 +213,14 @@ async fn account_tick(
 ) -> Result<TickReport, Error> {
     let mut part = TickReport::default();
     match plan_account(svc, &record, tick).await {
-        Ok(messages) => {
+        Ok((messages, ages)) => {
             svc.alerts
                 .succeeded(&account_scope(&record.name), &record.name, "account")
                 .await;
             part.planned = messages.len();
+            for (table, age, allowed) in ages {
+                part.aged(table, age, allowed);
+            }
             send_once(svc, tick, messages, &mut part).await?;
         }
         Err(e) => {

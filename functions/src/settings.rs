@@ -36,6 +36,9 @@ pub struct Settings {
     /// `STRIPE_PIPELINE_RATE_SLOT_WAIT_SECS`: how long a slice waits when its account's rate slots are
     /// all held by other workers (default 30; the wait is this plus up to as much again, at random).
     pub rate_slot_wait_secs: u64,
+    /// `STRIPE_PIPELINE_METRICS_NAMESPACE`: the CloudWatch namespace of the scheduler's metrics
+    /// (default `StripePipeline`; the template names it after the stack, so stacks do not mix).
+    pub metrics_namespace: String,
     /// The Redshift warehouse the worker loads each slice into, checked from `pipeline.redshift`
     /// (naming a workgroup or a cluster turns it on); none: the Parquet lake is the output.
     pub redshift: Option<RedshiftSettings>,
@@ -147,6 +150,9 @@ impl Settings {
             seed_accounts,
             failure_alert_after: failure_alert_after as u32,
             rate_slot_wait_secs: rate_slot_wait_secs as u64,
+            metrics_namespace: env("STRIPE_PIPELINE_METRICS_NAMESPACE")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "StripePipeline".into()),
             redshift,
             export: (export_every_minutes > 0).then(|| ExportSettings {
                 url: export_url,

@@ -176,7 +176,10 @@ pub async fn run(
         }
     };
     let state: StateStore = svc.state.clone().into();
-    let Some(slot) = rate_slot(&state, &account, run_id, stop).await? else {
+    // The Stripe account the scheduler found for the key; a message from before it named one: the
+    // record.
+    let budget = message.merchant_id.as_deref().unwrap_or(&record.name);
+    let Some(slot) = rate_slot(&state, budget, account.livemode, run_id, stop).await? else {
         return defer(svc, message, &account).await;
     };
     let ran = run_in_slot(svc, message, &record, account, &datasets, run_id, stop).await;
@@ -184,21 +187,23 @@ pub async fn run(
     ran
 }
 
-/// Takes one of the account's rate slots (see [`Limiter`](stripe_pipeline::stripe::Limiter)): a
-/// lease on `_rate/<account>/<mode>/<n>`, held until the slice ends, its key check included, so
-/// every request of the slice is within the slot's part of the budget. `None`: all are held.
+/// Takes one of a Stripe account's rate slots (see [`Limiter`](stripe_pipeline::stripe::Limiter)):
+/// a lease on `_rate/<merchant>/<mode>/<n>`, held until the slice ends, its key check included, so
+/// every request of the slice is within the slot's part of the budget. A platform's connected
+/// accounts spend the platform's. `None`: all are held.
 async fn rate_slot(
     state: &StateStore,
-    account: &Account,
+    budget: &str,
+    livemode: bool,
     owner: &str,
     stop: Instant,
 ) -> Result<Option<Lease>, Error> {
     // Like the slice's lease: a function killed at its deadline frees the slot shortly after.
     let ttl = stop.saturating_duration_since(Instant::now()).as_secs() as i64
         + plan::SLICE_LEASE_GRACE_SECS;
-    let mode = if account.livemode { "live" } else { "test" };
-    for n in 0..rate_slots(account.livemode) {
-        let key = format!("_rate/{}/{mode}/{n}", account.name);
+    let mode = if livemode { "live" } else { "test" };
+    for n in 0..rate_slots(livemode) {
+        let key = format!("_rate/{budget}/{mode}/{n}");
         match state.acquire(&key, owner, ttl).await {
             Ok(lease) => return Ok(Some(lease)),
             Err(StateError::Leased { .. }) => continue,
@@ -254,7 +259,11 @@ async fn run_in_slot(
     stop: Instant,
 ) -> Result<Ran, Error> {
     let r = match check(svc, account).await {
-        Ok(r) => r,
+        // A connected account's slice: the platform's key, checked, with its `Stripe-Account`.
+        Ok(r) => match &message.connected {
+            Some(id) => r.connected(id.clone()),
+            None => r,
+        },
         Err(e) => {
             account_failed(svc, &record.name, &e).await;
             return Err(e);

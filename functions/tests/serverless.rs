@@ -18,10 +18,10 @@ use stripe_pipeline_functions::settings::ExportSettings;
 use stripe_pipeline_functions::worker::{self, Ran};
 use stripe_pipeline_functions::{scheduler, Services};
 use stripe_pipeline_testkit::acceptance::{
-    assert_equal, assert_scopes_equal, assert_warehouse_equal, churn, key_without, merchants,
-    read_export,
+    assert_equal, assert_platform_equal, assert_scopes_equal, assert_warehouse_equal, churn,
+    key_without, merchants, platform_accounts, read_export,
 };
-use stripe_sim::SimConfig;
+use stripe_sim::{AccountKind, SimConfig};
 
 /// Simulated seconds between changes and the next tick: more than the feed's lag.
 const PAST_LAG: i64 = 120;
@@ -86,6 +86,8 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
     let first = scheduler::tick(&d.services, tick).await.unwrap();
     assert!(first.errors.is_empty(), "{:?}", first.errors);
     assert_eq!((first.seeded, first.accounts), (4, 4));
+    // Nothing is loaded in full yet: no table has an age.
+    assert!(first.data_age_secs.is_empty(), "{:?}", first.data_age_secs);
     // Every account-mode: its change feed and a first list of every dataset.
     assert_eq!(first.planned, 4 * (1 + all().len()));
     assert_eq!(first.sent, first.planned);
@@ -153,6 +155,38 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
     check_lake(&d, &sim).await;
     // The first load is announced once, not again.
     assert!(notifications(&d).await.is_empty());
+
+    // Every table's age is measured from the cursors; two hours without workers and it has grown.
+    let tables: Vec<String> = all().iter().map(|d| d.main_table().name.clone()).collect();
+    let aged: Vec<&String> = second.data_age_secs.keys().collect();
+    assert_eq!(
+        aged,
+        tables
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        second
+            .data_age_secs
+            .values()
+            .all(|age| (0..3600).contains(age)),
+        "{:?}",
+        second.data_age_secs
+    );
+    sim.sim().advance(7200);
+    let stale = scheduler::tick(&d.services, tick + 1800).await.unwrap();
+    for (table, age) in &stale.data_age_secs {
+        assert!(*age >= 7200, "{table}: {age}");
+        assert!(*age > second.data_age_secs[table], "{table}");
+    }
+    // Snapshots here are due on every tick, so the stalest table is overdue by its whole age.
+    assert_eq!(
+        stale.overdue_secs,
+        *stale.data_age_secs.values().max().unwrap()
+    );
+    assert!(second.overdue_secs < 3600, "{second:?}");
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
@@ -181,17 +215,23 @@ async fn a_tick_of_a_thousand_accounts_cut_off_part_way_loses_nothing() {
             secret_arn: arn.clone(),
             enabled: true,
             datasets: vec!["charges".into()],
+            connect: false,
         };
         assert!(d.services.accounts.add_if_missing(&record).await.unwrap());
     }
     let tick = 1_800_000_000;
-    // Cut off after a second, as a Lambda timeout would (the future is dropped mid-way).
-    let cut =
-        tokio::time::timeout(Duration::from_secs(1), scheduler::tick(&d.services, tick)).await;
-    assert!(
-        cut.is_err(),
-        "the tick finished within a second: cut it earlier"
-    );
+    // Cut off as soon as it has sent something, as a Lambda timeout would (the future is dropped
+    // mid-way). Waiting for the first sends, not for a fixed time, keeps the cut part-way on a
+    // machine of any speed.
+    let first_sends = async {
+        while queue_depth(&d, &d.queue_url).await == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        _ = scheduler::tick(&d.services, tick) => panic!("the tick finished before it was cut"),
+        () = first_sends => {}
+    }
     let sent_before = queue_depth(&d, &d.queue_url).await;
     assert!(sent_before > 0, "the cut-off tick sent nothing");
 
@@ -236,9 +276,21 @@ async fn workers_together_keep_each_account_within_its_rate_budget() {
         s.rate_slot_wait_secs = 1;
     })
     .await;
+    // A second record holding the first account's live key: both records spend that Stripe
+    // account's one budget (the slots are the account's, not the record's).
+    let key = sim.info().key("secret", "live", 0).unwrap();
+    let again = stripe_pipeline_functions::accounts::AccountRecord {
+        secret_arn: secret(&d.sdk, "a0-live-again", &key).await,
+        name: "a0-live-again".into(),
+        enabled: true,
+        datasets: Vec::new(),
+        connect: false,
+    };
+    assert!(d.services.accounts.add_if_missing(&again).await.unwrap());
     let workers: Vec<Services> = (0..WORKERS).map(|_| worker(&d)).collect();
     let tick = scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
     assert!(tick.errors.is_empty(), "{:?}", tick.errors);
+    assert_eq!(tick.accounts, 5);
     sim.sim().reset_stats();
 
     let started = Instant::now();
@@ -737,4 +789,67 @@ async fn workers_build_exports_in_stripes_layout_once_per_interval() {
         read_export(store, &format!("{mode}/{date}"), livemode, dir.path(), &db).await;
     }
     assert_warehouse_equal(&db, &sim, &scopes(&sim), &all()).await;
+}
+
+/// A Connect platform (`connect` in its record): each tick lists its connected accounts and plans
+/// their slices with the platform's key; workers load them into the `connected_account_*` tables.
+/// An account connected later is synced from the next tick, one deauthorized is planned no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platforms_connected_accounts_are_planned_and_loaded() {
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy(&sim, |s| s.seed_accounts.clear()).await;
+    for a in platform_accounts(&sim) {
+        let key = a.key.as_ref().unwrap().expose().to_string();
+        let record = stripe_pipeline_functions::accounts::AccountRecord {
+            secret_arn: secret(&d.sdk, &a.name, &key).await,
+            name: a.name,
+            enabled: true,
+            datasets: Vec::new(),
+            connect: true,
+        };
+        assert!(d.services.accounts.add_if_missing(&record).await.unwrap());
+    }
+    let platform_equal = || async {
+        let dir = tempfile::tempdir().unwrap();
+        replay_lake(&d, dir.path()).await;
+        let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+        assert_platform_equal(&db, &sim, &all()).await
+    };
+    let tick = 1_800_000_000;
+    let first = scheduler::tick(&d.services, tick).await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    // Per mode: the platform's feed and lists (its datasets and `accounts`), and each of its two
+    // connected accounts' feed and lists.
+    assert_eq!(
+        first.planned,
+        2 * ((2 + all().len()) + 2 * (1 + all().len()))
+    );
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!((drained.messages, drained.failures), (first.sent, 0));
+    let connected = platform_equal().await;
+    assert_eq!(connected.len(), 2);
+
+    let platform = sim
+        .info()
+        .account(AccountKind::Platform)
+        .unwrap()
+        .id
+        .clone();
+    let added = sim.sim().connect_accounts(&platform, 1, 2).unwrap();
+    sim.sim().deauthorize(&connected[1]).unwrap();
+    for livemode in [true, false] {
+        churn(&sim, &connected[0], livemode);
+    }
+    sim.sim().advance(PAST_LAG);
+    let second = scheduler::tick(&d.services, tick + 900).await.unwrap();
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 0);
+    assert!(
+        !drained.bodies.iter().any(|b| b.contains(&connected[1])),
+        "a deauthorized account is planned no more"
+    );
+    assert!(drained.bodies.iter().any(|b| b.contains(&added[0])));
+    let now = platform_equal().await;
+    assert_eq!(now, vec![connected[0].clone(), added[0].clone()]);
 }

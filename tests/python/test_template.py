@@ -226,6 +226,7 @@ def test_translation_yields_the_expected_resources(translated):
         "DeadLetterGrowthAlarm": "AWS::CloudWatch::Alarm",
         "QueueAgeAlarm": "AWS::CloudWatch::Alarm",
         "SchedulerSilenceAlarm": "AWS::CloudWatch::Alarm",
+        "StaleDataAlarm": "AWS::CloudWatch::Alarm",
         "SchedulerErrorsAlarm": "AWS::CloudWatch::Alarm",
         "WorkerErrorsAlarm": "AWS::CloudWatch::Alarm",
         "RedshiftCopyRole": "AWS::IAM::Role",  # created only with a Redshift workgroup or cluster
@@ -379,7 +380,14 @@ def test_resources_moto_cannot_create_are_declared_right(translated):
     assert silence["Period"] == {"Ref": "SchedulerSilenceAlarmSeconds"}
     assert (silence["Threshold"], silence["ComparisonOperator"]) == (1, "LessThanThreshold")
     assert silence["TreatMissingData"] == "breaching"
-    for props in (age, silence):
+    # Stale tables: the scheduler's metric in its stack's namespace (functions/src/metrics.rs names it).
+    stale = res["StaleDataAlarm"]["Properties"]
+    assert stale["Namespace"] == {"Fn::Sub": "StripePipeline/${AWS::StackName}"}
+    assert stale["MetricName"] == "OverdueSeconds" and "Dimensions" not in stale
+    assert (stale["Statistic"], stale["ComparisonOperator"]) == ("Maximum", "GreaterThanThreshold")
+    assert stale["Threshold"] == {"Ref": "StaleDataAlarmSeconds"}
+    assert stale["TreatMissingData"] == "notBreaching"
+    for props in (age, silence, stale):
         assert props["AlarmActions"] == props["OKActions"] == [{"Ref": "AlertTopic"}]
 
 
@@ -403,8 +411,9 @@ def test_functions_get_their_settings_from_the_environment(stack, aws_client):
     scheduler = function_config(aws_client, stack, "SchedulerFunction")["Environment"]["Variables"]
     worker = function_config(aws_client, stack, "WorkerFunction")["Environment"]["Variables"]
     assert set(worker) == COMMON_ENV
-    assert set(scheduler) == COMMON_ENV | {"STRIPE_PIPELINE_SEED_ACCOUNTS"}
+    assert set(scheduler) == COMMON_ENV | {"STRIPE_PIPELINE_SEED_ACCOUNTS", "STRIPE_PIPELINE_METRICS_NAMESPACE"}
     assert scheduler["STRIPE_PIPELINE_SEED_ACCOUNTS"] == SEED
+    assert scheduler["STRIPE_PIPELINE_METRICS_NAMESPACE"] == f"StripePipeline/{stack['name']}"
     expected = {
         "STRIPE_PIPELINE_ACCOUNTS_TABLE": ids["AccountsTable"],
         "STRIPE_PIPELINE_STATE_TABLE": ids["StateTable"],

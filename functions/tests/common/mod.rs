@@ -97,6 +97,7 @@ pub async fn seed_accounts(sdk: &SdkConfig, sim: &RunningSim) -> Vec<AccountReco
                 name,
                 enabled: true,
                 datasets: Vec::new(),
+                connect: false,
             });
         }
     }
@@ -440,15 +441,22 @@ pub async fn replay_lake(d: &Deployment, dir: &Path) -> usize {
     }
     let lake = stripe_pipeline::lake::Lake::local(&dir.join("lake")).unwrap();
     let db = DuckDb::open(&dir.join("stripe_pipeline.duckdb")).unwrap();
+    // Every dataset: a merchant's own, a platform's connected accounts, and theirs.
+    let catalog = Catalog::get();
+    let every = || {
+        catalog
+            .datasets
+            .iter()
+            .chain(&catalog.platform)
+            .chain(Catalog::connected())
+    };
     for livemode in [true, false] {
-        for dataset in &Catalog::get().datasets {
+        for dataset in every() {
             db.prepare(livemode, dataset).await.unwrap();
         }
     }
     for ((livemode, merchant, _), files) in &batches {
-        let dataset = Catalog::get()
-            .datasets
-            .iter()
+        let dataset = every()
             .find(|ds| ds.tables.iter().any(|t| t.name == files[0].0))
             .unwrap();
         db.load(&Load {

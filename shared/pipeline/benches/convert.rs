@@ -45,6 +45,7 @@ fn list(objs: &[Value]) -> Value {
 fn to_arrow(c: &mut Converter, page: &[u8]) -> Vec<(String, RecordBatch)> {
     let ctx = RowContext {
         merchant_id: "acct_bench",
+        account: None,
         batch_timestamp: 1,
         deleted: false,
     };

@@ -126,6 +126,7 @@ async fn main() {
             name: "bench".into(),
             key: Some(Secret::new(key)),
             key_env: None,
+            connect: false,
         }],
         ..Config::default()
     };

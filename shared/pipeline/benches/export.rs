@@ -44,6 +44,7 @@ async fn deliver(lake: &Lake, templates: &[Value], ids: &[u64], ts: i64, run: &s
                 &obj,
                 RowContext {
                     merchant_id: "acct_bench",
+                    account: None,
                     batch_timestamp: ts,
                     deleted: false,
                 },

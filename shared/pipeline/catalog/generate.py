@@ -47,6 +47,8 @@ def fit_identifier(name):
 #   default_params  query parameters always sent to the list endpoint, as [name, value] pairs
 #   events          extra event types whose data.object is this object: "a.b.*" is a prefix, else exact.
 #                   Types "<object>.<action>" (no further dot) are always included.
+#   no_events       the dataset's changes reach no feed the engine reads (event_types stays empty, so it
+#                   is listed again on the snapshot interval and its new objects on every run)
 #   sigma_columns   extra main-table columns of Stripe's Data Pipeline that the API object lacks
 #   children        child tables: name, source (path of the array or list field), parent_key,
 #                   nested_list_path (for list objects: endpoint paging the full list, {id} = parent id),
@@ -143,6 +145,18 @@ DATASETS = [
     },
     {"name": "setup_intents", "list_path": "/v1/setup_intents", "object": "setup_intent"},
     {"name": "application_fees", "list_path": "/v1/application_fees", "object": "application_fee"},
+    {
+        # A Connect platform's connected accounts (synced only for accounts configured with
+        # `connect = true`). Stripe's Data Pipeline calls the table `connected_accounts`. The
+        # `account.*` events of a connected account are in that account's own feed, not in the
+        # platform's, so the platform's feed never sees them: new accounts come with each run's list
+        # of new objects, changes and deauthorizations with the snapshot.
+        "name": "accounts",
+        "list_path": "/v1/accounts",
+        "object": "account",
+        "table": "connected_accounts",
+        "no_events": True,
+    },
 ]
 
 # A `.deleted` event that is not a deletion.
@@ -502,7 +516,7 @@ def build_dataset(spec, ds, all_events):
     for child in children:
         tables.append(build_child(spec, schema, child, main))
 
-    events = dataset_events(all_events, ds)
+    events = [] if ds.get("no_events") else dataset_events(all_events, ds)
     return {
         "name": name,
         "list_path": ds["list_path"],

@@ -10,6 +10,31 @@ use std::sync::OnceLock;
 pub const MERCHANT_ID: &str = "merchant_id";
 pub const BATCH_TIMESTAMP: &str = "batch_timestamp";
 pub const DELETED: &str = "deleted";
+/// The connected account a Connect platform's row belongs to, in the `connected_account_<table>` tables
+/// (Stripe's Data Pipeline layout); `merchant_id` is the platform there.
+pub const ACCOUNT: &str = "account";
+/// The prefix of the tables that hold a Connect platform's connected accounts' data.
+pub const CONNECTED_PREFIX: &str = "connected_account_";
+/// The dataset of a platform's connected accounts (table `connected_accounts`).
+pub const ACCOUNTS: &str = "accounts";
+
+/// Whose rows: a merchant's, or one connected account's rows of a Connect platform (`merchant_id` is
+/// the platform, `account` the connected account, in the `connected_account_*` tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub merchant_id: &'a str,
+    pub account: Option<&'a str>,
+}
+
+impl<'a> Owner<'a> {
+    /// A merchant's own rows.
+    pub fn merchant(merchant_id: &'a str) -> Owner<'a> {
+        Owner {
+            merchant_id,
+            account: None,
+        }
+    }
+}
 
 static CATALOG_JSON: &str = include_str!("../catalog/catalog.json");
 
@@ -67,6 +92,10 @@ pub struct Table {
     /// Endpoint paging the complete nested list when the embedded one has `has_more` (`{id}` = parent).
     pub nested_list_path: Option<String>,
     pub columns: Vec<Column>,
+    /// A table of a platform's connected accounts' data: named `connected_account_<table>`, with the
+    /// [`ACCOUNT`] column. Never in the JSON: [`Catalog::connected`] derives these tables.
+    #[serde(skip)]
+    pub connected: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,22 +127,56 @@ impl Dataset {
 pub struct Catalog {
     pub api_version: String,
     pub generated_from: String,
+    /// The datasets of a merchant's own objects: what "every dataset" means.
     pub datasets: Vec<Dataset>,
+    /// The datasets only a Connect platform configured with `connect = true` syncs (`accounts`).
+    /// In the JSON they are among the datasets; [`Catalog::get`] moves them here.
+    #[serde(skip)]
+    pub platform: Vec<Dataset>,
 }
 
 impl Catalog {
     /// The committed catalog (parsed once).
     pub fn get() -> &'static Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
-        CATALOG.get_or_init(|| match serde_json::from_str(CATALOG_JSON) {
-            Ok(c) => c,
+        CATALOG.get_or_init(|| match serde_json::from_str::<Catalog>(CATALOG_JSON) {
+            Ok(mut c) => {
+                let (platform, own) = c.datasets.into_iter().partition(|d| d.name == ACCOUNTS);
+                c.datasets = own;
+                c.platform = platform;
+                c
+            }
             // The file is part of the source tree and tested; a parse error is a build defect.
             Err(e) => panic!("catalog/catalog.json is invalid: {e}"),
         })
     }
 
+    /// A dataset by name, a platform's ones included.
     pub fn dataset(&self, name: &str) -> Option<&Dataset> {
-        self.datasets.iter().find(|d| d.name == name)
+        self.datasets
+            .iter()
+            .chain(&self.platform)
+            .find(|d| d.name == name)
+    }
+
+    /// The datasets as a Connect platform stores its connected accounts' data: the same datasets and
+    /// columns, every table named `connected_account_<table>` and given the `account` column.
+    pub fn connected() -> &'static [Dataset] {
+        static CONNECTED: OnceLock<Vec<Dataset>> = OnceLock::new();
+        CONNECTED.get_or_init(|| {
+            Catalog::get()
+                .datasets
+                .iter()
+                .map(|d| {
+                    let mut d = d.clone();
+                    for t in &mut d.tables {
+                        t.name = format!("{CONNECTED_PREFIX}{}", t.name);
+                        t.connected = true;
+                    }
+                    d
+                })
+                .collect()
+        })
     }
 
     /// Every table of every dataset.

@@ -59,6 +59,11 @@ pub struct AccountConfig {
     /// Name of an environment variable holding the key, instead of `key`.
     #[serde(default)]
     pub key_env: Option<String>,
+    /// A Connect platform: also sync its connected accounts (`GET /v1/accounts`, each read with the
+    /// platform's key and `Stripe-Account`) into `connected_accounts` and the `connected_account_*`
+    /// tables, whose `account` column names the connected account. Default false.
+    #[serde(default)]
+    pub connect: bool,
 }
 
 /// The whole configuration.
@@ -347,6 +352,8 @@ pub struct Account {
     pub name: String,
     pub key: Secret,
     pub livemode: bool,
+    /// Also sync the platform's connected accounts ([`AccountConfig::connect`]).
+    pub connect: bool,
 }
 
 /// Everything wrong with a configuration, in one message.
@@ -494,6 +501,7 @@ impl Config {
                     name,
                     key: Some(Secret::new(key)),
                     key_env: None,
+                    connect: false,
                 });
             }
         }
@@ -680,7 +688,7 @@ impl Config {
             };
             if let Some(key) = key {
                 match key.livemode() {
-                    Some(livemode) => out.push(Account { name: a.name.clone(), key, livemode }),
+                    Some(livemode) => out.push(Account { name: a.name.clone(), key, livemode, connect: a.connect }),
                     None => problems.push(format!("account '{}': the key does not look like a Stripe secret or restricted key (sk_live_…, rk_live_…, sk_test_…, rk_test_…)", a.name)),
                 }
             }

@@ -7,6 +7,7 @@
 //! name and never rewritten, so a reader never sees a half-written file and a replayed slice only adds
 //! files whose rows the warehouse merge deduplicates.
 
+use crate::catalog::Owner;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
@@ -196,6 +197,7 @@ pub fn encode(batches: &[RecordBatch], table: &str) -> Result<Vec<u8>, LakeError
 fn newest_versions(
     path: &str,
     bytes: bytes::Bytes,
+    account: Option<&str>,
     newest: &mut std::collections::HashMap<String, (i64, bool)>,
 ) -> Result<(), LakeError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -206,10 +208,9 @@ fn newest_versions(
     };
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?;
-    let mask = ProjectionMask::columns(
-        builder.parquet_schema(),
-        ["id", "batch_timestamp", "deleted"],
-    );
+    let mut wanted = vec!["id", "batch_timestamp", "deleted"];
+    wanted.extend(account.map(|_| crate::catalog::ACCOUNT));
+    let mask = ProjectionMask::columns(builder.parquet_schema(), wanted);
     let reader = builder
         .with_projection(mask)
         .build()
@@ -231,9 +232,20 @@ fn newest_versions(
         let deleted = deleted
             .as_boolean_opt()
             .ok_or_else(|| bad("deleted is not a boolean column".into()))?;
+        let owners = match account {
+            Some(_) => Some(column(crate::catalog::ACCOUNT)?),
+            None => None,
+        };
+        let owners = owners.as_ref().and_then(|o| o.as_string_opt::<i32>());
         for i in 0..batch.num_rows() {
             if ids.is_null(i) || ts.is_null(i) {
                 continue;
+            }
+            // A connected account's rows share their platform's folder with the other accounts'.
+            if let (Some(want), Some(owners)) = (account, owners) {
+                if owners.is_null(i) || owners.value(i) != want {
+                    continue;
+                }
             }
             let version = (ts.value(i), !deleted.is_null(i) && deleted.value(i));
             match newest.get_mut(ids.value(i)) {
@@ -484,7 +496,7 @@ impl Lake {
     }
 
     /// Writes a run's manifest (after all its files).
-    /// Ids of `table`'s objects of one merchant whose newest version in the lake is not deleted and
+    /// Ids of `table`'s objects of one owner whose newest version in the lake is not deleted and
     /// older than `before` (a `batch_timestamp`, Unix microseconds): after a complete list that started
     /// at `before`, these objects are gone from Stripe. What a warehouse answers with SQL, for a
     /// deployment without one; it reads every file of the table's merchant folder (only the `id`,
@@ -494,10 +506,14 @@ impl Lake {
         &self,
         livemode: bool,
         table: &str,
-        merchant_id: &str,
+        owner: Owner<'_>,
         before: i64,
     ) -> Result<Vec<String>, LakeError> {
-        let folder = format!("{}/{table}/merchant_id={merchant_id}", mode_root(livemode));
+        let folder = format!(
+            "{}/{table}/merchant_id={}",
+            mode_root(livemode),
+            owner.merchant_id
+        );
         // Newest (batch_timestamp, deleted) per id; at the same time a deletion wins, as in the
         // warehouse, whose marks only move the version time forward.
         let mut newest: std::collections::HashMap<String, (i64, bool)> = Default::default();
@@ -506,7 +522,7 @@ impl Lake {
                 continue;
             }
             let bytes = self.read(&entry.path).await?;
-            newest_versions(&entry.path, bytes, &mut newest)?;
+            newest_versions(&entry.path, bytes, owner.account, &mut newest)?;
         }
         let mut stale: Vec<String> = newest
             .into_iter()

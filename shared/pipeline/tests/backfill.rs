@@ -36,6 +36,7 @@ async fn backfill(
             name: "live".into(),
             key: Some(Secret::new(info.key("secret", "live", 0).unwrap())),
             key_env: None,
+            connect: false,
         }],
         ..Config::default()
     };

@@ -54,6 +54,7 @@ async fn two_runs_at_once_never_work_on_the_same_account() {
                 name: format!("a-{mode}"),
                 key: Some(Secret::new(info.key("secret", mode, 0).unwrap())),
                 key_env: None,
+                connect: false,
             })
             .collect(),
         ..Config::default()

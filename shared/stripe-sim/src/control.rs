@@ -43,6 +43,25 @@ struct MintKey {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Connect {
+    platform: String,
+    count: usize,
+    #[serde(default = "one")]
+    objects: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Deauthorize {
+    account: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Pause {
     paused: bool,
 }
@@ -130,6 +149,12 @@ pub async fn handle(sim: &Arc<Simulator>, req: Request<Incoming>) -> Response<Si
                 sim.resume();
             }
             json!({"paused": p.paused})
+        }),
+        (&Method::POST, "connected_accounts") => parse::<Connect>(&body).and_then(|c| {
+            sim.connect_accounts(&c.platform, c.count, c.objects).map(|ids| json!({"ids": ids})).map_err(|e| e.to_string())
+        }),
+        (&Method::POST, "deauthorize") => parse::<Deauthorize>(&body).and_then(|d| {
+            sim.deauthorize(&d.account).map(|()| json!({"account": d.account})).map_err(|e| e.to_string())
         }),
         (&Method::POST, "keys") => parse::<MintKey>(&body).and_then(|k| {
             let live = livemode(&k.mode)?;

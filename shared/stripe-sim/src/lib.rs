@@ -385,6 +385,26 @@ impl Simulator {
         )
     }
 
+    /// Connects `count` new accounts to the Connect platform `platform`, each with `objects` as its
+    /// base count per resource in both modes (see [`Profile::objects`]); returns their ids.
+    pub fn connect_accounts(
+        &self,
+        platform: &str,
+        count: usize,
+        objects: usize,
+    ) -> Result<Vec<String>, ControlError> {
+        let now = self.now();
+        self.world
+            .write()
+            .connect_accounts(platform, count, objects, now)
+    }
+
+    /// The connected account `account` revokes its platform's access: the platform lists it no more
+    /// and its requests for it get 403.
+    pub fn deauthorize(&self, account: &str) -> Result<(), ControlError> {
+        self.world.write().deauthorize(account)
+    }
+
     pub fn set_faults(&self, rules: Vec<FaultRule>) {
         self.faults.set(rules);
     }

@@ -468,6 +468,94 @@ impl World {
         Ok(info)
     }
 
+    /// Connects `count` new accounts to `platform` now, each with a small history of `objects` per
+    /// resource base count in both modes; they show in the platform's `GET /v1/accounts` and answer
+    /// its key with their `Stripe-Account` id. Returns their ids.
+    pub fn connect_accounts(
+        &mut self,
+        platform: &str,
+        count: usize,
+        objects: usize,
+        now: i64,
+    ) -> Result<Vec<String>, ControlError> {
+        match self.account(platform) {
+            Some(a) if a.kind == AccountKind::Platform => {}
+            Some(_) => {
+                return Err(ControlError::Invalid(format!(
+                    "{platform} is not a Connect platform"
+                )))
+            }
+            None => return Err(ControlError::UnknownAccount(platform.to_string())),
+        }
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            self.minted += 1;
+            let mut rng = Rng::new(self.seed, 2_000_000 + self.minted);
+            let id = account_id(&mut rng);
+            self.accounts.push(Account {
+                id: id.clone(),
+                name: format!("Connected {}", self.minted),
+                kind: AccountKind::Connected,
+                platform: Some(platform.to_string()),
+                api_version: PINNED_API_VERSION.to_string(),
+            });
+            for livemode in [false, true] {
+                let stream = 3_000_000 + self.minted * 2 + livemode as u64;
+                let mut scope = Scope::new(
+                    &id,
+                    livemode,
+                    true,
+                    PINNED_API_VERSION,
+                    Rng::new(self.seed, stream),
+                );
+                if let Some(platform_scope) = self.scopes.get(&(platform.to_string(), livemode)) {
+                    scope.event_policy = platform_scope.event_policy;
+                }
+                generate::generate(&mut scope, objects, now, Vec::new());
+                self.scopes.insert((id.clone(), livemode), scope);
+                let acct = account_object(&self.accounts, &id, now, livemode);
+                self.scope_mut(platform, livemode)?
+                    .table_mut(Res::Account)
+                    .push(crate::table::Row {
+                        id: id.as_str().into(),
+                        created: now,
+                        json: crate::scope::to_bytes(&acct),
+                        deleted: false,
+                        attrs: Box::new([]),
+                        visible_at: 0,
+                    });
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// The connected account revokes its platform's access, as `account.application.deauthorized`
+    /// reports: the platform's `GET /v1/accounts` lists it no more (its ground truth shows it
+    /// deleted) and the platform's requests for it are refused with 403. Its own data stays.
+    pub fn deauthorize(&mut self, account: &str) -> Result<(), ControlError> {
+        let a = self
+            .accounts
+            .iter_mut()
+            .find(|a| a.id == account)
+            .ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
+        let Some(platform) = a.platform.take() else {
+            return Err(ControlError::Invalid(format!(
+                "{account} is not connected to a platform"
+            )));
+        };
+        for livemode in [false, true] {
+            if let Some(row) = self
+                .scope_mut(&platform, livemode)?
+                .table_mut(Res::Account)
+                .get_mut(account)
+            {
+                row.deleted = true;
+            }
+        }
+        Ok(())
+    }
+
     pub fn set_event_policy(&mut self, policy: EventPolicy) {
         for scope in self.scopes.values_mut() {
             scope.event_policy = policy;

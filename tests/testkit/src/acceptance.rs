@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use stripe_pipeline::catalog::{Catalog, Column, ColumnType, Dataset, TableKind};
+use stripe_pipeline::catalog::{Catalog, Column, ColumnType, Dataset, Owner, TableKind};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
 use stripe_pipeline::engine::{self, Quiet, SyncReport};
 use stripe_pipeline::export::MARKER;
@@ -29,6 +29,7 @@ pub fn config(sim: &RunningSim, out: &Path) -> Config {
                 name: format!("a{n}-{mode}"),
                 key: Some(Secret::new(info.key("secret", mode, n).unwrap())),
                 key_env: None,
+                connect: false,
             });
         }
     }
@@ -121,10 +122,20 @@ fn same(col: &Column, got: &Option<String>, want: &Option<String>) -> bool {
 
 /// Rows of a child or metadata table whose parent is not deleted (rows of deleted objects are kept as
 /// they were last seen).
-fn live_parent(schema: &str, dataset: &Dataset, parent: &str, merchant: &str) -> String {
+/// `SELECT {select}` of a child or metadata table's rows of one owner (`filter`) whose parent is not
+/// deleted.
+fn of_live_parents(
+    select: &str,
+    schema: &str,
+    dataset: &Dataset,
+    table: &stripe_pipeline::catalog::Table,
+    filter: &str,
+) -> String {
+    let parent = table.parent_key.as_deref().unwrap();
     format!(
-        "{parent} IN (SELECT id FROM {schema}.{} WHERE merchant_id = '{merchant}' AND NOT deleted)",
-        dataset.main_table().name
+        "SELECT {select} FROM {schema}.{t} WHERE {filter} AND {parent} IN (SELECT id FROM {schema}.{main} WHERE {filter} AND NOT deleted)",
+        t = table.name,
+        main = dataset.main_table().name
     )
 }
 
@@ -136,7 +147,29 @@ pub async fn assert_equal(
     livemode: bool,
     dataset: &Dataset,
 ) {
+    assert_owner_equal(db, sim, Owner::merchant(merchant), livemode, dataset).await
+}
+
+/// Asserts that every table of `dataset` for one owner (a merchant, or a platform's connected
+/// account: pass the dataset of [`Catalog::connected`]) equals the simulator's ground truth.
+pub async fn assert_owner_equal(
+    db: &dyn Warehouse,
+    sim: &RunningSim,
+    owner: Owner<'_>,
+    livemode: bool,
+    dataset: &Dataset,
+) {
     let mode = if livemode { "live" } else { "test" };
+    let (merchant, filter) = match owner.account {
+        None => (
+            owner.merchant_id,
+            format!("merchant_id = '{}'", owner.merchant_id),
+        ),
+        Some(a) => (
+            a,
+            format!("merchant_id = '{}' AND account = '{a}'", owner.merchant_id),
+        ),
+    };
     let truth: Vec<Value> = sim.sim().truth(merchant, livemode, &dataset.name).unwrap();
     let live: Vec<&Value> = truth
         .iter()
@@ -151,10 +184,11 @@ pub async fn assert_equal(
                 let cols: Vec<String> = table.columns.iter().map(select_expr).collect();
                 let rows = db
                     .query_strings(&format!(
-                        "SELECT {} FROM {schema}.{} WHERE merchant_id = '{merchant}' AND NOT deleted ORDER BY id",
+                        "SELECT {} FROM {schema}.{} WHERE {filter} AND NOT deleted ORDER BY id",
                         cols.join(", "),
                         table.name
-                    )).await
+                    ))
+                    .await
                     .unwrap();
                 let got: BTreeMap<String, Vec<Option<String>>> = rows
                     .into_iter()
@@ -181,7 +215,7 @@ pub async fn assert_equal(
                     .collect();
                 let flagged = db
                     .query_strings(&format!(
-                        "SELECT id FROM {schema}.{} WHERE merchant_id = '{merchant}' AND deleted",
+                        "SELECT id FROM {schema}.{} WHERE {filter} AND deleted",
                         table.name
                     ))
                     .await
@@ -196,7 +230,9 @@ pub async fn assert_equal(
             }
             TableKind::Metadata => {
                 let parent = table.parent_key.as_deref().unwrap();
-                let rows = db.query_strings(&format!("SELECT {parent}, key, value FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).await.unwrap();
+                let select = format!("{parent}, key, value");
+                let query = of_live_parents(&select, schema, dataset, table, &filter);
+                let rows = db.query_strings(&query).await.unwrap();
                 let got: BTreeSet<(String, String, String)> = rows
                     .into_iter()
                     .map(|r| {
@@ -228,7 +264,9 @@ pub async fn assert_equal(
             }
             TableKind::Child => {
                 let parent = table.parent_key.as_deref().unwrap();
-                let n = db.query_strings(&format!("SELECT CAST(COUNT(*) AS VARCHAR) FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}", table.name, live_parent(schema, dataset, parent, merchant))).await.unwrap();
+                let count = "CAST(COUNT(*) AS VARCHAR)";
+                let query = of_live_parents(count, schema, dataset, table, &filter);
+                let n = db.query_strings(&query).await.unwrap();
                 let want: usize = live
                     .iter()
                     .map(
@@ -245,13 +283,9 @@ pub async fn assert_equal(
                     "{ctx}: child rows"
                 );
                 if table.columns.iter().any(|c| c.name == "id") {
-                    let rows = db
-                        .query_strings(&format!(
-                            "SELECT {parent}, id FROM {schema}.{} WHERE merchant_id = '{merchant}' AND {}",
-                            table.name,
-                            live_parent(schema, dataset, parent, merchant)
-                        )).await
-                        .unwrap();
+                    let select = format!("{parent}, id");
+                    let query = of_live_parents(&select, schema, dataset, table, &filter);
+                    let rows = db.query_strings(&query).await.unwrap();
                     let got: BTreeSet<(String, String)> = rows
                         .into_iter()
                         .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
@@ -304,6 +338,58 @@ pub fn merchants(sim: &RunningSim) -> Vec<String> {
         .take(2)
         .map(|a| a.id.clone())
         .collect()
+}
+
+/// The simulator's Connect platform (the third keyed account) in both modes, as configured accounts
+/// with `connect = true`.
+pub fn platform_accounts(sim: &RunningSim) -> Vec<AccountConfig> {
+    let info = sim.info();
+    ["live", "test"]
+        .map(|mode| AccountConfig {
+            name: format!("platform-{mode}"),
+            key: Some(Secret::new(info.key("secret", mode, 2).unwrap())),
+            key_env: None,
+            connect: true,
+        })
+        .to_vec()
+}
+
+/// Every table of the simulator's Connect platform (`datasets` and its connected accounts) and of
+/// each of its accounts connected now (`datasets` in the `connected_account_*` tables) equals the
+/// ground truth in a warehouse, in both modes; returns the connected accounts.
+pub async fn assert_platform_equal(
+    db: &dyn Warehouse,
+    sim: &RunningSim,
+    datasets: &[&Dataset],
+) -> Vec<String> {
+    // Now, not at start: accounts connect and leave.
+    let info = sim.sim().info(&sim.base_url());
+    let platform = info.account(AccountKind::Platform).unwrap().id.clone();
+    let connected: Vec<String> = info
+        .accounts
+        .iter()
+        .filter(|a| a.platform.as_deref() == Some(platform.as_str()))
+        .map(|a| a.id.clone())
+        .collect();
+    let accounts = Catalog::get().dataset("accounts").unwrap();
+    for livemode in [true, false] {
+        for d in datasets.iter().copied().chain([accounts]) {
+            assert_equal(db, sim, &platform, livemode, d).await;
+        }
+        for acct in &connected {
+            for d in Catalog::connected()
+                .iter()
+                .filter(|c| datasets.iter().any(|d| d.name == c.name))
+            {
+                let owner = Owner {
+                    merchant_id: &platform,
+                    account: Some(acct),
+                };
+                assert_owner_equal(db, sim, owner, livemode, d).await;
+            }
+        }
+    }
+    connected
 }
 
 pub async fn assert_all_equal(out: &Path, sim: &RunningSim, datasets: &[&Dataset]) {

@@ -5,7 +5,7 @@
 //! become null and are counted, so a surprise in the data is visible without losing the rest of the row.
 
 use crate::catalog::{
-    ColumnType, Dataset, Table, TableKind, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
+    ColumnType, Dataset, Table, TableKind, ACCOUNT, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
 };
 use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
@@ -38,7 +38,8 @@ pub fn arrow_type(kind: ColumnType) -> DataType {
 }
 
 /// The columns of a table as stored: catalog columns (metadata: parent key, key, value; child: parent
-/// key first), then `merchant_id`, `batch_timestamp`, `deleted`.
+/// key first), then `merchant_id` (and `account` in a connected account's table), `batch_timestamp`,
+/// `deleted`.
 pub fn table_columns(table: &Table) -> Vec<(String, ColumnType)> {
     let mut cols: Vec<(String, ColumnType)> = Vec::new();
     let parent = table
@@ -56,6 +57,9 @@ pub fn table_columns(table: &Table) -> Vec<(String, ColumnType)> {
     }
     cols.extend(table.columns.iter().map(|c| (c.name.clone(), c.kind)));
     cols.push((MERCHANT_ID.into(), ColumnType::String));
+    if table.connected {
+        cols.push((ACCOUNT.into(), ColumnType::String));
+    }
     cols.push((BATCH_TIMESTAMP.into(), ColumnType::Timestamp));
     cols.push((DELETED.into(), ColumnType::Bool));
     cols
@@ -284,6 +288,8 @@ impl TableRows {
 #[derive(Debug, Clone, Copy)]
 pub struct RowContext<'a> {
     pub merchant_id: &'a str,
+    /// The connected account whose object this is, in a platform's `connected_account_*` tables.
+    pub account: Option<&'a str>,
     /// Microseconds since the epoch.
     pub batch_timestamp: i64,
     pub deleted: bool,
@@ -610,12 +616,21 @@ fn append_children(
     mismatches
 }
 
-/// `merchant_id`, `batch_timestamp` and `deleted`: set in every row, so never padded.
+/// `merchant_id` (and `account`), `batch_timestamp` and `deleted`: set in every row, so never padded.
 fn implicit(builders: &mut [Builder], ctx: RowContext<'_>) {
-    if let [Builder::Str(m), Builder::Ts(ts), Builder::Bool(d)] = builders {
-        m.append_value(ctx.merchant_id);
-        ts.append_value(ctx.batch_timestamp);
-        d.append_value(ctx.deleted);
+    match builders {
+        [Builder::Str(m), Builder::Ts(ts), Builder::Bool(d)] => {
+            m.append_value(ctx.merchant_id);
+            ts.append_value(ctx.batch_timestamp);
+            d.append_value(ctx.deleted);
+        }
+        [Builder::Str(m), Builder::Str(a), Builder::Ts(ts), Builder::Bool(d)] => {
+            m.append_value(ctx.merchant_id);
+            a.append_option(ctx.account);
+            ts.append_value(ctx.batch_timestamp);
+            d.append_value(ctx.deleted);
+        }
+        _ => {}
     }
 }
 
@@ -629,6 +644,7 @@ mod tests {
     fn ctx() -> RowContext<'static> {
         RowContext {
             merchant_id: "acct_1",
+            account: None,
             batch_timestamp: 5_000_000,
             deleted: false,
         }

@@ -47,12 +47,13 @@ impl Context {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
-    /// The segment budget of `r`'s account-mode: the lists of one account share it however many of
-    /// them run at once, which bounds memory and spreads Stripe's rate limit over endpoints.
+    /// The segment budget of `r`'s account-mode: the lists of one account (and of a platform's
+    /// connected accounts) share it however many of them run at once, which bounds memory and spreads
+    /// Stripe's rate limit over endpoints.
     pub(crate) fn slots(&self, r: &Resolved) -> Arc<Slots> {
         self.slots
             .lock()
-            .entry(r.scope())
+            .entry(r.budget_scope())
             .or_insert_with(|| Slots::for_account(self.concurrency, r.account.livemode))
             .clone()
     }

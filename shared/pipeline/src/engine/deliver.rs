@@ -123,6 +123,7 @@ pub(crate) async fn write_and_load(
                 id,
                 RowContext {
                     merchant_id: &r.merchant_id,
+                    account: r.connected.as_deref(),
                     batch_timestamp: tombstones.timestamp,
                     deleted: true,
                 },
@@ -226,20 +227,20 @@ pub(crate) async fn sweep(
         let before = b.started * 1_000_000;
         if cx.warehouse.keeps_rows() {
             cx.warehouse
-                .stale_ids(r.account.livemode, dataset, &r.merchant_id, before)
+                .stale_ids(r.account.livemode, dataset, r.owner(), before)
                 .await
                 .map_err(|e| r.warehouse_error(&dataset.name, e))?
         } else {
             let table = &dataset.main_table().name;
             cx.lake
-                .stale_ids(r.account.livemode, table, &r.merchant_id, before)
+                .stale_ids(r.account.livemode, table, r.owner(), before)
                 .await
                 .map_err(|e| r.lake_error(&dataset.name, e))?
         }
     } else {
         Vec::new()
     };
-    let stem = format!("{}-{}-sweep", cx.run_id, dataset.name);
+    let stem = r.file_stem(&cx.run_id, &format!("{}-sweep", dataset.name));
     let marks = Tombstones {
         ids: tombstones,
         timestamp: b.started * 1_000_000,

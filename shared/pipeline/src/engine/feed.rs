@@ -347,6 +347,7 @@ async fn apply(
                     &object,
                     RowContext {
                         merchant_id: &r.merchant_id,
+                        account: r.connected.as_deref(),
                         batch_timestamp,
                         deleted,
                     },
@@ -357,7 +358,7 @@ async fn apply(
         }
         if converter.buffered() >= FLUSH_ROWS || i + 1 == total {
             part += 1;
-            let stem = format!("{}-{}-events-{part:03}", cx.run_id, dataset.name);
+            let stem = r.file_stem(&cx.run_id, &format!("{}-events-{part:03}", dataset.name));
             let marks = Tombstones {
                 ids: std::mem::take(&mut tombstones),
                 timestamp: r.server_time * 1_000_000,

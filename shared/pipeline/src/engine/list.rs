@@ -244,6 +244,7 @@ async fn run_segment(
         let batch_timestamp = resp.server_time.unwrap_or_else(|| cx.clock.now_secs()) * 1_000_000;
         let ctx = RowContext {
             merchant_id: &r.merchant_id,
+            account: r.connected.as_deref(),
             batch_timestamp,
             deleted: false,
         };
@@ -275,7 +276,10 @@ async fn run_segment(
         {
             seq += 1;
             pending_bytes = 0;
-            let stem = format!("{}-{}-s{index:02}-{seq:05}", cx.run_id, dataset.name);
+            let stem = r.file_stem(
+                &cx.run_id,
+                &format!("{}-s{index:02}-{seq:05}", dataset.name),
+            );
             deliver::segment(
                 cx,
                 r,

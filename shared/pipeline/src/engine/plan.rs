@@ -12,7 +12,7 @@ use super::error::SyncError;
 use super::resolve::Resolved;
 use crate::catalog::Dataset;
 use crate::config::Incremental;
-use crate::state::{DatasetState, StateStore};
+use crate::state::{DatasetState, FeedState, StateStore};
 use serde::{Deserialize, Serialize};
 
 /// Marks dataset `d` of `r` for a full list: its next list is a backfill, which loads every object as
@@ -132,25 +132,73 @@ pub enum SliceOutcome {
     Paused,
 }
 
-/// The slices an account-mode needs now: its change feed always, and a list of every dataset whose
-/// state asks for one at Stripe's time `now`.
+/// What an account-mode needs now, and how fresh its tables are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Its change feed always, and a list of every dataset whose state asks for one.
+    pub works: Vec<SliceWork>,
+    /// How fresh each dataset's data is.
+    pub freshness: Vec<Freshness>,
+}
+
+/// How fresh one dataset's data of one account is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Freshness {
+    /// The dataset's main table.
+    pub table: String,
+    /// The instant (Stripe's clock) its data is complete up to ([`data_as_of`]; `None`: not loaded
+    /// in full yet).
+    pub as_of: Option<i64>,
+    /// How old its data may be by design: the snapshot interval for a dataset whose updates only a
+    /// new list brings, 0 for one the change feed keeps current.
+    pub allowed_secs: i64,
+}
+
+/// The slices an account-mode needs at Stripe's time `now` ([`Plan`]), from its state.
 pub async fn plan(
     state: &StateStore,
     r: &Resolved,
     datasets: &[&'static Dataset],
     now: i64,
     settings: &Incremental,
-) -> Result<Vec<SliceWork>, SyncError> {
-    let mut out = vec![SliceWork::Feed];
+) -> Result<Plan, SyncError> {
+    let feed: FeedState = state.get(&r.key(SliceWork::Feed.name())).await?.value;
+    let mut out = Plan {
+        works: vec![SliceWork::Feed],
+        freshness: Vec::with_capacity(datasets.len()),
+    };
     for d in datasets {
         let st: DatasetState = state.get(&r.key(&d.name)).await?.value;
         if list_work(&st, d, now, settings).is_some() {
-            out.push(SliceWork::List {
+            out.works.push(SliceWork::List {
                 dataset: d.name.clone(),
             });
         }
+        out.freshness.push(Freshness {
+            table: d.main_table().name.clone(),
+            as_of: data_as_of(&feed, &st, d),
+            allowed_secs: if needs_snapshots(d) {
+                settings.snapshot_interval_secs
+            } else {
+                0
+            },
+        });
     }
     Ok(out)
+}
+
+/// The instant (Stripe's clock) a dataset's data is complete up to: `None` until its first full list
+/// is done; then the change feed's cursor for a dataset whose changes come by events, and the start
+/// of its last complete list for one that is listed again instead (snapshots, new objects).
+pub fn data_as_of(feed: &FeedState, st: &DatasetState, d: &Dataset) -> Option<i64> {
+    if !st.backfill.as_ref().is_some_and(|b| b.complete()) {
+        return None;
+    }
+    if needs_snapshots(d) {
+        st.as_of
+    } else {
+        feed.cursor.max(st.as_of)
+    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,9 @@ impl Account {
     ) -> Result<(), SyncError> {
         let feed = slice::run(cx, r, datasets, &SliceWork::Feed).await?;
         self.merge_feed(feed);
-        let planned = plan::plan(&cx.state, r, datasets, r.server_time, &cx.incremental).await?;
+        let planned = plan::plan(&cx.state, r, datasets, r.server_time, &cx.incremental)
+            .await?
+            .works;
         let mut lists: Vec<&'static Dataset> = datasets
             .iter()
             .copied()

@@ -55,6 +55,8 @@ pub struct FeedReport {
 pub struct AccountReport {
     pub name: String,
     pub merchant_id: String,
+    /// The connected account, when this is one of a Connect platform's (`merchant_id`).
+    pub connected: Option<String>,
     pub livemode: bool,
     pub datasets: Vec<DatasetReport>,
     pub feed: FeedReport,
@@ -70,6 +72,7 @@ impl AccountReport {
         AccountReport {
             name: r.account.name.clone(),
             merchant_id: r.merchant_id.clone(),
+            connected: r.connected.clone(),
             livemode: r.account.livemode,
             datasets: datasets
                 .iter()

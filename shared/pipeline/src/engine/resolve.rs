@@ -2,6 +2,7 @@
 //! written anywhere, which gives the account's Stripe id (`merchant_id` of every row) and Stripe's clock.
 
 use super::error::SyncError;
+use crate::catalog::{Catalog, Dataset, Owner, ACCOUNTS};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Account;
 use crate::lake::LakeError;
@@ -13,6 +14,10 @@ use crate::warehouse::WarehouseError;
 pub struct Resolved {
     pub account: Account,
     pub merchant_id: String,
+    /// Set for a connected account of the Connect platform `merchant_id`: the connected account's id
+    /// (`acct_…`). Requests carry it as `Stripe-Account` with the platform's key (and spend the
+    /// platform's rate budget); rows go to the `connected_account_*` tables with it as `account`.
+    pub connected: Option<String>,
     pub caller: Caller,
     /// Stripe's clock when the key was checked: the run's "now" for lists, the feed and the cliff.
     pub server_time: i64,
@@ -27,14 +32,74 @@ impl Resolved {
         }
     }
 
-    /// `<merchant>/<mode>`: the prefix of this account-mode's state keys, and its account lease.
+    /// `<merchant>/<mode>` (`<platform>/<mode>/<connected account>` for a connected account): the
+    /// prefix of this account-mode's state keys, and its account lease.
     pub fn scope(&self) -> String {
+        match &self.connected {
+            None => format!("{}/{}", self.merchant_id, self.mode()),
+            Some(c) => format!("{}/{}/{c}", self.merchant_id, self.mode()),
+        }
+    }
+
+    /// `<merchant>/<mode>` of the key's own account (the platform's, for a connected account): what
+    /// shares one budget of segments in flight.
+    pub fn budget_scope(&self) -> String {
         format!("{}/{}", self.merchant_id, self.mode())
     }
 
     /// The state key of one of this account's datasets (or `_events` for its change feed).
     pub fn key(&self, name: &str) -> String {
-        format!("{}/{}/{name}", self.merchant_id, self.mode())
+        format!("{}/{name}", self.scope())
+    }
+
+    /// The datasets this account syncs of the `selected` ones: a connected account's are stored in
+    /// the `connected_account_*` tables ([`Catalog::connected`]); a platform configured with
+    /// `connect = true` syncs its connected accounts (`accounts`, [`Catalog::platform`]) too, and
+    /// no other account does.
+    pub fn datasets(&self, selected: &[&'static Dataset]) -> Vec<&'static Dataset> {
+        let own = selected.iter().filter(|d| d.name != ACCOUNTS);
+        match &self.connected {
+            Some(_) => own
+                .filter_map(|d| Catalog::connected().iter().find(|c| c.name == d.name))
+                .collect(),
+            None if self.account.connect => own.copied().chain(&Catalog::get().platform).collect(),
+            None => own.copied().collect(),
+        }
+    }
+
+    /// The connected account `id` of this platform, read with its key (no request is made: the key
+    /// was checked; an account that is not connected answers 403 to the first request).
+    pub fn connected(&self, id: String) -> Resolved {
+        let mut account = self.account.clone();
+        account.name = format!("{}/{id}", self.account.name);
+        account.connect = false;
+        let mut caller = self.caller.clone();
+        caller.stripe_account = Some(id.clone());
+        Resolved {
+            account,
+            merchant_id: self.merchant_id.clone(),
+            connected: Some(id),
+            caller,
+            server_time: self.server_time,
+        }
+    }
+
+    /// The name (without `.parquet`) of a file of this account written by run `run_id`:
+    /// `<run>-<what>`, or `<run>-<acct_…>-<what>` for a connected account, whose files share the
+    /// platform's folder with those of the platform's other connected accounts.
+    pub fn file_stem(&self, run_id: &str, what: &str) -> String {
+        match &self.connected {
+            None => format!("{run_id}-{what}"),
+            Some(c) => format!("{run_id}-{c}-{what}"),
+        }
+    }
+
+    /// This account's rows in a table: its `merchant_id`, and for a connected account its `account`.
+    pub fn owner(&self) -> Owner<'_> {
+        Owner {
+            merchant_id: &self.merchant_id,
+            account: self.connected.as_deref(),
+        }
     }
 
     /// A failed Stripe request of this account.
@@ -106,9 +171,63 @@ pub async fn resolve(
         out.push(Resolved {
             account: a.clone(),
             merchant_id: merchant_id.to_string(),
+            connected: None,
             caller,
             server_time: resp.server_time.unwrap_or_else(|| SystemClock.now_secs()),
         });
     }
     Ok(out)
+}
+
+/// The connected accounts of a Connect platform (`connect = true`), each as an account of its own:
+/// `GET /v1/accounts`, paged in full on every run, so that an account connected since the last run is
+/// synced at once and one that was deauthorized (Stripe lists it no more) is no longer synced; its
+/// rows stay. Nothing for an account without `connect`.
+pub async fn connected(
+    client: &StripeClient,
+    platform: &Resolved,
+) -> Result<Vec<Resolved>, SyncError> {
+    if !platform.account.connect || platform.connected.is_some() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = Vec::new();
+    loop {
+        let mut params = vec![("limit".to_string(), "100".to_string())];
+        if let Some(last) = ids.last() {
+            params.push(("starting_after".into(), last.clone()));
+        }
+        let resp = client
+            .get_raw(&platform.caller, "/v1/accounts", &params)
+            .await
+            .map_err(|e| platform.error(e))?;
+        let page: AccountsPage = serde_json::from_slice(&resp.body).map_err(|e| {
+            platform.error(StripeError::Decode {
+                message: format!("GET /v1/accounts: {e}"),
+                request_id: resp.request_id.clone(),
+            })
+        })?;
+        let before = ids.len();
+        ids.extend(
+            page.data
+                .into_iter()
+                .map(|a| a.id)
+                .filter(|id| id.starts_with("acct_")),
+        );
+        if !page.has_more || ids.len() == before {
+            break;
+        }
+    }
+    Ok(ids.into_iter().map(|id| platform.connected(id)).collect())
+}
+
+#[derive(serde::Deserialize)]
+struct AccountsPage {
+    data: Vec<AccountId>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct AccountId {
+    id: String,
 }

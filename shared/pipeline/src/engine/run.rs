@@ -7,7 +7,7 @@ use super::error::SyncError;
 use super::plan::SliceWork;
 use super::queue;
 use super::report::{AccountReport, Progress, Quiet, SyncReport};
-use super::resolve::Resolved;
+use super::resolve::{self, Resolved};
 use super::slice::{self, SliceRun};
 use crate::catalog::Dataset;
 use crate::clock::{self, Clock};
@@ -158,22 +158,49 @@ impl Engine {
         self.cx.warehouse.describe()
     }
 
-    /// Syncs `datasets` of every resolved account; failures of single datasets (or of one account's
-    /// change feed, or a panicked task) are reported, not fatal.
+    /// Syncs `datasets` of every resolved account, and of the connected accounts of those that are
+    /// Connect platforms (`connect = true`; found now, [`resolve::connected`]); failures of single
+    /// datasets (or of one account's change feed, or a panicked task) are reported, not fatal.
     pub async fn sync(
         &self,
         resolved: &[Resolved],
         datasets: &[&'static Dataset],
     ) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
+        let mut all: Vec<Resolved> = resolved.to_vec();
+        let mut reports: Vec<Option<AccountReport>> = Vec::new();
+        for r in resolved {
+            match resolve::connected(&self.cx.client, r).await {
+                Ok(connected) => all.extend(connected),
+                // The platform's own data still syncs; its report says why its connected accounts' did not.
+                Err(e) => {
+                    let mut report = AccountReport::empty(r, &[]);
+                    report.name = format!("{} (connected accounts)", r.account.name);
+                    report.error = Some(format!("could not list the connected accounts: {e}"));
+                    reports.push(Some(report));
+                }
+            }
+        }
+        // Connected accounts take turns: a platform may have thousands, and each one's slices hold
+        // leases and buffers while they run. Their segments share the platform's budget
+        // (`Context::slots`) and their requests its rate limit.
+        let turns = Arc::new(tokio::sync::Semaphore::new(self.cx.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         let mut accounts = HashMap::new();
-        for (i, r) in resolved.iter().enumerate() {
-            let (cx, r, datasets) = (self.cx.clone(), r.clone(), datasets.to_vec());
-            let task = tasks.spawn(async move { queue::sync_account(&cx, &r, &datasets).await });
-            accounts.insert(task.id(), i);
+        let first = reports.len();
+        for (i, r) in all.iter().enumerate() {
+            let (cx, r, datasets) = (self.cx.clone(), r.clone(), r.datasets(datasets));
+            let turns = turns.clone();
+            let task = tasks.spawn(async move {
+                let _turn = match r.connected {
+                    Some(_) => turns.acquire_owned().await.ok(),
+                    None => None,
+                };
+                queue::sync_account(&cx, &r, &datasets).await
+            });
+            accounts.insert(task.id(), first + i);
         }
-        let mut reports: Vec<Option<AccountReport>> = vec![None; resolved.len()];
+        reports.resize(first + all.len(), None);
         let mut files = Vec::new();
         while let Some(joined) = tasks.join_next_with_id().await {
             let (i, report) = match joined {
@@ -184,8 +211,8 @@ impl Engine {
                 Err(e) => {
                     // The account's task panicked: it is a failed account, never a missing one.
                     let i = accounts[&e.id()];
-                    let r = &resolved[i];
-                    let mut report = AccountReport::empty(r, datasets);
+                    let r = &all[i - first];
+                    let mut report = AccountReport::empty(r, &r.datasets(datasets));
                     report.error = Some(SyncError::joined(&r.account.name, "sync", e).to_string());
                     (i, report)
                 }
@@ -240,6 +267,6 @@ impl Engine {
         datasets: &[&'static Dataset],
         work: &SliceWork,
     ) -> Result<SliceRun, SyncError> {
-        slice::run(&self.cx, r, datasets, work).await
+        slice::run(&self.cx, r, &r.datasets(datasets), work).await
     }
 }

@@ -11,7 +11,7 @@ use super::plan::{list_work, ListKind, SliceOutcome, SliceWork};
 use super::plan::{LEASE_SECS, SLICE_LEASE_GRACE_SECS};
 use super::report::AccountReport;
 use super::resolve::Resolved;
-use crate::catalog::{Catalog, Dataset};
+use crate::catalog::Dataset;
 use crate::lake::LakeFile;
 use crate::state::{DatasetState, StateError};
 use std::sync::Arc;
@@ -72,9 +72,10 @@ async fn leased(
             (outcome, report, failure)
         }
         SliceWork::List { dataset } => {
-            let d: &'static Dataset = Catalog::get()
-                .dataset(dataset)
-                .filter(|d| datasets.iter().any(|s| s.name == d.name))
+            let d: &'static Dataset = datasets
+                .iter()
+                .copied()
+                .find(|d| d.name == *dataset)
                 .ok_or_else(|| {
                     r.config_error(format!(
                         "a slice names dataset '{dataset}', which this account does not sync; add it to the account's datasets or drop the message"
@@ -156,7 +157,10 @@ async fn announce(
     }
     alerts.succeeded(&scope, name, what).await;
     let listed = run.report.datasets.first().and_then(|d| d.list);
-    if matches!(work, SliceWork::List { .. })
+    // The first load of the platform is news; that of each of its (maybe thousands of) connected
+    // accounts is not.
+    if r.connected.is_none()
+        && matches!(work, SliceWork::List { .. })
         && matches!(listed, Some(ListKind::Backfill | ListKind::Resume))
         && all_loaded(cx, r, datasets).await
     {

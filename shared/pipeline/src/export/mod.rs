@@ -685,6 +685,7 @@ mod tests {
                 o,
                 RowContext {
                     merchant_id: merchant,
+                    account: None,
                     batch_timestamp: ts,
                     deleted,
                 },

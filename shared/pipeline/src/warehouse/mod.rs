@@ -13,7 +13,7 @@ pub mod postgres;
 pub mod redshift;
 pub mod sql;
 
-use crate::catalog::{Dataset, Table};
+use crate::catalog::{Dataset, Owner, Table};
 use crate::lake::Lake;
 
 /// The warehouse schema of a mode.
@@ -123,20 +123,20 @@ pub trait Warehouse: Send + Sync {
         true
     }
 
-    /// Ids of the dataset's rows for one merchant that are not deleted and older than `before` (a
+    /// Ids of the dataset's rows of one owner that are not deleted and older than `before` (a
     /// `batch_timestamp`, Unix microseconds): after a complete re-list that started at `before`, these
     /// objects are gone.
     async fn stale_ids(
         &self,
         livemode: bool,
         dataset: &Dataset,
-        merchant_id: &str,
+        owner: Owner<'_>,
         before: i64,
     ) -> Result<Vec<String>, WarehouseError> {
         let query = sql::stale_ids(
             schema_name(livemode),
             &dataset.main_table().name,
-            merchant_id,
+            owner,
             before,
         );
         Ok(self
@@ -201,7 +201,7 @@ impl Warehouse for LakeOnly {
         &self,
         _: bool,
         _: &Dataset,
-        _: &str,
+        _: Owner<'_>,
         _: i64,
     ) -> Result<Vec<String>, WarehouseError> {
         Ok(Vec::new())

@@ -8,7 +8,7 @@
 //! and runs [`merge`]'s statements in the same transaction.
 
 use crate::catalog::{
-    ColumnType, Dataset, Table, TableKind, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
+    ColumnType, Dataset, Owner, Table, TableKind, ACCOUNT, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
 };
 use crate::convert::table_columns;
 
@@ -350,12 +350,16 @@ pub fn freshness(
         .collect()
 }
 
-/// Ids of a merchant's rows that are not deleted and older than `before_micros`.
-pub fn stale_ids(schema: &str, table: &str, merchant_id: &str, before_micros: i64) -> String {
+/// Ids of an owner's rows that are not deleted and older than `before_micros`.
+pub fn stale_ids(schema: &str, table: &str, owner: Owner<'_>, before_micros: i64) -> String {
+    let account = owner
+        .account
+        .map(|a| format!(" AND {} = {}", q(ACCOUNT), lit(a)))
+        .unwrap_or_default();
     format!(
-        "SELECT \"id\" FROM {} WHERE {m} = {} AND NOT COALESCE({d}, FALSE) AND {b} < {} ORDER BY \"id\"",
+        "SELECT \"id\" FROM {} WHERE {m} = {}{account} AND NOT COALESCE({d}, FALSE) AND {b} < {} ORDER BY \"id\"",
         qualified(schema, table),
-        lit(merchant_id),
+        lit(owner.merchant_id),
         timestamp(before_micros),
         m = q(MERCHANT_ID),
         d = q(DELETED),

@@ -10,7 +10,7 @@ use crate::redshift::{self as redshift_emulator, RedshiftEmulator};
 
 use serde_json::{json, Value};
 use std::sync::OnceLock;
-use stripe_pipeline::catalog::{Catalog, Dataset};
+use stripe_pipeline::catalog::{Catalog, Dataset, Owner};
 use stripe_pipeline::config::Secret;
 use stripe_pipeline::convert::{Converter, RowContext};
 use stripe_pipeline::lake::Lake;
@@ -113,6 +113,7 @@ impl Fixture {
                 obj,
                 RowContext {
                     merchant_id: M,
+                    account: None,
                     batch_timestamp: *ts,
                     deleted: obj.get("deleted") == Some(&json!(true)),
                 },
@@ -318,12 +319,14 @@ pub async fn deletes_are_kept_as_flags(backend: Backend) {
     // Nothing older than T1: nothing stale; everything older than T3: both.
     assert!(f
         .wh
-        .stale_ids(true, charges, M, T1)
+        .stale_ids(true, charges, Owner::merchant(M), T1)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        f.wh.stale_ids(true, charges, M, T3).await.unwrap(),
+        f.wh.stale_ids(true, charges, Owner::merchant(M), T3)
+            .await
+            .unwrap(),
         ["ch_1", "ch_2"]
     );
     f.load_files(charges, true, Vec::new(), (vec!["ch_2".into()], T2))
@@ -339,7 +342,9 @@ pub async fn deletes_are_kept_as_flags(backend: Backend) {
         ])
     );
     assert_eq!(
-        f.wh.stale_ids(true, charges, M, T3).await.unwrap(),
+        f.wh.stale_ids(true, charges, Owner::merchant(M), T3)
+            .await
+            .unwrap(),
         ["ch_1"]
     );
     // A deletion that arrives as a row (a `*.deleted` event's object).
