@@ -853,3 +853,62 @@ async fn a_platforms_connected_accounts_are_planned_and_loaded() {
     let now = platform_equal().await;
     assert_eq!(now, vec![connected[0].clone(), added[0].clone()]);
 }
+
+/// Workers in several processes load one account's feed and lists into the same Redshift tables at
+/// once. Redshift (its isolation is serializable) aborts one of two conflicting transactions with
+/// error 1023; the aborted batch is run again, so no slice fails and the warehouse equals the ground
+/// truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_loading_redshift_at_once_run_aborted_loads_again() {
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy_with(&sim, |s| s.rate_slot_wait_secs = 1, true).await;
+    let tick = 1_800_000_000;
+    let first = scheduler::tick(&d.services, tick).await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    // One worker first: it creates the tables.
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 0);
+    for round in 0..2 {
+        for (merchant, livemode) in scopes(&sim) {
+            churn(&sim, &merchant, livemode);
+        }
+        sim.sim().advance(PAST_LAG);
+        let next = scheduler::tick(&d.services, tick + 900 * (round + 1))
+            .await
+            .unwrap();
+        assert!(next.errors.is_empty(), "{:?}", next.errors);
+        let mut workers = Vec::new();
+        for _ in 0..4 {
+            workers.push(redshift_worker(&d).await);
+        }
+        let drained = drain_together(&d, &workers).await;
+        assert_eq!(drained.failures, 0, "round {round}");
+    }
+    let warehouse = d.services.warehouse().await.unwrap();
+    assert_warehouse_equal(warehouse.as_ref(), &sim, &scopes(&sim), &all()).await;
+    // The loads did race: Redshift aborted some (and they were run again).
+    let client = aws_sdk_redshiftdata::Client::new(&d.redshift.as_ref().unwrap().sdk().await);
+    let failed = client
+        .list_statements()
+        .status(aws_sdk_redshiftdata::types::StatusString::Failed)
+        .send()
+        .await
+        .unwrap();
+    let mut conflicts = 0;
+    for st in failed.statements() {
+        let described = client
+            .describe_statement()
+            .id(st.id())
+            .send()
+            .await
+            .unwrap();
+        let error = described.error().unwrap_or_default();
+        assert!(
+            error.contains("Serializable isolation violation"),
+            "{error}"
+        );
+        conflicts += 1;
+    }
+    eprintln!("{conflicts} conflicting loads aborted by Redshift and run again");
+    assert!(conflicts > 0, "no two loads conflicted: nothing raced");
+}

@@ -114,6 +114,11 @@ class Statement:
         return out
 
 
+def serialization_violation(st):
+    """How Redshift words a transaction it aborted for a conflict with a concurrent one."""
+    return f"1023 DETAIL: Serializable isolation violation on a table in {st.request['Database']}"
+
+
 class Emulator:
     def __init__(self, postgres, s3_endpoint):
         self.postgres = postgres.rstrip("/")
@@ -179,7 +184,9 @@ class Emulator:
         failed = None
         try:
             with psycopg.connect(f"{self.postgres}/{st.request['Database']}", autocommit=True) as conn:
-                # A batch is one transaction; so is a single statement.
+                # A batch is one transaction; so is a single statement. Redshift's transactions are
+                # serializable: of two that conflict, one is aborted (error 1023, below).
+                conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
                 with conn.transaction(), conn.cursor() as cur:
                     for i, sql in enumerate(st.sqls):
                         sub = st.subs[i]
@@ -188,6 +195,8 @@ class Emulator:
                             sub["rows"], sub["result"] = self.execute_one(cur, sql)
                         except (Failure, psycopg.Error) as e:
                             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                            if isinstance(e, psycopg.errors.SerializationFailure):
+                                text = serialization_violation(st)
                             sub["status"], sub["error"] = "FAILED", f"ERROR: {text}"
                             sub["updated"] = time.time()
                             failed = (i, sub["error"])
@@ -196,7 +205,9 @@ class Emulator:
                         sub["updated"] = time.time()
         except (Failure, psycopg.Error) as e:
             if failed is None:
-                failed = (0, f"ERROR: {e}")
+                # PostgreSQL may find the conflict only at COMMIT.
+                text = serialization_violation(st) if isinstance(e, psycopg.errors.SerializationFailure) else e
+                failed = (0, f"ERROR: {text}")
         except Exception as e:  # noqa: BLE001 - reported as the statement's error, like the service
             failed = (0, f"ERROR: {type(e).__name__}: {e}")
         if failed:
@@ -248,6 +259,21 @@ class Emulator:
             for sql in sqls:
                 check_size(sql)
             return self.submit(req, sqls, batch=True)
+        if op == "ListStatements":
+            # The statements of this emulator (of any database), newest first, optionally of one
+            # status; no paging (a test's statements fit one answer).
+            status = req.get("Status", "ALL")
+            with self.lock:
+                chosen = [st for st in self.statements.values() if status == "ALL" or st.status == status]
+            chosen.sort(key=lambda st: st.created, reverse=True)
+            return {"Statements": [{
+                "Id": st.id,
+                "Status": st.status,
+                "IsBatchStatement": st.batch,
+                "CreatedAt": st.created,
+                "UpdatedAt": st.updated,
+                **({"QueryStrings": st.sqls} if st.batch else {"QueryString": st.sqls[0]}),
+            } for st in chosen]}
         if op == "DescribeStatement":
             st, sub = self.lookup(req.get("Id"))
             return st.describe() if sub is None else st.describe_sub(sub)

@@ -114,7 +114,7 @@ pub async fn deploy_redshift(sim: &RunningSim) -> Deployment {
     deploy_with(sim, |_| {}, true).await
 }
 
-async fn deploy_with(
+pub async fn deploy_with(
     sim: &RunningSim,
     tune: impl FnOnce(&mut Settings),
     with_redshift: bool,
@@ -340,6 +340,12 @@ pub async fn drain_together(d: &Deployment, workers: &[Services]) -> Drained {
 /// Another worker container of the deployment: the same settings, its own clients and rate limiter.
 pub fn worker(d: &Deployment) -> Services {
     Services::new(d.services.settings.clone(), &d.sdk, &d.moto.lake_options()).unwrap()
+}
+
+/// Another worker container of a deployment with Redshift, loading through the Data API emulator.
+pub async fn redshift_worker(d: &Deployment) -> Services {
+    let emulator = d.redshift.as_ref().expect("a deployment with Redshift");
+    worker(d).with_warehouse_sdk(emulator.sdk().await)
 }
 
 /// No deadline pressure: ten minutes per invocation.

@@ -31,6 +31,8 @@ const DIALECT: Dialect = Dialect {
 
 /// `BatchExecuteStatement` takes at most this many statements.
 const MAX_BATCH: usize = 40;
+/// Times a batch that Redshift aborted for a conflict with a concurrent transaction is run again.
+const CONFLICT_ATTEMPTS: u32 = 8;
 
 /// Where and as whom statements run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +74,8 @@ pub struct Redshift {
     /// Held by each writing transaction (loads, `data_load_times`). Redshift's isolation is
     /// serializable: two concurrent transactions that write the same table (every load writes
     /// `data_load_times`) make Redshift abort one of them ("Serializable isolation violation"), so
-    /// this process sends one at a time. Queries run beside them.
+    /// this process sends one at a time. Queries run beside them. Other processes' transactions can
+    /// still conflict with ours: [`Redshift::run`] runs an aborted batch again.
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -80,6 +83,11 @@ pub struct Redshift {
 struct Finished {
     id: String,
     rows: Vec<i64>,
+}
+
+/// Whether Redshift aborted the transaction for a conflict with a concurrent one.
+fn is_conflict(error: &str) -> bool {
+    error.contains("Serializable isolation violation")
 }
 
 fn err(action: impl Into<String>, message: impl Into<String>) -> WarehouseError {
@@ -118,7 +126,29 @@ impl Redshift {
 
     /// Runs statements as one `BatchExecuteStatement` (one transaction, even for one statement: one
     /// code path, and results are read per sub-statement) and waits until they finish.
+    ///
+    /// Redshift's isolation is serializable: of two transactions that conflict (workers in other
+    /// processes loading one account's feed and a list into the same tables, both writing
+    /// `data_load_times`), it aborts one with error 1023. The aborted batch changed nothing and
+    /// every batch here may run twice (loads keep the newest version, DDL says `IF NOT EXISTS`), so
+    /// it is run again after a short random wait, instead of failing the slice.
     async fn run(&self, sqls: Vec<String>) -> Result<Finished, String> {
+        let mut attempt = 1;
+        loop {
+            match self.run_once(sqls.clone()).await {
+                Err(e) if attempt < CONFLICT_ATTEMPTS && is_conflict(&e) => {
+                    let ceiling = 200u64 << attempt.min(4);
+                    let wait = Duration::from_millis(ceiling / 2 + fastrand::u64(0..=ceiling / 2));
+                    tracing::info!(attempt, error = %e, "Redshift aborted a conflicting transaction; running it again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_once(&self, sqls: Vec<String>) -> Result<Finished, String> {
         if sqls.len() > MAX_BATCH {
             return Err(format!(
                 "{} statements, and the Data API runs at most {MAX_BATCH} in one transaction",
