@@ -235,4 +235,42 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_platforms_tables_are_apart_and_connected_tables_mirror_every_dataset() {
+        let c = Catalog::get();
+        assert!(c.datasets.iter().all(|d| d.name != ACCOUNTS));
+        let accounts = c.dataset(ACCOUNTS).unwrap();
+        assert_eq!(accounts.main_table().name, "connected_accounts");
+        assert!(accounts.event_types.is_empty() && accounts.created_filter);
+        assert_eq!(c.platform.len(), 1);
+        let connected = Catalog::connected();
+        assert_eq!(connected.len(), c.datasets.len());
+        for (own, theirs) in c.datasets.iter().zip(connected) {
+            assert_eq!(own.name, theirs.name);
+            for (t, ct) in own.tables.iter().zip(&theirs.tables) {
+                assert_eq!(ct.name, format!("{CONNECTED_PREFIX}{}", t.name));
+                assert!(ct.connected && !t.connected);
+                assert_eq!(ct.columns.len(), t.columns.len());
+            }
+        }
+        // The `account` column sits beside `merchant_id` in the connected form only.
+        let names = |t: &Table| -> Vec<String> {
+            crate::convert::table_columns(t)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        let charges = &connected
+            .iter()
+            .find(|d| d.name == "charges")
+            .unwrap()
+            .tables[0];
+        let own = names(&c.dataset("charges").unwrap().tables[0]);
+        let theirs = names(charges);
+        assert_eq!(theirs.len(), own.len() + 1);
+        let m = theirs.iter().position(|n| n == MERCHANT_ID).unwrap();
+        assert_eq!(theirs[m + 1], ACCOUNT);
+        assert!(!own.iter().any(|n| n == ACCOUNT));
+    }
 }
