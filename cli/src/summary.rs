@@ -6,7 +6,7 @@ use std::sync::Arc;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::clock::{Clock, SystemClock};
 use stripe_pipeline::config::Config;
-use stripe_pipeline::engine::{self, SyncReport};
+use stripe_pipeline::engine::{self, AccountReport, SyncReport};
 use stripe_pipeline::local::StatusRow;
 
 /// Validates, checks keys, syncs, prints the summary; returns the exit code.
@@ -133,15 +133,12 @@ fn print_summary(cfg: &Config, warehouse: &str, report: &SyncReport) {
         .collect();
     println!("API calls by kind: {}.", calls.join(", "));
     // A platform may have thousands of connected accounts: one line per platform and mode, and
-    // each connected account that failed in full below it.
-    let mut platforms: std::collections::BTreeMap<(&str, bool), (usize, u64, u64)> =
+    // each connected account that failed below it.
+    let mut platforms: std::collections::BTreeMap<(&str, bool), Vec<&AccountReport>> =
         Default::default();
     for a in report.accounts.iter().filter(|a| a.connected.is_some()) {
         let platform = a.name.rsplit_once('/').map_or(a.name.as_str(), |(p, _)| p);
-        let entry = platforms.entry((platform, a.livemode)).or_default();
-        entry.0 += 1;
-        entry.1 += a.datasets.iter().map(|d| d.objects).sum::<u64>();
-        entry.2 += a.datasets.iter().map(|d| d.changes).sum::<u64>();
+        platforms.entry((platform, a.livemode)).or_default().push(a);
     }
     for a in &report.accounts {
         if a.connected.is_some() {
@@ -189,18 +186,16 @@ fn print_summary(cfg: &Config, warehouse: &str, report: &SyncReport) {
             }
         }
     }
-    for ((platform, livemode), (n, objects, changes)) in &platforms {
-        let schema = if *livemode {
-            "stripe"
-        } else {
-            "stripe_testmode"
-        };
+    for ((platform, livemode), connected) in &platforms {
+        let datasets = connected.iter().flat_map(|a| &a.datasets);
+        let objects: u64 = datasets.clone().map(|d| d.objects).sum();
+        let changes: u64 = datasets.map(|d| d.changes).sum();
         println!(
-            "  {platform}: {n} connected account(s) (connected_account_* in {schema}): {objects} objects listed, {changes} changed objects from events"
+            "  {platform}: {} connected account(s) (connected_account_* in {}): {objects} objects listed, {changes} changed objects from events",
+            connected.len(),
+            stripe_pipeline::warehouse::schema_name(*livemode)
         );
-        for a in report.accounts.iter().filter(|a| {
-            a.connected.is_some() && a.livemode == *livemode && a.name.starts_with(platform)
-        }) {
+        for a in connected {
             let failed: Vec<&str> = a
                 .datasets
                 .iter()

@@ -55,15 +55,13 @@ impl TickReport {
         self.already_sent += part.already_sent;
         self.errors.extend(part.errors);
         self.overdue_secs = self.overdue_secs.max(part.overdue_secs);
-        // The part's overdue is counted above: its ages only compete for the oldest per table.
         for (table, age) in part.data_age_secs {
-            self.aged(table, age, age);
+            self.oldest(table, age);
         }
     }
 
-    /// Keeps the oldest age per table, and the most overdue.
-    fn aged(&mut self, table: String, age: i64, allowed: i64) {
-        self.overdue_secs = self.overdue_secs.max(age - allowed);
+    /// Keeps the oldest age per table.
+    fn oldest(&mut self, table: String, age: i64) {
         let oldest = self.data_age_secs.entry(table).or_default();
         *oldest = (*oldest).max(age);
     }
@@ -219,7 +217,8 @@ async fn account_tick(
                 .await;
             part.planned = messages.len();
             for (table, age, allowed) in ages {
-                part.aged(table, age, allowed);
+                part.overdue_secs = part.overdue_secs.max(age - allowed);
+                part.oldest(table, age);
             }
             send_once(svc, tick, messages, &mut part).await?;
         }

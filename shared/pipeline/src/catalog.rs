@@ -254,23 +254,5 @@ mod tests {
                 assert_eq!(ct.columns.len(), t.columns.len());
             }
         }
-        // The `account` column sits beside `merchant_id` in the connected form only.
-        let names = |t: &Table| -> Vec<String> {
-            crate::convert::table_columns(t)
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect()
-        };
-        let charges = &connected
-            .iter()
-            .find(|d| d.name == "charges")
-            .unwrap()
-            .tables[0];
-        let own = names(&c.dataset("charges").unwrap().tables[0]);
-        let theirs = names(charges);
-        assert_eq!(theirs.len(), own.len() + 1);
-        let m = theirs.iter().position(|n| n == MERCHANT_ID).unwrap();
-        assert_eq!(theirs[m + 1], ACCOUNT);
-        assert!(!own.iter().any(|n| n == ACCOUNT));
     }
 }

@@ -651,6 +651,29 @@ mod tests {
     }
 
     #[test]
+    fn a_connected_accounts_table_has_account_beside_merchant_id() {
+        let names =
+            |t: &Table| -> Vec<String> { table_columns(t).into_iter().map(|(n, _)| n).collect() };
+        let own = names(Catalog::get().dataset("charges").unwrap().main_table());
+        let connected = Catalog::connected().iter().find(|d| d.name == "charges");
+        let theirs = names(connected.unwrap().main_table());
+        assert_eq!(theirs.len(), own.len() + 1);
+        let m = theirs.iter().position(|n| n == MERCHANT_ID).unwrap();
+        assert_eq!(theirs[m + 1], ACCOUNT);
+        assert!(!own.iter().any(|n| n == ACCOUNT));
+        // Its rows carry the account; a merchant's own rows have no such column.
+        let mut conv = Converter::new(connected.unwrap());
+        let row = RowContext {
+            account: Some("acct_connected"),
+            ..ctx()
+        };
+        conv.push_deleted("ch_1", row);
+        let batch = conv.tables[0].take().unwrap().unwrap();
+        let account = batch.column_by_name(ACCOUNT).unwrap().as_string::<i32>();
+        assert_eq!(account.value(0), "acct_connected");
+    }
+
+    #[test]
     fn objects_become_rows_of_every_table() {
         let ds = Catalog::get().dataset("balance_transactions").unwrap();
         let mut c = Converter::new(ds);
