@@ -12,9 +12,15 @@ pub struct SliceMessage {
     pub id: String,
     /// The account's `name` in the accounts table.
     pub account: String,
-    /// A connected account of that account (a Connect platform): the slice is this one's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connected: Option<String>,
+    /// Connected accounts of that account (a Connect platform): the slice is each one's, and they
+    /// run together, their rows delivered together (a cohort of many small accounts, a few files).
+    /// A single id is read as a cohort of one.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub connected: Vec<String>,
     /// The Stripe account the key belongs to, as the scheduler's key check found it: the rate
     /// budget's owner, so that two records holding keys of one Stripe account share one budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,7 +38,7 @@ impl SliceMessage {
         SliceMessage {
             id: format!("{account}/{}@{tick}", work.name()),
             account: account.to_string(),
-            connected: None,
+            connected: Vec::new(),
             merchant_id: None,
             work,
             tick,
@@ -45,9 +51,61 @@ impl SliceMessage {
     pub fn connected(account: &str, connected: &str, work: SliceWork, tick: i64) -> SliceMessage {
         SliceMessage {
             id: format!("{account}/{connected}/{}@{tick}", work.name()),
-            connected: Some(connected.to_string()),
+            connected: vec![connected.to_string()],
             ..SliceMessage::new(account, work, tick)
         }
+    }
+
+    /// The slices of single connected accounts combined into cohorts of at most `size` accounts:
+    /// those of one platform, budget, work and tick, in the order given. Other slices pass as they
+    /// are.
+    pub fn cohorts(messages: Vec<SliceMessage>, size: usize) -> Vec<SliceMessage> {
+        let mut out: Vec<SliceMessage> = Vec::new();
+        for m in messages {
+            let joins = out.iter_mut().rev().find(|c| {
+                !c.connected.is_empty()
+                    && !m.connected.is_empty()
+                    && c.connected.len() + m.connected.len() <= size.max(1)
+                    && (&c.account, &c.merchant_id, &c.work, c.tick, c.continuation)
+                        == (&m.account, &m.merchant_id, &m.work, m.tick, m.continuation)
+            });
+            match joins {
+                Some(c) => {
+                    c.connected.extend(m.connected);
+                    c.id = cohort_id(c);
+                }
+                None => out.push(m),
+            }
+        }
+        out
+    }
+
+    /// The slices this message carries: one per connected account of a cohort, else one.
+    pub fn slices(&self) -> usize {
+        self.connected.len().max(1)
+    }
+
+    /// The id of each slice this message carries (a cohort's: each connected account's), as the
+    /// scheduler marks them sent.
+    pub fn slice_ids(&self) -> Vec<String> {
+        if self.connected.len() < 2 {
+            return vec![self.id.clone()];
+        }
+        self.connected
+            .iter()
+            .map(|c| format!("{}/{c}/{}@{}", self.account, self.work.name(), self.tick))
+            .collect()
+    }
+
+    /// The continuation of this slice for some of its connected accounts only (those that did not
+    /// finish).
+    pub fn continuation_of(&self, connected: Vec<String>) -> SliceMessage {
+        let mut next = SliceMessage {
+            connected,
+            ..self.clone()
+        };
+        next.id = cohort_id(&next);
+        next.continuation()
     }
 
     /// The same slice, naming the Stripe account whose rate budget it spends.
@@ -70,6 +128,30 @@ impl SliceMessage {
     }
 }
 
+/// `<account>/<first connected>+<n more>/<work>@<tick>` for a cohort of more than one.
+fn cohort_id(m: &SliceMessage) -> String {
+    let base = format!("{}@{}", m.work.name(), m.tick);
+    match m.connected.as_slice() {
+        [] => format!("{}/{base}", m.account),
+        [one] => format!("{}/{one}/{base}", m.account),
+        [first, rest @ ..] => format!("{}/{first}+{}/{base}", m.account, rest.len()),
+    }
+}
+
+/// Reads a connected account's id, or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(id) => vec![id],
+        OneOrMany::Many(ids) => ids,
+    })
+}
+
 /// Build the exports of the run date of `export_tick` (one per mode with data).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportMessage {
@@ -87,19 +169,51 @@ impl ExportMessage {
     }
 }
 
+/// Where a scheduler tick that reached its deadline goes on: at account `account` (accounts go in
+/// name order), after its connected account `after_connected` (in id order) when it is a platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub account: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_connected: Option<String>,
+}
+
+/// Plan the rest of scheduler tick `resume_tick` (one that reached its deadline), from `resume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickMessage {
+    /// `tick@<tick>/<account>`.
+    pub id: String,
+    pub resume_tick: i64,
+    pub resume: Resume,
+}
+
+impl TickMessage {
+    pub fn new(tick: i64, resume: Resume) -> TickMessage {
+        TickMessage {
+            id: format!("tick@{tick}/{}", resume.account),
+            resume_tick: tick,
+            resume,
+        }
+    }
+}
+
 /// What a queue message asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Slice(SliceMessage),
     Export(ExportMessage),
+    Tick(TickMessage),
 }
 
 impl Message {
-    /// Parses a message body: an export when it has `export_tick`, else a slice.
+    /// Parses a message body: an export when it has `export_tick`, the rest of a tick when it has
+    /// `resume_tick`, else a slice.
     pub fn parse(body: &str) -> Result<Message, serde_json::Error> {
         let value: serde_json::Value = serde_json::from_str(body)?;
         if value.get("export_tick").is_some() {
             serde_json::from_value(value).map(Message::Export)
+        } else if value.get("resume_tick").is_some() {
+            serde_json::from_value(value).map(Message::Tick)
         } else {
             serde_json::from_value(value).map(Message::Slice)
         }
@@ -140,7 +254,57 @@ mod tests {
         );
         let slice = serde_json::to_string(&SliceMessage::new("acme", SliceWork::Feed, 1)).unwrap();
         assert!(matches!(Message::parse(&slice).unwrap(), Message::Slice(_)));
+        let resume = Resume {
+            account: "acme".into(),
+            after_connected: Some("acct_9".into()),
+        };
+        let tick = TickMessage::new(60, resume);
+        let body = serde_json::to_string(&tick).unwrap();
+        assert_eq!(Message::parse(&body).unwrap(), Message::Tick(tick));
         assert!(Message::parse("{\"export_tick\": \"soon\"}").is_err());
+    }
+
+    #[test]
+    fn connected_accounts_combine_into_cohorts_of_one_work() {
+        let list = |d: &str| SliceWork::List { dataset: d.into() };
+        let one =
+            |acct: &str, work| SliceMessage::connected("p", acct, work, 7).of_merchant("acct_p");
+        let messages = vec![
+            SliceMessage::new("p", SliceWork::Feed, 7),
+            one("acct_1", SliceWork::Feed),
+            one("acct_1", list("charges")),
+            one("acct_2", SliceWork::Feed),
+            one("acct_3", SliceWork::Feed),
+            one("acct_2", list("charges")),
+        ];
+        let cohorts = SliceMessage::cohorts(messages, 2);
+        let ids: Vec<&str> = cohorts.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "p/_events@7",
+                "p/acct_1+1/_events@7",
+                "p/acct_1+1/charges@7",
+                "p/acct_3/_events@7"
+            ]
+        );
+        assert_eq!(cohorts[1].connected, ["acct_1", "acct_2"]);
+        // A cohort survives the trip through SQS, and a message of one connected account from
+        // before cohorts reads as a cohort of one.
+        let json = serde_json::to_string(&cohorts[2]).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SliceMessage>(&json).unwrap(),
+            cohorts[2]
+        );
+        let old = r#"{"id":"p/acct_9/_events@7","account":"p","connected":"acct_9","kind":"feed","tick":7}"#;
+        let m: SliceMessage = serde_json::from_str(old).unwrap();
+        assert_eq!(m.connected, ["acct_9"]);
+        // The accounts that did not finish are continued alone.
+        let next = cohorts[1].continuation_of(vec!["acct_2".into()]);
+        assert_eq!(
+            (next.id.as_str(), next.continuation),
+            ("p/acct_2/_events@7+c1", 1)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The worker: runs the slices of an SQS batch, one after another, each through the engine.
 //!
-//! A message is a slice or an export in Stripe's layout ([`export`]). The engine runs the slice and tells
+//! A message is a slice, an export in Stripe's layout ([`export`]), or the rest of a scheduler tick
+//! that reached its deadline ([`resume_tick`]). The engine runs the slice and tells
 //! the operators how it went ([`stripe_pipeline::engine::Engine::run_slice`]); the worker only turns
 //! the outcome into what SQS must do. Each message ends one of six ways: done (the message is
 //! deleted), continued (the deadline came first: progress is committed and a continuation message is
@@ -13,8 +14,8 @@
 //! a slice or an export goes the last way too: the dead-letter queue keeps it for someone to read.
 
 use crate::accounts::AccountRecord;
-use crate::message::{ExportMessage, Message, SliceMessage};
-use crate::scheduler::{account_failed, account_of, check, send_batch};
+use crate::message::{ExportMessage, Message, SliceMessage, TickMessage};
+use crate::scheduler::{account_failed, account_of, check, send_batch, tick_until};
 use crate::{Error, Services};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use stripe_pipeline::catalog::Dataset;
 use stripe_pipeline::clock::{Clock, SystemClock};
 use stripe_pipeline::config::Account;
 use stripe_pipeline::engine::plan;
-use stripe_pipeline::engine::{AccountReport, SliceOutcome, SyncError};
+use stripe_pipeline::engine::{AccountReport, Engine, Resolved, SliceOutcome, SyncError};
 use stripe_pipeline::export::{ExportError, ExportOptions, ExportReport, Exporter};
 use stripe_pipeline::state::{Lease, StateError, StateStore};
 use stripe_pipeline::stripe::rate_slots;
@@ -31,6 +32,16 @@ use stripe_pipeline::stripe::rate_slots;
 #[derive(Debug)]
 pub enum Ran {
     Done(Box<AccountReport>),
+    /// The rest of a scheduler tick was planned: slices planned and sent, and whether this too
+    /// reached its deadline (and queued the rest).
+    Ticked {
+        planned: usize,
+        sent: usize,
+        continued: bool,
+    },
+    /// A slice of a cohort of connected accounts: this many finished it (the others' slices were
+    /// being run by another worker).
+    Cohort(usize),
     Exported(Vec<ExportReport>),
     Continued(String),
     /// Every rate slot of the account was held by other workers: the message was sent again with a
@@ -82,6 +93,7 @@ pub async fn handle(
         let outcome = match Message::parse(record.body.as_deref().unwrap_or("")) {
             Ok(Message::Slice(m)) => run(svc, &m, &run_id, stop).await,
             Ok(Message::Export(m)) => export(svc, &m, &run_id).await,
+            Ok(Message::Tick(m)) => resume_tick(svc, &m, stop).await,
             Err(e) => Err(Error::Message(e.to_string())),
         };
         match outcome {
@@ -259,11 +271,7 @@ async fn run_in_slot(
     stop: Instant,
 ) -> Result<Ran, Error> {
     let r = match check(svc, account).await {
-        // A connected account's slice: the platform's key, checked, with its `Stripe-Account`.
-        Ok(r) => match &message.connected {
-            Some(id) => r.connected(id.clone()),
-            None => r,
-        },
+        Ok(r) => r,
         Err(e) => {
             account_failed(svc, &record.name, &e).await;
             return Err(e);
@@ -285,6 +293,9 @@ async fn run_in_slot(
             return Err(e);
         }
     };
+    if !message.connected.is_empty() {
+        return run_cohort(svc, &engine, message, &r, datasets).await;
+    }
     let ran = match engine.run_slice(&r, datasets, &message.work).await {
         Ok(ran) => ran,
         Err(SyncError::State(StateError::Leased { owner, .. })) => {
@@ -308,6 +319,62 @@ async fn run_in_slot(
         }),
         None => Ok(Ran::Done(Box::new(ran.report))),
     }
+}
+
+/// Runs a slice of a platform's connected accounts, all at once in this engine (their rows are
+/// delivered together), each with the platform's checked key and its `Stripe-Account`. The message
+/// ends as its worst account: a failure a retry may fix retries the whole message (the accounts that
+/// finished find nothing left to do); accounts stopped at the deadline are continued alone; a
+/// failure no retry fixes drops it (each failed account was announced by the engine).
+async fn run_cohort(
+    svc: &Services,
+    engine: &Engine,
+    message: &SliceMessage,
+    platform: &Resolved,
+    datasets: &[&'static Dataset],
+) -> Result<Ran, Error> {
+    let runs = futures_util::future::join_all(message.connected.iter().map(|id| {
+        let r = platform.connected(id.clone());
+        async move { (id, engine.run_slice(&r, datasets, &message.work).await) }
+    }))
+    .await;
+    let (mut paused, mut failures, mut done) = (Vec::new(), Vec::new(), 0);
+    for (id, ran) in runs {
+        let what = format!("{id}/{}", message.work.name());
+        match ran {
+            Ok(run) if run.outcome == SliceOutcome::Paused => paused.push(id.clone()),
+            Ok(run) => match run.failure {
+                Some(source) => failures.push(Error::Slice { what, source }),
+                None => done += 1,
+            },
+            // Another worker runs this account's slice.
+            Err(SyncError::State(StateError::Leased { .. })) => {}
+            Err(source) => failures.push(Error::Slice { what, source }),
+        }
+    }
+    if let Some(i) = failures.iter().position(Error::retryable) {
+        return Err(failures.swap_remove(i));
+    }
+    if !paused.is_empty() {
+        let next = message.continuation_of(paused);
+        send_one(svc, &next, Duration::ZERO, "queueing continuation").await?;
+        return Ok(Ran::Continued(next.id));
+    }
+    match failures.pop() {
+        Some(e) => Err(e),
+        None => Ok(Ran::Cohort(done)),
+    }
+}
+
+/// Plans the rest of a scheduler tick that reached its deadline (and queues what is left at this
+/// invocation's deadline in turn).
+async fn resume_tick(svc: &Services, m: &TickMessage, stop: Instant) -> Result<Ran, Error> {
+    let report = tick_until(svc, m.resume_tick, Some(&m.resume), Some(stop)).await?;
+    Ok(Ran::Ticked {
+        planned: report.planned,
+        sent: report.sent,
+        continued: report.continued.is_some(),
+    })
 }
 
 /// How long an export's lease lasts if its function dies without releasing it (Lambda's longest run).

@@ -13,13 +13,13 @@ use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::engine::SliceWork;
 use stripe_pipeline::state::{DatasetState, FeedState, StateStore};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
-use stripe_pipeline_functions::message::SliceMessage;
+use stripe_pipeline_functions::message::{Message, SliceMessage};
 use stripe_pipeline_functions::settings::ExportSettings;
 use stripe_pipeline_functions::worker::{self, Ran};
 use stripe_pipeline_functions::{scheduler, Services};
 use stripe_pipeline_testkit::acceptance::{
-    assert_equal, assert_platform_equal, assert_scopes_equal, assert_warehouse_equal, churn,
-    key_without, merchants, platform_accounts, read_export,
+    assert_equal, assert_platform_equal, assert_platform_equal_in, assert_scopes_equal,
+    assert_warehouse_equal, churn, key_without, merchants, platform_accounts, read_export,
 };
 use stripe_sim::{AccountKind, SimConfig};
 
@@ -50,6 +50,12 @@ async fn queue_depth(d: &Deployment, url: &str) -> usize {
     attrs[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
         .parse()
         .unwrap()
+}
+
+/// The simulator's Connect platform.
+fn platform_id(sim: &stripe_sim::RunningSim) -> String {
+    let platform = sim.info().account(AccountKind::Platform).unwrap();
+    platform.id.clone()
 }
 
 /// Items of the state table whose key starts with `prefix`.
@@ -200,7 +206,8 @@ fn peak_rss_mib() -> f64 {
 }
 
 /// A thousand accounts more: a tick cut off part-way has sent the slices of every account it reached,
-/// the same tick run again sends the rest and nothing twice, and the next tick plans every account.
+/// the same tick run again sends the rest and nothing twice, and the next tick, reaching its deadline
+/// part-way, has a worker plan the rest: every account planned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_of_a_thousand_accounts_cut_off_part_way_loses_nothing() {
     const ACCOUNTS: usize = 1_000;
@@ -257,16 +264,62 @@ async fn a_tick_of_a_thousand_accounts_cut_off_part_way_loses_nothing() {
     );
 
     // The next tick plans every account again (no worker ran): what a cut fell between mark and send
-    // is sent now. Its time and memory are the scheduler's for this many accounts.
+    // is sent now. It reaches its deadline part-way, and queues the rest of its accounts for a worker,
+    // which plans them: every slice of the tick is sent, once. Its time (both parts) and memory are
+    // the scheduler's for this many accounts.
+    let sqs = aws_sdk_sqs::Client::new(&d.sdk);
+    sqs.purge_queue()
+        .queue_url(&d.queue_url)
+        .send()
+        .await
+        .unwrap();
     let started = Instant::now();
-    let next = scheduler::tick(&d.services, tick + 900).await.unwrap();
+    let stop = Instant::now() + Duration::from_secs(3);
+    let part = scheduler::tick_until(&d.services, tick + 900, None, Some(stop))
+        .await
+        .unwrap();
+    assert!(part.errors.is_empty(), "{:?}", part.errors);
+    assert_eq!((part.sent, part.already_sent), (part.planned, 0));
+    let resume = part
+        .continued
+        .clone()
+        .expect("the tick reached its deadline");
+    let mut queued = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&d.queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .send()
+            .await
+            .unwrap();
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        queued.extend(messages);
+    }
+    assert_eq!(queued.len(), part.sent + 1);
+    let rest: Vec<_> = queued
+        .iter()
+        .filter(|m| {
+            let body = m.body.as_deref().unwrap_or_default();
+            matches!(Message::parse(body), Ok(Message::Tick(t)) if t.resume == resume)
+        })
+        .map(record)
+        .collect();
+    assert_eq!(rest.len(), 1);
+    let ran = worker::handle(&d.services, rest, "rest", plenty()).await;
+    assert!(ran.batch_item_failures.is_empty());
     let secs = started.elapsed().as_secs_f64();
-    assert!(next.errors.is_empty(), "{:?}", next.errors);
-    assert_eq!((next.sent, next.already_sent), (next.planned, 0));
+    let total = ACCOUNTS * 2 + 4 * (1 + all().len());
+    assert!(part.sent < total, "{part:?}");
+    assert_eq!(part.sent + queue_depth(&d, &d.queue_url).await, total);
     eprintln!(
-        "scheduler tick of {} accounts: {} slices planned and sent in {secs:.1} s; peak RSS of the test process {:.0} MiB",
-        next.accounts,
-        next.sent,
+        "scheduler tick of {} accounts: {total} slices planned and sent in {secs:.1} s ({} before its deadline, the rest by a worker); peak RSS of the test process {:.0} MiB",
+        part.accounts,
+        part.sent,
         peak_rss_mib()
     );
 }
@@ -722,6 +775,66 @@ async fn workers_load_redshift_through_the_data_api() {
     let drained = drain(&d, 10, 50, plenty).await;
     assert_eq!(drained.failures, 0);
     check().await;
+
+    // A value longer than Redshift's widest column (65,535 bytes): its row is kept out of the
+    // warehouse, named in an alert and copied aside, and nothing else of the dataset is held back;
+    // a version that fits goes in as usual.
+    let (merchant, livemode) = scopes(&sim).remove(0);
+    let ids = sim.sim().ids(&merchant, livemode, "customers").unwrap();
+    let (long, other) = (&ids[0], &ids[1]);
+    let describe = |text: String| {
+        let fields = serde_json::json!({ "description": text });
+        let fields = fields.as_object().unwrap().clone();
+        sim.sim()
+            .set_fields(&merchant, livemode, "customers", long, &fields)
+            .unwrap();
+    };
+    describe("x".repeat(70_000));
+    sim.sim()
+        .update(
+            &merchant,
+            livemode,
+            "customers",
+            0,
+            std::slice::from_ref(other),
+        )
+        .unwrap();
+    sim.sim().advance(PAST_LAG);
+    scheduler::tick(&d.services, tick + 1800).await.unwrap();
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 0);
+    let warehouse = d.services.warehouse().await.unwrap();
+    let schema = if livemode {
+        "stripe"
+    } else {
+        "stripe_testmode"
+    };
+    let length = |id: &str| {
+        let sql = format!("SELECT LENGTH(description) FROM {schema}.customers WHERE id = '{id}'");
+        let warehouse = warehouse.clone();
+        async move { warehouse.query_strings(&sql).await.unwrap()[0][0].clone() }
+    };
+    let kept = length(long)
+        .await
+        .map_or(0, |n| n.parse::<usize>().unwrap());
+    assert!(kept < 65_535, "the long value reached the warehouse");
+    let aside = format!(
+        "{}/_quarantine/customers/",
+        stripe_pipeline::lake::mode_root(livemode)
+    );
+    assert_eq!(parquet_objects(&d, &aside).await, 1);
+    let told = notifications(&d).await;
+    assert!(
+        told.iter()
+            .any(|n| n.contains(long.as_str()) && n.contains("65535 bytes")),
+        "{told:?}"
+    );
+    describe("fits again".into());
+    sim.sim().advance(PAST_LAG);
+    scheduler::tick(&d.services, tick + 2700).await.unwrap();
+    let drained = drain(&d, 10, 50, plenty).await;
+    assert_eq!(drained.failures, 0);
+    check().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -833,17 +946,15 @@ async fn a_platforms_connected_accounts_are_planned_and_loaded() {
         first.planned,
         2 * ((2 + all().len()) + 2 * (1 + all().len()))
     );
+    assert_eq!(first.sent, first.planned);
+    // Each connected account's feed and lists ride with the other's: one message per work.
+    assert_eq!(first.messages, 2 * ((2 + all().len()) + (1 + all().len())));
     let drained = drain(&d, 10, 50, plenty).await;
-    assert_eq!((drained.messages, drained.failures), (first.sent, 0));
+    assert_eq!((drained.messages, drained.failures), (first.messages, 0));
     let connected = platform_equal().await;
     assert_eq!(connected.len(), 2);
 
-    let platform = sim
-        .info()
-        .account(AccountKind::Platform)
-        .unwrap()
-        .id
-        .clone();
+    let platform = platform_id(&sim);
     let added = sim.sim().connect_accounts(&platform, 1, 2).unwrap();
     sim.sim().deauthorize(&connected[1]).unwrap();
     for livemode in [true, false] {
@@ -861,6 +972,100 @@ async fn a_platforms_connected_accounts_are_planned_and_loaded() {
     assert!(drained.bodies.iter().any(|b| b.contains(&added[0])));
     let now = platform_equal().await;
     assert_eq!(now, vec![connected[0].clone(), added[0].clone()]);
+}
+
+/// A Connect platform with a thousand connected accounts more, a few objects each: one tick plans
+/// them all (their slices sent in cohorts, the unloaded first), workers in four processes load them
+/// within the platform's one rate budget, the connected tables hold few files, not one per account,
+/// and every table equals the ground truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_with_a_thousand_connected_accounts_is_loaded_in_cohorts() {
+    const CONNECTED: usize = 1_000;
+    const BUDGET: f64 = 1.0;
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    let platform = platform_id(&sim);
+    sim.sim().connect_accounts(&platform, CONNECTED, 1).unwrap();
+    let d = deploy(&sim, |s| {
+        s.seed_accounts.clear();
+        s.pipeline.rate_budget = BUDGET;
+        s.rate_slot_wait_secs = 1;
+    })
+    .await;
+    // The platform's live key, one dataset (and the platform's `accounts`): the cost is per account.
+    let customers = Catalog::get().dataset("customers").unwrap();
+    let live = &platform_accounts(&sim)[0];
+    let key = live.key.as_ref().unwrap().expose().to_string();
+    let record = stripe_pipeline_functions::accounts::AccountRecord {
+        secret_arn: secret(&d.sdk, &live.name, &key).await,
+        name: live.name.clone(),
+        enabled: true,
+        datasets: vec!["customers".into()],
+        connect: true,
+    };
+    assert!(d.services.accounts.add_if_missing(&record).await.unwrap());
+
+    let started = Instant::now();
+    let tick = scheduler::tick(&d.services, 1_800_000_000).await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(tick.errors.is_empty(), "{:?}", tick.errors);
+    // The platform's feed, customers and accounts; each connected account's feed and customers.
+    let accounts = CONNECTED + 2;
+    assert_eq!(
+        (tick.planned, tick.sent),
+        (3 + 2 * accounts, 3 + 2 * accounts)
+    );
+    let cohorts = accounts.div_ceil(scheduler::COHORT_SIZE);
+    assert_eq!(tick.messages, 3 + 2 * cohorts);
+    eprintln!(
+        "scheduler tick of a platform with {accounts} connected accounts: {} slices in {} messages in {secs:.1} s; peak RSS of the test process {:.0} MiB",
+        tick.planned,
+        tick.messages,
+        peak_rss_mib()
+    );
+
+    sim.sim().reset_stats();
+    let workers: Vec<Services> = (0..4).map(|_| worker(&d)).collect();
+    let started = Instant::now();
+    let drained = drain_together(&d, &workers).await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(drained.failures, 0);
+    let stats = sim.sim().stats();
+    let peak = stats.peak_per_sec[&format!("{platform} live")];
+    eprintln!(
+        "4 workers: {} messages, {} requests in {secs:.1} s; the platform's busiest second: {peak} requests",
+        drained.messages, stats.requests
+    );
+    assert!(
+        peak as f64 <= BUDGET * 100.0,
+        "{peak} requests in one second"
+    );
+
+    // Few files: a cohort's accounts share each file of a delivery.
+    let files = parquet_objects(&d, "livemode/connected_account_customers/").await;
+    eprintln!("{files} Parquet files of connected_account_customers for {accounts} accounts");
+    assert!(
+        files <= accounts / 5,
+        "{files} files for the customers of {accounts} connected accounts"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    replay_lake(&d, dir.path()).await;
+    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    let loaded = assert_platform_equal_in(&db, &sim, &[customers], &[true]).await;
+    assert_eq!(loaded.len(), accounts);
+}
+
+/// Parquet objects in the lake whose path starts with `prefix`.
+async fn parquet_objects(d: &Deployment, prefix: &str) -> usize {
+    use futures_util::TryStreamExt;
+    let store = d.services.lake.store().clone();
+    let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await.unwrap();
+    objects
+        .iter()
+        .filter(|m| {
+            let path = m.location.to_string();
+            path.starts_with(prefix) && path.ends_with(".parquet")
+        })
+        .count()
 }
 
 /// Workers in several processes load one account's feed and lists into the same Redshift tables at

@@ -4,7 +4,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 use stripe_pipeline::clock::{Clock, SystemClock};
-use stripe_pipeline_functions::{scheduler, Services};
+use stripe_pipeline_functions::{scheduler, worker, Services};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -19,7 +19,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                     .payload
                     .time
                     .map_or_else(|| SystemClock.now_secs(), |t| t.timestamp());
-                scheduler::tick(&services, time / 60 * 60)
+                // Accounts not reached before the deadline are planned by a worker (`TickMessage`).
+                let stop = worker::stop_at(event.context.deadline);
+                scheduler::tick_until(&services, time / 60 * 60, None, Some(stop))
                     .await
                     .map_err(lambda_runtime::Error::from)
             }

@@ -207,6 +207,15 @@ impl Alerts {
         self.send(result).await;
     }
 
+    /// Rows of `account` were kept out of the warehouse (`message` names them and why).
+    pub async fn quarantined(&self, account: &str, message: &str) {
+        let result = Ok(Some((
+            format!("rows kept out of the warehouse ({account})"),
+            format!("Syncing account '{account}': {message}"),
+        )));
+        self.send(result).await;
+    }
+
     /// The change feed fell past Stripe's event retention (`warning` names the datasets re-listed).
     pub async fn retention_cliff(&self, account: &str, warning: &str) {
         let result = Ok(Some((

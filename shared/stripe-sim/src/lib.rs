@@ -225,6 +225,14 @@ impl Simulator {
     }
 
     /// Moves simulated time forward; returns the new now.
+    /// A control operation now, with a request id of its own (events name it).
+    fn op(&self) -> world::Op {
+        world::Op {
+            now: self.now(),
+            request: self.next_request_id(),
+        }
+    }
+
     pub fn advance(&self, seconds: i64) -> i64 {
         self.clock.advance(seconds)
     }
@@ -264,10 +272,7 @@ impl Simulator {
         count: usize,
     ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
-        let op = world::Op {
-            now: self.now(),
-            request: self.next_request_id(),
-        };
+        let op = self.op();
         self.world.write().create(account, livemode, res, count, op)
     }
 
@@ -281,13 +286,26 @@ impl Simulator {
         ids: &[String],
     ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
-        let op = world::Op {
-            now: self.now(),
-            request: self.next_request_id(),
-        };
+        let op = self.op();
         self.world
             .write()
             .update(account, livemode, res, count, ids, op)
+    }
+
+    /// Sets top-level `fields` of one object, emitting its `*.updated` event where Stripe has one.
+    pub fn set_fields(
+        &self,
+        account: &str,
+        livemode: bool,
+        resource: &str,
+        id: &str,
+        fields: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ControlError> {
+        let res = Self::resource(resource)?;
+        let op = self.op();
+        self.world
+            .write()
+            .set_fields(account, livemode, res, id, fields, op)
     }
 
     /// Deletes `count` random objects (or `ids`) of a resource that Stripe can delete.
@@ -300,10 +318,7 @@ impl Simulator {
         ids: &[String],
     ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
-        let op = world::Op {
-            now: self.now(),
-            request: self.next_request_id(),
-        };
+        let op = self.op();
         self.world
             .write()
             .delete(account, livemode, res, count, ids, op)
@@ -317,10 +332,7 @@ impl Simulator {
         count: usize,
         ids: &[String],
     ) -> Result<Vec<String>, ControlError> {
-        let op = world::Op {
-            now: self.now(),
-            request: self.next_request_id(),
-        };
+        let op = self.op();
         self.world
             .write()
             .cancel_subscriptions(account, livemode, count, ids, op)

@@ -360,6 +360,37 @@ impl World {
         Ok(targets)
     }
 
+    /// Sets top-level `fields` of object `id` of `res`, emitting its `*.updated` event (for values
+    /// no generator makes, such as a field longer than a warehouse column holds).
+    pub fn set_fields(
+        &mut self,
+        account: &str,
+        livemode: bool,
+        res: Res,
+        id: &str,
+        fields: &serde_json::Map<String, Value>,
+        op: Op,
+    ) -> Result<(), ControlError> {
+        let scope = self.begin(account, livemode, &op)?;
+        let Some(mut obj) = scope.object(res, id) else {
+            return Err(ControlError::Invalid(format!("no {} {id}", res.def().path)));
+        };
+        let mut previous = serde_json::Map::new();
+        for (key, value) in fields {
+            previous.insert(key.clone(), obj[key.as_str()].clone());
+            obj[key.as_str()] = value.clone();
+        }
+        scope.replace(
+            res,
+            &obj,
+            res.def().updated_event,
+            Some(Value::Object(previous)),
+            op.now,
+        );
+        scope_done(scope);
+        Ok(())
+    }
+
     /// Deletes `count` random objects of `res` (or the given ids). Only resources with a `*.deleted`
     /// event can be deleted; invoices only as drafts, invoice items only while pending.
     pub fn delete(

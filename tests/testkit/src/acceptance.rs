@@ -362,6 +362,16 @@ pub async fn assert_platform_equal(
     sim: &RunningSim,
     datasets: &[&Dataset],
 ) -> Vec<String> {
+    assert_platform_equal_in(db, sim, datasets, &[true, false]).await
+}
+
+/// [`assert_platform_equal`] in the modes `livemodes` only.
+pub async fn assert_platform_equal_in(
+    db: &dyn Warehouse,
+    sim: &RunningSim,
+    datasets: &[&Dataset],
+    livemodes: &[bool],
+) -> Vec<String> {
     // Now, not at start: accounts connect and leave.
     let info = sim.sim().info(&sim.base_url());
     let platform = info.account(AccountKind::Platform).unwrap().id.clone();
@@ -372,7 +382,7 @@ pub async fn assert_platform_equal(
         .map(|a| a.id.clone())
         .collect();
     let accounts = Catalog::get().dataset("accounts").unwrap();
-    for livemode in [true, false] {
+    for &livemode in livemodes {
         for d in datasets.iter().copied().chain([accounts]) {
             assert_equal(db, sim, &platform, livemode, d).await;
         }

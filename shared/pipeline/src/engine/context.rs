@@ -2,6 +2,7 @@
 //! store, the warehouse, the clock, progress) and the run's settings. Built once per run by
 //! [`super::EngineBuilder`]; stages borrow it and never reach past it to a concrete backend.
 
+use super::cohort::Cohort;
 use super::report::Progress;
 use super::resolve::Resolved;
 use crate::clock::Clock;
@@ -38,6 +39,8 @@ pub(crate) struct Context {
     pub(crate) deadline: Option<Instant>,
     /// What to tell the operators after each slice (none: the caller reports).
     pub(crate) alerts: Option<Arc<Alerts>>,
+    /// The connected accounts' deliveries, made together.
+    pub(crate) cohort: Arc<Cohort>,
     /// One budget of segments per account-mode, shared by all its slices in this engine.
     pub(crate) slots: parking_lot::Mutex<HashMap<String, Arc<Slots>>>,
 }

@@ -52,6 +52,14 @@ pub enum SyncError {
         what: String,
         message: String,
     },
+    /// The delivery this connected account's rows shared with other connected accounts of its
+    /// platform failed ([`super::cohort`]): nothing of it was committed.
+    #[error("account '{account}': delivered with other connected accounts of the platform, which failed: {message}")]
+    Shared {
+        account: String,
+        message: String,
+        retryable: bool,
+    },
     #[error(
         "stopped at the deadline with the list's progress committed; a continuation resumes it"
     )]
@@ -75,6 +83,7 @@ impl SyncError {
             SyncError::Config { .. } | SyncError::Panicked { .. } | SyncError::Convert { .. } => {
                 false
             }
+            SyncError::Shared { retryable, .. } => *retryable,
             SyncError::Deadline => true,
         }
     }

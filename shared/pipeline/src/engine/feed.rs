@@ -58,7 +58,11 @@ pub(super) async fn run(
         FeedStart::Begin => {
             // Before any list starts: changes made while the lists run are read next time.
             feed.cursor = Some(now);
-            cx.state.put(&key, stored.version, &feed).await?;
+            match cx.state.put(&key, stored.version, &feed).await {
+                // A list slice of the account started it first (`start_if_new`), as early.
+                Ok(_) | Err(StateError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
             report.feed.started = true;
         }
         FeedStart::Cliff { cursor } => {
@@ -285,10 +289,15 @@ pub(super) async fn read_feed(
         }
     }
     // Datasets without changes are complete up to the window's end too: one transaction for all.
-    cx.warehouse
-        .record_freshness(r.account.livemode, &unchanged, &r.merchant_id, to)
-        .await
-        .map_err(|e| r.warehouse_error("freshness", e))?;
+    match r.connected {
+        Some(_) if unchanged.is_empty() => {}
+        Some(_) => cx.cohort.fresh(cx, r, &unchanged, to).await?,
+        None => cx
+            .warehouse
+            .record_freshness(r.account.livemode, &unchanged, &r.merchant_id, to)
+            .await
+            .map_err(|e| r.warehouse_error("freshness", e))?,
+    }
     Ok(Piece::Read(FeedRead {
         changes: per_dataset,
         counts,
@@ -363,10 +372,10 @@ async fn apply(
                 ids: std::mem::take(&mut tombstones),
                 timestamp: r.server_time * 1_000_000,
             };
-            let written =
+            let delivered =
                 deliver::write_and_load(cx, r, dataset, &mut converter, &stem, as_of, marks)
                     .await?;
-            files.lock().await.extend(written);
+            files.lock().await.extend(delivered.files);
         }
     }
     Ok(())

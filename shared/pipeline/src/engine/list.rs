@@ -12,7 +12,7 @@ use crate::backfill::{self, HISTORY_START, PAGE_LIMIT};
 use crate::catalog::Dataset;
 use crate::convert::{Converter, RowContext, Truncated};
 use crate::failpoint;
-use crate::slots::Slots;
+use crate::slots::{Slot, Slots};
 use crate::state::{Backfill, DatasetState, Segment, StateError};
 use crate::stripe::StripeError;
 use std::sync::Arc;
@@ -28,10 +28,13 @@ fn objects_left(seg: &Segment, objects: u64, started_at: i64) -> f64 {
     objects as f64 * (at - seg.from).max(0) as f64 / read as f64
 }
 
-/// How a running segment hands part of its window to a new one (see [`split_off`]).
+/// The segment's slot, and how a running segment hands part of its window to a new one (see
+/// [`split_off`]).
 struct Split<'a> {
     slots: &'a Arc<Slots>,
     spawn: &'a tokio::sync::mpsc::UnboundedSender<usize>,
+    /// Held while the segment reads pages.
+    slot: Option<Slot>,
 }
 
 /// Lists one dataset of one account: plan (or resume) its segments, page them in parallel, and at
@@ -140,10 +143,11 @@ async fn list_inner(
             split_tx.clone(),
         );
         tasks.spawn(async move {
-            let _slot = slots.acquire(&dataset.name).await;
+            let slot = slots.acquire(&dataset.name).await;
             let split = Split {
                 slots: &slots,
                 spawn: &split_tx,
+                slot: Some(slot),
             };
             run_segment(&cx, &r, dataset, i, &shared, &files, split).await
         });
@@ -199,7 +203,7 @@ async fn run_segment(
     index: usize,
     shared: &Arc<Mutex<ListState>>,
     files: &Written,
-    split: Split<'_>,
+    mut split: Split<'_>,
 ) -> Result<u64, SyncError> {
     let mut seg: Segment = {
         let s = shared.lock().await;
@@ -276,6 +280,11 @@ async fn run_segment(
         {
             seq += 1;
             pending_bytes = 0;
+            if seg.done && r.connected.is_some() {
+                // A connected account's last batch waits for those of the others
+                // (`super::cohort`): its pages are read, so another account may have the slot.
+                split.slot = None;
+            }
             let stem = r.file_stem(
                 &cx.run_id,
                 &format!("{}-s{index:02}-{seq:05}", dataset.name),

@@ -113,6 +113,7 @@ impl EngineBuilder {
                 run_id,
                 deadline: self.deadline,
                 alerts: self.alerts,
+                cohort: Default::default(),
                 slots: Default::default(),
             }),
         }

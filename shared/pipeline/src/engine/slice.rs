@@ -47,7 +47,10 @@ pub(super) async fn run(
     });
     let result = match cx.state.acquire(&r.key(work.name()), &cx.run_id, ttl).await {
         Ok(lease) => {
+            // A connected account delivers with the others running now (`super::cohort`).
+            let member = r.connected.as_ref().map(|_| cx.cohort.join(r));
             let result = leased(cx, r, datasets, work).await;
+            drop(member);
             cx.state.release(&lease).await;
             result
         }

@@ -117,6 +117,13 @@ pub trait Warehouse: Send + Sync {
     /// Runs a query; every value comes back as text (`NULL` as `None`). For `status` and tests.
     async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError>;
 
+    /// The longest text value (in bytes) its text columns hold, when they have a limit: longer values
+    /// would fail every load of their dataset, so the engine keeps their rows out of the load
+    /// (`engine::quarantine`).
+    fn max_text_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether it keeps the rows it loads, and so can answer [`Warehouse::stale_ids`]; without a
     /// warehouse the engine asks the lake ([`crate::lake::Lake::stale_ids`]).
     fn keeps_rows(&self) -> bool {

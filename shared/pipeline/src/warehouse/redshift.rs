@@ -29,6 +29,8 @@ const DIALECT: Dialect = Dialect {
     timestamp: "TIMESTAMP",
 };
 
+/// The longest value of a `VARCHAR(65535)` column, in bytes.
+const MAX_TEXT_BYTES: usize = 65_535;
 /// `BatchExecuteStatement` takes at most this many statements.
 const MAX_BATCH: usize = 40;
 /// Times a batch that Redshift aborted for a conflict with a concurrent transaction is run again.
@@ -399,6 +401,10 @@ fn text(field: &Field) -> Option<String> {
 impl Warehouse for Redshift {
     fn describe(&self) -> String {
         format!("{BACKEND} {}", self.settings)
+    }
+
+    fn max_text_bytes(&self) -> Option<usize> {
+        Some(MAX_TEXT_BYTES)
     }
 
     async fn prepare(
