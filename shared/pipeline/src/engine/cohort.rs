@@ -21,7 +21,7 @@ use super::plan::FLUSH_ROWS;
 use super::resolve::Resolved;
 use crate::catalog::Dataset;
 use crate::lake::LakeFile;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,19 @@ struct Part {
     r: Resolved,
     work: Work,
     reply: Reply,
+}
+
+/// What delivers together: the mode, the platform, and the dataset (`None`: the freshness records).
+type Group = (bool, String, Option<String>);
+
+impl Part {
+    fn group(&self) -> Group {
+        let dataset = match &self.work {
+            Work::Load(d) => Some(d.dataset.name.clone()),
+            Work::Fresh { .. } => None,
+        };
+        (self.r.account.livemode, self.r.merchant_id.clone(), dataset)
+    }
 }
 
 #[derive(Default)]
@@ -191,49 +204,15 @@ impl Cohort {
         if parts.is_empty() {
             return;
         }
-        let mut groups: Vec<Vec<Part>> = Vec::new();
-        let mut fresh: Vec<Part> = Vec::new();
+        let mut groups: BTreeMap<Group, Vec<Part>> = BTreeMap::new();
         for part in parts {
-            let Work::Load(d) = &part.work else {
-                fresh.push(part);
-                continue;
-            };
-            let key = (
-                part.r.account.livemode,
-                &part.r.merchant_id,
-                &d.dataset.name,
-            );
-            let same = |g: &Vec<Part>| match &g[0].work {
-                Work::Load(e) => {
-                    (
-                        g[0].r.account.livemode,
-                        &g[0].r.merchant_id,
-                        &e.dataset.name,
-                    ) == key
-                }
-                Work::Fresh { .. } => false,
-            };
-            match groups.iter_mut().find(|g| same(g)) {
-                Some(g) => g.push(part),
-                None => groups.push(vec![part]),
+            groups.entry(part.group()).or_default().push(part);
+        }
+        for ((.., dataset), group) in groups {
+            match dataset {
+                Some(_) => self.load(cx, group).await,
+                None => self.record_fresh(cx, group).await,
             }
-        }
-        for group in groups {
-            self.load(cx, group).await;
-        }
-        let mut platforms: Vec<Vec<Part>> = Vec::new();
-        for part in fresh {
-            let key = (part.r.account.livemode, part.r.merchant_id.clone());
-            match platforms
-                .iter_mut()
-                .find(|g| (g[0].r.account.livemode, g[0].r.merchant_id.clone()) == key)
-            {
-                Some(g) => g.push(part),
-                None => platforms.push(vec![part]),
-            }
-        }
-        for group in platforms {
-            self.record_fresh(cx, group).await;
         }
     }
 
