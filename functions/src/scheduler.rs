@@ -250,12 +250,11 @@ pub async fn tick_until(
     // a few conditional writes and an SQS call, all waiting on the network), and each account's slices
     // are sent as soon as its plan is in: a tick cut off by its timeout has sent those of every account
     // it got to. Parts come back in name order, so the first unfinished one is where the rest starts.
-    let after = resume.and_then(|r| r.after_connected.clone());
     let mut accounts = futures_util::stream::iter(records)
         .map(|record| {
-            let after = after
-                .clone()
-                .filter(|_| resume.is_some_and(|r| r.account == record.name));
+            let after = resume
+                .filter(|r| r.account == record.name)
+                .and_then(|r| r.after_connected.clone());
             account_tick(svc, record, tick, after, stop)
         })
         .buffered(ACCOUNTS_AT_ONCE);

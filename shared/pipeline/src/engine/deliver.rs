@@ -223,18 +223,17 @@ pub(crate) async fn store(
             None => {}
         }
     }
-    let mut files = Some(load_files);
-    let mut marks = marks.into_iter();
-    let mut next = marks.next();
     // The files go with the first transaction; another tombstone instant needs a transaction more.
-    while files.is_some() || next.is_some() {
-        let tombstones = next.take().unwrap_or_else(Tombstones::none);
+    let mut marks = marks.into_iter();
+    let mut loads = vec![(load_files, marks.next().unwrap_or_else(Tombstones::none))];
+    loads.extend(marks.map(|m| (Vec::new(), m)));
+    for (files, tombstones) in loads {
         let load = Load {
             dataset,
             livemode,
             merchant_id: &r.merchant_id,
             lake: &cx.lake,
-            files: files.take().unwrap_or_default(),
+            files,
             as_of,
             tombstones: tombstones.ids,
             tombstone_timestamp: tombstones.timestamp,
@@ -243,7 +242,6 @@ pub(crate) async fn store(
             .load(&load)
             .await
             .map_err(|e| r.warehouse_error(&dataset.name, e))?;
-        next = marks.next();
     }
     if !quarantined.is_empty() {
         tell_quarantined(cx, r, dataset, &quarantined, limit.unwrap_or_default()).await;
