@@ -570,6 +570,81 @@ def build_child(spec, parent_schema, child, main):
     }
 
 
+# --------------------------------------------------------------------------------------------------
+# The simulator's expansion table: for every schema, how each field named in its `x-expandableFields`
+# can be expanded. The simulator (shared/stripe-sim) validates and applies `expand[]` from it.
+# --------------------------------------------------------------------------------------------------
+SIM_EXPANSIONS_OUT = os.path.join(REPO, "shared", "stripe-sim", "data", "expansions.json")
+
+# Properties Stripe still returns (and lets you expand into) that the 2023-08-16 spec no longer lists:
+# the deprecated `plan` of single-price subscriptions and of invoice items. Stripe accepts
+# `expand[]=data.plan.tiers` on both lists, and widely used extractors send it.
+HIDDEN_PROPERTIES = {
+    "subscription": {"plan": {"object": "plan"}},
+    "invoiceitem": {"plan": {"object": "plan"}},
+}
+
+
+def object_name(spec, schema):
+    """The `object` value of a resource schema (`checkout.session`), or None."""
+    obj = ((schema.get("properties") or {}).get("object") or {}).get("enum") or []
+    return obj[0] if len(obj) == 1 else None
+
+
+def expansion_of(spec, prop):
+    """How one expandable property expands:
+    {"ref": [objects]}   an id that becomes the object (one of these object types);
+    {"list": [objects]}  a Stripe list object of items of these object types (included only when
+                         expanded);
+    {"object": schema}   an embedded object, expanded further inside;
+    {"each": expansion}  an array whose every item expands as `expansion` says;
+    {}                   a value that is returned as it is."""
+    if "anyOf" in prop:
+        members = non_null_members(prop)
+        resources = prop.get("x-expansionResources", {}).get("oneOf", [])
+        if any(m.get("type") == "string" for m in members) and resources:
+            names = sorted({object_name(spec, spec.deref(r)) for r in resources} - {None})
+            return {"ref": names}
+        if len(members) == 1:
+            return expansion_of(spec, members[0])
+        return {}
+    name = spec.ref_name(prop)
+    target = spec.deref(prop)
+    if is_list_object(target):
+        items = target["properties"]["data"]["items"]
+        members = non_null_members(items) if "anyOf" in items else [items]
+        return {"list": sorted({object_name(spec, spec.deref(m)) for m in members} - {None})}
+    if name:
+        return {"object": name}
+    if target.get("type") == "array" and target.get("items"):
+        each = expansion_of(spec, target["items"])
+        return {"each": each} if each else {}
+    return {}
+
+
+def sim_expansions(spec):
+    out = {}
+    for name in sorted(spec.schemas):
+        schema = spec.schemas[name]
+        props = schema.get("properties") or {}
+        fields = {}
+        for field in schema.get("x-expandableFields") or []:
+            if field in props:
+                fields[field] = expansion_of(spec, props[field])
+        fields.update(HIDDEN_PROPERTIES.get(name, {}))
+        if fields:
+            out[name] = dict(sorted(fields.items()))
+    return out
+
+
+def write_json(path, value, indent):
+    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=(",", ":") if indent is None else None)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+
+
 def sanity_check(catalog):
     tables = {t["name"]: t for d in catalog["datasets"] for t in d["tables"]}
     problems = []
@@ -616,15 +691,14 @@ def main(argv):
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         return 1
-    text = json.dumps(catalog, indent=1, ensure_ascii=False) + "\n"
-    tmp = out_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, out_path)
+    write_json(out_path, catalog, 1)
+    expansions = sim_expansions(spec)
+    write_json(SIM_EXPANSIONS_OUT, expansions, None)
     for d in catalog["datasets"]:
         for t in d["tables"]:
             print(f"{t['name']:<36} {t['kind']:<9} {len(t['columns']):>4} columns")
     print(f"wrote {out_path} ({len(catalog['datasets'])} datasets) from {os.path.basename(spec_path)}")
+    print(f"wrote {SIM_EXPANSIONS_OUT} ({len(expansions)} schemas with expandable fields)")
     return 0
 
 

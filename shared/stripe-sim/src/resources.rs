@@ -1,8 +1,8 @@
 //! The resources the simulator serves, as one static table.
 //!
 //! Everything that differs between Stripe's list endpoints (path, id prefix, which filters exist, whether
-//! `created` is accepted, which events a change emits, which fields can be expanded) lives here, so the
-//! list, event and expansion code stays generic. The facts come from Stripe's OpenAPI spec for API
+//! `created` is accepted, which events a change emits, its permission) lives here, so the list and event
+//! code stays generic; which fields expand into what comes from the spec itself (`expand`). The facts come from Stripe's OpenAPI spec for API
 //! 2023-08-16 and the list-endpoint table in `shared/stripe-openapi/`.
 
 /// One simulated resource (one list endpoint under `/v1/`).
@@ -59,8 +59,6 @@ pub struct ResourceDef {
     pub updated_event: Option<&'static str>,
     /// Event emitted when an object is deleted (`None`: the resource cannot be deleted).
     pub deleted_event: Option<&'static str>,
-    /// Expandable reference fields and the resource they point at (`None`: polymorphic, by id prefix).
-    pub refs: &'static [(&'static str, Option<Res>)],
     /// The restricted-key permission that reads it (`rak_charge_read`).
     pub permission: &'static str,
 }
@@ -103,6 +101,11 @@ impl Res {
         Res::ALL.into_iter().find(|r| r.def().path == path)
     }
 
+    /// Resource whose objects have this `object` value (`charge`).
+    pub fn from_object(object: &str) -> Option<Res> {
+        Res::ALL.into_iter().find(|r| r.def().object == object)
+    }
+
     /// Resource whose ids start with `prefix_` (used for polymorphic references).
     pub fn from_id(id: &str) -> Option<Res> {
         let prefix = id.split('_').next()?;
@@ -128,7 +131,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: None,
         updated_event: None,
         deleted_event: None,
-        refs: &[("source", None)],
         permission: "rak_balance_transaction_source_read",
     },
     ResourceDef {
@@ -141,14 +143,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("charge.succeeded"),
         updated_event: Some("charge.updated"),
         deleted_event: None,
-        refs: &[
-            ("customer", Some(Customer)),
-            ("balance_transaction", Some(BalanceTransaction)),
-            ("payment_intent", Some(PaymentIntent)),
-            ("invoice", Some(Invoice)),
-            ("application_fee", Some(ApplicationFee)),
-            ("failure_balance_transaction", Some(BalanceTransaction)),
-        ],
         permission: "rak_charge_read",
     },
     ResourceDef {
@@ -161,7 +155,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("customer.created"),
         updated_event: Some("customer.updated"),
         deleted_event: Some("customer.deleted"),
-        refs: &[],
         permission: "rak_customer_read",
     },
     ResourceDef {
@@ -174,11 +167,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("payment_intent.created"),
         updated_event: Some("payment_intent.succeeded"),
         deleted_event: None,
-        refs: &[
-            ("customer", Some(Customer)),
-            ("latest_charge", Some(Charge)),
-            ("invoice", Some(Invoice)),
-        ],
         permission: "rak_payment_intent_read",
     },
     ResourceDef {
@@ -191,11 +179,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("refund.created"),
         updated_event: Some("refund.updated"),
         deleted_event: None,
-        refs: &[
-            ("charge", Some(Charge)),
-            ("balance_transaction", Some(BalanceTransaction)),
-            ("payment_intent", Some(PaymentIntent)),
-        ],
         permission: "rak_refund_read",
     },
     ResourceDef {
@@ -208,10 +191,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("charge.dispute.created"),
         updated_event: Some("charge.dispute.updated"),
         deleted_event: None,
-        refs: &[
-            ("charge", Some(Charge)),
-            ("payment_intent", Some(PaymentIntent)),
-        ],
         permission: "rak_dispute_read",
     },
     ResourceDef {
@@ -224,10 +203,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("payout.created"),
         updated_event: Some("payout.updated"),
         deleted_event: None,
-        refs: &[
-            ("balance_transaction", Some(BalanceTransaction)),
-            ("failure_balance_transaction", Some(BalanceTransaction)),
-        ],
         permission: "rak_payout_read",
     },
     ResourceDef {
@@ -240,10 +215,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("transfer.created"),
         updated_event: Some("transfer.updated"),
         deleted_event: None,
-        refs: &[
-            ("balance_transaction", Some(BalanceTransaction)),
-            ("source_transaction", Some(Charge)),
-        ],
         permission: "rak_transfer_read",
     },
     ResourceDef {
@@ -261,12 +232,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("invoice.created"),
         updated_event: Some("invoice.updated"),
         deleted_event: Some("invoice.deleted"),
-        refs: &[
-            ("customer", Some(Customer)),
-            ("subscription", Some(Subscription)),
-            ("charge", Some(Charge)),
-            ("payment_intent", Some(PaymentIntent)),
-        ],
         permission: "rak_invoice_read",
     },
     ResourceDef {
@@ -279,11 +244,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("invoiceitem.created"),
         updated_event: None,
         deleted_event: Some("invoiceitem.deleted"),
-        refs: &[
-            ("customer", Some(Customer)),
-            ("invoice", Some(Invoice)),
-            ("subscription", Some(Subscription)),
-        ],
         permission: "rak_invoice_read",
     },
     ResourceDef {
@@ -296,10 +256,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("customer.subscription.created"),
         updated_event: Some("customer.subscription.updated"),
         deleted_event: None,
-        refs: &[
-            ("customer", Some(Customer)),
-            ("latest_invoice", Some(Invoice)),
-        ],
         permission: "rak_subscription_read",
     },
     ResourceDef {
@@ -312,7 +268,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: None,
         updated_event: None,
         deleted_event: None,
-        refs: &[],
         permission: "rak_subscription_read",
     },
     ResourceDef {
@@ -325,7 +280,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("price.created"),
         updated_event: Some("price.updated"),
         deleted_event: Some("price.deleted"),
-        refs: &[("product", Some(Product))],
         permission: "rak_product_read",
     },
     ResourceDef {
@@ -338,7 +292,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("product.created"),
         updated_event: Some("product.updated"),
         deleted_event: Some("product.deleted"),
-        refs: &[("default_price", Some(Price))],
         permission: "rak_product_read",
     },
     ResourceDef {
@@ -351,7 +304,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("coupon.created"),
         updated_event: Some("coupon.updated"),
         deleted_event: Some("coupon.deleted"),
-        refs: &[],
         permission: "rak_coupon_read",
     },
     ResourceDef {
@@ -364,11 +316,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("credit_note.created"),
         updated_event: Some("credit_note.updated"),
         deleted_event: None,
-        refs: &[
-            ("customer", Some(Customer)),
-            ("invoice", Some(Invoice)),
-            ("refund", Some(Refund)),
-        ],
         permission: "rak_credit_note_read",
     },
     ResourceDef {
@@ -381,7 +328,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("setup_intent.created"),
         updated_event: Some("setup_intent.succeeded"),
         deleted_event: None,
-        refs: &[("customer", Some(Customer))],
         permission: "rak_setup_intent_read",
     },
     ResourceDef {
@@ -394,10 +340,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: Some("application_fee.created"),
         updated_event: None,
         deleted_event: None,
-        refs: &[
-            ("charge", Some(Charge)),
-            ("balance_transaction", Some(BalanceTransaction)),
-        ],
         permission: "rak_application_fee_read",
     },
     ResourceDef {
@@ -410,7 +352,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: None,
         updated_event: None,
         deleted_event: None,
-        refs: &[],
         permission: "rak_event_read",
     },
     ResourceDef {
@@ -423,7 +364,6 @@ static DEFS: [ResourceDef; 20] = [
         created_event: None,
         updated_event: None,
         deleted_event: None,
-        refs: &[],
         permission: "rak_connected_account_read",
     },
 ];

@@ -301,7 +301,11 @@ fn route(
         )])
     };
     match segs.as_slice() {
+        // Stripe answers `/v1/accounts/{id}` with the caller's own account as well as its connected ones.
         ["account"] => object(&world.account_json(&caller.account, caller.livemode)),
+        ["accounts", id] if *id == caller.account => {
+            object(&world.account_json(&caller.account, caller.livemode))
+        }
         [name] | [name, _] | [name, _, "lines"] => {
             let res = Res::from_path(name).ok_or_else(|| ApiError::not_found(path))?;
             if !caller.key.may_read(res) {
@@ -324,7 +328,7 @@ fn route(
                         for item in &mut page.data {
                             let mut v: Value = serde_json::from_slice(item).unwrap_or(Value::Null);
                             for p in &q.expand {
-                                expand::apply(scope, res, &mut v, p);
+                                expand::apply(scope, res, &mut v, p, now);
                             }
                             *item = bytes::Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
                         }
@@ -364,7 +368,7 @@ fn route(
                     }
                     let mut v: Value = serde_json::from_slice(&row.json).unwrap_or(Value::Null);
                     for p in &expand_paths {
-                        expand::apply(scope, res, &mut v, p);
+                        expand::apply(scope, res, &mut v, p, now);
                     }
                     object(&v)
                 }
