@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use stripe_pipeline::catalog::Catalog;
 use stripe_pipeline::config::{Config, Destination};
+use stripe_pipeline::engine::freshness_kind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -254,10 +255,27 @@ fn main() -> ExitCode {
                     .iter()
                     .map(|t| format!("{} ({} columns)", t.name, t.columns.len()))
                     .collect();
-                println!("{:<22} {}", d.name, tables.join(", "));
+                println!("  {:<30} {}", d.name, tables.join(", "));
+                println!("  {:<30} fresh by: {}", "", freshness_kind(d));
             };
-            println!("Every account:");
-            catalog.datasets.iter().for_each(line);
+            println!(
+                "Every account ({} datasets), by product:",
+                catalog.datasets.len()
+            );
+            let mut groups: Vec<&str> = Vec::new();
+            for d in &catalog.datasets {
+                if !groups.contains(&d.group.as_str()) {
+                    groups.push(&d.group);
+                }
+            }
+            for group in groups {
+                println!("{group}:");
+                catalog
+                    .datasets
+                    .iter()
+                    .filter(|d| d.group == group)
+                    .for_each(line);
+            }
             println!();
             println!("Connect platforms (`connect = true`): their connected accounts, and each one's data in");
             println!("`connected_account_<table>` (every table above, with an `account` column):");

@@ -177,12 +177,16 @@ fn print_summary(cfg: &Config, warehouse: &str, report: &SyncReport) {
                 .and_then(|k| serde_json::to_value(k).ok())
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| "-".into());
-            match &d.error {
-                None => println!(
+            match (&d.error, &d.not_enabled) {
+                (Some(e), _) => println!("    {:<22} FAILED: {e}", d.dataset),
+                (None, Some(why)) => println!(
+                    "    {:<22} not enabled for this account (asked again after snapshot_interval_secs): {why}",
+                    d.dataset
+                ),
+                (None, None) => println!(
                     "    {:<22} {:>9} listed ({list}), {:>7} changed",
                     d.dataset, d.objects, d.changes
                 ),
-                Some(e) => println!("    {:<22} FAILED: {e}", d.dataset),
             }
         }
     }
@@ -237,7 +241,11 @@ pub fn print_status(rows: &[StatusRow]) {
             r.rows,
             r.data_landed.as_deref().unwrap_or("-"),
             r.data_as_of.as_deref().unwrap_or("-"),
-            r.last_error.as_deref().unwrap_or("-")
+            match (&r.last_error, &r.not_enabled) {
+                (Some(e), _) => e.clone(),
+                (None, Some(why)) => format!("not enabled for this account: {why}"),
+                (None, None) => "-".into(),
+            }
         );
     }
 }

@@ -48,7 +48,7 @@ const DATASETS: &[&str] = &[
 fn write_config(sim: &RunningSim, out: &Path, merchant_index: usize) -> std::path::PathBuf {
     let info = sim.info();
     let mut toml = format!(
-        "output_dir = {:?}\napi_base = {:?}\nrate_budget = 1.0\nconcurrency = 4\nsnapshot_interval_secs = 0\ndatasets = {:?}\n",
+        "output_dir = {:?}\napi_base = {:?}\nrate_budget = 1.0\nconcurrency = 4\nsnapshot_interval_secs = 0\nunannounced_interval_secs = 0\ndatasets = {:?}\n",
         out.display().to_string(),
         sim.base_url(),
         DATASETS

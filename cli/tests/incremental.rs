@@ -25,8 +25,10 @@ fn scopes(sim: &RunningSim) -> Vec<(String, bool)> {
 
 fn incremental_config(sim: &RunningSim, out: &std::path::Path) -> Config {
     Config {
-        // Snapshot datasets are listed again on every run, so event-less updates show at once.
+        // Snapshot datasets are listed again on every run, so event-less updates show at once, and
+        // datasets without any events are asked for new objects on every run.
         snapshot_interval_secs: 0,
+        unannounced_interval_secs: 0,
         ..config(sim, out)
     }
 }
@@ -188,10 +190,12 @@ async fn an_idle_run_makes_one_events_call_per_account_and_mode() {
     );
 }
 
-/// The simulator's Connect platform in both modes, with `connect = true`.
+/// The simulator's Connect platform in both modes, with `connect = true`, syncing the core datasets
+/// (a connected account's datasets go through the code of any account's, tested in full above).
 fn platform_config(sim: &RunningSim, out: &std::path::Path) -> Config {
     Config {
         accounts: platform_accounts(sim),
+        datasets: CORE_DATASETS.iter().map(|d| d.to_string()).collect(),
         ..incremental_config(sim, out)
     }
 }
@@ -205,7 +209,7 @@ async fn a_connect_platform_syncs_its_connected_accounts_as_they_come_and_go() {
     let db_path = out.path().join("stripe_pipeline.duckdb");
     let platform_equal = || async {
         let db = stripe_pipeline::warehouse::duckdb::DuckDb::open(&db_path).unwrap();
-        assert_platform_equal(&db, &sim, &all()).await
+        assert_platform_equal(&db, &sim, &core_datasets()).await
     };
     let first = platform_equal().await;
     assert_eq!(
@@ -276,4 +280,75 @@ async fn a_connect_platform_syncs_its_connected_accounts_as_they_come_and_go() {
         ))
         .unwrap();
     assert_eq!(gone, vec![vec![Some("true".to_string())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_of_products_an_account_does_not_use_are_a_state_not_a_failure() {
+    let sim = sim(SimConfig::tiny()).await;
+    let out = tempfile::tempdir().unwrap();
+    let gated = [
+        "issuing_cards",
+        "treasury_financial_accounts",
+        "verification_sessions",
+    ];
+    let cfg = Config {
+        datasets: gated
+            .iter()
+            .chain(&["charges"])
+            .map(|s| s.to_string())
+            .collect(),
+        ..config(&sim, out.path())
+    };
+    let chosen: Vec<&'static Dataset> = cfg
+        .datasets
+        .iter()
+        .map(|n| Catalog::get().dataset(n).unwrap())
+        .collect();
+    // The simulator's second account is an older integration without Issuing, Treasury or
+    // Identity: Stripe answers their lists with a 400 saying so.
+    let basic = sim.info().accounts[1].id.clone();
+    let first = run(&cfg).await;
+    assert_ok(&first);
+    for a in &first.accounts {
+        for d in &a.datasets {
+            let expect = a.merchant_id == basic && gated.contains(&d.dataset.as_str());
+            assert_eq!(d.not_enabled.is_some(), expect, "{} {}", a.name, d.dataset);
+            assert!(d.error.is_none());
+        }
+    }
+    assert_all_equal(out.path(), &sim, &chosen).await;
+    let status = stripe_pipeline::local::status(&cfg).await.unwrap();
+    let shown = status
+        .iter()
+        .find(|r| r.merchant_id == basic && r.table == "issuing_cards");
+    assert!(
+        shown.is_some_and(|r| r.last_error.is_none()
+            && r.not_enabled
+                .as_deref()
+                .is_some_and(|m| m.contains("not set up to use Issuing"))),
+        "{shown:?}"
+    );
+    // Not asked again before the snapshot interval has passed; asked again after it.
+    let asked = || {
+        sim.sim()
+            .stats()
+            .by_endpoint
+            .iter()
+            .filter(|(k, _)| k.starts_with(&basic) && k.contains("/v1/issuing/cards"))
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let before = asked();
+    assert!(before > 0);
+    sim.sim().advance(400);
+    assert_ok(&run(&cfg).await);
+    assert_eq!(asked(), before, "asked again within the snapshot interval");
+    sim.sim().advance(86_400);
+    let later = run(&cfg).await;
+    assert_ok(&later);
+    assert!(asked() > before, "asked again after the snapshot interval");
+    assert!(later
+        .accounts
+        .iter()
+        .any(|a| a.merchant_id == basic && a.datasets.iter().any(|d| d.not_enabled.is_some())));
 }

@@ -15,7 +15,7 @@ use stripe_pipeline::warehouse::redshift::RedshiftTarget;
 pub struct Settings {
     /// The engine's settings, as the CLI's file would give them: `STRIPE_PIPELINE_API_BASE`,
     /// `_RATE_BUDGET` (default 0.5), `_CONCURRENCY` (segments listed at once by one worker; default 4
-    /// here), `_LAG_SECS`, `_OVERLAP_SECS`, `_SNAPSHOT_INTERVAL_SECS`, `_LAKE_URL` (required here:
+    /// here), `_LAG_SECS`, `_OVERLAP_SECS`, `_SNAPSHOT_INTERVAL_SECS`, `_UNANNOUNCED_INTERVAL_SECS`, `_LAKE_URL` (required here:
     /// `s3://bucket/prefix`), `_EXPORT_URL`, `_EXPORT_KEEP` and `_REDSHIFT_<FIELD>`.
     pub pipeline: Config,
     /// `STRIPE_PIPELINE_ACCOUNTS_TABLE`: the DynamoDB table of accounts (`name`, `secret_arn`,

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import simulator
 
 AWS_REGION = "us-east-1"
 MOTO_START_TIMEOUT_SECS = 30
@@ -92,3 +93,13 @@ def aws_client(moto_server):
         return session.client(service, endpoint_url=moto_server, config=config)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """A simulator (small profile, no rate limits) for one test module: its startup info."""
+    proc, info = simulator.start()
+    try:
+        yield info
+    finally:
+        simulator.stop(proc)

@@ -4,49 +4,9 @@ The library auto-paginates with its own cursor logic; the ids it yields must be 
 ground truth, in Stripe's order. This pins the simulator's list semantics to what a real client expects.
 """
 
-import json
-import os
-import subprocess
-import urllib.request
-
 import pytest
 import stripe
-
-SIM_BIN = os.environ.get("STRIPE_SIM_BIN", "")
-
-
-@pytest.fixture(scope="module")
-def sim():
-    if not SIM_BIN or not os.access(SIM_BIN, os.X_OK):
-        pytest.fail(f"STRIPE_SIM_BIN must name the built stripe-sim binary (got {SIM_BIN!r}); run tests/run")
-    proc = subprocess.Popen(
-        [SIM_BIN, "--profile", "small", "--rate-limit", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        info = json.loads(proc.stdout.readline())
-        yield info
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def truth_ids(info, account, mode, resource):
-    url = f"{info['base_url']}/_sim/truth?account={account}&mode={mode}&resource={resource}"
-    with urllib.request.urlopen(url) as resp:
-        data = json.load(resp)["data"]
-    # Ground truth is in creation order; lists are newest first.
-    return [o["id"] for o in reversed(data) if not o["deleted"]]
-
-
-def secret_key(info, account, mode):
-    return next(
-        k["key"]
-        for k in info["keys"]
-        if k["account"] == account and k["mode"] == mode and k["kind"] == "secret"
-    )
-
+from simulator import secret_key, truth_ids, truth_objects
 
 @pytest.mark.parametrize("mode", ["test", "live"])
 @pytest.mark.parametrize("resource,cls", [("charges", "Charge"), ("customers", "Customer")])
@@ -71,12 +31,6 @@ def test_errors_raise_the_libraries_exceptions(sim):
     with pytest.raises(stripe.error.InvalidRequestError) as err:
         stripe.Charge.list(limit=101)
     assert err.value.param == "limit"
-
-
-def truth_objects(info, account, mode, resource):
-    url = f"{info['base_url']}/_sim/truth?account={account}&mode={mode}&resource={resource}"
-    with urllib.request.urlopen(url) as resp:
-        return [o for o in json.load(resp)["data"] if not o["deleted"]]
 
 
 def test_includable_properties_come_only_when_expanded(sim):

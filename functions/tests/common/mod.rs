@@ -104,14 +104,24 @@ pub async fn seed_accounts(sdk: &SdkConfig, sim: &RunningSim) -> Vec<AccountReco
     out
 }
 
+/// Settings whose seeded accounts sync only the core datasets (`CORE_DATASETS`).
+pub fn core_only(s: &mut Settings) {
+    for seed in &mut s.seed_accounts {
+        seed.datasets = stripe_pipeline_testkit::acceptance::CORE_DATASETS
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+    }
+}
+
 pub async fn deploy(sim: &RunningSim, tune: impl FnOnce(&mut Settings)) -> Deployment {
     deploy_with(sim, tune, false).await
 }
 
 /// The deployment with a Redshift workgroup: the worker loads every slice through the Data API
-/// emulator (a fresh database on the test PostgreSQL server).
+/// emulator (a fresh database on the test PostgreSQL server), for the core datasets.
 pub async fn deploy_redshift(sim: &RunningSim) -> Deployment {
-    deploy_with(sim, |_| {}, true).await
+    deploy_with(sim, core_only, true).await
 }
 
 pub async fn deploy_with(
@@ -154,8 +164,10 @@ pub async fn deploy_with(
             "STRIPE_PIPELINE_SEED_ACCOUNTS",
             serde_json::to_string(&seeds).unwrap(),
         ),
-        // Snapshot datasets are listed on every tick, so event-less updates show at once.
+        // Snapshot datasets are listed on every tick, so event-less updates show at once, and
+        // datasets without any events are asked for new objects on every tick.
         ("STRIPE_PIPELINE_SNAPSHOT_INTERVAL_SECS", "0".into()),
+        ("STRIPE_PIPELINE_UNANNOUNCED_INTERVAL_SECS", "0".into()),
         ("STRIPE_PIPELINE_RATE_BUDGET", "1".into()),
     ]
     .into_iter()

@@ -48,7 +48,9 @@ def fit_identifier(name):
 #   events          extra event types whose data.object is this object: "a.b.*" is a prefix, else exact.
 #                   Types "<object>.<action>" (no further dot) are always included.
 #   no_events       the dataset's changes reach no feed the engine reads (event_types stays empty, so it
-#                   is listed again on the snapshot interval and its new objects on every run)
+#                   is listed again on the snapshot interval and its new objects on the unannounced one)
+#   every_run       without events, its new objects are still asked for on every run (balance
+#                   transactions: the money tables; connected accounts: every other dataset waits for them)
 #   sigma_columns   extra main-table columns of Stripe's Data Pipeline that the API object lacks
 #   children        child tables: name, source (path of the array or list field), parent_key,
 #                   nested_list_path (for list objects: endpoint paging the full list, {id} = parent id),
@@ -59,6 +61,7 @@ DATASETS = [
         "name": "balance_transactions",
         "list_path": "/v1/balance_transactions",
         "object": "balance_transaction",
+        "every_run": True,
         # Columns of Stripe's Data Pipeline tables that the API object does not carry. They are null until
         # the engine derives them (automatic_transfer_id: the automatic payout that paid the transaction out).
         "sigma_columns": [{"name": "automatic_transfer_id", "type": "string", "path": ["automatic_transfer_id"]}],
@@ -156,8 +159,116 @@ DATASETS = [
         "object": "account",
         "table": "connected_accounts",
         "no_events": True,
+        "every_run": True,
     },
 ]
+
+# Every other top-level list endpoint of the spec is a dataset too, with the defaults (its table named as
+# `table_name` says), except these, each with the reason. The README lists them.
+EXCLUDED = {
+    "/v1/events": "the change feed: the engine reads it for every account and mode and applies each event to its dataset",
+    "/v1/balance/history": "the older path of /v1/balance_transactions (dataset balance_transactions)",
+    "/v1/linked_accounts": "the older path of /v1/financial_connections/accounts (dataset financial_connections_accounts)",
+    "/v1/subscription_items": "the child table subscription_items of subscriptions (the list needs a subscription id)",
+    "/v1/credit_notes/preview/lines": "a preview computed from request parameters, not stored objects",
+    "/v1/invoices/upcoming/lines": "a preview computed from request parameters, not stored objects",
+    "/v1/test_helpers/test_clocks": "a test helper (test mode only); objects advanced by a clock name it in their test_clock_id",
+    "/v1/apps/secrets": "Stripe Apps' secret store: its payloads are secrets, which never leave Stripe through this pipeline",
+    "/v1/country_specs": "Stripe-wide reference data, the same for every account",
+    "/v1/exchange_rates": "Stripe-wide reference data, the same for every account and replaced continuously",
+    "/v1/tax_codes": "Stripe-wide reference data, the same for every account",
+    "/v1/reporting/report_types": "Stripe-wide reference data, the same for every account",
+    "/v1/radar/value_list_items": "needs a value list id (`value_list`): synced per parent, not yet built",
+    "/v1/setup_attempts": "needs a setup intent id (`setup_intent`): synced per parent, not yet built",
+    "/v1/treasury/credit_reversals": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/debit_reversals": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/inbound_transfers": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/outbound_payments": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/outbound_transfers": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/received_credits": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/received_debits": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/transaction_entries": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/transactions": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+}
+
+# Stripe Sigma's table names (a community reference of Sigma's schema, CC0: see README.md).
+SIGMA_SCHEMA = os.path.join(HERE, "sigma-schema.json")
+
+# How `stripe-pipeline tables` groups datasets: by product. Datasets of a product's own path
+# (`/v1/issuing/...`) are grouped by it; the others are named here.
+GROUPS = {
+    "payments": ["charges", "customers", "payment_intents", "refunds", "disputes", "setup_intents", "payment_methods",
+                 "payment_links", "reviews", "payment_method_domains", "apple_pay_domains"],
+    "billing": ["invoices", "invoiceitems", "subscriptions", "subscription_schedules", "plans", "prices",
+                "products", "coupons", "promotion_codes", "quotes", "credit_notes", "tax_rates",
+                "shipping_rates"],
+    "balance": ["balance_transactions", "payouts", "transfers", "topups"],
+    "connect": ["accounts", "application_fees"],
+    "files": ["files", "file_links"],
+    "developers": ["webhook_endpoints"],
+}
+
+
+def table_name(path, sigma, taken):
+    """The table of an endpoint's dataset: Stripe Sigma's name when Sigma has a table for it (the path
+    with `/` as `_`, or its last segment: `early_fraud_warnings`) that no other dataset has, otherwise
+    the path with `/` as `_` (`financial_connections_accounts`: Sigma's `accounts` are Connect's)."""
+    rest = path[len("/v1/"):]
+    candidates = [rest.replace("/", "_"), rest.split("/")[-1]]
+    return next((c for c in candidates if c in sigma and c not in taken), candidates[0])
+
+
+def group_of(ds):
+    for group, names in GROUPS.items():
+        if ds["name"] in names:
+            return group
+    segments = ds["list_path"][len("/v1/"):].split("/")
+    if len(segments) > 1:
+        return segments[0]
+    raise GenerateError(f"{ds['name']}: no group; add it to GROUPS")
+
+
+def all_datasets(spec, sigma):
+    """DATASETS, then a dataset with the defaults for every other top-level list endpoint not in EXCLUDED."""
+    out = list(DATASETS)
+    configured = {d["list_path"] for d in DATASETS}
+    taken = {d["name"] for d in DATASETS} | {d.get("table", d["name"]) for d in DATASETS}
+    for path in EXCLUDED:
+        if path in configured:
+            raise GenerateError(f"{path} is both configured and excluded")
+    for path, op, _item, obj in top_level_lists(spec):
+        if path in configured or path in EXCLUDED:
+            continue
+        required = [p["name"] for p in query_params(op) if p.get("required")]
+        if required:
+            raise GenerateError(f"{path} needs {required}: configure it or exclude it with a reason")
+        name = table_name(path, sigma, taken)
+        taken.add(name)
+        out.append({"name": name, "list_path": path, "object": obj})
+    names = [d["name"] for d in out]
+    if len(set(names)) != len(names):
+        raise GenerateError(f"dataset names clash: {sorted(n for n in names if names.count(n) > 1)}")
+    return out
+
+
+# Events that announce a new object of a type without a `<object>.created` event: a charge is announced
+# by its outcome, a review by its opening, a payment method by its attachment to a customer. A dataset
+# with neither is listed for new objects on its own interval (`announces_creation` false).
+CREATION_EVENTS = {
+    "charge": ["charge.succeeded", "charge.failed", "charge.pending"],
+    "review": ["review.opened"],
+    "payment_method": ["payment_method.attached"],
+}
+
+
+def creation_events(obj, all_events):
+    """The event types that announce a new object of type `obj`."""
+    prefix = event_prefix(obj, all_events)
+    found = [e for e in CREATION_EVENTS.get(obj, []) if e in all_events]
+    if f"{prefix}.created" in all_events:
+        found.insert(0, f"{prefix}.created")
+    return found
+
 
 # A `.deleted` event that is not a deletion.
 NOT_DELETIONS = {"customer.subscription.deleted"}
@@ -451,7 +562,7 @@ def event_types(spec):
 
 
 def dataset_events(all_events, ds):
-    obj = ds["object"]
+    obj = event_prefix(ds["object"], all_events)
     out = set()
     for e in all_events:
         rest = e[len(obj) + 1:] if e.startswith(obj + ".") else None
@@ -519,11 +630,16 @@ def build_dataset(spec, ds, all_events):
     events = [] if ds.get("no_events") else dataset_events(all_events, ds)
     return {
         "name": name,
+        "group": group_of(ds),
         "list_path": ds["list_path"],
         "object": obj,
         "required_params": [p["name"] for p in params if p.get("required")],
         "default_params": [list(p) for p in ds.get("default_params", [])],
         "created_filter": "created" in param_names,
+        "new_objects_every_run": bool(ds.get("every_run")),
+        "announces_creation": any(
+            e.endswith(".created") or e in CREATION_EVENTS.get(obj, []) for e in events
+        ),
         "event_types": events,
         "delete_events": [e for e in events if e.endswith(".deleted") and e not in NOT_DELETIONS],
         "tables": tables,
@@ -637,6 +753,124 @@ def sim_expansions(spec):
     return out
 
 
+# --------------------------------------------------------------------------------------------------
+# The simulator's resource table: every top-level list endpoint of the spec, with the facts a list,
+# its filters, its events and its generated objects need. The simulator serves the ones it has no
+# hand-written generator for from this table (shared/stripe-sim/src/resources.rs).
+# --------------------------------------------------------------------------------------------------
+SIM_RESOURCES_OUT = os.path.join(REPO, "shared", "stripe-sim", "data", "resources.json")
+# Stripe's example objects for the same API version (the simulator's templates): their ids give the prefixes.
+SIM_FIXTURES = os.path.join(REPO, "shared", "stripe-sim", "data", "fixtures3.2023-08-16.json")
+
+# List endpoints the simulator does not serve from the table, with the reason.
+SIM_SKIPPED = {
+    "/v1/balance/history": "the older path of /v1/balance_transactions",
+    "/v1/linked_accounts": "the older path of /v1/financial_connections/accounts",
+    "/v1/credit_notes/preview/lines": "a preview computed from request parameters, not stored objects",
+    "/v1/invoices/upcoming/lines": "a preview computed from request parameters, not stored objects",
+    "/v1/apps/secrets": "Stripe Apps' secret store, listed per app scope; its payloads are secrets",
+}
+
+# Required list parameters name the parent object whose children the list returns.
+REQUIRED_PARENTS = {
+    "financial_account": "treasury.financial_account",
+    "value_list": "radar.value_list",
+    "setup_intent": "setup_intent",
+    "subscription": "subscription",
+}
+
+LIST_CONTROL_PARAMS = {"expand", "limit", "starting_after", "ending_before", "created"}
+
+
+def fixture_id_prefix(fixture_id):
+    """`cs_test_a1GY…` → `cs_test`, `sub_sched_1Nn…` → `sub_sched`; ids without `_` have no prefix."""
+    return fixture_id.rsplit("_", 1)[0] if "_" in fixture_id else ""
+
+
+def event_prefix(obj, all_events):
+    """The prefix of an object's event types: `issuing.card` → `issuing_card` (`issuing_card.created`),
+    `scheduled_query_run` → `sigma.scheduled_query_run`; otherwise the object type itself."""
+    for prefix in (obj, obj.replace(".", "_"), f"sigma.{obj}"):
+        if any(e.startswith(prefix + ".") and "." not in e[len(prefix) + 1:] for e in all_events):
+            return prefix
+    return obj
+
+
+def top_level_lists(spec):
+    """Every top-level list endpoint (`GET /v1/...` without a path parameter, answering a list object of
+    one object type), in path order: (path, operation, item schema, object type)."""
+    for path in sorted(spec.paths):
+        if "{" in path or "get" not in spec.paths[path]:
+            continue
+        op = spec.paths[path]["get"]
+        try:
+            schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+            items = spec.deref(schema)["properties"]["data"]["items"]
+        except (KeyError, TypeError):
+            continue
+        if not is_list_object(spec.deref(schema)) or "$ref" not in items:
+            continue
+        item = spec.deref(items)
+        obj = object_name(spec, item)
+        if obj is not None:
+            yield path, op, item, obj
+
+
+def sim_resources(spec, fixtures, all_events):
+    top = []
+    for path, op, item, obj in top_level_lists(spec):
+        if path in SIM_SKIPPED:
+            continue
+        props = item.get("properties") or {}
+        params = query_params(op)
+        names = [p["name"] for p in params]
+        filters = []
+        for name in names:
+            if name in LIST_CONTROL_PARAMS or name not in props:
+                continue
+            kind = expansion_of(spec, props[name])
+            scalar = scalar_type(spec.deref(props[name])) if "anyOf" not in props[name] else None
+            if kind.get("ref") or scalar:
+                filters.append(name)
+        required = [p["name"] for p in params if p.get("required")]
+        refs = []
+        for field in item.get("x-expandableFields") or []:
+            target = expansion_of(spec, props.get(field, {})).get("ref")
+            if target and len(target) == 1:
+                refs.append([field, target[0]])
+        parents = []
+        for name in required:
+            if name not in REQUIRED_PARENTS:
+                raise GenerateError(f"{path}: required parameter {name!r} has no parent in REQUIRED_PARENTS")
+            parents.append([name, REQUIRED_PARENTS[name]])
+
+        prefix = event_prefix(obj, all_events)
+
+        def event(action):
+            name = f"{prefix}.{action}"
+            return name if name in all_events else None
+
+        fixture = fixtures.get(obj) or {}
+        top.append({
+            "path": path[len("/v1/"):],
+            "object": obj,
+            "id_prefix": fixture_id_prefix(str(fixture.get("id") or "")),
+            "created_filter": "created" in names,
+            "filters": filters,
+            "required": required,
+            "parents": parents,
+            "refs": refs,
+            "created_event": next(iter(creation_events(obj, all_events)), None),
+            "updated_event": event("updated"),
+            "deleted_event": event("deleted") if f"deleted_{obj}" in spec.schemas else None,
+            "permission": f"rak_{obj.replace('.', '_')}_read",
+        })
+    # Parents before the lists that need them, so generation can pick them.
+    order = {r["object"]: i for i, r in enumerate(top)}
+    top.sort(key=lambda r: (len(r["parents"]) > 0, order[r["object"]]))
+    return top
+
+
 def write_json(path, value, indent):
     text = json.dumps(value, indent=indent, ensure_ascii=False, separators=(",", ":") if indent is None else None)
     tmp = path + ".tmp"
@@ -681,10 +915,12 @@ def main(argv):
     with open(spec_path, encoding="utf-8") as f:
         spec = Spec(yaml.load(f, Loader=yaml.CSafeLoader))
     all_events = event_types(spec)
+    with open(SIGMA_SCHEMA, encoding="utf-8") as f:
+        sigma = json.load(f)
     catalog = {
         "api_version": str(spec.doc["info"]["version"]),
         "generated_from": os.path.basename(spec_path),
-        "datasets": [build_dataset(spec, ds, all_events) for ds in DATASETS],
+        "datasets": [build_dataset(spec, ds, all_events) for ds in all_datasets(spec, sigma)],
     }
     problems = sanity_check(catalog)
     if problems:
@@ -694,11 +930,16 @@ def main(argv):
     write_json(out_path, catalog, 1)
     expansions = sim_expansions(spec)
     write_json(SIM_EXPANSIONS_OUT, expansions, None)
+    with open(SIM_FIXTURES, encoding="utf-8") as f:
+        fixtures = json.load(f)["resources"]
+    resources = sim_resources(spec, fixtures, all_events)
+    write_json(SIM_RESOURCES_OUT, resources, 1)
     for d in catalog["datasets"]:
         for t in d["tables"]:
             print(f"{t['name']:<36} {t['kind']:<9} {len(t['columns']):>4} columns")
     print(f"wrote {out_path} ({len(catalog['datasets'])} datasets) from {os.path.basename(spec_path)}")
     print(f"wrote {SIM_EXPANSIONS_OUT} ({len(expansions)} schemas with expandable fields)")
+    print(f"wrote {SIM_RESOURCES_OUT} ({len(resources)} list endpoints)")
     return 0
 
 

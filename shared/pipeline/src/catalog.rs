@@ -102,18 +102,32 @@ pub struct Table {
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
     pub name: String,
+    /// The product it belongs to (`billing`, `issuing`, …), for listing datasets grouped.
+    pub group: String,
     pub list_path: String,
     pub object: String,
     pub required_params: Vec<String>,
     /// Parameters always sent (`status=all` on subscriptions, which hides canceled ones otherwise).
     pub default_params: Vec<(String, String)>,
     pub created_filter: bool,
+    /// Without events, its new objects are still listed on every run rather than every
+    /// `unannounced_interval_secs` (balance transactions, a platform's connected accounts).
+    pub new_objects_every_run: bool,
+    /// Whether one of its events announces a new object (`*.created`, `charge.succeeded`, …). Without,
+    /// its new objects are found by listing it every `unannounced_interval_secs`.
+    pub announces_creation: bool,
     pub event_types: Vec<String>,
     pub delete_events: Vec<String>,
     pub tables: Vec<Table>,
 }
 
 impl Dataset {
+    /// The list's path under `/v1/` (`checkout/sessions`): how Stripe, and the simulator's ground
+    /// truth, name the resource.
+    pub fn resource(&self) -> &str {
+        self.list_path.trim_start_matches("/v1/")
+    }
+
     pub fn main_table(&self) -> &Table {
         self.tables
             .iter()

@@ -101,6 +101,13 @@ pub struct Config {
     /// 0: on every run. Default 86400 (daily).
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval_secs: i64,
+    /// How often datasets Stripe sends no events for at all (`file_links`, `shipping_rates`,
+    /// `webhook_endpoints`, `terminal_locations`, …; `stripe-pipeline tables` marks them) are listed
+    /// again, in seconds: their new objects where the list filters by `created`, in full otherwise.
+    /// A run in between asks nothing of them, so an idle run stays one events call. 0: on every run.
+    /// Default 3600 (hourly). A platform's connected accounts are listed on every run regardless.
+    #[serde(default = "default_unannounced_interval")]
+    pub unannounced_interval_secs: i64,
     /// Where the tables are loaded: `duckdb` (the file under `output_dir`; the default), `postgres`
     /// (configured in `[postgres]`), `redshift` (configured in `[redshift]`) or `none` (the Parquet lake
     /// only).
@@ -295,6 +302,10 @@ fn default_snapshot_interval() -> i64 {
     86_400
 }
 
+fn default_unannounced_interval() -> i64 {
+    3_600
+}
+
 fn default_export_keep() -> usize {
     7
 }
@@ -310,6 +321,7 @@ impl Default for Config {
             lag_secs: default_lag(),
             overlap_secs: default_overlap(),
             snapshot_interval_secs: default_snapshot_interval(),
+            unannounced_interval_secs: default_unannounced_interval(),
             destination: Destination::default(),
             postgres: PostgresConfig::default(),
             redshift: RedshiftConfig::default(),
@@ -328,12 +340,13 @@ impl Default for Config {
 pub const DUCKDB_FILE: &str = "stripe_pipeline.duckdb";
 
 /// Settings of incremental sync (see the configuration's `lag_secs`, `overlap_secs`,
-/// `snapshot_interval_secs`).
+/// `snapshot_interval_secs`, `unannounced_interval_secs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Incremental {
     pub lag_secs: i64,
     pub overlap_secs: i64,
     pub snapshot_interval_secs: i64,
+    pub unannounced_interval_secs: i64,
 }
 
 impl Default for Incremental {
@@ -341,7 +354,8 @@ impl Default for Incremental {
         Incremental {
             lag_secs: 60,
             overlap_secs: 300,
-            snapshot_interval_secs: 86_400,
+            snapshot_interval_secs: default_snapshot_interval(),
+            unannounced_interval_secs: default_unannounced_interval(),
         }
     }
 }
@@ -440,6 +454,13 @@ impl Config {
             "snapshot_interval_secs",
             whole,
             &mut self.snapshot_interval_secs,
+            p,
+        );
+        from_env(
+            env,
+            "unannounced_interval_secs",
+            whole,
+            &mut self.unannounced_interval_secs,
             p,
         );
         let destinations = format!("one of {}", Destination::NAMES.join(", "));
@@ -585,12 +606,13 @@ impl Config {
                 self.overlap_secs
             ));
         }
-        if self.snapshot_interval_secs < 0 {
-            problems.push(format!(
-                "{} must be 0 or more, got {}",
-                name("snapshot_interval_secs"),
-                self.snapshot_interval_secs
-            ));
+        for (key, value) in [
+            ("snapshot_interval_secs", self.snapshot_interval_secs),
+            ("unannounced_interval_secs", self.unannounced_interval_secs),
+        ] {
+            if value < 0 {
+                problems.push(format!("{} must be 0 or more, got {value}", name(key)));
+            }
         }
         if !self.api_base.starts_with("http://") && !self.api_base.starts_with("https://") {
             problems.push(format!(
@@ -728,6 +750,7 @@ impl Config {
             lag_secs: self.lag_secs,
             overlap_secs: self.overlap_secs,
             snapshot_interval_secs: self.snapshot_interval_secs,
+            unannounced_interval_secs: self.unannounced_interval_secs,
         }
     }
 }

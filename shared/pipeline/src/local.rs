@@ -262,6 +262,8 @@ pub struct StatusRow {
     pub data_landed: Option<String>,
     pub data_as_of: Option<String>,
     pub last_error: Option<String>,
+    /// The account does not use the table's Stripe product (Stripe's message): a state, not an error.
+    pub not_enabled: Option<String>,
 }
 
 /// Per table and account of the configured warehouse: rows, when data landed, what it is complete up
@@ -326,7 +328,35 @@ async fn status_rows(db: &dyn Warehouse, state: &LocalState) -> Vec<StatusRow> {
                 data_landed: landed,
                 data_as_of: as_of,
                 last_error,
+                not_enabled: None,
             });
+        }
+        // A dataset of a product the account does not use never loads: its state says so.
+        let merchants: std::collections::BTreeSet<String> = out
+            .iter()
+            .filter(|r| r.schema == schema)
+            .map(|r| r.merchant_id.clone())
+            .collect();
+        for merchant in merchants {
+            let prefix = format!("{merchant}/{}", if livemode { "live" } else { "test" });
+            for d in &Catalog::get().datasets {
+                let not_enabled = state
+                    .get::<crate::state::DatasetState>(&format!("{prefix}/{}", d.name))
+                    .ok()
+                    .and_then(|v| v.value.not_enabled);
+                if let Some(n) = not_enabled {
+                    out.push(StatusRow {
+                        schema: schema.into(),
+                        table: d.main_table().name.clone(),
+                        merchant_id: merchant.clone(),
+                        rows: 0,
+                        data_landed: None,
+                        data_as_of: None,
+                        last_error: None,
+                        not_enabled: Some(n.message),
+                    });
+                }
+            }
         }
     }
     out

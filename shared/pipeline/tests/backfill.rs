@@ -96,7 +96,7 @@ async fn idle_slots_split_long_segments_and_nothing_is_read_twice_or_lost() {
         for id in lake_column(&run, &d.main_table().name, "id") {
             *seen.entry(id).or_default() += 1;
         }
-        let truth = sim.sim().truth(account, true, &d.name).unwrap();
+        let truth = sim.sim().truth(account, true, d.resource()).unwrap();
         assert_eq!(seen.len(), truth.len(), "{}", d.name);
         for t in &truth {
             let id = t["object"]["id"].as_str().unwrap();

@@ -87,6 +87,7 @@ async fn exports_in_s3_gcs_and_azure_hold_the_ground_truth_after_changes() {
     let mut cfg = config(&sim, out.path());
     // Event-less datasets are listed again on every run, so their updates show at once.
     cfg.snapshot_interval_secs = 0;
+    cfg.unannounced_interval_secs = 0;
     let report = run(&cfg).await;
     assert!(report.failures().is_empty(), "{:?}", report.failures());
     let lake = Lake::local(&cfg.lake_dir()).unwrap();

@@ -28,6 +28,9 @@ pub enum Res {
     ApplicationFee,
     Event,
     Account,
+    /// A resource without a hand-written generator, served from the spec's table
+    /// (`data/resources.json`): its position there, among the entries the simulator serves.
+    Generic(u16),
 }
 
 /// How a list filter parameter is matched against an object.
@@ -63,12 +66,14 @@ pub struct ResourceDef {
     pub permission: &'static str,
 }
 
+use crate::error::ApiError;
+use std::sync::OnceLock;
 use Filter::Field as F;
 use Res::*;
 
 impl Res {
-    /// Every resource, in a fixed order (the order of tables in a scope).
-    pub const ALL: [Res; 20] = [
+    /// The resources with hand-written generators, in a fixed order (the first tables of a scope).
+    pub const HAND_WRITTEN: [Res; 20] = [
         BalanceTransaction,
         Charge,
         Customer,
@@ -91,33 +96,173 @@ impl Res {
         Account,
     ];
 
-    /// Position in [`Res::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
+    /// Every resource: the hand-written ones, then the generic ones (the order of tables in a scope).
+    pub fn all() -> impl Iterator<Item = Res> {
+        Res::HAND_WRITTEN
+            .into_iter()
+            .chain((0..generics().len()).map(|i| Res::Generic(i as u16)))
     }
 
-    /// Resource for a `/v1/<path>` segment.
+    /// Position in [`Res::all`].
+    pub fn index(self) -> usize {
+        match self {
+            Res::Generic(i) => Res::HAND_WRITTEN.len() + i as usize,
+            _ => Res::HAND_WRITTEN
+                .iter()
+                .position(|r| *r == self)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Resource for the path under `/v1/` of its list (`charges`, `checkout/sessions`).
     pub fn from_path(path: &str) -> Option<Res> {
-        Res::ALL.into_iter().find(|r| r.def().path == path)
+        Res::all().find(|r| r.def().path == path)
     }
 
     /// Resource whose objects have this `object` value (`charge`).
     pub fn from_object(object: &str) -> Option<Res> {
-        Res::ALL.into_iter().find(|r| r.def().object == object)
+        Res::all().find(|r| r.def().object == object)
+    }
+
+    /// The product an account must use for this resource's list to answer (`issuing/cards`: Issuing).
+    pub fn product(self) -> Option<Product> {
+        match self.def().path.split_once('/')?.0 {
+            "issuing" => Some(Product::Issuing),
+            "treasury" => Some(Product::Treasury),
+            "identity" => Some(Product::Identity),
+            _ => None,
+        }
+    }
+
+    /// The generation facts of a generic resource (`None` for a hand-written one).
+    pub fn generic(self) -> Option<&'static Generic> {
+        match self {
+            Res::Generic(i) => generics().get(i as usize),
+            _ => None,
+        }
     }
 
     /// Resource whose ids start with `prefix_` (used for polymorphic references).
     pub fn from_id(id: &str) -> Option<Res> {
-        let prefix = id.split('_').next()?;
-        Res::ALL
-            .into_iter()
-            .find(|r| r.def().id_prefix == prefix && *r != Coupon)
+        // The longest prefix wins: `sub_sched_…` is a subscription schedule, not a subscription.
+        Res::all()
+            .filter(|r| {
+                let p = r.def().id_prefix;
+                !p.is_empty()
+                    && *r != Coupon
+                    && id.len() > p.len()
+                    && id.starts_with(p)
+                    && id.as_bytes()[p.len()] == b'_'
+            })
+            .max_by_key(|r| r.def().id_prefix.len())
     }
 
     /// The static description.
     pub fn def(self) -> &'static ResourceDef {
-        &DEFS[self.index()]
+        match self {
+            Res::Generic(i) => &generics()[i as usize].def,
+            _ => &DEFS[self.index()],
+        }
     }
+}
+
+/// A Stripe product an account must be onboarded to before its lists answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    Issuing,
+    Treasury,
+    Identity,
+}
+
+impl Product {
+    /// What Stripe answers (HTTP 400, `invalid_request_error`, no code) when an account that does not use
+    /// the product lists its objects: the wording Stripe's own sync engine and other extractors match.
+    pub fn not_enabled(self, path: &str) -> ApiError {
+        let message = match self {
+            Product::Issuing => "Your account is not set up to use Issuing. Please visit https://dashboard.stripe.com/issuing/overview to get started.".to_string(),
+            Product::Identity => "Your account is not set up to use Identity. Please have an account admin visit https://dashboard.stripe.com/identity to get started.".to_string(),
+            Product::Treasury => format!("Unrecognized request URL (GET: {path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/. (Hint: Have you onboarded to Treasury? You can learn more about the steps needed at https://stripe.com/docs/treasury/access)"),
+        };
+        ApiError::invalid(None, message)
+    }
+}
+
+/// A resource served from the spec's table, with what generating its objects needs.
+#[derive(Debug)]
+pub struct Generic {
+    pub def: ResourceDef,
+    /// Required list parameters and the object type each names (`financial_account` →
+    /// `treasury.financial_account`): every object belongs to an existing parent.
+    pub parents: Vec<(&'static str, &'static str)>,
+    /// Expandable references to a single object type (`customer` → `customer`): generated objects
+    /// point at existing objects.
+    pub refs: Vec<(&'static str, &'static str)>,
+}
+
+static RESOURCES: &str = include_str!("../data/resources.json");
+
+/// One entry of `data/resources.json`, written by the catalog generator from the spec.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    path: String,
+    object: String,
+    id_prefix: String,
+    created_filter: bool,
+    filters: Vec<String>,
+    required: Vec<String>,
+    parents: Vec<(String, String)>,
+    refs: Vec<(String, String)>,
+    created_event: Option<String>,
+    updated_event: Option<String>,
+    deleted_event: Option<String>,
+    permission: String,
+}
+
+/// The table's resources that no hand-written definition serves, in the table's order (parents first).
+/// Their strings live for the whole process, as the hand-written definitions' do.
+fn generics() -> &'static [Generic] {
+    static PARSED: OnceLock<Vec<Generic>> = OnceLock::new();
+    PARSED.get_or_init(|| {
+        fn leak(s: String) -> &'static str {
+            Box::leak(s.into_boxed_str())
+        }
+        // Embedded at build time; `resource_table_parses` keeps it valid.
+        let entries: Vec<Entry> = serde_json::from_str(RESOURCES).unwrap_or_default();
+        entries
+            .into_iter()
+            .filter(|e| !DEFS.iter().any(|d| d.path == e.path))
+            .map(|e| Generic {
+                def: ResourceDef {
+                    path: leak(e.path),
+                    object: leak(e.object),
+                    id_prefix: leak(e.id_prefix),
+                    created_filter: e.created_filter,
+                    filters: Box::leak(
+                        e.filters
+                            .into_iter()
+                            .map(|f| Filter::Field(leak(f)))
+                            .collect(),
+                    ),
+                    required: Box::leak(e.required.into_iter().map(leak).collect()),
+                    created_event: e.created_event.map(leak),
+                    updated_event: e.updated_event.map(leak),
+                    deleted_event: e.deleted_event.map(leak),
+                    permission: leak(e.permission),
+                },
+                parents: e
+                    .parents
+                    .into_iter()
+                    .map(|(a, b)| (leak(a), leak(b)))
+                    .collect(),
+                refs: e
+                    .refs
+                    .into_iter()
+                    .map(|(a, b)| (leak(a), leak(b)))
+                    .collect(),
+            })
+            .collect()
+    })
 }
 
 static DEFS: [ResourceDef; 20] = [
@@ -382,8 +527,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn resource_table_parses() {
+        let entries: Vec<Entry> = serde_json::from_str(RESOURCES).expect("data/resources.json");
+        assert!(entries.len() > 60);
+        assert!(Res::from_path("checkout/sessions").is_some());
+        assert!(Res::from_path("treasury/transactions").is_some());
+    }
+
+    #[test]
     fn table_is_in_enum_order_and_paths_are_unique() {
-        for (i, r) in Res::ALL.into_iter().enumerate() {
+        for (i, r) in Res::all().enumerate() {
             assert_eq!(r.index(), i);
             assert_eq!(Res::from_path(r.def().path), Some(r));
         }
@@ -395,5 +548,10 @@ mod tests {
         assert_eq!(Res::from_id("txn_1"), Some(Res::BalanceTransaction));
         assert_eq!(Res::from_id("po_1"), Some(Res::Payout));
         assert_eq!(Res::from_id("zz_1"), None);
+        assert_eq!(Res::from_id("sub_1"), Some(Res::Subscription));
+        assert_eq!(
+            Res::from_id("sub_sched_1").map(|r| r.def().object),
+            Some("subscription_schedule")
+        );
     }
 }

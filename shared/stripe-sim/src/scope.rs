@@ -41,6 +41,8 @@ pub struct Scope {
     pub event_policy: EventPolicy,
     /// Request id recorded in events emitted by the current control call.
     pub request_id: Option<String>,
+    /// The account uses no Issuing, Treasury or Identity ([`crate::resources::Product`]).
+    pub basic: bool,
 }
 
 impl Scope {
@@ -56,12 +58,13 @@ impl Scope {
             livemode,
             connected,
             api_version: api_version.to_string(),
-            tables: Res::ALL.into_iter().map(Table::new).collect(),
+            tables: Res::all().map(Table::new).collect(),
             lines: HashMap::new(),
             rng,
             events_on: false,
             event_policy: EventPolicy::default(),
             request_id: None,
+            basic: false,
         }
     }
 
@@ -83,6 +86,12 @@ impl Scope {
     /// Stores a new object and emits its created event (`event` overrides the resource's default type).
     pub fn insert(&mut self, res: Res, obj: &Value, event: Option<&str>) {
         let created = obj["created"].as_i64().unwrap_or(0);
+        self.insert_at(res, obj, created, event);
+    }
+
+    /// Like [`Scope::insert`], for objects that do not show their creation time (payment links,
+    /// Terminal readers): lists still order them by it.
+    pub fn insert_at(&mut self, res: Res, obj: &Value, created: i64, event: Option<&str>) {
         let row = Row {
             id: obj["id"].as_str().unwrap_or_default().into(),
             created,
@@ -165,7 +174,7 @@ impl Scope {
     pub fn emit_history_events(&mut self, now: i64) {
         self.events_on = true;
         let cutoff = now - EVENT_RETENTION_SECS;
-        for res in Res::ALL {
+        for res in Res::all() {
             let Some(kind) = res.def().created_event else {
                 continue;
             };
@@ -237,8 +246,7 @@ impl Scope {
 
     /// Number of objects (not events), deleted included.
     pub fn object_count(&self) -> usize {
-        Res::ALL
-            .into_iter()
+        Res::all()
             .filter(|r| *r != Res::Event)
             .map(|r| self.table(r).len())
             .sum::<usize>()

@@ -268,10 +268,18 @@ fn record_status(sim: &Simulator, account: &str, livemode: bool, endpoint: &str,
 /// `/v1/charges/ch_123` → `/v1/charges/{id}`: the key of per-endpoint limits and counters.
 fn endpoint_template(path: &str) -> String {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segs.as_slice() {
-        [v, r] => format!("/{v}/{r}"),
-        [v, r, _] => format!("/{v}/{r}/{{id}}"),
-        [v, r, _, sub] => format!("/{v}/{r}/{{id}}/{sub}"),
+    // A resource of two segments (`checkout/sessions`) counts as one.
+    let (v, r, rest) = match segs.as_slice() {
+        [v, a, b, rest @ ..] if Res::from_path(&format!("{a}/{b}")).is_some() => {
+            (*v, format!("{a}/{b}"), rest)
+        }
+        [v, r, rest @ ..] => (*v, r.to_string(), rest),
+        _ => return path.to_string(),
+    };
+    match rest {
+        [] => format!("/{v}/{r}"),
+        [_] => format!("/{v}/{r}/{{id}}"),
+        [_, sub] => format!("/{v}/{r}/{{id}}/{sub}"),
         _ => path.to_string(),
     }
 }
@@ -306,8 +314,23 @@ fn route(
         ["accounts", id] if *id == caller.account => {
             object(&world.account_json(&caller.account, caller.livemode))
         }
-        [name] | [name, _] | [name, _, "lines"] => {
-            let res = Res::from_path(name).ok_or_else(|| ApiError::not_found(path))?;
+        _ => {
+            // `checkout/sessions/cs_1` is a resource of two segments; `charges/ch_1` one of one.
+            let (res, name, rest) = match segs.as_slice() {
+                [a, b, rest @ ..] if Res::from_path(&format!("{a}/{b}")).is_some() => {
+                    let name = format!("{a}/{b}");
+                    (Res::from_path(&name), name, rest)
+                }
+                [a, rest @ ..] => (Res::from_path(a), a.to_string(), rest),
+                [] => (None, String::new(), &[][..]),
+            };
+            let res = res.ok_or_else(|| ApiError::not_found(path))?;
+            if let Some(product) = res.product().filter(|_| scope.basic) {
+                return Err(product.not_enabled(path));
+            }
+            if rest.len() > 2 || (rest.len() == 2 && (res != Res::Invoice || rest[1] != "lines")) {
+                return Err(ApiError::not_found(path));
+            }
             if !caller.key.may_read(res) {
                 return Err(ApiError::forbidden(format!(
                     "The provided key '{}' does not have the required permissions for this endpoint on account '{}'. Having the '{}' permission would allow this request to continue.",
@@ -316,8 +339,8 @@ fn route(
                     res.def().permission
                 )));
             }
-            match segs.as_slice() {
-                [_] => {
+            match rest {
+                [] => {
                     let mut q = ListQuery::parse(res, params)?;
                     expand::validate(res, &q.expand, true)?;
                     if res == Res::Event {
@@ -335,7 +358,7 @@ fn route(
                     }
                     Ok(page.into_chunks(&format!("/v1/{name}")))
                 }
-                [_, id] => {
+                [id] => {
                     let expand_paths: Vec<String> = params
                         .iter()
                         .filter(|(k, _)| k.starts_with("expand"))
@@ -372,7 +395,7 @@ fn route(
                     }
                     object(&v)
                 }
-                [_, id, _] if res == Res::Invoice => {
+                [id, _] => {
                     let lines = scope
                         .lines
                         .get(*id)
@@ -382,7 +405,6 @@ fn route(
                 _ => Err(ApiError::not_found(path)),
             }
         }
-        _ => Err(ApiError::not_found(path)),
     }
 }
 
@@ -493,6 +515,10 @@ mod tests {
         assert_eq!(
             endpoint_template("/v1/invoices/in_1/lines"),
             "/v1/invoices/{id}/lines"
+        );
+        assert_eq!(
+            endpoint_template("/v1/checkout/sessions/cs_1"),
+            "/v1/checkout/sessions/{id}"
         );
     }
 }

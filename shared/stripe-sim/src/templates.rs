@@ -30,7 +30,7 @@ pub fn template(name: &str) -> Value {
 mod tests {
     #[test]
     fn every_simulated_object_type_has_a_template() {
-        for res in crate::resources::Res::ALL {
+        for res in crate::resources::Res::all() {
             let t = super::template(res.def().object);
             assert_eq!(t["object"], res.def().object, "{}", res.def().object);
         }

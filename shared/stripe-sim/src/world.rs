@@ -41,6 +41,9 @@ pub struct Account {
     pub platform: Option<String>,
     /// The account's default API version (events are rendered in it).
     pub api_version: String,
+    /// The account uses no Issuing, Treasury or Identity: their lists answer Stripe's "not set up"
+    /// error, and it has none of their objects.
+    pub basic: bool,
 }
 
 /// One API key as printed on start.
@@ -145,6 +148,9 @@ impl World {
                     None
                 },
                 api_version: version.to_string(),
+                // The account on an older API version is an older integration, without the newer
+                // products.
+                basic: version != PINNED_API_VERSION,
             });
         }
         let mut keys = HashMap::new();
@@ -190,6 +196,7 @@ impl World {
                     Rng::new(seed, stream),
                 );
                 scope.event_policy = events;
+                scope.basic = a.basic;
                 let count = match &chosen {
                     Some((id, live)) if *id != a.id || *live != livemode => 0,
                     _ if a.kind == AccountKind::Connected => n / 4,
@@ -276,6 +283,13 @@ impl World {
     ) -> Result<Vec<String>, ControlError> {
         let destinations = self.destinations(account);
         let scope = self.begin(account, livemode, &op)?;
+        if scope.basic && res.product().is_some() {
+            return Err(ControlError::NotSupported {
+                res: res.def().path.into(),
+                what: "created in this account",
+                why: "the account does not use the product (its lists answer Stripe's \"not set up\" error)",
+            });
+        }
         let now = op.now;
         let mut g = Gen::live(scope, now, destinations);
         let mut ids = Vec::new();
@@ -305,6 +319,7 @@ impl World {
                 Res::SetupIntent => g.setup_intent(),
                 Res::Payout | Res::BalanceTransaction => Some(g.payout()),
                 Res::Transfer => g.standalone_transfer(),
+                Res::Generic(_) => g.generic(res),
                 Res::ApplicationFee | Res::SubscriptionItem | Res::Event | Res::Account => {
                     return Err(ControlError::NotSupported {
                         res: res.def().path.into(),
@@ -529,6 +544,7 @@ impl World {
                 kind: AccountKind::Connected,
                 platform: Some(platform.to_string()),
                 api_version: PINNED_API_VERSION.to_string(),
+                basic: false,
             });
             for livemode in [false, true] {
                 let stream = 3_000_000 + self.minted * 2 + livemode as u64;
@@ -663,6 +679,27 @@ fn mutate(res: Res, obj: &mut Value, rng: &mut Rng, now: i64) -> Value {
         prev.insert(key.to_string(), obj[key].clone());
         obj[key] = value;
     };
+    if res.generic().is_some() && obj.get("metadata").is_none() {
+        // Objects without metadata (Terminal readers, files) change a text field they have.
+        let field = [
+            "description",
+            "label",
+            "name",
+            "nickname",
+            "display_name",
+            "url",
+        ]
+        .into_iter()
+        .find(|f| obj.get(*f).is_some_and(|v| v.is_string() || v.is_null()));
+        if let Some(field) = field {
+            set(
+                obj,
+                field,
+                json!(format!("updated {now} №{}", rng.range(1, 1_000_000))),
+            );
+        }
+        return Value::Object(prev);
+    }
     let mut meta = obj["metadata"].as_object().cloned().unwrap_or_default();
     let rev = meta
         .get("sim_revision")

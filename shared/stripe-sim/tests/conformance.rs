@@ -1013,3 +1013,57 @@ async fn generated_data_is_varied_and_self_consistent() {
     }
     assert!(per_second.values().any(|n| *n >= 5), "bursts in one second");
 }
+
+#[tokio::test]
+async fn every_list_of_the_spec_pages_its_objects_and_products_gate_theirs() {
+    let h = Harness::tiny().await;
+    let key = h.key("test", 0);
+    let account = h.account(0);
+    let mut served = 0;
+    for res in stripe_sim::Res::all().filter(|r| r.generic().is_some()) {
+        let def = res.def();
+        let path = format!("/v1/{}", def.path);
+        if let Some((param, _)) = res.generic().unwrap().parents.first() {
+            // A list of a parent's children needs the parent (400 without it, as Stripe answers).
+            let r = h.get(&path, &key).await;
+            assert_eq!(
+                (r.status, r.json["error"]["code"].as_str()),
+                (400, Some("parameter_missing")),
+                "{path}"
+            );
+            assert_eq!(r.json["error"]["param"], *param, "{path}");
+            continue;
+        }
+        let truth = h.truth_ids_newest_first(&account, "test", def.path).await;
+        assert!(!truth.is_empty(), "{path} has objects");
+        assert_eq!(h.walk(&path, &key, 2).await, truth, "{path}");
+        let one = h.get(&format!("{path}/{}", truth[0]), &key).await;
+        assert_eq!(
+            (one.status, &one.json["id"]),
+            (200, &json!(truth[0])),
+            "{path}"
+        );
+        served += 1;
+    }
+    assert!(served >= 39, "{served} lists served");
+    // The second account does not use Issuing, Treasury or Identity: Stripe's 400 saying so.
+    let basic = h.key("test", 1);
+    for (path, says) in [
+        ("/v1/issuing/cards", "not set up to use Issuing"),
+        (
+            "/v1/identity/verification_sessions",
+            "not set up to use Identity",
+        ),
+        (
+            "/v1/treasury/financial_accounts",
+            "Have you onboarded to Treasury?",
+        ),
+    ] {
+        let r = h.get(path, &basic).await;
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.json["error"]["type"], "invalid_request_error");
+        let message = r.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path}: {message}");
+        assert_eq!(h.get(path, &key).await.status, 200, "{path}");
+    }
+}

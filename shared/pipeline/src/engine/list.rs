@@ -13,7 +13,7 @@ use crate::catalog::Dataset;
 use crate::convert::{Converter, RowContext, Truncated};
 use crate::failpoint;
 use crate::slots::{Slot, Slots};
-use crate::state::{Backfill, DatasetState, Segment, StateError};
+use crate::state::{Backfill, DatasetState, NotEnabled, Segment, StateError};
 use crate::stripe::StripeError;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -46,9 +46,23 @@ pub(super) async fn run(
     kind: ListKind,
     files: &Written,
     slots: &Arc<Slots>,
-) -> Result<u64, SyncError> {
+) -> Result<Listed, SyncError> {
     let key = r.key(&dataset.name);
     let result = list_inner(cx, r, dataset, kind, files, &key, slots).await;
+    if let Err(SyncError::Stripe { source, .. }) = &result {
+        if let StripeError::NotEnabled { message, .. } = &**source {
+            // Nothing was listed, so nothing is lost: the state says why, and the plan asks again
+            // once the snapshot interval has passed.
+            let mut current = cx.state.get::<DatasetState>(&key).await?;
+            current.value.not_enabled = Some(NotEnabled {
+                message: message.clone(),
+                checked_at: r.server_time,
+            });
+            current.value.last_error = None;
+            cx.state.put(&key, current.version, &current.value).await?;
+            return Ok(Listed::NotEnabled(message.clone()));
+        }
+    }
     if let Some(e) = result
         .as_ref()
         .err()
@@ -59,7 +73,16 @@ pub(super) async fn run(
             let _ = cx.state.put(&key, current.version, &current.value).await;
         }
     }
-    result
+    result.map(Listed::Objects)
+}
+
+/// What a list came to.
+#[derive(Debug)]
+pub(super) enum Listed {
+    /// This many objects.
+    Objects(u64),
+    /// Nothing: the account does not use the dataset's Stripe product (Stripe's message).
+    NotEnabled(String),
 }
 
 async fn list_inner(
@@ -108,6 +131,7 @@ async fn list_inner(
     if let Some(plan) = plan {
         state.backfill = Some(plan);
         state.last_error = None;
+        state.not_enabled = None;
         version = cx.state.put(key, version, &state).await?;
     }
     let shared = Arc::new(Mutex::new(ListState {

@@ -33,7 +33,7 @@ mod slice;
 
 pub use context::SharedWarehouse;
 pub use error::SyncError;
-pub use plan::{list_work, needs_snapshots, ListKind, SliceOutcome, SliceWork};
+pub use plan::{freshness_kind, list_work, needs_snapshots, ListKind, SliceOutcome, SliceWork};
 pub use report::{AccountReport, DatasetReport, FeedReport, Progress, Quiet, SyncReport};
 pub use resolve::{resolve, Resolved};
 pub use run::{Engine, EngineBuilder};

@@ -81,6 +81,13 @@ pub fn list_work(
     now: i64,
     settings: &Incremental,
 ) -> Option<ListKind> {
+    if state
+        .not_enabled
+        .as_ref()
+        .is_some_and(|n| now - n.checked_at < settings.snapshot_interval_secs)
+    {
+        return None;
+    }
     let b = match &state.backfill {
         None => return Some(ListKind::Backfill),
         Some(b) => b,
@@ -88,15 +95,52 @@ pub fn list_work(
     if !b.complete() || (b.started > 0 && state.listed_at != Some(b.started)) {
         return Some(ListKind::Resume);
     }
-    let due = state
-        .listed_at
-        .is_none_or(|t| now - t >= settings.snapshot_interval_secs);
-    if needs_snapshots(d) && due {
-        Some(ListKind::Snapshot)
-    } else if d.event_types.is_empty() && d.created_filter {
-        Some(ListKind::NewObjects)
+    let due = |last: Option<i64>, every: i64| last.is_none_or(|t| now - t >= every);
+    if relist_every(d, settings).is_some_and(|every| due(state.listed_at, every)) {
+        return Some(ListKind::Snapshot);
+    }
+    // The last list of any kind reached up to `upper`.
+    let new_objects_due =
+        d.new_objects_every_run || due(Some(b.upper - 1), settings.unannounced_interval_secs);
+    (!d.announces_creation && d.created_filter && new_objects_due).then_some(ListKind::NewObjects)
+}
+
+/// How often a dataset is listed again in full, if it is: every `snapshot_interval_secs` when some
+/// changes have no event, and every `unannounced_interval_secs` when new objects have none and the list
+/// cannot ask for new objects only (Terminal locations, webhook endpoints, Checkout sessions).
+fn relist_every(d: &Dataset, settings: &Incremental) -> Option<i64> {
+    let snapshots = needs_snapshots(d).then_some(settings.snapshot_interval_secs);
+    if !d.announces_creation && !d.created_filter {
+        let every = settings.unannounced_interval_secs;
+        Some(snapshots.map_or(every, |s| s.min(every)))
     } else {
-        None
+        snapshots
+    }
+}
+
+/// Whether a dataset's data is as fresh as its last list rather than the change feed: some of its
+/// changes, or its new objects, come only with a list.
+fn fresh_by_lists(d: &Dataset) -> bool {
+    needs_snapshots(d) || !d.announces_creation
+}
+
+/// How a dataset's data is kept fresh, naming the settings that time it (`stripe-pipeline tables`).
+pub fn freshness_kind(d: &Dataset) -> &'static str {
+    let events = !d.event_types.is_empty();
+    match (d.announces_creation, needs_snapshots(d), d.created_filter) {
+        (false, _, true) if d.new_objects_every_run => {
+            "new objects every run, full list every snapshot_interval_secs"
+        }
+        (true, false, _) => "events",
+        (true, true, _) => "events, and a full list every snapshot_interval_secs",
+        (false, _, true) if events => {
+            "events, new objects every unannounced_interval_secs, full list every snapshot_interval_secs"
+        }
+        (false, _, true) => {
+            "new objects every unannounced_interval_secs, full list every snapshot_interval_secs"
+        }
+        (false, _, false) if events => "events, and a full list every unannounced_interval_secs",
+        (false, _, false) => "full list every unannounced_interval_secs",
     }
 }
 
@@ -174,13 +218,17 @@ pub async fn plan(
                 dataset: d.name.clone(),
             });
         }
+        if st.not_enabled.is_some() {
+            // Nothing to be fresh: the account does not use the product.
+            continue;
+        }
         out.freshness.push(Freshness {
             table: d.main_table().name.clone(),
             as_of: data_as_of(&feed, &st, d),
-            allowed_secs: if needs_snapshots(d) {
-                settings.snapshot_interval_secs
-            } else {
-                0
+            allowed_secs: match relist_every(d, settings) {
+                Some(every) => every,
+                None if !d.announces_creation => settings.unannounced_interval_secs,
+                None => 0,
             },
         });
     }
@@ -194,7 +242,7 @@ pub fn data_as_of(feed: &FeedState, st: &DatasetState, d: &Dataset) -> Option<i6
     if !st.backfill.as_ref().is_some_and(|b| b.complete()) {
         return None;
     }
-    if needs_snapshots(d) {
+    if fresh_by_lists(d) {
         st.as_of
     } else {
         feed.cursor.max(st.as_of)

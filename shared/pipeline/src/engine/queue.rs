@@ -137,6 +137,7 @@ impl Account {
             entry.list = listed.list;
             entry.objects += listed.objects;
             entry.error = listed.error;
+            entry.not_enabled = listed.not_enabled;
         }
         self.files.extend(run.files);
     }

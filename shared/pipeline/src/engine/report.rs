@@ -36,6 +36,8 @@ pub struct DatasetReport {
     /// The list this dataset got this run, if any.
     pub list: Option<ListKind>,
     pub error: Option<String>,
+    /// The account does not use this dataset's Stripe product (Stripe's message): not a failure.
+    pub not_enabled: Option<String>,
 }
 
 /// What the change feed of one account and mode did.
@@ -82,6 +84,7 @@ impl AccountReport {
                     changes: 0,
                     list: None,
                     error: None,
+                    not_enabled: None,
                 })
                 .collect(),
             feed: FeedReport {

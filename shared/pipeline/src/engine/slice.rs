@@ -6,7 +6,7 @@ use super::context::Context;
 use super::deliver::{self, Written};
 use super::error::SyncError;
 use super::feed;
-use super::list;
+use super::list::{self, Listed};
 use super::plan::{list_work, ListKind, SliceOutcome, SliceWork};
 use super::plan::{LEASE_SECS, SLICE_LEASE_GRACE_SECS};
 use super::report::AccountReport;
@@ -95,8 +95,12 @@ async fn leased(
                     let entry = &mut report.datasets[0];
                     entry.list = Some(kind);
                     match result {
-                        Ok(objects) => {
+                        Ok(Listed::Objects(objects)) => {
                             entry.objects = objects;
+                            (SliceOutcome::Done, report, None)
+                        }
+                        Ok(Listed::NotEnabled(message)) => {
+                            entry.not_enabled = Some(message);
                             (SliceOutcome::Done, report, None)
                         }
                         Err(SyncError::Deadline) => (SliceOutcome::Paused, report, None),
@@ -171,12 +175,15 @@ async fn announce(
     }
 }
 
-/// Whether every dataset of the account has completed a full list (a state read that fails counts as
-/// not yet: the announcement comes with a later slice).
+/// Whether every dataset of the account has completed a full list, or found that the account does not
+/// use its product (a state read that fails counts as not yet: the announcement comes with a later
+/// slice).
 async fn all_loaded(cx: &Context, r: &Resolved, datasets: &[&'static Dataset]) -> bool {
     for d in datasets {
         match cx.state.get::<DatasetState>(&r.key(&d.name)).await {
-            Ok(st) if st.value.backfill.as_ref().is_some_and(|b| b.complete()) => {}
+            Ok(st)
+                if st.value.backfill.as_ref().is_some_and(|b| b.complete())
+                    || st.value.not_enabled.is_some() => {}
             _ => return false,
         }
     }

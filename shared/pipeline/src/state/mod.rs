@@ -70,6 +70,18 @@ pub struct DatasetState {
     /// listed again once it is older than the snapshot interval.
     #[serde(default)]
     pub listed_at: Option<i64>,
+    /// The account does not use the Stripe product of this dataset (Issuing, Treasury, Identity):
+    /// Stripe's answer, and when (Stripe's clock) it was given. Asked again once the snapshot interval
+    /// has passed; cleared by the first list Stripe serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_enabled: Option<NotEnabled>,
+}
+
+/// Stripe's answer to a list of a product the account does not use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotEnabled {
+    pub message: String,
+    pub checked_at: i64,
 }
 
 /// The change feed of one account and mode: how far `/v1/events` has been read.

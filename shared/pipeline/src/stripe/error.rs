@@ -15,6 +15,14 @@ pub enum StripeError {
         message: String,
         request_id: String,
     },
+    /// The account does not use the Stripe product the list belongs to (Issuing, Treasury, Identity):
+    /// a state of the account, not a failure ([`not_enabled_message`]).
+    #[error("the account does not use this Stripe product (HTTP {status}, request {request_id}): {message}")]
+    NotEnabled {
+        status: u16,
+        message: String,
+        request_id: String,
+    },
     #[error("Stripe rejected the request (HTTP {status}{}, request {request_id}): {message}", code.as_ref().map(|c| format!(", code {c}")).unwrap_or_default())]
     InvalidRequest {
         status: u16,
@@ -55,6 +63,7 @@ impl StripeError {
             | StripeError::PermissionDenied { request_id, .. }
             | StripeError::ResourceMissing { request_id, .. }
             | StripeError::InvalidRequest { request_id, .. }
+            | StripeError::NotEnabled { request_id, .. }
             | StripeError::RateLimited { request_id, .. }
             | StripeError::Server { request_id, .. }
             | StripeError::Decode { request_id, .. } => Some(request_id),
@@ -71,6 +80,21 @@ impl StripeError {
     pub fn is_missing_cursor(&self) -> bool {
         matches!(self, StripeError::ResourceMissing { param: Some(p), .. } if p == "starting_after" || p == "ending_before")
     }
+}
+
+/// Whether a 400's message says the account has not been onboarded to the product the request belongs
+/// to. Stripe gives these no error code; the wording is what Stripe's own sync engine and other
+/// open-source extractors match on: Issuing and Identity ("Your account is not set up to use Issuing.
+/// Please visit …"), Treasury ("Unrecognized request URL (GET: /v1/treasury/financial_accounts). …
+/// (Hint: Have you onboarded to Treasury? …)"), and APIs not offered in test mode ("This API surface is
+/// not enabled for testmode usage.").
+pub fn not_enabled_message(message: &str) -> bool {
+    const PATTERNS: [&str; 3] = [
+        "is not set up to use ",
+        "Have you onboarded to ",
+        "API surface is not enabled",
+    ];
+    PATTERNS.iter().any(|p| message.contains(p))
 }
 
 /// What an attempt came to, with the retry decision made where the response was read: the outcome of
@@ -143,6 +167,11 @@ pub fn classify(
             message,
             request_id,
         },
+        400 if code.is_none() && not_enabled_message(&message) => StripeError::NotEnabled {
+            status,
+            message,
+            request_id,
+        },
         _ if code.as_deref() == Some("resource_missing") => StripeError::ResourceMissing {
             status,
             param: err["param"].as_str().map(str::to_string),
@@ -203,6 +232,29 @@ mod tests {
         assert!(matches!(
             classify(401, None, None, "r".into(), bytes::Bytes::new(), 1),
             Attempt::Fail(StripeError::InvalidKey { .. })
+        ));
+        // An account without the product: its own kind of answer, not retried.
+        let gated = |message: &str| -> bytes::Bytes {
+            serde_json::to_vec(&serde_json::json!({"error": {"message": message, "type": "invalid_request_error"}})).unwrap().into()
+        };
+        assert!(matches!(
+            classify(400, None, None, "r".into(), gated("Your account is not set up to use Issuing. Please visit https://dashboard.stripe.com/issuing/overview to get started."), 1),
+            Attempt::Fail(StripeError::NotEnabled { .. })
+        ));
+        assert!(matches!(
+            classify(400, None, None, "r".into(), gated("Unrecognized request URL (GET: /v1/treasury/financial_accounts). Please see https://stripe.com/docs or we can help at https://support.stripe.com/. (Hint: Have you onboarded to Treasury? You can learn more about the steps needed at https://stripe.com/docs/treasury/access)"), 1),
+            Attempt::Fail(StripeError::NotEnabled { .. })
+        ));
+        assert!(matches!(
+            classify(
+                400,
+                None,
+                None,
+                "r".into(),
+                gated("Unrecognized request URL (GET: /v1/nope)."),
+                1
+            ),
+            Attempt::Fail(StripeError::InvalidRequest { .. })
         ));
         // Stripe-Should-Retry overrides the status.
         assert!(matches!(
