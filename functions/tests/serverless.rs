@@ -27,14 +27,6 @@ use stripe_sim::{AccountKind, SimConfig};
 /// Simulated seconds between changes and the next tick: more than the feed's lag.
 const PAST_LAG: i64 = 120;
 
-fn all() -> Vec<&'static Dataset> {
-    Catalog::get().datasets.iter().collect()
-}
-
-fn core() -> Vec<&'static Dataset> {
-    core_datasets()
-}
-
 fn scopes(sim: &stripe_sim::RunningSim) -> Vec<(String, bool)> {
     merchants(sim)
         .into_iter()
@@ -88,10 +80,12 @@ async fn check_lake(d: &Deployment, sim: &stripe_sim::RunningSim, datasets: &[&'
     assert_scopes_equal(dir.path(), sim, &scopes(sim), datasets).await;
 }
 
+/// The serverless path over the core datasets (`CORE_DATASETS`); the CLI's tests sync every dataset
+/// through the same engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
     let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
-    let d = deploy(&sim, |_| {}).await;
+    let d = deploy(&sim, core_only).await;
     let tick = 1_800_000_000;
 
     let first = scheduler::tick(&d.services, tick).await.unwrap();
@@ -100,7 +94,7 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
     // Nothing is loaded in full yet: no table has an age.
     assert!(first.data_age_secs.is_empty(), "{:?}", first.data_age_secs);
     // Every account-mode: its change feed and a first list of every dataset.
-    assert_eq!(first.planned, 4 * (1 + all().len()));
+    assert_eq!(first.planned, 4 * (1 + core_datasets().len()));
     assert_eq!(first.sent, first.planned);
     assert_eq!(queue_depth(&d, &d.queue_url).await, first.sent);
 
@@ -124,20 +118,14 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
             .unwrap()
             .value;
         assert!(feed.cursor.is_some(), "{merchant} {mode}: feed not started");
-        for ds in all() {
+        for ds in core_datasets() {
             let st: DatasetState = state
                 .get(&format!("{merchant}/{mode}/{}", ds.name))
                 .await
                 .unwrap()
                 .value;
-            // The simulator's older account does not use Issuing, Treasury or Identity: Stripe
-            // refuses those lists, and the state says so instead.
-            let gated = ["/v1/issuing/", "/v1/treasury/", "/v1/identity/"]
-                .iter()
-                .any(|p| ds.list_path.starts_with(p));
             assert!(
-                st.backfill.as_ref().is_some_and(|b| b.complete())
-                    || (gated && st.not_enabled.is_some()),
+                st.backfill.as_ref().is_some_and(|b| b.complete()),
                 "{merchant} {mode} {}: backfill not complete",
                 ds.name
             );
@@ -145,7 +133,7 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
     }
     assert_eq!(state_items(&d, "lease#").await, 0, "leases left behind");
     assert_eq!(state_items(&d, "slice#").await, first.sent);
-    check_lake(&d, &sim, &all()).await;
+    check_lake(&d, &sim, &core_datasets()).await;
 
     // One notification per account: its first full load.
     let notes = notifications(&d).await;
@@ -169,12 +157,15 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
             .any(|b| b.contains("\"kind\":\"feed\"")),
         "the feeds ran"
     );
-    check_lake(&d, &sim, &all()).await;
+    check_lake(&d, &sim, &core_datasets()).await;
     // The first load is announced once, not again.
     assert!(notifications(&d).await.is_empty());
 
     // Every table's age is measured from the cursors; two hours without workers and it has grown.
-    let tables: Vec<String> = all().iter().map(|d| d.main_table().name.clone()).collect();
+    let tables: Vec<String> = core_datasets()
+        .iter()
+        .map(|d| d.main_table().name.clone())
+        .collect();
     let aged: Vec<&String> = second.data_age_secs.keys().collect();
     assert_eq!(
         aged,
@@ -267,7 +258,10 @@ async fn a_tick_of_a_thousand_accounts_cut_off_part_way_loses_nothing() {
     assert!(again.errors.is_empty(), "{:?}", again.errors);
     assert_eq!(again.accounts, ACCOUNTS + 4);
     // Every account: its feed and its lists (one for each of the thousand).
-    assert_eq!(again.planned, ACCOUNTS * 2 + 4 * (1 + core().len()));
+    assert_eq!(
+        again.planned,
+        ACCOUNTS * 2 + 4 * (1 + core_datasets().len())
+    );
     assert!(again.already_sent >= sent_before, "{again:?}");
     assert_eq!(
         queue_depth(&d, &d.queue_url).await,
@@ -324,7 +318,7 @@ async fn a_tick_of_a_thousand_accounts_cut_off_part_way_loses_nothing() {
     let ran = worker::handle(&d.services, rest, "rest", plenty()).await;
     assert!(ran.batch_item_failures.is_empty());
     let secs = started.elapsed().as_secs_f64();
-    let total = ACCOUNTS * 2 + 4 * (1 + core().len());
+    let total = ACCOUNTS * 2 + 4 * (1 + core_datasets().len());
     assert!(part.sent < total, "{part:?}");
     assert_eq!(part.sent + queue_depth(&d, &d.queue_url).await, total);
     eprintln!(
@@ -394,7 +388,7 @@ async fn workers_together_keep_each_account_within_its_rate_budget() {
         );
     }
     assert_eq!(state_items(&d, "lease#").await, 0, "leases left behind");
-    check_lake(&d, &sim, &core()).await;
+    check_lake(&d, &sim, &core_datasets()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,7 +526,7 @@ async fn a_backlog_of_200_000_events_is_read_in_pieces_across_continuations() {
         feed.cursor.unwrap() >= sim.sim().now() - PAST_LAG,
         "{feed:?}"
     );
-    check_lake(&d, &sim, &core()).await;
+    check_lake(&d, &sim, &core_datasets()).await;
 }
 
 /// Without a warehouse (the serverless default), objects gone from Stripe whose delete events are past
@@ -579,7 +573,7 @@ async fn past_the_cliff_a_lake_without_warehouse_marks_vanished_objects_deleted(
         );
     }
     drop(db);
-    assert_scopes_equal(dir.path(), &sim, &scopes(&sim), &core()).await;
+    assert_scopes_equal(dir.path(), &sim, &scopes(&sim), &core_datasets()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -783,7 +777,7 @@ async fn workers_load_redshift_through_the_data_api() {
         assert!(warehouse
             .describe()
             .starts_with("Redshift workgroup analytics"));
-        assert_warehouse_equal(warehouse.as_ref(), &sim, &scopes(&sim), &core()).await;
+        assert_warehouse_equal(warehouse.as_ref(), &sim, &scopes(&sim), &core_datasets()).await;
     };
     let first = scheduler::tick(&d.services, tick).await.unwrap();
     assert!(first.errors.is_empty(), "{:?}", first.errors);
@@ -937,7 +931,7 @@ async fn workers_build_exports_in_stripes_layout_once_per_interval() {
         let mode = if livemode { "livemode" } else { "testmode" };
         read_export(store, &format!("{mode}/{date}"), livemode, dir.path(), &db).await;
     }
-    assert_warehouse_equal(&db, &sim, &scopes(&sim), &core()).await;
+    assert_warehouse_equal(&db, &sim, &scopes(&sim), &core_datasets()).await;
 }
 
 /// A Connect platform (`connect` in its record): each tick lists its connected accounts and plans
@@ -962,7 +956,7 @@ async fn a_platforms_connected_accounts_are_planned_and_loaded() {
         let dir = tempfile::tempdir().unwrap();
         replay_lake(&d, dir.path()).await;
         let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
-        assert_platform_equal(&db, &sim, &core()).await
+        assert_platform_equal(&db, &sim, &core_datasets()).await
     };
     let tick = 1_800_000_000;
     let first = scheduler::tick(&d.services, tick).await.unwrap();
@@ -971,13 +965,13 @@ async fn a_platforms_connected_accounts_are_planned_and_loaded() {
     // connected accounts' feed and lists.
     assert_eq!(
         first.planned,
-        2 * ((2 + core().len()) + 2 * (1 + core().len()))
+        2 * ((2 + core_datasets().len()) + 2 * (1 + core_datasets().len()))
     );
     assert_eq!(first.sent, first.planned);
     // Each connected account's feed and lists ride with the other's: one message per work.
     assert_eq!(
         first.messages,
-        2 * ((2 + core().len()) + (1 + core().len()))
+        2 * ((2 + core_datasets().len()) + (1 + core_datasets().len()))
     );
     let drained = drain(&d, 10, 50, plenty).await;
     assert_eq!((drained.messages, drained.failures), (first.messages, 0));
@@ -1137,7 +1131,7 @@ async fn workers_loading_redshift_at_once_run_aborted_loads_again() {
         assert_eq!(drained.failures, 0, "round {round}");
     }
     let warehouse = d.services.warehouse().await.unwrap();
-    assert_warehouse_equal(warehouse.as_ref(), &sim, &scopes(&sim), &core()).await;
+    assert_warehouse_equal(warehouse.as_ref(), &sim, &scopes(&sim), &core_datasets()).await;
     // The loads did race: Redshift aborted some (and they were run again).
     let client = aws_sdk_redshiftdata::Client::new(&d.redshift.as_ref().unwrap().sdk().await);
     let failed = client
