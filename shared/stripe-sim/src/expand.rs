@@ -169,13 +169,7 @@ fn expand_value(
                 *slot = obj;
             }
         }
-        if let Some(object) = slot
-            .get("object")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        {
-            expand_in(scope, &object, slot, rest, now);
-        }
+        expand_as_its_type(scope, slot, rest, now);
     } else if let Some(types) = &how.list {
         if slot.is_null() {
             *slot = included_list(scope, types, owner, now);
@@ -184,19 +178,25 @@ fn expand_value(
             (rest.split_first(), slot["data"].as_array_mut())
         {
             for item in items {
-                if let Some(object) = item
-                    .get("object")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                {
-                    expand_in(scope, &object, item, rest, now);
-                }
+                expand_as_its_type(scope, item, rest, now);
             }
         }
     } else if let Some(schema) = &how.object {
         if slot.is_object() {
             expand_in(scope, schema, slot, rest, now);
         }
+    }
+}
+
+/// Expands `segments` inside `obj` as the schema its own `object` field names (an object reached
+/// through a reference, or an item of a list, whose type is only known from the value).
+fn expand_as_its_type(scope: &Scope, obj: &mut Value, segments: &[&str], now: i64) {
+    if let Some(object) = obj
+        .get("object")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    {
+        expand_in(scope, &object, obj, segments, now);
     }
 }
 
