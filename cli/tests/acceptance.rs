@@ -190,6 +190,93 @@ async fn the_documented_join_with_a_users_own_table_works() {
     );
 }
 
+/// Queries written against Stripe Sigma's names run unchanged: the card of a charge (`card_*`), the plan of a
+/// subscription item (`plan_*`), a subscription's discount (`discount_*`) and a dispute's evidence
+/// (`evidence_*`), each answering what the simulator holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigma_queries_of_cards_plans_discounts_and_evidence_run_unchanged() {
+    let sim = sim(SimConfig {
+        objects: 400,
+        ..SimConfig::tiny()
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(&sim, out.path());
+    cfg.datasets = ["charges", "subscriptions", "disputes"]
+        .map(String::from)
+        .to_vec();
+    let report = run(&cfg).await;
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    let merchant = &merchants(&sim)[0];
+    let live = |resource: &str| -> Vec<serde_json::Value> {
+        sim.sim()
+            .truth(merchant, true, resource)
+            .unwrap()
+            .into_iter()
+            .filter(|t| t["deleted"] != true)
+            .map(|t| t["object"].clone())
+            .collect()
+    };
+    let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
+    let one = |sql: &str| -> String {
+        let sql = sql.replace("{m}", merchant);
+        db.query_strings(&sql).unwrap()[0][0]
+            .clone()
+            .unwrap_or_default()
+    };
+
+    let mut brands = std::collections::BTreeMap::<String, usize>::new();
+    for ch in live("charges") {
+        if let Some(b) = ch["payment_method_details"]["card"]["brand"].as_str() {
+            *brands.entry(b.to_string()).or_default() += 1;
+        }
+    }
+    assert!(!brands.is_empty());
+    let rows = db
+        .query_strings(&format!(
+            "SELECT card_brand, count(*)::VARCHAR FROM stripe.charges WHERE merchant_id = '{merchant}' \
+             AND NOT deleted AND card_brand IS NOT NULL GROUP BY card_brand ORDER BY card_brand"
+        ))
+        .unwrap();
+    let want: Vec<Vec<Option<String>>> = brands
+        .iter()
+        .map(|(b, n)| vec![Some(b.clone()), Some(n.to_string())])
+        .collect();
+    assert_eq!(rows, want);
+
+    let subscriptions = live("subscriptions");
+    let mrr: i64 = subscriptions
+        .iter()
+        .flat_map(|s| s["items"]["data"].as_array().unwrap().clone())
+        .map(|i| i["price"]["unit_amount"].as_i64().unwrap_or(0) * i["quantity"].as_i64().unwrap())
+        .sum();
+    assert!(mrr > 0);
+    assert_eq!(
+        one("SELECT sum(si.plan_amount * si.quantity)::VARCHAR FROM stripe.subscription_items si \
+             JOIN stripe.subscriptions s ON s.id = si.subscription_id AND s.merchant_id = si.merchant_id \
+             WHERE s.merchant_id = '{m}' AND NOT s.deleted AND si.plan_interval IS NOT NULL AND si.plan_id = si.price_id"),
+        mrr.to_string()
+    );
+    let discounted = subscriptions
+        .iter()
+        .filter(|s| s["discount"]["coupon"]["id"].is_string())
+        .count();
+    assert!(discounted > 0);
+    assert_eq!(
+        one("SELECT count(discount_coupon_id)::VARCHAR FROM stripe.subscriptions WHERE merchant_id = '{m}' AND NOT deleted"),
+        discounted.to_string()
+    );
+    let with_evidence = live("disputes")
+        .iter()
+        .filter(|d| d["evidence"]["customer_name"].is_string())
+        .count();
+    assert!(with_evidence > 0);
+    assert_eq!(
+        one("SELECT count(evidence_customer_name)::VARCHAR FROM stripe.disputes WHERE merchant_id = '{m}' AND NOT deleted"),
+        with_evidence.to_string()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sync_into_postgres_equals_ground_truth_and_a_second_changes_nothing() {
     let sim = sim(SimConfig {

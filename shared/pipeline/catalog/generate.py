@@ -279,6 +279,8 @@ ENGINE_COLUMNS = {"merchant_id", "batch_timestamp", "deleted"}
 MAX_FLATTEN_PROPERTIES = 25
 # Longest column path (levels of nesting, the property itself included).
 MAX_PATH_DEPTH = 4
+# How deep the search for Stripe Sigma's column names goes (`sigma_columns`).
+SIGMA_MAX_PATH_DEPTH = 6
 
 # Sanity checks on the output: table -> {column: (type, reference)}; and columns that must be absent.
 EXPECT = {
@@ -291,6 +293,9 @@ EXPECT = {
         "outcome_type": ("string", False),
         "billing_details_address_city": ("string", False),
         "livemode": ("bool", False),
+        "card_brand": ("string", False),
+        "card_exp_year": ("int64", False),
+        "payment_method_id": ("string", False),
     },
     "balance_transactions": {
         "fee": ("int64", False),
@@ -302,7 +307,14 @@ EXPECT = {
         "price_id": ("string", True),
         "period_start": ("timestamp", False),
     },
-    "subscription_items": {"price_id": ("string", True), "created": ("timestamp", False)},
+    "subscription_items": {
+        "price_id": ("string", True),
+        "created": ("timestamp", False),
+        "plan_interval": ("string", False),
+        "price_unit_amount": ("int64", False),
+    },
+    "disputes": {"evidence": ("json", False), "evidence_customer_name": ("string", False)},
+    "subscriptions": {"discount_coupon_id": ("string", True), "discount_end": ("timestamp", False)},
 }
 EXPECT_ABSENT = {
     "subscriptions": ["items", "items_id"],
@@ -387,11 +399,23 @@ def scalar_type(s):
     return None
 
 
+def column(name, typ, path, reference=False, join=False):
+    col = {"name": name, "type": typ, "path": list(path)}
+    if reference:
+        col["reference"] = True
+    if join:
+        col["join"] = True
+    return col
+
+
 class TableBuilder:
     """Flattens one object schema into columns."""
 
-    def __init__(self, spec, table, kind, reserved, skip_paths):
+    def __init__(self, spec, table, kind, reserved, skip_paths, every_path=False):
         self.spec = spec
+        # `every_path`: flatten without the limits, through embedded resources too, names unfitted and
+        # clashes silent: the candidates for Stripe Sigma's names (`sigma_columns`), not a table.
+        self.every_path = every_path
         self.table = table
         self.kind = kind
         self.reserved = set(reserved)
@@ -402,6 +426,11 @@ class TableBuilder:
         self.has_metadata = False
 
     def add(self, name, typ, path, reference=False, join=False):
+        if self.every_path:
+            if name not in self.names:
+                self.names.add(name)
+                self.columns.append(column(name, typ, path, reference, join))
+            return
         name = fit_identifier(name)
         if name in self.reserved:
             warn(f"{self.table}: column {name!r} (path {path}) clashes with an engine column; dropped")
@@ -409,13 +438,8 @@ class TableBuilder:
         if name in self.names:
             warn(f"{self.table}: duplicate column {name!r} (path {path}); kept the first")
             return
-        col = {"name": name, "type": typ, "path": list(path)}
-        if reference:
-            col["reference"] = True
-        if join:
-            col["join"] = True
         self.names.add(name)
-        self.columns.append(col)
+        self.columns.append(column(name, typ, path, reference, join))
 
     def build(self, schema):
         s = self.spec.deref(schema)
@@ -459,7 +483,8 @@ class TableBuilder:
                 target = spec.deref(p)
                 if is_resource(target) and not is_list_object(target):
                     self.add(f"{name}_id", "string", path, reference=True)
-                    return
+                    if not self.every_path:
+                        return
                 p = target
                 continue
             break
@@ -481,9 +506,13 @@ class TableBuilder:
         if props:
             if is_resource(p):
                 self.add(f"{name}_id", "string", path, reference=True)
-                return
+                if not self.every_path:
+                    return
             own = [k for k in props if k != "object"]
-            if len(own) > MAX_FLATTEN_PROPERTIES or len(path) + 1 > MAX_PATH_DEPTH:
+            if self.every_path:
+                if len(path) + 1 > SIGMA_MAX_PATH_DEPTH:
+                    return
+            elif len(own) > MAX_FLATTEN_PROPERTIES or len(path) + 1 > MAX_PATH_DEPTH:
                 self.add(name, "json", path)
                 return
             for key in own:
@@ -579,7 +608,82 @@ def dataset_events(all_events, ds):
     return sorted(out)
 
 
-def build_dataset(spec, ds, all_events):
+# Stripe Sigma's columns that are not a flattening of the API object's own names. Sigma's charges keep the
+# card a charge was paid with under `card_*`, as the `source` card of older API versions held it; the payment
+# method details and billing details hold the same facts in API 2023-08-16. Sigma's subscription items keep
+# their `plan_*`: a plan is a recurring price (same id), and a subscription item's price is always recurring,
+# so they are its price's. Table -> {Sigma column: path}.
+PMD_CARD = ["payment_method_details", "card"]
+SIGMA_ALIASES = {
+    "subscription_items": {
+        "plan_id": ["price"],
+        "plan_amount": ["price", "unit_amount"],
+        "plan_created": ["price", "created"],
+        "plan_currency": ["price", "currency"],
+        "plan_interval": ["price", "recurring", "interval"],
+        "plan_interval_count": ["price", "recurring", "interval_count"],
+        "plan_nickname": ["price", "nickname"],
+        "plan_product_id": ["price", "product"],
+    },
+    "charges": {
+        **{f"card_{k}": PMD_CARD + [k] for k in
+           ["brand", "country", "exp_month", "exp_year", "fingerprint", "funding", "last4", "network"]},
+        "card_address_line1_check": PMD_CARD + ["checks", "address_line1_check"],
+        "card_address_zip_check": PMD_CARD + ["checks", "address_postal_code_check"],
+        "card_cvc_check": PMD_CARD + ["checks", "cvc_check"],
+        "card_dynamic_last4": PMD_CARD + ["wallet", "dynamic_last4"],
+        "card_tokenization_method": PMD_CARD + ["wallet", "type"],
+        "card_name": ["billing_details", "name"],
+        **{f"card_address_{k}": ["billing_details", "address", k] for k in
+           ["city", "country", "line1", "line2", "state"]},
+        "card_address_zip": ["billing_details", "address", "postal_code"],
+        "payment_method_type": ["payment_method_details", "type"],
+    },
+}
+
+
+def sigma_columns(spec, table, kind, schema, have, sigma):
+    """Stripe Sigma's columns of `table` that the flattening left out, as extra columns: a deeper or wider
+    flattening than the limits allow (`evidence_customer_name` of a dispute's evidence, kept whole as
+    json too), an embedded resource's fields (`plan_interval` of a subscription item, `discount_coupon_id`),
+    Sigma's spelling of a reference (`payment_method_id` for `payment_method`, `payment_intent` for
+    `payment_intent_id`), or an entry of `SIGMA_ALIASES`. Returns the columns and, for the catalog's
+    `SIGMA.md`, Sigma's columns that are still missing with the reason."""
+    wanted = sigma.get(table)
+    if not wanted:
+        return [], []
+    every = TableBuilder(spec, table, kind, set(), [], every_path=True)
+    every.build(schema)
+    by_name = {c["name"]: c for c in every.columns}
+    by_path = {tuple(c["path"]): c for c in every.columns}
+    aliases = SIGMA_ALIASES.get(table, {})
+    found, missing = [], []
+    for name, _sigma_type in wanted:
+        if name in have or name in ENGINE_COLUMNS:
+            continue
+        if len(name) > MAX_IDENTIFIER:
+            missing.append((name, "longer than 63 characters; the column has the shortened name"))
+            continue
+        if name in aliases:
+            c = by_path.get(tuple(aliases[name]))
+            if c is None:
+                raise GenerateError(f"{table}: SIGMA_ALIASES path {aliases[name]} of {name!r} is not in the spec")
+        elif name in by_name:
+            c = by_name[name]
+        elif name.endswith("_id") and by_name.get(name[:-3], {}).get("type") == "string":
+            c = by_name[name[:-3]]
+        elif by_name.get(f"{name}_id", {}).get("reference"):
+            c = by_name[f"{name}_id"]
+        else:
+            missing.append((name, "not in API 2023-08-16"))
+            continue
+        found.append(column(name, c["type"], c["path"], c.get("reference", False), c.get("join", False)))
+        have.add(name)
+    return found, missing
+
+
+def build_dataset(spec, ds, all_events, sigma):
+    """The dataset's catalog entry, and Sigma's columns its tables lack (table -> [(column, reason)])."""
     name = ds["name"]
     obj = ds["object"]
     if obj not in spec.schemas:
@@ -603,6 +707,9 @@ def build_dataset(spec, ds, all_events):
     children = ds.get("children", [])
 
     main = TableBuilder(spec, table, "main", ENGINE_COLUMNS, [c["source"] for c in children])
+    columns = main.build(schema)
+    extra, missing = sigma_columns(spec, table, "main", schema, set(main.names), sigma)
+    sigma_missing = {table: missing} if missing else {}
     tables = [
         {
             "name": table,
@@ -610,7 +717,7 @@ def build_dataset(spec, ds, all_events):
             "source": [],
             "parent_key": None,
             "nested_list_path": None,
-            "columns": main.build(schema) + ds.get("sigma_columns", []),
+            "columns": columns + extra + ds.get("sigma_columns", []),
         }
     ]
     if main.has_metadata:
@@ -625,7 +732,10 @@ def build_dataset(spec, ds, all_events):
             }
         )
     for child in children:
-        tables.append(build_child(spec, schema, child, main))
+        child_table, missing = build_child(spec, schema, child, main, sigma)
+        tables.append(child_table)
+        if missing:
+            sigma_missing[child_table["name"]] = missing
 
     events = [] if ds.get("no_events") else dataset_events(all_events, ds)
     return {
@@ -643,10 +753,10 @@ def build_dataset(spec, ds, all_events):
         "event_types": events,
         "delete_events": [e for e in events if e.endswith(".deleted") and e not in NOT_DELETIONS],
         "tables": tables,
-    }
+    }, sigma_missing
 
 
-def build_child(spec, parent_schema, child, main):
+def build_child(spec, parent_schema, child, main, sigma):
     cname = child["name"]
     source = tuple(child["source"])
     if source not in main.found_skips:
@@ -676,14 +786,16 @@ def build_child(spec, parent_schema, child, main):
     if child.get("nested_list_path"):
         check_nested_list_path(spec, child["nested_list_path"], item_schema, cname)
     builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]}, [])
+    columns = builder.build(items)
+    extra, missing = sigma_columns(spec, cname, "child", items, builder.names | {child["parent_key"]}, sigma)
     return {
         "name": cname,
         "kind": "child",
         "source": list(source),
         "parent_key": child["parent_key"],
         "nested_list_path": child.get("nested_list_path"),
-        "columns": builder.build(items),
-    }
+        "columns": columns + extra,
+    }, missing
 
 
 # --------------------------------------------------------------------------------------------------
@@ -879,6 +991,38 @@ def write_json(path, value, indent):
     os.replace(tmp, path)
 
 
+SIGMA_REPORT_OUT = os.path.join(HERE, "SIGMA.md")
+
+
+def write_sigma_report(catalog, sigma, missing):
+    """`SIGMA.md`: where the catalog's tables differ from Stripe Sigma's, table by table."""
+    tables = [t for d in catalog["datasets"] for t in d["tables"]]
+    lines = [
+        "# Where the tables differ from Stripe Sigma's",
+        "",
+        "Generated by `generate.py` from `sigma-schema.json`; do not edit. The README's \"Stripe Sigma's names\"",
+        "says how Sigma's names are found. Every column Sigma has for a table is in the catalog, except these.",
+        "",
+        "## Sigma columns not in the catalog",
+        "",
+        "| table | column | why |",
+        "|---|---|---|",
+    ]
+    for t in tables:
+        for name, why in missing.get(t["name"], []):
+            lines.append(f"| `{t['name']}` | `{name}` | {why} |")
+    lines += [
+        "",
+        "## Tables Sigma does not have",
+        "",
+        "Named after the API path (the README's rules); the `connected_account_*` tables of a platform follow their base table.",
+        "",
+    ]
+    lines += [f"- `{t['name']}`" for t in tables if t["name"] not in sigma and t["kind"] != "metadata"]
+    with open(SIGMA_REPORT_OUT, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def sanity_check(catalog):
     tables = {t["name"]: t for d in catalog["datasets"] for t in d["tables"]}
     problems = []
@@ -920,14 +1064,20 @@ def main(argv):
     catalog = {
         "api_version": str(spec.doc["info"]["version"]),
         "generated_from": os.path.basename(spec_path),
-        "datasets": [build_dataset(spec, ds, all_events) for ds in all_datasets(spec, sigma)],
+        "datasets": [],
     }
+    sigma_missing = {}
+    for ds in all_datasets(spec, sigma):
+        dataset, missing = build_dataset(spec, ds, all_events, sigma)
+        catalog["datasets"].append(dataset)
+        sigma_missing.update(missing)
     problems = sanity_check(catalog)
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         return 1
     write_json(out_path, catalog, 1)
+    write_sigma_report(catalog, sigma, sigma_missing)
     expansions = sim_expansions(spec)
     write_json(SIM_EXPANSIONS_OUT, expansions, None)
     with open(SIM_FIXTURES, encoding="utf-8") as f:

@@ -404,6 +404,13 @@ impl Gen<'_> {
         p
     }
 
+    /// An existing recurring price: Stripe refuses a one-time price on a subscription item.
+    fn recurring_price(&mut self) -> Option<Value> {
+        (0..32)
+            .filter_map(|_| self.pick(Res::Price))
+            .find(|p| p["type"] == "recurring")
+    }
+
     /// A new price on an existing product (live creation).
     pub fn price(&mut self) -> Option<String> {
         let product = self.pick(Res::Product)?;
@@ -729,6 +736,34 @@ impl Gen<'_> {
         id
     }
 
+    /// A subscription's discount, for one subscription in five while there are coupons: the coupon
+    /// embedded whole, as Stripe returns it.
+    fn discount(&mut self, customer: &str, subscription: &str, at: i64) -> Value {
+        if !self.rng().chance(0.2) {
+            return Value::Null;
+        }
+        let Some(coupon) = self.pick(Res::Coupon) else {
+            return Value::Null;
+        };
+        let end = match coupon["duration_in_months"].as_i64() {
+            Some(months) => json!(at + months * 30 * DAY),
+            None => Value::Null,
+        };
+        json!({
+            "id": format!("di_{}", self.rng().alnum(24)),
+            "object": "discount",
+            "checkout_session": null,
+            "coupon": coupon,
+            "customer": customer,
+            "end": end,
+            "invoice": null,
+            "invoice_item": null,
+            "promotion_code": null,
+            "start": at,
+            "subscription": subscription,
+        })
+    }
+
     fn dispute(&mut self, charge: &str, pi: &str, amount: i64, currency: &str, at: i64) -> String {
         let id = self.id("dp");
         let d_at = self.after(at, 60 * DAY);
@@ -755,6 +790,18 @@ impl Gen<'_> {
             "general"
         ]));
         d["is_charge_refundable"] = json!(status.starts_with("warning"));
+        if !status.ends_with("needs_response") {
+            // Evidence submitted: what a merchant typically sends.
+            let name = self.name();
+            let email = format!("{}@example.com", name.to_lowercase().replace(' ', "."));
+            d["evidence"]["customer_name"] = json!(name);
+            d["evidence"]["customer_email_address"] = json!(email);
+            d["evidence"]["product_description"] = json!("Annual plan, delivered by e-mail");
+            d["evidence"]["uncategorized_text"] =
+                json!("The customer used the service after the charge.");
+            d["evidence_details"]["has_evidence"] = json!(true);
+            d["evidence_details"]["submission_count"] = json!(1);
+        }
         let bts: Vec<Value> = if status.starts_with("warning") {
             vec![]
         } else {
@@ -1074,7 +1121,7 @@ impl Gen<'_> {
         let mut items: Vec<(String, Value, i64)> = Vec::new();
         let mut item_objs = Vec::new();
         for _ in 0..n_items {
-            let price = self.pick(Res::Price)?;
+            let price = self.recurring_price()?;
             let si_id = format!("si_{}", self.rng().alnum(14));
             let qty = self.rng().range(1, 10);
             let mut si = self.base("subscription_item", &si_id, at);
@@ -1136,6 +1183,7 @@ impl Gen<'_> {
             Value::Null
         };
         s["next_pending_invoice_item_invoice"] = Value::Null;
+        s["discount"] = self.discount(&customer, &id, at);
         s["plan"] = Value::Null;
         s["quantity"] = Value::Null;
         let mut latest_invoice = Value::Null;

@@ -323,7 +323,7 @@ async fn a_deleted_cursor_object_is_resource_missing() {
 #[tokio::test]
 async fn subscriptions_hide_canceled_unless_asked() {
     let h = Harness::start(SimConfig {
-        objects: 120,
+        objects: 400,
         ..SimConfig::tiny()
     })
     .await;
@@ -354,7 +354,7 @@ async fn subscriptions_hide_canceled_unless_asked() {
 #[tokio::test]
 async fn invoices_embed_ten_lines_and_page_the_rest() {
     let h = Harness::start(SimConfig {
-        objects: 120,
+        objects: 400,
         ..SimConfig::tiny()
     })
     .await;
