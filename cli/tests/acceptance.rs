@@ -53,14 +53,15 @@ async fn full_sync_equals_ground_truth_and_a_second_sync_changes_nothing() {
         .path()
         .extension()
         .is_some_and(|x| x == "parquet")));
-    assert!(
+    // The second run writes files (and a manifest) only where the feed's overlap saw events again.
+    let manifests = |mode: &str| {
         out.path()
-            .join("lake/testmode/_manifests")
+            .join(format!("lake/{mode}/_manifests"))
             .read_dir()
             .unwrap()
             .count()
-            >= 2
-    );
+    };
+    assert!(manifests("livemode") >= 1 && manifests("testmode") >= 1);
     // data_load_times has every table of every merchant.
     let n = db
         .query_strings("SELECT count(DISTINCT table_name)::VARCHAR FROM stripe.data_load_times")
@@ -85,7 +86,8 @@ async fn faults_and_rate_limits_do_not_lose_or_duplicate_rows() {
             enabled: true,
             live_per_sec: 30.0,
             test_per_sec: 30.0,
-            endpoint_per_sec: 4.0,
+            // A burst of one: any two requests to an endpoint within a second meet a 429.
+            endpoint_per_sec: 1.0,
         },
         faults: vec![
             rule(FaultKind::LockTimeout, 0.04),

@@ -93,6 +93,24 @@ async fn rounds_of_random_changes_converge_to_the_ground_truth() {
     for r in ["customers", "products", "coupons"] {
         assert!(truth(r).iter().any(|t| t["deleted"] == true), "{r} deleted");
     }
+    // Rows of fetched tables came and went through their parents: value list items (announced by
+    // their own events) and setup attempts (by the setup intents' snapshot).
+    for (parent, key) in [
+        ("radar/value_lists", "value_list_items"),
+        ("setup_intents", "setup_attempts"),
+    ] {
+        let new_children = truth(parent)
+            .iter()
+            .flat_map(|t| {
+                t["object"][key]["data"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|i| i["created"].as_i64() >= Some(before))
+            .count();
+        assert!(new_children > 0, "{key} created in the rounds");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

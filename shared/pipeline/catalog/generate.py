@@ -165,6 +165,10 @@ DATASETS = [
 
 # Every other top-level list endpoint of the spec is a dataset too, with the defaults (its table named as
 # `table_name` says), except these, each with the reason. The README lists them.
+TREASURY_PER_PARENT = (
+    "needs a financial account id (`financial_account`); as a fetched child table every change of a financial "
+    "account would page all its money movements again: a cursor per parent is not built yet"
+)
 EXCLUDED = {
     "/v1/events": "the change feed: the engine reads it for every account and mode and applies each event to its dataset",
     "/v1/balance/history": "the older path of /v1/balance_transactions (dataset balance_transactions)",
@@ -178,17 +182,29 @@ EXCLUDED = {
     "/v1/exchange_rates": "Stripe-wide reference data, the same for every account and replaced continuously",
     "/v1/tax_codes": "Stripe-wide reference data, the same for every account",
     "/v1/reporting/report_types": "Stripe-wide reference data, the same for every account",
-    "/v1/radar/value_list_items": "needs a value list id (`value_list`): synced per parent, not yet built",
-    "/v1/setup_attempts": "needs a setup intent id (`setup_intent`): synced per parent, not yet built",
-    "/v1/treasury/credit_reversals": "needs a financial account id (`financial_account`): synced per parent, not yet built",
-    "/v1/treasury/debit_reversals": "needs a financial account id (`financial_account`): synced per parent, not yet built",
-    "/v1/treasury/inbound_transfers": "needs a financial account id (`financial_account`): synced per parent, not yet built",
-    "/v1/treasury/outbound_payments": "needs a financial account id (`financial_account`): synced per parent, not yet built",
-    "/v1/treasury/outbound_transfers": "needs a financial account id (`financial_account`): synced per parent, not yet built",
-    "/v1/treasury/received_credits": "needs a financial account id (`financial_account`): synced per parent, not yet built",
-    "/v1/treasury/received_debits": "needs a financial account id (`financial_account`): synced per parent, not yet built",
-    "/v1/treasury/transaction_entries": "needs a financial account id (`financial_account`): synced per parent, not yet built",
-    "/v1/treasury/transactions": "needs a financial account id (`financial_account`): synced per parent, not yet built",
+    "/v1/treasury/credit_reversals": TREASURY_PER_PARENT,
+    "/v1/treasury/debit_reversals": TREASURY_PER_PARENT,
+    "/v1/treasury/inbound_transfers": TREASURY_PER_PARENT,
+    "/v1/treasury/outbound_payments": TREASURY_PER_PARENT,
+    "/v1/treasury/outbound_transfers": TREASURY_PER_PARENT,
+    "/v1/treasury/received_credits": TREASURY_PER_PARENT,
+    "/v1/treasury/received_debits": TREASURY_PER_PARENT,
+    "/v1/treasury/transaction_entries": TREASURY_PER_PARENT,
+    "/v1/treasury/transactions": TREASURY_PER_PARENT,
+}
+
+# Lists that exist only per parent (a required parameter names it): child tables of the parent's dataset,
+# paged for every parent object the engine reads (`fetch`), so they are replaced whenever the parent is. An
+# event about one of their objects is a change of its parent. Keyed by the parent's list path.
+FETCHED_CHILDREN = {
+    "/v1/setup_intents": [
+        {"name": "setup_attempts", "list": "/v1/setup_attempts", "param": "setup_intent",
+         "parent_key": "setup_intent_id"},
+    ],
+    "/v1/radar/value_lists": [
+        {"name": "radar_value_list_items", "list": "/v1/radar/value_list_items", "param": "value_list",
+         "parent_key": "value_list_id"},
+    ],
 }
 
 # Stripe Sigma's table names (a community reference of Sigma's schema, CC0: see README.md).
@@ -236,8 +252,9 @@ def all_datasets(spec, sigma):
     for path in EXCLUDED:
         if path in configured:
             raise GenerateError(f"{path} is both configured and excluded")
+    fetched = {c["list"] for children in FETCHED_CHILDREN.values() for c in children}
     for path, op, _item, obj in top_level_lists(spec):
-        if path in configured or path in EXCLUDED:
+        if path in configured or path in EXCLUDED or path in fetched:
             continue
         required = [p["name"] for p in query_params(op) if p.get("required")]
         if required:
@@ -731,8 +748,9 @@ def build_dataset(spec, ds, all_events, sigma):
                 "columns": [],
             }
         )
-    for child in children:
-        child_table, missing = build_child(spec, schema, child, main, sigma)
+    built = [build_child(spec, schema, child, main, sigma) for child in children]
+    built += [build_fetched_child(spec, child, sigma) for child in FETCHED_CHILDREN.get(ds["list_path"], [])]
+    for child_table, missing in built:
         tables.append(child_table)
         if missing:
             sigma_missing[child_table["name"]] = missing
@@ -794,6 +812,37 @@ def build_child(spec, parent_schema, child, main, sigma):
         "source": list(source),
         "parent_key": child["parent_key"],
         "nested_list_path": child.get("nested_list_path"),
+        "columns": columns + extra,
+    }, missing
+
+
+def build_fetched_child(spec, child, sigma):
+    """A child table of a list that needs its parent's id (`FETCHED_CHILDREN`)."""
+    cname, path, param = child["name"], child["list"], child["param"]
+    op = list_operation(spec, path)
+    item_schema = list_item_schema(spec, op, path)
+    if param not in [p["name"] for p in query_params(op) if p.get("required")]:
+        raise GenerateError(f"{cname}: {param!r} is not a required parameter of {path}")
+    nested = f"{path}?{param}={{id}}"
+    check_nested_list_path(spec, nested, item_schema, cname)
+    schema = spec.schemas[item_schema]
+    if param not in (schema.get("properties") or {}):
+        raise GenerateError(f"{cname}: {item_schema} has no field {param!r} naming its parent")
+    # The item's own reference to its parent is the parent key the engine fills.
+    skip = [[param]] if child["parent_key"] == f"{param}_id" else []
+    builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]}, skip)
+    columns = builder.build(schema)
+    extra, missing = sigma_columns(spec, cname, "child", schema, builder.names | {child["parent_key"]}, sigma)
+    return {
+        "name": cname,
+        "kind": "child",
+        # The key the engine puts the complete list under: the list's last path segment.
+        "source": [path.rsplit("/", 1)[1]],
+        "parent_key": child["parent_key"],
+        "nested_list_path": nested,
+        "fetch": True,
+        "item_object": object_name(spec, schema),
+        "parent_field": param,
         "columns": columns + extra,
     }, missing
 

@@ -133,7 +133,8 @@ pub async fn plan(
     Ok(settled)
 }
 
-/// Replaces truncated nested lists (`has_more`) in `obj` by their complete contents.
+/// Replaces truncated nested lists (`has_more`) in `obj` by their complete contents, and puts the
+/// complete lists of fetched tables (`Table::fetch`) under their `source` key.
 pub async fn complete_nested(
     client: &StripeClient,
     caller: &Caller,
@@ -145,6 +146,17 @@ pub async fn complete_nested(
         let Some(template) = &table.nested_list_path else {
             continue;
         };
+        if table.fetch {
+            let (Some(key), Some(fields)) = (table.source.first(), obj.as_object_mut()) else {
+                continue;
+            };
+            let items = nested_items(client, caller, template, &id).await?;
+            fields.insert(
+                key.clone(),
+                serde_json::json!({"object": "list", "data": items, "has_more": false}),
+            );
+            continue;
+        }
         let Some(list) = table
             .source
             .iter()

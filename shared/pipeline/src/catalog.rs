@@ -91,6 +91,17 @@ pub struct Table {
     pub parent_key: Option<String>,
     /// Endpoint paging the complete nested list when the embedded one has `has_more` (`{id}` = parent).
     pub nested_list_path: Option<String>,
+    /// Rows that Stripe never embeds in the parent object (a setup intent's attempts, a value list's
+    /// items): paged from `nested_list_path` for every parent read, so they are replaced whenever the
+    /// parent is. `source` is then the key the engine puts the complete list under.
+    #[serde(default)]
+    pub fetch: bool,
+    /// For a fetched table: the `object` of its rows and the field naming their parent
+    /// (`radar.value_list_item`, `value_list`). An event about such an object is a change of its parent.
+    #[serde(default)]
+    pub item_object: Option<String>,
+    #[serde(default)]
+    pub parent_field: Option<String>,
     pub columns: Vec<Column>,
     /// A table of a platform's connected accounts' data: named `connected_account_<table>`, with the
     /// [`ACCOUNT`] column. Never in the JSON: [`Catalog::connected`] derives these tables.
@@ -126,6 +137,15 @@ impl Dataset {
     /// truth, name the resource.
     pub fn resource(&self) -> &str {
         self.list_path.trim_start_matches("/v1/")
+    }
+
+    /// The field naming the parent of an object of type `object` that lives in one of this dataset's
+    /// fetched tables (`value_list` for `radar.value_list_item`): its events are changes of the parent.
+    pub fn parent_field_of(&self, object: &str) -> Option<&str> {
+        self.tables
+            .iter()
+            .filter(|t| t.fetch && t.item_object.as_deref() == Some(object))
+            .find_map(|t| t.parent_field.as_deref())
     }
 
     pub fn main_table(&self) -> &Table {

@@ -108,12 +108,7 @@ impl Collapser {
                 self.counts.duplicates += 1;
                 continue;
             }
-            let object_type = e.data.object["object"].as_str().unwrap_or_default();
-            let Some(dataset) = datasets.iter().find(|d| d.object == object_type) else {
-                self.counts.ignored += 1;
-                continue;
-            };
-            let Some(id) = e.data.object["id"].as_str().map(str::to_string) else {
+            let Some((dataset, id, of_child)) = route(datasets, &e.data.object) else {
                 self.counts.ignored += 1;
                 continue;
             };
@@ -125,15 +120,23 @@ impl Collapser {
             {
                 continue;
             }
-            let deleted = dataset.delete_events.contains(&e.kind)
-                || e.data.object["deleted"].as_bool() == Some(true);
-            let trusted = e.api_version.as_deref() == Some(API_VERSION);
-            let change = Change {
-                id: id.clone(),
-                created: e.created,
-                object: e.data.object,
-                deleted,
-                trusted,
+            let change = if of_child {
+                Change {
+                    id: id.clone(),
+                    created: e.created,
+                    object: Value::Null,
+                    deleted: false,
+                    trusted: false,
+                }
+            } else {
+                Change {
+                    id: id.clone(),
+                    created: e.created,
+                    deleted: dataset.delete_events.contains(&e.kind)
+                        || e.data.object["deleted"].as_bool() == Some(true),
+                    trusted: e.api_version.as_deref() == Some(API_VERSION),
+                    object: e.data.object,
+                }
             };
             self.by_object.insert(id, (dataset.name.clone(), change));
         }
@@ -151,6 +154,25 @@ impl Collapser {
         }
         (out, self.counts)
     }
+}
+
+/// The dataset an event's object belongs to and the id of the object that changed: its own, or, for
+/// an object of a fetched table (a value list's item), its parent's, which is then read again with the
+/// complete list (`true`).
+fn route<'d>(datasets: &[&'d Dataset], object: &Value) -> Option<(&'d Dataset, String, bool)> {
+    let object_type = object["object"].as_str().unwrap_or_default();
+    if let Some(d) = datasets.iter().find(|d| d.object == object_type) {
+        return Some((d, object["id"].as_str()?.to_string(), false));
+    }
+    let (d, field) = datasets
+        .iter()
+        .find_map(|d| Some((*d, d.parent_field_of(object_type)?)))?;
+    Some((d, reference_id(&object[field])?, true))
+}
+
+/// The id a reference holds: the string, or an expanded object's `id`.
+fn reference_id(v: &Value) -> Option<String> {
+    v.as_str().or_else(|| v["id"].as_str()).map(str::to_string)
 }
 
 /// What the feed must do before reading, given its cursor and Stripe's clock.
@@ -267,6 +289,49 @@ mod tests {
                 refetched: 0
             }
         );
+    }
+
+    #[test]
+    fn an_event_about_an_object_of_a_fetched_table_reads_its_parent_again() {
+        let datasets: Vec<&Dataset> = Catalog::get().datasets.iter().collect();
+        let item = |id: &str, list: Value| json!({"id": id, "object": "radar.value_list_item", "value": "a@example.com", "value_list": list});
+        let mut c = Collapser::default();
+        c.add(
+            vec![
+                event(
+                    "evt_2",
+                    20,
+                    "radar.value_list_item.deleted",
+                    item("rsli_2", json!("rsl_1")),
+                    API_VERSION,
+                ),
+                event(
+                    "evt_1",
+                    10,
+                    "radar.value_list_item.created",
+                    item(
+                        "rsli_1",
+                        json!({"id": "rsl_2", "object": "radar.value_list"}),
+                    ),
+                    API_VERSION,
+                ),
+                event(
+                    "evt_0",
+                    5,
+                    "radar.value_list_item.created",
+                    item("rsli_0", Value::Null),
+                    API_VERSION,
+                ),
+            ],
+            &datasets,
+        );
+        let (changes, counts) = c.finish();
+        let lists = &changes["radar_value_lists"];
+        let ids: Vec<&str> = lists.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["rsl_1", "rsl_2"]);
+        // Read again, never loaded from the item's payload, and a deleted item is not a deleted list.
+        assert!(lists.iter().all(|c| !c.trusted && !c.deleted));
+        assert_eq!((counts.objects, counts.ignored), (2, 1));
     }
 
     #[test]

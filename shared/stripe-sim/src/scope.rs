@@ -219,6 +219,28 @@ impl Scope {
                 }
             }
         }
+        // Lists that need the parent's id (`/v1/setup_attempts?setup_intent=…`): under the key the
+        // pipeline's catalog puts them, the list's last path segment.
+        let per_parent: Vec<(&str, HashMap<String, Vec<Value>>)> = Res::all()
+            .filter_map(|child| {
+                let (param, _) = child
+                    .generic()?
+                    .parents
+                    .iter()
+                    .find(|(_, object)| *object == res.def().object)?;
+                let mut by_parent: HashMap<String, Vec<Value>> = HashMap::new();
+                for row in self.table(child).rows().iter().filter(|r| !r.deleted) {
+                    let Ok(item) = serde_json::from_slice::<Value>(&row.json) else {
+                        continue;
+                    };
+                    if let Some(parent) = item[*param].as_str() {
+                        by_parent.entry(parent.to_string()).or_default().push(item);
+                    }
+                }
+                let key = child.def().path.rsplit('/').next()?;
+                Some((key, by_parent))
+            })
+            .collect();
         self.table(res)
             .rows()
             .iter()
@@ -238,6 +260,10 @@ impl Scope {
                 if let Some(all) = items.remove(&*r.id) {
                     obj["items"]["data"] = Value::Array(all);
                     obj["items"]["has_more"] = json!(false);
+                }
+                for (key, children) in &per_parent {
+                    let data = children.get(&*r.id).cloned().unwrap_or_default();
+                    obj[*key] = json!({"object": "list", "data": data, "has_more": false});
                 }
                 Some(json!({"id": r.id, "deleted": r.deleted, "object": obj}))
             })

@@ -319,12 +319,22 @@ pub async fn assert_owner_equal(
 
 /// A restricted key of `merchant` in one mode that may read every dataset (and events) but `dataset`:
 /// Stripe answers its requests for that one with 403.
+/// The simulator's resources a dataset reads: its own, and those of its fetched tables
+/// (`setup_attempts` of setup intents).
+fn resources(d: &'static Dataset) -> impl Iterator<Item = &'static str> {
+    let fetched = d.tables.iter().filter(|t| t.fetch).filter_map(|t| {
+        let path = t.nested_list_path.as_deref()?;
+        Some(path.split('?').next()?.trim_start_matches("/v1/"))
+    });
+    std::iter::once(d.resource()).chain(fetched)
+}
+
 pub fn key_without(sim: &RunningSim, merchant: &str, livemode: bool, dataset: &str) -> String {
     let allow: Vec<&str> = Catalog::get()
         .datasets
         .iter()
         .filter(|d| d.name != dataset)
-        .map(|d| d.resource())
+        .flat_map(resources)
         .chain(["subscription_items", "events"])
         .collect();
     sim.sim()
@@ -535,16 +545,16 @@ pub fn churn(sim: &RunningSim, merchant: &str, livemode: bool) {
     let _ = s.cancel_subscriptions(merchant, livemode, 1, &[]);
     // Every resource the simulator serves from the spec's table: one created, one updated, one
     // deleted where Stripe can delete it (the others refuse, which is fine).
-    for d in &Catalog::get().datasets {
-        if stripe_sim::Res::from_path(d.resource())
+    for resource in Catalog::get().datasets.iter().flat_map(resources) {
+        if stripe_sim::Res::from_path(resource)
             .and_then(|r| r.generic())
             .is_none()
         {
             continue;
         }
-        let _ = s.create(merchant, livemode, d.resource(), 1);
-        let _ = s.update(merchant, livemode, d.resource(), 1, &[]);
-        let _ = s.delete(merchant, livemode, d.resource(), 1, &[]);
+        let _ = s.create(merchant, livemode, resource, 1);
+        let _ = s.update(merchant, livemode, resource, 1, &[]);
+        let _ = s.delete(merchant, livemode, resource, 1, &[]);
     }
 }
 

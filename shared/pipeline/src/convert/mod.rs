@@ -517,6 +517,11 @@ impl<'de> Visitor<'de> for Data<'_, '_, '_> {
             .is_some()
         {
             self.summary.objects += 1;
+            for &t in plan.fetched() {
+                if !rows.truncated.contains(&t) {
+                    rows.truncated.push(t);
+                }
+            }
             *mismatches += append(tables, plan, &rows, self.ctx);
             let id = rows.id(plan).cloned().unwrap_or_default();
             if !rows.truncated.is_empty() {
@@ -774,7 +779,17 @@ mod tests {
 
     #[test]
     fn pages_convert_exactly_like_parsed_objects() {
-        for (ds, objects) in tiny_truth() {
+        for (ds, mut objects) in tiny_truth() {
+            // A list page never holds a fetched table's list (the truth does): every object has it
+            // to be paged, and neither conversion has its rows.
+            let fetched: Vec<usize> = (0..ds.tables.len())
+                .filter(|&t| ds.tables[t].fetch)
+                .collect();
+            for o in &mut objects {
+                for &t in &fetched {
+                    o.as_object_mut().unwrap().remove(&ds.tables[t].source[0]);
+                }
+            }
             let page = json!({"object": "list", "url": "/v1/x", "has_more": true, "data": objects});
             let text = serde_json::to_vec(&page).unwrap();
             let mut fast = Converter::new(ds);
@@ -782,10 +797,13 @@ mod tests {
             assert_eq!(summary.objects, objects.len(), "{}", ds.name);
             assert!(summary.has_more);
             assert!(
-                summary.truncated.is_empty(),
+                summary.truncated.iter().all(|t| t.tables == fetched),
                 "{}: truth has complete lists",
                 ds.name
             );
+            if !fetched.is_empty() {
+                assert_eq!(summary.truncated.len(), objects.len(), "{}", ds.name);
+            }
             if let Some(last) = objects.last() {
                 assert_eq!(
                     summary.last.as_ref().map(|l| l.0.as_str()),
@@ -990,6 +1008,40 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "{checked} values checked");
+    }
+
+    #[test]
+    fn every_object_of_a_page_has_its_fetched_lists_paged_and_a_read_object_carries_them() {
+        let ds = Catalog::get().dataset("setup_intents").unwrap();
+        let attempts = ds
+            .tables
+            .iter()
+            .position(|t| t.name == "setup_attempts")
+            .unwrap();
+        let page = json!({"object": "list", "has_more": false, "data": [
+            {"id": "seti_1", "created": 5},
+            {"id": "seti_2", "created": 4},
+        ]});
+        let mut c = Converter::new(ds);
+        let summary = c.push_page(page.to_string().as_bytes(), ctx()).unwrap();
+        let ids: Vec<(&str, &[usize])> = summary
+            .truncated
+            .iter()
+            .map(|t| (t.id.as_str(), t.tables.as_slice()))
+            .collect();
+        assert_eq!(
+            ids,
+            [("seti_1", &[attempts][..]), ("seti_2", &[attempts][..])]
+        );
+        assert_eq!(c.tables[attempts].rows, 0);
+        // An object read on its own comes with the complete list under the table's source key.
+        let key = &ds.tables[attempts].source[0];
+        let mut obj = json!({"id": "seti_3", "created": 6});
+        obj[key] = json!({"object": "list", "has_more": false, "data": [
+            {"id": "setatt_1", "object": "setup_attempt", "setup_intent": "seti_3", "status": "succeeded"},
+        ]});
+        c.push(&obj, ctx());
+        assert_eq!(c.tables[attempts].rows, 1);
     }
 
     #[test]
@@ -1284,8 +1336,9 @@ mod tests {
                                 let list = lookup(obj, &table.source);
                                 // A cut-off list is left for paging where it can be paged; else
                                 // it is converted as far as it goes.
-                                if list["has_more"] == Value::Bool(true)
-                                    && table.nested_list_path.is_some()
+                                if table.fetch
+                                    || list["has_more"] == Value::Bool(true)
+                                        && table.nested_list_path.is_some()
                                 {
                                     assert!(summary
                                         .truncated

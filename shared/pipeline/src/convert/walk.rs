@@ -107,6 +107,8 @@ pub struct Plan {
     /// Per table: a cut-off list of it can be paged to its end (the table has a `nested_list_path`).
     /// Other cut-off lists are converted as far as they go.
     completable: Vec<bool>,
+    /// Tables whose rows a list page never holds (`Table::fetch`): paged for every object of a page.
+    fetched: Vec<usize>,
 }
 
 impl Plan {
@@ -116,6 +118,7 @@ impl Plan {
         let mut main_columns = Vec::new();
         let mut child_columns = Vec::new();
         let mut completable = Vec::new();
+        let mut fetched = Vec::new();
         for (t, table) in tables.iter().enumerate() {
             match table.kind {
                 TableKind::Main => {
@@ -136,6 +139,9 @@ impl Plan {
             }
             child_columns.push(table.columns.clone());
             completable.push(table.nested_list_path.is_some());
+            if table.fetch && table.nested_list_path.is_some() {
+                fetched.push(t);
+            }
         }
         let find = |path: &str| {
             main_columns
@@ -153,6 +159,7 @@ impl Plan {
             main_columns,
             child_columns,
             completable,
+            fetched,
         }
     }
 
@@ -170,6 +177,11 @@ impl Plan {
 
     pub fn object_col(&self) -> Option<usize> {
         self.object_col
+    }
+
+    /// Tables whose lists no page holds: every object of a page has them to be paged.
+    pub fn fetched(&self) -> &[usize] {
+        &self.fetched
     }
 }
 
