@@ -93,11 +93,12 @@ async fn rounds_of_random_changes_converge_to_the_ground_truth() {
     for r in ["customers", "products", "coupons"] {
         assert!(truth(r).iter().any(|t| t["deleted"] == true), "{r} deleted");
     }
-    // Rows of fetched tables came and went through their parents: value list items (announced by
-    // their own events) and setup attempts (by the setup intents' snapshot).
+    // Rows of fetched tables came and went through their parents: value list items and tax ids
+    // (announced by their own events), setup attempts (by the setup intents' snapshot).
     for (parent, key) in [
         ("radar/value_lists", "value_list_items"),
         ("setup_intents", "setup_attempts"),
+        ("customers", "tax_ids"),
     ] {
         let new_children = truth(parent)
             .iter()

@@ -9,6 +9,7 @@ Same spec in, byte-identical catalog out. The rules are described in README.md n
 """
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -91,7 +92,20 @@ DATASETS = [
         "events": ["charge.dispute.*"],
     },
     {"name": "payouts", "list_path": "/v1/payouts", "object": "payout"},
-    {"name": "transfers", "list_path": "/v1/transfers", "object": "transfer"},
+    {
+        "name": "transfers",
+        "list_path": "/v1/transfers",
+        "object": "transfer",
+        "children": [
+            {
+                "name": "transfer_reversals",
+                "source": ["reversals"],
+                "parent_key": "transfer_id",
+                "nested_list_path": "/v1/transfers/{id}/reversals",
+                "item_schema": "transfer_reversal",
+            }
+        ],
+    },
     {
         "name": "invoices",
         "list_path": "/v1/invoices",
@@ -147,7 +161,20 @@ DATASETS = [
         ],
     },
     {"name": "setup_intents", "list_path": "/v1/setup_intents", "object": "setup_intent"},
-    {"name": "application_fees", "list_path": "/v1/application_fees", "object": "application_fee"},
+    {
+        "name": "application_fees",
+        "list_path": "/v1/application_fees",
+        "object": "application_fee",
+        "children": [
+            {
+                "name": "application_fee_refunds",
+                "source": ["refunds"],
+                "parent_key": "fee_id",
+                "nested_list_path": "/v1/application_fees/{id}/refunds",
+                "item_schema": "fee_refund",
+            }
+        ],
+    },
     {
         # A Connect platform's connected accounts (synced only for accounts configured with
         # `connect = true`). Stripe's Data Pipeline calls the table `connected_accounts`. The
@@ -193,18 +220,41 @@ EXCLUDED = {
     "/v1/treasury/transactions": TREASURY_PER_PARENT,
 }
 
-# Lists that exist only per parent (a required parameter names it): child tables of the parent's dataset,
-# paged for every parent object the engine reads (`fetch`), so they are replaced whenever the parent is. An
-# event about one of their objects is a change of its parent. Keyed by the parent's list path.
+# Lists that exist only per parent: a required parameter names it (`/v1/setup_attempts?setup_intent=…`), or
+# the list sits under the parent's path (`/v1/customers/{customer}/tax_ids`, `NESTED_LISTS`). Each is a
+# child table of the parent's dataset, paged for every parent object the engine reads (`fetch`), so its
+# rows are replaced whenever the parent is; an event about one of its objects is a change of its parent.
+# Keyed by the parent's list path.
 FETCHED_CHILDREN = {
     "/v1/setup_intents": [
+        # A setup intent without a `latest_attempt` has no attempts: only the others are paged (`when`).
         {"name": "setup_attempts", "list": "/v1/setup_attempts", "param": "setup_intent",
-         "parent_key": "setup_intent_id"},
+         "parent_key": "setup_intent_id", "when": "latest_attempt"},
     ],
     "/v1/radar/value_lists": [
         {"name": "radar_value_list_items", "list": "/v1/radar/value_list_items", "param": "value_list",
          "parent_key": "value_list_id"},
     ],
+    # A customer's tax ids are includable: the customers' lists ask for them (`expand[]=data.tax_ids`),
+    # so only a customer read without them (a changed one from the feed) costs a call (`expand`).
+    "/v1/customers": [
+        {"name": "customer_tax_ids", "list": "/v1/customers/{customer}/tax_ids", "parent_key": "customer_id",
+         "expand": True},
+    ],
+}
+
+# Lists under their parent's path, for the simulator and the catalog: the field of an item that names its
+# parent; the event Stripe emits on the parent when an item is added (`touch`: the parent's balance or
+# embedded list changed), where the item has no creation event of its own; the prefix of the item's own
+# events where it is not the object type (`customer.tax_id.created`); whether the parent embeds the list's
+# first page by default (`embedded`: a transfer's `reversals`).
+NESTED_LISTS = {
+    "/v1/customers/{customer}/balance_transactions": {"field": "customer", "touch": "customer.updated"},
+    "/v1/customers/{customer}/cash_balance_transactions": {"field": "customer"},
+    "/v1/customers/{customer}/tax_ids": {"field": "customer", "event_prefix": "customer.tax_id"},
+    "/v1/transfers/{id}/reversals": {"field": "transfer", "touch": "transfer.updated", "embedded": True},
+    "/v1/application_fees/{id}/refunds": {"field": "fee", "touch": "application_fee.refunded",
+                                          "event_prefix": "application_fee.refund", "embedded": True},
 }
 
 # Stripe Sigma's table names (a community reference of Sigma's schema, CC0: see README.md).
@@ -749,7 +799,10 @@ def build_dataset(spec, ds, all_events, sigma):
             }
         )
     built = [build_child(spec, schema, child, main, sigma) for child in children]
-    built += [build_fetched_child(spec, child, sigma) for child in FETCHED_CHILDREN.get(ds["list_path"], [])]
+    for child in FETCHED_CHILDREN.get(ds["list_path"], []):
+        if child.get("when") and child["when"] not in (schema.get("properties") or {}):
+            raise GenerateError(f"{child['name']}: {obj} has no field {child['when']!r}")
+        built.append(build_fetched_child(spec, child, sigma))
     for child_table, missing in built:
         tables.append(child_table)
         if missing:
@@ -762,7 +815,10 @@ def build_dataset(spec, ds, all_events, sigma):
         "list_path": ds["list_path"],
         "object": obj,
         "required_params": [p["name"] for p in params if p.get("required")],
-        "default_params": [list(p) for p in ds.get("default_params", [])],
+        "default_params": [list(p) for p in ds.get("default_params", [])] + [
+            ["expand[]", f"data.{c['list'].rsplit('/', 1)[1]}"]
+            for c in FETCHED_CHILDREN.get(ds["list_path"], []) if c.get("expand")
+        ],
         "created_filter": "created" in param_names,
         "new_objects_every_run": bool(ds.get("every_run")),
         "announces_creation": any(
@@ -803,46 +859,74 @@ def build_child(spec, parent_schema, child, main, sigma):
         raise GenerateError(f"{cname}: items are {item_schema!r}, expected {child['item_schema']!r}")
     if child.get("nested_list_path"):
         check_nested_list_path(spec, child["nested_list_path"], item_schema, cname)
-    builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]}, [])
+    own = own_parent_ref(spec, spec.deref(items), child["parent_key"])
+    builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]}, own)
     columns = builder.build(items)
     extra, missing = sigma_columns(spec, cname, "child", items, builder.names | {child["parent_key"]}, sigma)
-    return {
+    table = {
         "name": cname,
         "kind": "child",
         "source": list(source),
         "parent_key": child["parent_key"],
         "nested_list_path": child.get("nested_list_path"),
-        "columns": columns + extra,
-    }, missing
+    }
+    if own:
+        # Its items name their parent: an event about one (`application_fee.refund.updated`) reads the
+        # parent again.
+        table["item_object"] = object_name(spec, spec.deref(items))
+        table["parent_field"] = own[0][0]
+    table["columns"] = columns + extra
+    return table, missing
+
+
+def own_parent_ref(spec, item, parent_key):
+    """The item's own reference to its parent (a reversal's `transfer`), as a path to skip: the engine
+    fills the parent key with the same id."""
+    field = parent_key[: -len("_id")]
+    prop = (item.get("properties") or {}).get(field)
+    if not parent_key.endswith("_id") or prop is None:
+        return []
+    probe = TableBuilder(spec, parent_key, "child", set(), [])
+    probe.property(field, prop, (field,))
+    return [[field]] if parent_key in probe.names else []
 
 
 def build_fetched_child(spec, child, sigma):
-    """A child table of a list that needs its parent's id (`FETCHED_CHILDREN`)."""
-    cname, path, param = child["name"], child["list"], child["param"]
+    """A child table of a list that exists only per parent (`FETCHED_CHILDREN`)."""
+    cname, path = child["name"], child["list"]
     op = list_operation(spec, path)
     item_schema = list_item_schema(spec, op, path)
-    if param not in [p["name"] for p in query_params(op) if p.get("required")]:
-        raise GenerateError(f"{cname}: {param!r} is not a required parameter of {path}")
-    nested = f"{path}?{param}={{id}}"
+    if "param" in child:
+        field = child["param"]
+        if field not in [p["name"] for p in query_params(op) if p.get("required")]:
+            raise GenerateError(f"{cname}: {field!r} is not a required parameter of {path}")
+        nested = f"{path}?{field}={{id}}"
+    else:
+        if path not in NESTED_LISTS:
+            raise GenerateError(f"{cname}: {path} is not in NESTED_LISTS")
+        field = NESTED_LISTS[path]["field"]
+        nested = re.sub(r"\{[a-z_]+\}", "{id}", path)
     check_nested_list_path(spec, nested, item_schema, cname)
     schema = spec.schemas[item_schema]
-    if param not in (schema.get("properties") or {}):
-        raise GenerateError(f"{cname}: {item_schema} has no field {param!r} naming its parent")
-    # The item's own reference to its parent is the parent key the engine fills.
-    skip = [[param]] if child["parent_key"] == f"{param}_id" else []
-    builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]}, skip)
+    if field not in (schema.get("properties") or {}):
+        raise GenerateError(f"{cname}: {item_schema} has no field {field!r} naming its parent")
+    builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]},
+                           own_parent_ref(spec, schema, child["parent_key"]))
     columns = builder.build(schema)
     extra, missing = sigma_columns(spec, cname, "child", schema, builder.names | {child["parent_key"]}, sigma)
     return {
         "name": cname,
         "kind": "child",
-        # The key the engine puts the complete list under: the list's last path segment.
+        # The key the engine puts the complete list under: the list's last path segment (the parent's
+        # own property where it has one: a transfer's `reversals`).
         "source": [path.rsplit("/", 1)[1]],
         "parent_key": child["parent_key"],
         "nested_list_path": nested,
         "fetch": True,
+        "expand": bool(child.get("expand")),
+        "fetch_when": child.get("when"),
         "item_object": object_name(spec, schema),
-        "parent_field": param,
+        "parent_field": field,
         "columns": columns + extra,
     }, missing
 
@@ -940,6 +1024,10 @@ REQUIRED_PARENTS = {
     "subscription": "subscription",
 }
 
+# A parent field naming the newest item of a list that needs the parent's id: the simulator sets it when
+# an item is added (a setup intent's `latest_attempt`).
+LATEST_ON_PARENT = {"/v1/setup_attempts": "latest_attempt"}
+
 LIST_CONTROL_PARAMS = {"expand", "limit", "starting_after", "ending_before", "created"}
 
 
@@ -977,11 +1065,20 @@ def top_level_lists(spec):
             yield path, op, item, obj
 
 
+def nested_lists(spec):
+    """The lists of `NESTED_LISTS`, as `top_level_lists` yields them."""
+    for path in sorted(NESTED_LISTS):
+        op = list_operation(spec, path)
+        item = spec.schemas[list_item_schema(spec, op, path)]
+        yield path, op, item, object_name(spec, item)
+
+
 def sim_resources(spec, fixtures, all_events):
     top = []
-    for path, op, item, obj in top_level_lists(spec):
+    for path, op, item, obj in itertools.chain(top_level_lists(spec), nested_lists(spec)):
         if path in SIM_SKIPPED:
             continue
+        nested = NESTED_LISTS.get(path)
         props = item.get("properties") or {}
         params = query_params(op)
         names = [p["name"] for p in params]
@@ -1004,8 +1101,21 @@ def sim_resources(spec, fixtures, all_events):
             if name not in REQUIRED_PARENTS:
                 raise GenerateError(f"{path}: required parameter {name!r} has no parent in REQUIRED_PARENTS")
             parents.append([name, REQUIRED_PARENTS[name]])
+        if nested:
+            # The parent's id comes from the path; the simulator lists the items whose field holds it.
+            parent_path = path[len("/v1/"):].rsplit("/", 2)[0]
+            parent_obj = next(o for p, _, _, o in top_level_lists(spec) if p == f"/v1/{parent_path}")
+            filters.append(nested["field"])
+            parents.append([nested["field"], parent_obj])
+            nested = {
+                "parent": parent_path,
+                "segment": path.rsplit("/", 1)[1],
+                "field": nested["field"],
+                "embedded": nested.get("embedded", False),
+                "touch": nested.get("touch"),
+            }
 
-        prefix = event_prefix(obj, all_events)
+        prefix = (NESTED_LISTS.get(path) or {}).get("event_prefix") or event_prefix(obj, all_events)
 
         def event(action):
             name = f"{prefix}.{action}"
@@ -1021,10 +1131,13 @@ def sim_resources(spec, fixtures, all_events):
             "required": required,
             "parents": parents,
             "refs": refs,
-            "created_event": next(iter(creation_events(obj, all_events)), None),
+            "created_event": event("created") or next(iter(creation_events(obj, all_events)), None),
             "updated_event": event("updated"),
             "deleted_event": event("deleted") if f"deleted_{obj}" in spec.schemas else None,
-            "permission": f"rak_{obj.replace('.', '_')}_read",
+            # A list under its parent's path needs the parent's permission, as Stripe's do.
+            "permission": f"rak_{(parents[-1][1] if nested else obj).replace('.', '_')}_read",
+            "nested": nested,
+            "latest_on_parent": LATEST_ON_PARENT.get(path),
         })
     # Parents before the lists that need them, so generation can pick them.
     order = {r["object"]: i for i, r in enumerate(top)}

@@ -134,7 +134,8 @@ pub async fn plan(
 }
 
 /// Replaces truncated nested lists (`has_more`) in `obj` by their complete contents, and puts the
-/// complete lists of fetched tables (`Table::fetch`) under their `source` key.
+/// complete lists of fetched tables (`Table::fetch`) under their `source` key (where `obj` does not
+/// carry them already: an expanded list, `Table::expand`).
 pub async fn complete_nested(
     client: &StripeClient,
     caller: &Caller,
@@ -146,11 +147,21 @@ pub async fn complete_nested(
         let Some(template) = &table.nested_list_path else {
             continue;
         };
-        if table.fetch {
+        let carried = table.expand && table.source.first().is_some_and(|k| obj.get(k).is_some());
+        if table.fetch && !carried {
             let (Some(key), Some(fields)) = (table.source.first(), obj.as_object_mut()) else {
                 continue;
             };
-            let items = nested_items(client, caller, template, &id).await?;
+            // A parent whose hint field is null has none: nothing to page.
+            let empty = table
+                .fetch_when
+                .as_ref()
+                .is_some_and(|f| fields.get(f).is_none_or(Value::is_null));
+            let items = if empty {
+                Vec::new()
+            } else {
+                nested_items(client, caller, template, &id).await?
+            };
             fields.insert(
                 key.clone(),
                 serde_json::json!({"object": "list", "data": items, "has_more": false}),

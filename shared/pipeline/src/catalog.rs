@@ -96,8 +96,16 @@ pub struct Table {
     /// parent is. `source` is then the key the engine puts the complete list under.
     #[serde(default)]
     pub fetch: bool,
-    /// For a fetched table: the `object` of its rows and the field naming their parent
-    /// (`radar.value_list_item`, `value_list`). An event about such an object is a change of its parent.
+    /// For a fetched table: the dataset's lists ask for the list with `expand[]` (a customer's tax
+    /// ids), so it is paged only for objects read without it (from the feed) or cut off.
+    #[serde(default)]
+    pub expand: bool,
+    /// For a fetched table: the parent's field that is null when the list is empty (a setup intent's
+    /// `latest_attempt`): only parents with it set are paged.
+    #[serde(default)]
+    pub fetch_when: Option<String>,
+    /// The `object` of its rows and the field naming their parent (`radar.value_list_item`,
+    /// `value_list`), where the rows name it: an event about such an object is a change of its parent.
     #[serde(default)]
     pub item_object: Option<String>,
     #[serde(default)]
@@ -140,11 +148,11 @@ impl Dataset {
     }
 
     /// The field naming the parent of an object of type `object` that lives in one of this dataset's
-    /// fetched tables (`value_list` for `radar.value_list_item`): its events are changes of the parent.
+    /// child tables (`value_list` for `radar.value_list_item`): its events are changes of the parent.
     pub fn parent_field_of(&self, object: &str) -> Option<&str> {
         self.tables
             .iter()
-            .filter(|t| t.fetch && t.item_object.as_deref() == Some(object))
+            .filter(|t| t.item_object.as_deref() == Some(object))
             .find_map(|t| t.parent_field.as_deref())
     }
 

@@ -224,18 +224,27 @@ fn included_list(scope: &Scope, types: &[String], owner: &Owner, now: i64) -> Va
     let Some(item) = Res::from_object(item_type) else {
         return empty;
     };
+    first_page(scope, item, owner.object, &id, &url, now).unwrap_or(empty)
+}
+
+/// The first page (10 items) of `item`'s objects whose `field` holds `parent`, as a list embedded in
+/// its parent (an includable list, a transfer's `reversals`). `None` when the list cannot filter so.
+pub fn first_page(
+    scope: &Scope,
+    item: Res,
+    field: &str,
+    parent: &str,
+    url: &str,
+    now: i64,
+) -> Option<Value> {
     let params = [
-        (owner.object.to_string(), id),
+        (field.to_string(), parent.to_string()),
         ("limit".to_string(), INCLUDED_LIST_ITEMS.to_string()),
     ];
-    let page = ListQuery::parse(item, &params).and_then(|q| scope.table(item).list(&q, now));
-    match page {
-        Ok(page) => {
-            let body: Vec<u8> = page.into_chunks(&url).concat();
-            serde_json::from_slice(&body).unwrap_or(empty)
-        }
-        Err(_) => empty,
-    }
+    let page = ListQuery::parse(item, &params)
+        .and_then(|q| scope.table(item).list(&q, now))
+        .ok()?;
+    serde_json::from_slice(&page.into_chunks(url).concat()).ok()
 }
 
 #[cfg(test)]

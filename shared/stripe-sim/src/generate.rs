@@ -7,7 +7,7 @@
 //! invoices; an invoice makes its lines and invoice items.
 
 use crate::resources::Res;
-use crate::scope::Scope;
+use crate::scope::{Action, Scope};
 use crate::templates::template;
 use serde_json::{json, Value};
 
@@ -330,6 +330,8 @@ impl Gen<'_> {
             o[*param] = parent["id"].clone();
         }
         self.scope.insert_at(res, &o, created, None);
+        let now = self.now;
+        self.scope.touch_parent(res, &o, Action::Created, now);
         Some(id)
     }
 

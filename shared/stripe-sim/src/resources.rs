@@ -119,6 +119,15 @@ impl Res {
         Res::all().find(|r| r.def().path == path)
     }
 
+    /// The list under `parent`'s path named `segment` (`tax_ids` of customers).
+    pub fn nested(parent: Res, segment: &str) -> Option<Res> {
+        Res::all().find(|r| {
+            r.generic()
+                .and_then(|g| g.nested.as_ref())
+                .is_some_and(|n| n.parent == parent.def().path && n.segment == segment)
+        })
+    }
+
     /// Resource whose objects have this `object` value (`charge`).
     pub fn from_object(object: &str) -> Option<Res> {
         Res::all().find(|r| r.def().object == object)
@@ -197,6 +206,25 @@ pub struct Generic {
     /// Expandable references to a single object type (`customer` → `customer`): generated objects
     /// point at existing objects.
     pub refs: Vec<(&'static str, &'static str)>,
+    /// Set for a list under its parent's path (`/v1/customers/{customer}/tax_ids`).
+    pub nested: Option<Nested>,
+    /// The parent's field naming its newest item (a setup intent's `latest_attempt`).
+    pub latest_on_parent: Option<&'static str>,
+}
+
+/// A list under its parent's path: `/v1/{parent}/{id}/{segment}` lists the items whose `field` holds
+/// the parent's id.
+#[derive(Debug)]
+pub struct Nested {
+    /// The parent's list path (`customers`).
+    pub parent: &'static str,
+    pub segment: &'static str,
+    pub field: &'static str,
+    /// The parent embeds the list's first page by default (a transfer's `reversals`).
+    pub embedded: bool,
+    /// The event Stripe emits on the parent when an item without a creation event of its own is added
+    /// (`transfer.updated`, `application_fee.refunded`).
+    pub touch: Option<&'static str>,
 }
 
 static RESOURCES: &str = include_str!("../data/resources.json");
@@ -217,6 +245,18 @@ struct Entry {
     updated_event: Option<String>,
     deleted_event: Option<String>,
     permission: String,
+    nested: Option<NestedEntry>,
+    latest_on_parent: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NestedEntry {
+    parent: String,
+    segment: String,
+    field: String,
+    embedded: bool,
+    touch: Option<String>,
 }
 
 /// The table's resources that no hand-written definition serves, in the table's order (parents first).
@@ -260,6 +300,14 @@ fn generics() -> &'static [Generic] {
                     .into_iter()
                     .map(|(a, b)| (leak(a), leak(b)))
                     .collect(),
+                nested: e.nested.map(|n| Nested {
+                    parent: leak(n.parent),
+                    segment: leak(n.segment),
+                    field: leak(n.field),
+                    embedded: n.embedded,
+                    touch: n.touch.map(leak),
+                }),
+                latest_on_parent: e.latest_on_parent.map(leak),
             })
             .collect()
     })

@@ -24,6 +24,14 @@ pub struct EventPolicy {
 /// Stripe keeps events for 30 days.
 pub const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
 
+/// What happened to an object, for [`Scope::touch_parent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Updated,
+    Deleted,
+}
+
 #[derive(Debug)]
 pub struct Scope {
     pub account: String,
@@ -124,6 +132,73 @@ impl Scope {
         }
         if let Some(kind) = event {
             self.emit(kind, obj, previous, now);
+        }
+    }
+
+    /// Keeps an item's parent in step after the item was created, changed or deleted (`action`): a
+    /// parent that embeds the list's first page (a transfer's `reversals`) gets it again, and Stripe's
+    /// event about the parent (`transfer.updated`) is emitted where the item has none of its own for
+    /// the change.
+    pub fn touch_parent(&mut self, item: Res, obj: &Value, action: Action, now: i64) {
+        let Some(g) = item.generic() else {
+            return;
+        };
+        if let (Some(field), Action::Created) = (g.latest_on_parent, action) {
+            self.set_latest(g, field, obj, now);
+        }
+        let Some(n) = g.nested.as_ref() else {
+            return;
+        };
+        let (Some(parent_res), Some(parent_id)) = (Res::from_path(n.parent), obj[n.field].as_str())
+        else {
+            return;
+        };
+        let def = item.def();
+        let own_event = match action {
+            Action::Created => def.created_event,
+            Action::Updated => def.updated_event,
+            Action::Deleted => def.deleted_event,
+        };
+        let event = n.touch.filter(|_| own_event.is_none());
+        // An item's own change leaves an unembedding parent as it is (a customer's tax id).
+        if !n.embedded && (event.is_none() || action != Action::Created) {
+            return;
+        }
+        if self
+            .table(parent_res)
+            .get(parent_id)
+            .is_none_or(|r| r.deleted)
+        {
+            return;
+        }
+        let Some(mut parent) = self.object(parent_res, parent_id) else {
+            return;
+        };
+        let previous = parent.get(n.segment).cloned();
+        if n.embedded {
+            let url = format!("/v1/{}/{parent_id}/{}", n.parent, n.segment);
+            if let Some(list) = crate::expand::first_page(self, item, n.field, parent_id, &url, now)
+            {
+                parent[n.segment] = list;
+            }
+        }
+        let previous = previous.map(|p| json!({ n.segment: p }));
+        self.replace(parent_res, &parent, event, previous, now);
+    }
+
+    /// Points the parent of a new item at it (`latest_attempt` of a setup intent), with the parent's
+    /// updated event.
+    fn set_latest(&mut self, g: &crate::resources::Generic, field: &str, obj: &Value, now: i64) {
+        for (param, object) in &g.parents {
+            let (Some(res), Some(id)) = (Res::from_object(object), obj[*param].as_str()) else {
+                continue;
+            };
+            let Some(mut parent) = self.object(res, id) else {
+                continue;
+            };
+            let previous = json!({ field: parent[field].clone() });
+            parent[field] = obj["id"].clone();
+            self.replace(res, &parent, res.def().updated_event, Some(previous), now);
         }
     }
 

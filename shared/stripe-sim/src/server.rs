@@ -7,7 +7,7 @@ use crate::expand;
 use crate::limits::FaultKind;
 use crate::list::{ListQuery, Page, DEFAULT_LIMIT};
 use crate::resources::Res;
-use crate::scope::EVENT_RETENTION_SECS;
+use crate::scope::{Scope, EVENT_RETENTION_SECS};
 use crate::world::{AccountKind, KeyInfo, World, PINNED_API_VERSION};
 use crate::{control, mode_name, Simulator};
 use hyper::body::Incoming;
@@ -328,9 +328,12 @@ fn route(
             if let Some(product) = res.product().filter(|_| scope.basic) {
                 return Err(product.not_enabled(path));
             }
-            if rest.len() > 2 || (rest.len() == 2 && (res != Res::Invoice || rest[1] != "lines")) {
-                return Err(ApiError::not_found(path));
-            }
+            let nested = match rest {
+                [_, sub] if res == Res::Invoice && *sub == "lines" => None,
+                [_, sub] => Some(Res::nested(res, sub).ok_or_else(|| ApiError::not_found(path))?),
+                [_, _, _, ..] => return Err(ApiError::not_found(path)),
+                _ => None,
+            };
             if !caller.key.may_read(res) {
                 return Err(ApiError::forbidden(format!(
                     "The provided key '{}' does not have the required permissions for this endpoint on account '{}'. Having the '{}' permission would allow this request to continue.",
@@ -395,6 +398,11 @@ fn route(
                     }
                     object(&v)
                 }
+                [id, sub] if nested.is_some() => {
+                    let item = nested.ok_or_else(|| ApiError::not_found(path))?;
+                    nested_list(world, caller, scope, (res, id), (item, sub), params, now)
+                        .map(|page| page.into_chunks(&format!("/v1/{name}/{id}/{sub}")))
+                }
                 [id, _] => {
                     let lines = scope
                         .lines
@@ -406,6 +414,34 @@ fn route(
             }
         }
     }
+}
+
+/// `/v1/{parent}/{id}/{segment}` (a customer's tax ids): the items whose parent field holds `id`, paged
+/// like any list; 404 when the parent does not exist.
+fn nested_list(
+    world: &World,
+    caller: &Caller,
+    scope: &Scope,
+    (parent, id): (Res, &str),
+    (item, segment): (Res, &str),
+    params: &[(String, String)],
+    now: i64,
+) -> Result<Page, ApiError> {
+    let field = item
+        .generic()
+        .and_then(|g| g.nested.as_ref())
+        .map(|n| n.field)
+        .ok_or_else(|| ApiError::not_found(segment))?;
+    if scope.table(parent).get(id).is_none_or(|r| r.deleted) {
+        return Err(missing(world, caller, parent, id));
+    }
+    if params.iter().any(|(k, _)| k == field) {
+        return Err(ApiError::unknown_parameter(field));
+    }
+    let mut params = params.to_vec();
+    params.push((field.to_string(), id.to_string()));
+    let q = ListQuery::parse(item, &params)?;
+    scope.table(item).list(&q, now)
 }
 
 /// 404 for an object that does not exist, saying so when it exists in the other mode (as Stripe does).

@@ -7,7 +7,7 @@
 use crate::generate::{self, Gen, Payment};
 use crate::resources::Res;
 use crate::rng::Rng;
-use crate::scope::{EventPolicy, Scope};
+use crate::scope::{Action, EventPolicy, Scope};
 use crate::templates::template;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -370,6 +370,7 @@ impl World {
             };
             let previous = mutate(res, &mut obj, &mut scope.rng, now);
             scope.replace(res, &obj, res.def().updated_event, Some(previous), now);
+            scope.touch_parent(res, &obj, Action::Updated, now);
         }
         scope_done(scope);
         Ok(targets)
@@ -455,6 +456,7 @@ impl World {
                 row.deleted = true;
             }
             scope.emit(event, &obj, None, now);
+            scope.touch_parent(res, &obj, Action::Deleted, now);
         }
         scope_done(scope);
         Ok(targets)

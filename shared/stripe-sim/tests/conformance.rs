@@ -1023,6 +1023,46 @@ async fn every_list_of_the_spec_pages_its_objects_and_products_gate_theirs() {
     for res in stripe_sim::Res::all().filter(|r| r.generic().is_some()) {
         let def = res.def();
         let path = format!("/v1/{}", def.path);
+        if let Some(n) = &res.generic().unwrap().nested {
+            // A list under its parent's path: the parent's items, newest first; 404 for no parent.
+            let resource = def.path.replace('{', "%7B").replace('}', "%7D");
+            let mut items = h.truth(&account, "test", &resource).await;
+            items.retain(|(_, deleted, _)| !deleted);
+            let Some(parent) = items
+                .iter()
+                .find_map(|(_, _, o)| o[n.field].as_str().map(str::to_string))
+            else {
+                // Only where there are parents (application fees and transfers on platforms).
+                let parents = h.truth(&account, "test", n.parent).await;
+                assert!(parents.is_empty(), "{path} has objects");
+                continue;
+            };
+            let mut want: Vec<String> = items
+                .iter()
+                .filter(|(_, _, o)| o[n.field] == *parent)
+                .map(|(id, _, _)| id.clone())
+                .collect();
+            want.reverse();
+            let under = format!("/v1/{}/{parent}/{}", n.parent, n.segment);
+            assert_eq!(h.walk(&under, &key, 2).await, want, "{under}");
+            let none = format!("/v1/{}/nope_1/{}", n.parent, n.segment);
+            assert_eq!(h.get(&none, &key).await.status, 404, "{none}");
+            if n.embedded {
+                let p = h.get(&format!("/v1/{}/{parent}", n.parent), &key).await;
+                let embedded: Vec<&str> = p.json[n.segment]["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|i| i["id"].as_str())
+                    .collect();
+                assert_eq!(
+                    embedded,
+                    want.iter().take(10).map(String::as_str).collect::<Vec<_>>()
+                );
+            }
+            served += 1;
+            continue;
+        }
         if let Some((param, _)) = res.generic().unwrap().parents.first() {
             // A list of a parent's children needs the parent (400 without it, as Stripe answers).
             let r = h.get(&path, &key).await;

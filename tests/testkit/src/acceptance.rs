@@ -319,12 +319,13 @@ pub async fn assert_owner_equal(
 
 /// A restricted key of `merchant` in one mode that may read every dataset (and events) but `dataset`:
 /// Stripe answers its requests for that one with 403.
-/// The simulator's resources a dataset reads: its own, and those of its fetched tables
-/// (`setup_attempts` of setup intents).
+/// The simulator's resources a dataset reads: its own, and the lists of its fetched tables that need
+/// their parent's id as a parameter (`setup_attempts` of setup intents). Lists under the parent's path
+/// (a customer's tax ids) are read with the parent's permission and made with the parent.
 fn resources(d: &'static Dataset) -> impl Iterator<Item = &'static str> {
     let fetched = d.tables.iter().filter(|t| t.fetch).filter_map(|t| {
-        let path = t.nested_list_path.as_deref()?;
-        Some(path.split('?').next()?.trim_start_matches("/v1/"))
+        let (path, _) = t.nested_list_path.as_deref()?.split_once('?')?;
+        Some(path.trim_start_matches("/v1/"))
     });
     std::iter::once(d.resource()).chain(fetched)
 }
@@ -545,13 +546,9 @@ pub fn churn(sim: &RunningSim, merchant: &str, livemode: bool) {
     let _ = s.cancel_subscriptions(merchant, livemode, 1, &[]);
     // Every resource the simulator serves from the spec's table: one created, one updated, one
     // deleted where Stripe can delete it (the others refuse, which is fine).
-    for resource in Catalog::get().datasets.iter().flat_map(resources) {
-        if stripe_sim::Res::from_path(resource)
-            .and_then(|r| r.generic())
-            .is_none()
-        {
-            continue;
-        }
+    // Lists under a parent's path (`customers/{customer}/tax_ids`) included: their parents change too.
+    for res in stripe_sim::Res::all().filter(|r| r.generic().is_some()) {
+        let resource = res.def().path;
         let _ = s.create(merchant, livemode, resource, 1);
         let _ = s.update(merchant, livemode, resource, 1, &[]);
         let _ = s.delete(merchant, livemode, resource, 1, &[]);

@@ -107,8 +107,9 @@ pub struct Plan {
     /// Per table: a cut-off list of it can be paged to its end (the table has a `nested_list_path`).
     /// Other cut-off lists are converted as far as they go.
     completable: Vec<bool>,
-    /// Tables whose rows a list page never holds (`Table::fetch`): paged for every object of a page.
-    fetched: Vec<usize>,
+    /// Tables whose rows a list page never holds (`Table::fetch`): paged for every object of a page,
+    /// or only where the main-table column of `Table::fetch_when` holds a value.
+    fetched: Vec<(usize, Option<usize>)>,
 }
 
 impl Plan {
@@ -139,8 +140,8 @@ impl Plan {
             }
             child_columns.push(table.columns.clone());
             completable.push(table.nested_list_path.is_some());
-            if table.fetch && table.nested_list_path.is_some() {
-                fetched.push(t);
+            if table.fetch && !table.expand && table.nested_list_path.is_some() {
+                fetched.push((t, table.fetch_when.clone()));
             }
         }
         let find = |path: &str| {
@@ -148,6 +149,17 @@ impl Plan {
                 .iter()
                 .position(|c| c.path.len() == 1 && c.path[0] == path)
         };
+        let fetched = fetched
+            .into_iter()
+            .map(|(t, when)| {
+                let hint = when.and_then(|w| {
+                    main_columns
+                        .iter()
+                        .position(|c| c.path.len() == 1 && c.path[0] == w)
+                });
+                (t, hint)
+            })
+            .collect();
         Plan {
             id_col: find("id"),
             // Invoice items carry their creation time as `date`; their list's `created` filter
@@ -179,9 +191,15 @@ impl Plan {
         self.object_col
     }
 
-    /// Tables whose lists no page holds: every object of a page has them to be paged.
-    pub fn fetched(&self) -> &[usize] {
-        &self.fetched
+    /// Tables whose lists no page holds and that `rows` (one object) has to be paged: all, but those
+    /// whose `fetch_when` column is null.
+    pub fn fetched<'a>(&'a self, rows: &'a ObjectRows<'_>) -> impl Iterator<Item = usize> + 'a {
+        self.fetched
+            .iter()
+            .filter(|(_, hint)| {
+                hint.is_none_or(|i| !matches!(rows.main.get(i), None | Some(Cell::Null)))
+            })
+            .map(|(t, _)| *t)
     }
 }
 
