@@ -12,7 +12,7 @@ mod summary;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stripe_pipeline::catalog::Catalog;
+use stripe_pipeline::catalog::{Catalog, TableKind};
 use stripe_pipeline::config::{Config, Destination};
 use stripe_pipeline::engine::freshness_kind;
 
@@ -253,7 +253,17 @@ fn main() -> ExitCode {
                 let tables: Vec<String> = d
                     .tables
                     .iter()
-                    .map(|t| format!("{} ({} columns)", t.name, t.columns.len()))
+                    .map(|t| match t.kind {
+                        TableKind::Metadata => format!("{} (key, value)", t.name),
+                        TableKind::Child if t.fetch => {
+                            format!(
+                                "{} ({} columns, listed per parent)",
+                                t.name,
+                                t.columns.len()
+                            )
+                        }
+                        _ => format!("{} ({} columns)", t.name, t.columns.len()),
+                    })
                     .collect();
                 println!("  {:<30} {}", d.name, tables.join(", "));
                 println!("  {:<30} fresh by: {}", "", freshness_kind(d));

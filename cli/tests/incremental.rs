@@ -62,7 +62,7 @@ async fn rounds_of_random_changes_converge_to_the_ground_truth() {
     assert_ok(&run(&cfg).await);
     assert_all_equal(out.path(), &sim, &all()).await;
     let before = sim.sim().now();
-    for round in 0..5 {
+    for round in 0..3 {
         for (merchant, livemode) in scopes(&sim) {
             churn(&sim, &merchant, livemode);
         }

@@ -509,7 +509,7 @@ pub fn churn(sim: &RunningSim, merchant: &str, livemode: bool) {
         ("charges", 3),
         ("payment_intents", 1),
         ("refunds", 1),
-        ("invoices", 12),
+        ("invoices", 20),
         ("invoiceitems", 2),
         ("subscriptions", 2),
         ("setup_intents", 1),
