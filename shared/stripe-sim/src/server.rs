@@ -398,18 +398,19 @@ fn route(
                     }
                     object(&v)
                 }
-                [id, sub] if nested.is_some() => {
-                    let item = nested.ok_or_else(|| ApiError::not_found(path))?;
-                    nested_list(world, caller, scope, (res, id), (item, sub), params, now)
-                        .map(|page| page.into_chunks(&format!("/v1/{name}/{id}/{sub}")))
-                }
-                [id, _] => {
-                    let lines = scope
-                        .lines
-                        .get(*id)
-                        .ok_or_else(|| ApiError::no_such("invoice", id))?;
-                    invoice_lines(lines, params, id)
-                }
+                [id, sub] => match nested {
+                    Some(item) => {
+                        nested_list(world, caller, scope, (res, id), (item, sub), params, now)
+                            .map(|page| page.into_chunks(&format!("/v1/{name}/{id}/{sub}")))
+                    }
+                    None => {
+                        let lines = scope
+                            .lines
+                            .get(*id)
+                            .ok_or_else(|| ApiError::no_such("invoice", id))?;
+                        invoice_lines(lines, params, id)
+                    }
+                },
                 _ => Err(ApiError::not_found(path)),
             }
         }
