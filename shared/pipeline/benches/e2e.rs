@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stripe_pipeline::catalog::Catalog;
+use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
 use stripe_pipeline::engine::{self, Engine, Progress};
 use stripe_pipeline::lake::Lake;
@@ -27,11 +27,19 @@ use stripe_pipeline::state::LocalState;
 use stripe_pipeline::stripe::{Limiter, RetryPolicy, StripeClient};
 use stripe_sim::{RateLimits, SimConfig};
 
-/// Datasets whose objects embed lists that take requests of their own to complete.
 /// The simulator's base count per resource: about 1,000,000 objects in the default datasets.
 const DEFAULT_BASE: u64 = 178_000;
 
+/// Datasets whose objects embed lists that often take requests of their own to complete (more than
+/// 10 lines or items).
 const SPILLING: &[&str] = &["invoices", "subscriptions"];
+
+/// Whether a dataset's objects cost requests beyond its list pages, so the ceiling of 100 objects a
+/// request does not apply: lists that spill, and lists fetched per parent (a setup intent's attempts;
+/// lists asked for with the page, `expand`, cost nothing).
+fn costs_requests_per_object(d: &Dataset) -> bool {
+    SPILLING.contains(&d.name.as_str()) || d.tables.iter().any(|t| t.fetch && !t.expand)
+}
 
 /// The child: a simulator with data in the first account's live mode only; prints its start info.
 async fn serve_simulator() {
@@ -166,7 +174,7 @@ async fn main() {
         .iter()
         .filter(|d| match &named {
             Some(names) => names.split(',').any(|n| n == d.name),
-            None => all || (d.created_filter && !SPILLING.contains(&d.name.as_str())),
+            None => all || (d.created_filter && !costs_requests_per_object(d)),
         })
         .collect();
     assert!(!datasets.is_empty(), "no dataset selected");

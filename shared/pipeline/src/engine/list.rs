@@ -333,6 +333,11 @@ async fn run_segment(
             return Err(SyncError::Deadline);
         }
         backlog.set(objects_left(&seg, objects, started_at));
+        if split.slot.is_some() && split.slots.should_yield(&dataset.name) {
+            // Another dataset needs the slot more; this segment continues with the next one free.
+            split.slot = None;
+            split.slot = Some(split.slots.acquire(&dataset.name).await);
+        }
         if split.slots.spare(&dataset.name) {
             let pace = (objects, started_at);
             if let Some(i) = split_off(cx, dataset, index, &mut seg, pace, shared).await? {

@@ -97,20 +97,23 @@ impl CallKind {
     ];
 
     pub fn of(path: &str, params: &[(String, String)]) -> CallKind {
-        let segments: Vec<&str> = path
-            .trim_start_matches("/v1/")
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
-        match segments.as_slice() {
-            ["account"] => CallKind::Account,
-            ["events"] => CallKind::Events,
-            [_] if completes_nested_list(path, params) => CallKind::Nested,
-            [_] => CallKind::List,
-            [_, _] => CallKind::Object,
+        match path {
+            "/v1/account" => CallKind::Account,
+            "/v1/events" => CallKind::Events,
+            _ if completes_nested_list(path, params) => CallKind::Nested,
+            _ if is_list(path) => CallKind::List,
+            _ if path.rsplit_once('/').is_some_and(|(list, _)| is_list(list)) => CallKind::Object,
             _ => CallKind::Nested,
         }
     }
+}
+
+/// Whether `path` is a top-level list: one segment (`/v1/charges`), or a dataset's list of two
+/// (`/v1/issuing/cards`), so that `/v1/issuing/cards/ic_1` is an object and not a nested list.
+fn is_list(path: &str) -> bool {
+    path.strip_prefix("/v1/")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+        || Catalog::get().datasets.iter().any(|d| d.list_path == path)
 }
 
 /// Whether `path?params` pages an object's nested list through a top-level list filtered by its parent
@@ -280,6 +283,17 @@ mod tests {
         assert_eq!(CallKind::of("/v1/events", none), CallKind::Events);
         assert_eq!(CallKind::of("/v1/charges", none), CallKind::List);
         assert_eq!(CallKind::of("/v1/customers/cus_1", none), CallKind::Object);
+        assert_eq!(CallKind::of("/v1/events/evt_1", none), CallKind::Object);
+        // Resources of two segments.
+        assert_eq!(CallKind::of("/v1/issuing/cards", none), CallKind::List);
+        assert_eq!(
+            CallKind::of("/v1/issuing/cards/ic_1", none),
+            CallKind::Object
+        );
+        assert_eq!(
+            CallKind::of("/v1/checkout/sessions/cs_1/line_items", none),
+            CallKind::Nested
+        );
         assert_eq!(
             CallKind::of("/v1/invoices/in_1/lines", none),
             CallKind::Nested
