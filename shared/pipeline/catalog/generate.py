@@ -243,6 +243,19 @@ FETCHED_CHILDREN = {
     ],
 }
 
+# Lists under their parent's path whose items name no parent (an `item` of a Checkout session): the parent
+# owns them, as an invoice owns its lines. All three are includable, so the parents' lists ask for them
+# (`expand`) and only a list longer than a page, or a parent read on its own, costs a call. Their items
+# have no events: a change of the list is a change of the parent. Keyed by the parent's list path; the
+# table names follow Stripe Sigma where it has one (`checkout_line_items`).
+OWNED_LISTS = {
+    "/v1/checkout/sessions": {"name": "checkout_line_items", "list": "/v1/checkout/sessions/{session}/line_items",
+                              "parent_key": "checkout_session_id"},
+    "/v1/quotes": {"name": "quote_line_items", "list": "/v1/quotes/{quote}/line_items", "parent_key": "quote_id"},
+    "/v1/payment_links": {"name": "payment_link_line_items", "list": "/v1/payment_links/{payment_link}/line_items",
+                          "parent_key": "payment_link_id"},
+}
+
 # Lists under their parent's path, for the simulator and the catalog: the field of an item that names its
 # parent; the event Stripe emits on the parent when an item is added (`touch`: the parent's balance or
 # embedded list changed), where the item has no creation event of its own; the prefix of the item's own
@@ -692,6 +705,8 @@ SIGMA_ALIASES = {
         "plan_nickname": ["price", "nickname"],
         "plan_product_id": ["price", "product"],
     },
+    # A Checkout line item's product is its price's.
+    "checkout_line_items": {"product_id": ["price", "product"]},
     "charges": {
         **{f"card_{k}": PMD_CARD + [k] for k in
            ["brand", "country", "exp_month", "exp_year", "fingerprint", "funding", "last4", "network"]},
@@ -799,7 +814,7 @@ def build_dataset(spec, ds, all_events, sigma):
             }
         )
     built = [build_child(spec, schema, child, main, sigma) for child in children]
-    for child in FETCHED_CHILDREN.get(ds["list_path"], []):
+    for child in fetched_children(ds["list_path"]):
         if child.get("when") and child["when"] not in (schema.get("properties") or {}):
             raise GenerateError(f"{child['name']}: {obj} has no field {child['when']!r}")
         built.append(build_fetched_child(spec, child, sigma))
@@ -817,7 +832,7 @@ def build_dataset(spec, ds, all_events, sigma):
         "required_params": [p["name"] for p in params if p.get("required")],
         "default_params": [list(p) for p in ds.get("default_params", [])] + [
             ["expand[]", f"data.{c['list'].rsplit('/', 1)[1]}"]
-            for c in FETCHED_CHILDREN.get(ds["list_path"], []) if c.get("expand")
+            for c in fetched_children(ds["list_path"]) if c.get("expand")
         ],
         "created_filter": "created" in param_names,
         "new_objects_every_run": bool(ds.get("every_run")),
@@ -891,6 +906,13 @@ def own_parent_ref(spec, item, parent_key):
     return [[field]] if parent_key in probe.names else []
 
 
+def fetched_children(list_path):
+    """The lists paged per parent object of the dataset listed at `list_path`: `FETCHED_CHILDREN`, and
+    its `OWNED_LISTS` entry (asked for with the parents' pages)."""
+    owned = OWNED_LISTS.get(list_path)
+    return FETCHED_CHILDREN.get(list_path, []) + ([dict(owned, expand=True, owned=True)] if owned else [])
+
+
 def build_fetched_child(spec, child, sigma):
     """A child table of a list that exists only per parent (`FETCHED_CHILDREN`)."""
     cname, path = child["name"], child["list"]
@@ -901,6 +923,9 @@ def build_fetched_child(spec, child, sigma):
         if field not in [p["name"] for p in query_params(op) if p.get("required")]:
             raise GenerateError(f"{cname}: {field!r} is not a required parameter of {path}")
         nested = f"{path}?{field}={{id}}"
+    elif child.get("owned"):
+        field = None
+        nested = re.sub(r"\{[a-z_]+\}", "{id}", path)
     else:
         if path not in NESTED_LISTS:
             raise GenerateError(f"{cname}: {path} is not in NESTED_LISTS")
@@ -908,7 +933,7 @@ def build_fetched_child(spec, child, sigma):
         nested = re.sub(r"\{[a-z_]+\}", "{id}", path)
     check_nested_list_path(spec, nested, item_schema, cname)
     schema = spec.schemas[item_schema]
-    if field not in (schema.get("properties") or {}):
+    if field is not None and field not in (schema.get("properties") or {}):
         raise GenerateError(f"{cname}: {item_schema} has no field {field!r} naming its parent")
     builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]},
                            own_parent_ref(spec, schema, child["parent_key"]))
@@ -925,7 +950,8 @@ def build_fetched_child(spec, child, sigma):
         "fetch": True,
         "expand": bool(child.get("expand")),
         "fetch_when": child.get("when"),
-        "item_object": object_name(spec, schema),
+        # Owned items have no events of their own to route, and name no parent.
+        "item_object": None if field is None else object_name(spec, schema),
         "parent_field": field,
         "columns": columns + extra,
     }, missing
@@ -1138,6 +1164,8 @@ def sim_resources(spec, fixtures, all_events):
             "permission": f"rak_{(parents[-1][1] if nested else obj).replace('.', '_')}_read",
             "nested": nested,
             "latest_on_parent": LATEST_ON_PARENT.get(path),
+            # The list under its path whose items it owns (`line_items`), if any.
+            "owned": OWNED_LISTS[path]["list"].rsplit("/", 1)[1] if path in OWNED_LISTS else None,
         })
     # Parents before the lists that need them, so generation can pick them.
     order = {r["object"]: i for i, r in enumerate(top)}

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 pub const MAX_DEPTH: usize = 4;
 
 /// Stripe includes this many items of an includable list (`has_more` says whether there are more).
-const INCLUDED_LIST_ITEMS: &str = "10";
+const INCLUDED_LIST_ITEMS: usize = 10;
 
 static EXPANSIONS: &str = include_str!("../data/expansions.json");
 
@@ -215,8 +215,20 @@ fn fetch(scope: &Scope, res: Res, id: &str) -> Option<Value> {
 /// Items the simulator does not keep (a customer's cards and sources) make an empty list.
 fn included_list(scope: &Scope, types: &[String], owner: &Owner, now: i64) -> Value {
     let id = owner.id.clone().unwrap_or_default();
-    let parent_path = Res::from_object(owner.object).map_or(owner.object, |r| r.def().path);
+    let parent = Res::from_object(owner.object);
+    let parent_path = parent.map_or(owner.object, |r| r.def().path);
     let url = format!("/v1/{parent_path}/{id}/{}", owner.field);
+    if parent.and_then(Res::owned) == Some(owner.field) {
+        // Items the parent owns (a Checkout session's line items) are kept with it.
+        let lines = scope.lines.get(id.as_str()).map_or(&[][..], Vec::as_slice);
+        let data: Vec<Value> = lines
+            .iter()
+            .take(INCLUDED_LIST_ITEMS)
+            .filter_map(|(_, b)| serde_json::from_slice(b).ok())
+            .collect();
+        let has_more = lines.len() > data.len();
+        return json!({"object": "list", "data": data, "has_more": has_more, "url": url});
+    }
     let empty = json!({"object": "list", "data": [], "has_more": false, "url": url});
     let [item_type] = types else {
         return empty;

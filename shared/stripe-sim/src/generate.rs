@@ -329,10 +329,46 @@ impl Gen<'_> {
             let parent = Res::from_object(object).and_then(|r| self.pick(r))?;
             o[*param] = parent["id"].clone();
         }
+        if g.owned.is_some() {
+            // The first owner of each kind has more than a page, so every data set pages one.
+            let first = self.scope.table(res).len() == 0;
+            let items = self.line_items(first);
+            self.scope.lines.insert(id.as_str().into(), items);
+        }
         self.scope.insert_at(res, &o, created, None);
         let now = self.now;
         self.scope.touch_parent(res, &o, Action::Created, now);
         Some(id)
+    }
+
+    /// The line items of a Checkout session, quote or payment link: existing prices, embedded whole as
+    /// Stripe does; one owner in twenty has more than a page of them, and a `long` one always.
+    fn line_items(&mut self, long: bool) -> Vec<(Box<str>, bytes::Bytes)> {
+        let n = match long {
+            true => 12,
+            false => *self
+                .rng()
+                .weighted(&[(1usize, 60), (2, 25), (3, 10), (12, 5)]),
+        };
+        (0..n)
+            .filter_map(|_| {
+                let price = self.pick(Res::Price)?;
+                let id = self.id("li");
+                let quantity = self.rng().range(1, 5);
+                let amount = price["unit_amount"].as_i64().unwrap_or(0) * quantity;
+                let mut item = template("item");
+                item["id"] = json!(id);
+                item["currency"] = price["currency"].clone();
+                if price["nickname"].is_string() {
+                    item["description"] = price["nickname"].clone();
+                }
+                item["quantity"] = json!(quantity);
+                item["amount_subtotal"] = json!(amount);
+                item["amount_total"] = json!(amount);
+                item["price"] = price;
+                Some((id.into(), crate::scope::to_bytes(&item)))
+            })
+            .collect()
     }
 
     /// A random live object of `res` (not deleted), as JSON.

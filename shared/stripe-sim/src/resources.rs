@@ -128,6 +128,15 @@ impl Res {
         })
     }
 
+    /// The list under this resource's path whose items it owns, if any: an invoice's `lines`, a
+    /// Checkout session's `line_items` (see `Scope::lines`).
+    pub fn owned(self) -> Option<&'static str> {
+        match self {
+            Res::Invoice => Some("lines"),
+            _ => self.generic().and_then(|g| g.owned),
+        }
+    }
+
     /// Resource whose objects have this `object` value (`charge`).
     pub fn from_object(object: &str) -> Option<Res> {
         Res::all().find(|r| r.def().object == object)
@@ -210,6 +219,9 @@ pub struct Generic {
     pub nested: Option<Nested>,
     /// The parent's field naming its newest item (a setup intent's `latest_attempt`).
     pub latest_on_parent: Option<&'static str>,
+    /// The list under its path of items it owns, which name no parent (a Checkout session's
+    /// `line_items`): kept with it, as an invoice's lines are (`Scope::lines`).
+    pub owned: Option<&'static str>,
 }
 
 /// A list under its parent's path: `/v1/{parent}/{id}/{segment}` lists the items whose `field` holds
@@ -247,6 +259,7 @@ struct Entry {
     permission: String,
     nested: Option<NestedEntry>,
     latest_on_parent: Option<String>,
+    owned: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -308,6 +321,7 @@ fn generics() -> &'static [Generic] {
                     touch: n.touch.map(leak),
                 }),
                 latest_on_parent: e.latest_on_parent.map(leak),
+                owned: e.owned.map(leak),
             })
             .collect()
     })

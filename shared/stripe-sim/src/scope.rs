@@ -41,7 +41,9 @@ pub struct Scope {
     /// The API version events are rendered in (the account's default version).
     pub api_version: String,
     pub tables: Vec<Table>,
-    /// Every line of every invoice, in order (the invoice JSON embeds only the first 10).
+    /// Every item of the lists objects own ([`Res::owned`]), by the owner's id, in order: an invoice's
+    /// lines (its JSON embeds the first 10), a Checkout session's, quote's or payment link's line items
+    /// (included only when asked for).
     pub lines: HashMap<Box<str>, Vec<(Box<str>, Bytes)>>,
     pub rng: Rng,
     /// Event emission settings; `None` while history is generated (events are added afterwards).
@@ -321,16 +323,15 @@ impl Scope {
             .iter()
             .filter_map(|r| {
                 let mut obj: Value = serde_json::from_slice(&r.json).ok()?;
-                if res == Res::Invoice {
-                    if let Some(lines) = self.lines.get(&r.id) {
-                        obj["lines"]["data"] = Value::Array(
-                            lines
-                                .iter()
-                                .filter_map(|(_, b)| serde_json::from_slice(b).ok())
-                                .collect(),
-                        );
-                        obj["lines"]["has_more"] = json!(false);
-                    }
+                if let (Some(key), Some(lines)) = (res.owned(), self.lines.get(&r.id)) {
+                    obj[key]["object"] = json!("list");
+                    obj[key]["data"] = Value::Array(
+                        lines
+                            .iter()
+                            .filter_map(|(_, b)| serde_json::from_slice(b).ok())
+                            .collect(),
+                    );
+                    obj[key]["has_more"] = json!(false);
                 }
                 if let Some(all) = items.remove(&*r.id) {
                     obj["items"]["data"] = Value::Array(all);

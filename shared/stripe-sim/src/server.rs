@@ -329,7 +329,7 @@ fn route(
                 return Err(product.not_enabled(path));
             }
             let nested = match rest {
-                [_, sub] if res == Res::Invoice && *sub == "lines" => None,
+                [_, sub] if res.owned() == Some(*sub) => None,
                 [_, sub] => Some(Res::nested(res, sub).ok_or_else(|| ApiError::not_found(path))?),
                 [_, _, _, ..] => return Err(ApiError::not_found(path)),
                 _ => None,
@@ -407,8 +407,8 @@ fn route(
                         let lines = scope
                             .lines
                             .get(*id)
-                            .ok_or_else(|| ApiError::no_such("invoice", id))?;
-                        invoice_lines(lines, params, id)
+                            .ok_or_else(|| missing(world, caller, res, id))?;
+                        owned_list(lines, params, &format!("/v1/{name}/{id}/{sub}"))
                     }
                 },
                 _ => Err(ApiError::not_found(path)),
@@ -462,11 +462,12 @@ fn missing(world: &World, caller: &Caller, res: Res, id: &str) -> ApiError {
     e
 }
 
-/// `/v1/invoices/{id}/lines`: every line in invoice order, paged with the usual cursors.
-fn invoice_lines(
+/// A list its parent owns (`/v1/invoices/{id}/lines`, `/v1/checkout/sessions/{id}/line_items`): every
+/// item in the parent's order, paged with the usual cursors.
+fn owned_list(
     lines: &[(Box<str>, bytes::Bytes)],
     params: &[(String, String)],
-    invoice: &str,
+    url: &str,
 ) -> Result<Vec<bytes::Bytes>, ApiError> {
     let mut limit = DEFAULT_LIMIT;
     let (mut after, mut before) = (None, None);
@@ -514,7 +515,7 @@ fn invoice_lines(
             .collect(),
         has_more,
     };
-    Ok(page.into_chunks(&format!("/v1/invoices/{invoice}/lines")))
+    Ok(page.into_chunks(url))
 }
 
 /// RFC 7231 date (`Sun, 01 Nov 2026 00:00:00 GMT`) from Unix seconds (before 1970: the epoch).

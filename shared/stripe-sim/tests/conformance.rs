@@ -1015,6 +1015,78 @@ async fn generated_data_is_varied_and_self_consistent() {
 }
 
 #[tokio::test]
+async fn lists_a_parent_owns_are_paged_whole_and_included_when_expanded() {
+    let h = Harness::tiny().await;
+    let key = h.key("test", 0);
+    let account = h.account(0);
+    let owners: Vec<(stripe_sim::Res, &str)> = stripe_sim::Res::all()
+        .filter_map(|r| Some((r, r.owned()?)))
+        .collect();
+    assert!(owners.len() >= 4, "invoices and three owners of line items");
+    let mut longest = 0;
+    for (res, segment) in owners {
+        let path = res.def().path;
+        let mut parents = h.truth(&account, "test", path).await;
+        parents.retain(|(_, deleted, _)| !deleted);
+        // The parent with the most items: the truth holds its whole list.
+        let Some((id, _, obj)) = parents
+            .iter()
+            .max_by_key(|(_, _, o)| o[segment]["data"].as_array().map_or(0, Vec::len))
+        else {
+            panic!("/v1/{path} has objects");
+        };
+        let want: Vec<String> = obj[segment]["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {segment} in the truth"))
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!want.is_empty(), "{path}: {id} has {segment}");
+        longest = longest.max(want.len());
+        let under = format!("/v1/{path}/{id}/{segment}");
+        assert_eq!(h.walk(&under, &key, 2).await, want, "{under}");
+        let none = format!("/v1/{path}/nope_1/{segment}");
+        assert_eq!(h.get(&none, &key).await.status, 404, "{none}");
+        // Included on request: the first page, and whether there is more.
+        let one = h
+            .get(&format!("/v1/{path}/{id}?expand[]={segment}"), &key)
+            .await;
+        assert_eq!(one.status, 200, "{}", one.json);
+        let included: Vec<&str> = one.json[segment]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["id"].as_str())
+            .collect();
+        let first: Vec<&str> = want.iter().take(10).map(String::as_str).collect();
+        assert_eq!(included, first, "{path}");
+        assert_eq!(
+            one.json[segment]["has_more"],
+            json!(want.len() > 10),
+            "{path}"
+        );
+        if res != stripe_sim::Res::Invoice {
+            // Not included unless asked for, as Stripe does, in a list too.
+            let plain = h.get(&format!("/v1/{path}/{id}"), &key).await;
+            assert!(plain.json.get(segment).is_none(), "{path}: {}", plain.json);
+            let listed = h
+                .get(
+                    &format!("/v1/{path}?limit=100&expand[]=data.{segment}"),
+                    &key,
+                )
+                .await;
+            assert_eq!(listed.status, 200, "{}", listed.json);
+            let page = listed.json["data"].as_array().unwrap();
+            assert!(
+                page.iter().all(|p| p[segment]["object"] == "list"),
+                "{path}"
+            );
+        }
+    }
+    assert!(longest > 10, "a list longer than a page: {longest}");
+}
+
+#[tokio::test]
 async fn every_list_of_the_spec_pages_its_objects_and_products_gate_theirs() {
     let h = Harness::tiny().await;
     let key = h.key("test", 0);
