@@ -333,7 +333,10 @@ async fn run_segment(
             return Err(SyncError::Deadline);
         }
         backlog.set(objects_left(&seg, objects, started_at));
-        if split.slot.is_some() && split.slots.should_yield(&dataset.name) {
+        // Right after a delivery only: a segment waiting for a slot then holds no rows, so buffered
+        // pages stay within the slots' budget (`flush_bytes` each).
+        let empty = pending_bytes == 0 && converter.buffered() == 0;
+        if empty && split.slot.is_some() && split.slots.should_yield(&dataset.name) {
             // Another dataset needs the slot more; this segment continues with the next one free.
             split.slot = None;
             split.slot = Some(split.slots.acquire(&dataset.name).await);
