@@ -59,3 +59,32 @@ def test_includable_properties_come_only_when_expanded(sim):
     with pytest.raises(stripe.error.InvalidRequestError) as err:
         stripe.Charge.list(expand=["data.amount"])
     assert "cannot be expanded" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "resource,cls",
+    [("checkout/sessions", "checkout.Session"), ("quotes", "Quote"), ("payment_links", "PaymentLink")],
+)
+def test_line_items_page_whole_and_come_with_their_parents_when_expanded(sim, resource, cls):
+    """A Checkout session's, quote's or payment link's line items: paged whole with the library's own
+    `list_line_items`, and the first 10 with the parents' list when asked for (`expand[]=data.line_items`)."""
+    account = sim["accounts"][0]["id"]
+    stripe.api_key = secret_key(sim, account, "test")
+    stripe.api_base = sim["base_url"]
+    owner = stripe
+    for part in cls.split("."):
+        owner = getattr(owner, part)
+    parents = {o["id"]: [i["id"] for i in o["object"]["line_items"]["data"]]
+               for o in truth_objects(sim, account, "test", resource)}
+    longest = max(parents, key=lambda p: len(parents[p]))
+    assert len(parents[longest]) > 10, "one parent has more than a page"
+    paged = [i.id for i in owner.list_line_items(longest, limit=4).auto_paging_iter()]
+    assert paged == parents[longest]
+    listed = 0
+    for parent in owner.list(limit=100, expand=["data.line_items"]).auto_paging_iter():
+        want = parents[parent.id]
+        assert [i.id for i in parent.line_items.data] == want[:10]
+        assert parent.line_items.has_more == (len(want) > 10)
+        listed += 1
+    assert listed == len(parents)
+    assert all("line_items" not in p for p in owner.list(limit=100).data)
