@@ -120,6 +120,48 @@ async fn faults_and_rate_limits_do_not_lose_or_duplicate_rows() {
     assert_all_equal(out.path(), &sim, &ds).await;
 }
 
+/// Every table of `datasets` in the DuckDB file under `out` equals `merchant`'s test-mode truth.
+async fn assert_test_mode_loaded(
+    out: &std::path::Path,
+    sim: &stripe_sim::RunningSim,
+    merchant: &str,
+    datasets: &[&str],
+) {
+    let db = DuckDb::open(&out.join("stripe_pipeline.duckdb")).unwrap();
+    for d in datasets {
+        assert_equal(
+            &db,
+            sim,
+            merchant,
+            false,
+            Catalog::get().dataset(d).unwrap(),
+        )
+        .await;
+    }
+}
+
+/// The account of the restricted-key tests, with `key`.
+fn restricted(key: String) -> AccountConfig {
+    AccountConfig {
+        name: "restricted".into(),
+        key: Some(Secret::new(key)),
+        key_env: None,
+        connect: false,
+    }
+}
+
+/// `dataset` is the run's only failure, and its error names the permission that would fix it.
+fn assert_fails_alone(
+    report: &stripe_pipeline::engine::SyncReport,
+    dataset: &str,
+    permission: &str,
+) {
+    let failures = report.failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].1, dataset);
+    assert!(failures[0].2.contains(permission), "{}", failures[0].2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restricted_key_without_one_permission_fails_that_dataset_only() {
     let sim = sim(SimConfig::tiny()).await;
@@ -128,30 +170,34 @@ async fn a_restricted_key_without_one_permission_fails_that_dataset_only() {
     let key = key_without(&sim, &merchant, false, "disputes");
     let out = tempfile::tempdir().unwrap();
     let mut cfg = config(&sim, out.path());
-    cfg.accounts = vec![AccountConfig {
-        name: "restricted".into(),
-        key: Some(Secret::new(key)),
-        key_env: None,
-        connect: false,
-    }];
+    cfg.accounts = vec![restricted(key)];
     let report = run(&cfg).await;
-    let failures = report.failures();
-    assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].1, "disputes");
-    assert!(
-        failures[0].2.contains("rak_dispute_read"),
-        "{}",
-        failures[0].2
-    );
-    let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
-    assert_equal(
-        &db,
-        &sim,
-        &merchant,
-        false,
-        Catalog::get().dataset("charges").unwrap(),
-    )
-    .await;
+    assert_fails_alone(&report, "disputes", "rak_dispute_read");
+    assert_test_mode_loaded(out.path(), &sim, &merchant, &["charges"]).await;
+}
+
+/// A key that may read setup intents but not their attempts (a list fetched per parent): the setup
+/// intents' dataset fails with Stripe's message naming the permission, everything else loads, and once
+/// the permission is there the next run loads the intents and their attempts whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_may_not_read_a_child_list_fails_its_parent_only_and_loses_nothing() {
+    let sim = sim(SimConfig::tiny()).await;
+    let info = sim.info();
+    let merchant = info.accounts[0].id.clone();
+    let attempts = sim.sim().truth(&merchant, false, "setup_attempts").unwrap();
+    assert!(!attempts.is_empty(), "the profile has setup attempts");
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(&sim, out.path());
+    let key = key_without_lists(&sim, &merchant, false, &["setup_attempts"]);
+    cfg.accounts = vec![restricted(key)];
+    let report = run(&cfg).await;
+    assert_fails_alone(&report, "setup_intents", "rak_setup_attempt_read");
+    assert_test_mode_loaded(out.path(), &sim, &merchant, &["charges", "customers"]).await;
+    // The permission granted: the same account's next run loads what the first could not.
+    cfg.accounts = vec![restricted(info.key("secret", "test", 0).unwrap())];
+    let report = run(&cfg).await;
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+    assert_test_mode_loaded(out.path(), &sim, &merchant, &["setup_intents"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

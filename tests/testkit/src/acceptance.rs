@@ -330,13 +330,31 @@ fn resources(d: &'static Dataset) -> impl Iterator<Item = &'static str> {
     std::iter::once(d.resource()).chain(fetched)
 }
 
+/// A restricted key that may read every list of the catalog except those of `dataset` (its own and
+/// the ones fetched per parent).
 pub fn key_without(sim: &RunningSim, merchant: &str, livemode: bool, dataset: &str) -> String {
+    let own: Vec<&str> = Catalog::get()
+        .datasets
+        .iter()
+        .filter(|d| d.name == dataset)
+        .flat_map(resources)
+        .collect();
+    key_without_lists(sim, merchant, livemode, &own)
+}
+
+/// A restricted key that may read every list of the catalog except `lists` (`setup_attempts`).
+pub fn key_without_lists(
+    sim: &RunningSim,
+    merchant: &str,
+    livemode: bool,
+    lists: &[&str],
+) -> String {
     let allow: Vec<&str> = Catalog::get()
         .datasets
         .iter()
-        .filter(|d| d.name != dataset)
         .flat_map(resources)
         .chain(["subscription_items", "events"])
+        .filter(|r| !lists.contains(r))
         .collect();
     sim.sim()
         .mint_restricted_key(merchant, livemode, &allow)
