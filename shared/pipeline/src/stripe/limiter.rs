@@ -19,14 +19,14 @@ pub const STRIPE_LIVE_LIMIT: f64 = 100.0;
 pub const STRIPE_TEST_LIMIT: f64 = 25.0;
 pub const STRIPE_ENDPOINT_LIMIT: f64 = 25.0;
 
-/// The part of a rate the limiter actually uses. Requests are spaced evenly (a bucket holds one
-/// token, no burst), so any one-second window sees at most the rate plus the bucket's one token and its
-/// wake-up slack, rounded down: at 99 % of a live account's 100 requests per second that is 100, and 25
-/// of an endpoint's 25. A process that
-/// holds the whole budget (local mode) needs no more margin than that rounding: every slot of its
-/// bucket is its own, and Stripe's own limiter (a bucket too) tolerates the jitter between taking a
-/// token and the request arriving. Measured: at 0.9 the 1M-object backfill could not reach 90 % of
-/// its ceiling even when scheduled perfectly (BENCHMARKS.md).
+/// The part of a rate the limiter actually uses when the process holds the whole budget (local mode).
+/// Requests are spaced evenly (a bucket holds one token, no burst), so any one-second window sees at
+/// most the rate plus the bucket's one token and its wake-up slack, rounded down: at 99 % of a live
+/// account's 100 requests per second that is 100, and 25 of an endpoint's 25. No more margin is
+/// needed: every request of the account is this process's, and Stripe's own limiter (a bucket too)
+/// tolerates the jitter between taking a token and the request arriving. Measured: at 0.9 the
+/// 1M-object backfill could not reach 90 % of its ceiling even when scheduled perfectly
+/// (BENCHMARKS.md).
 const SEND_MARGIN_WHOLE: f64 = 0.99;
 /// The same for one rate slot of several processes: the key check a worker makes before it holds a
 /// slot, and the rounding of four processes' windows that are not aligned, must fit inside the budget.
