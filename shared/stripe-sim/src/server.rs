@@ -404,10 +404,12 @@ fn route(
                             .map(|page| page.into_chunks(&format!("/v1/{name}/{id}/{sub}")))
                     }
                     None => {
-                        let lines = scope
-                            .lines
-                            .get(*id)
-                            .ok_or_else(|| missing(world, caller, res, id))?;
+                        // A parent that owns no items yet lists none; no parent is a 404.
+                        let lines = match scope.lines.get(*id) {
+                            Some(lines) => lines.as_slice(),
+                            None if scope.table(res).get(id).is_some() => &[],
+                            None => return Err(missing(world, caller, res, id)),
+                        };
                         owned_list(lines, params, &format!("/v1/{name}/{id}/{sub}"))
                     }
                 },

@@ -334,9 +334,8 @@ fn resources(d: &'static Dataset) -> impl Iterator<Item = &'static str> {
 /// the ones fetched per parent).
 pub fn key_without(sim: &RunningSim, merchant: &str, livemode: bool, dataset: &str) -> String {
     let own: Vec<&str> = Catalog::get()
-        .datasets
-        .iter()
-        .filter(|d| d.name == dataset)
+        .dataset(dataset)
+        .into_iter()
         .flat_map(resources)
         .collect();
     key_without_lists(sim, merchant, livemode, &own)
