@@ -35,10 +35,13 @@ const DEFAULT_BASE: u64 = 178_000;
 const SPILLING: &[&str] = &["invoices", "subscriptions"];
 
 /// Whether a dataset's objects cost requests beyond its list pages, so the ceiling of 100 objects a
-/// request does not apply: lists that spill, and lists fetched per parent (a setup intent's attempts;
-/// lists asked for with the page, `expand`, cost nothing).
+/// request does not apply: lists that spill, lists fetched per parent (a setup intent's attempts;
+/// lists asked for with the page, `expand`, cost nothing), and lists of one parent at a time (a
+/// financial account's transactions: a page per parent, however few its objects).
 fn costs_requests_per_object(d: &Dataset) -> bool {
-    SPILLING.contains(&d.name.as_str()) || d.tables.iter().any(|t| t.fetch && !t.expand)
+    SPILLING.contains(&d.name.as_str())
+        || d.tables.iter().any(|t| t.fetch && !t.expand)
+        || d.per_parent.is_some()
 }
 
 /// The child: a simulator with data in the first account's live mode only; prints its start info.

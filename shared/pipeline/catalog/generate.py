@@ -192,10 +192,6 @@ DATASETS = [
 
 # Every other top-level list endpoint of the spec is a dataset too, with the defaults (its table named as
 # `table_name` says), except these, each with the reason. The README lists them.
-TREASURY_PER_PARENT = (
-    "needs a financial account id (`financial_account`); as a fetched child table every change of a financial "
-    "account would page all its money movements again: a cursor per parent is not built yet"
-)
 EXCLUDED = {
     "/v1/events": "the change feed: the engine reads it for every account and mode and applies each event to its dataset",
     "/v1/balance/history": "the older path of /v1/balance_transactions (dataset balance_transactions)",
@@ -209,15 +205,16 @@ EXCLUDED = {
     "/v1/exchange_rates": "Stripe-wide reference data, the same for every account and replaced continuously",
     "/v1/tax_codes": "Stripe-wide reference data, the same for every account",
     "/v1/reporting/report_types": "Stripe-wide reference data, the same for every account",
-    "/v1/treasury/credit_reversals": TREASURY_PER_PARENT,
-    "/v1/treasury/debit_reversals": TREASURY_PER_PARENT,
-    "/v1/treasury/inbound_transfers": TREASURY_PER_PARENT,
-    "/v1/treasury/outbound_payments": TREASURY_PER_PARENT,
-    "/v1/treasury/outbound_transfers": TREASURY_PER_PARENT,
-    "/v1/treasury/received_credits": TREASURY_PER_PARENT,
-    "/v1/treasury/received_debits": TREASURY_PER_PARENT,
-    "/v1/treasury/transaction_entries": TREASURY_PER_PARENT,
-    "/v1/treasury/transactions": TREASURY_PER_PARENT,
+}
+
+# Lists whose required parameter names a parent that is itself a dataset (Treasury's money movements need
+# their financial account: `/v1/treasury/transactions?financial_account=fa_…`). Unlike a fetched child
+# table, such a list is a dataset of its own: its objects have ids, `created` and events of their own, so
+# the change feed keeps them current one object at a time. Only its lists go per parent: the engine pages
+# the parent's list for the ids and gives each parent segments of its own. Keyed by the parameter; the
+# value is the parent dataset's list path.
+PARENT_PARAMS = {
+    "financial_account": "/v1/treasury/financial_accounts",
 }
 
 # Lists that exist only per parent: a required parameter names it (`/v1/setup_attempts?setup_intent=…`), or
@@ -320,7 +317,7 @@ def all_datasets(spec, sigma):
         if path in configured or path in EXCLUDED or path in fetched:
             continue
         required = [p["name"] for p in query_params(op) if p.get("required")]
-        if required:
+        if required and (len(required) > 1 or required[0] not in PARENT_PARAMS):
             raise GenerateError(f"{path} needs {required}: configure it or exclude it with a reason")
         name = table_name(path, sigma, taken)
         taken.add(name)
@@ -824,12 +821,19 @@ def build_dataset(spec, ds, all_events, sigma):
             sigma_missing[child_table["name"]] = missing
 
     events = [] if ds.get("no_events") else dataset_events(all_events, ds)
+    required = [p["name"] for p in params if p.get("required")]
+    per_parent = None
+    if required:
+        if len(required) > 1 or required[0] not in PARENT_PARAMS:
+            raise GenerateError(f"{name}: {ds['list_path']} needs {required}: no parent list for them")
+        per_parent = {"param": required[0], "list_path": PARENT_PARAMS[required[0]]}
     return {
         "name": name,
         "group": group_of(ds),
         "list_path": ds["list_path"],
         "object": obj,
-        "required_params": [p["name"] for p in params if p.get("required")],
+        "required_params": required,
+        "per_parent": per_parent,
         "default_params": [list(p) for p in ds.get("default_params", [])] + [
             ["expand[]", f"data.{c['list'].rsplit('/', 1)[1]}"]
             for c in fetched_children(ds["list_path"]) if c.get("expand")

@@ -28,10 +28,45 @@ pub fn page_params(dataset: &Dataset, seg: &Segment, limit: usize) -> Vec<(Strin
         p.push(("created[gte]".into(), seg.from.to_string()));
         p.push(("created[lt]".into(), seg.to.to_string()));
     }
+    if let (Some(per_parent), Some(parent)) = (&dataset.per_parent, &seg.parent) {
+        p.push((per_parent.param.clone(), parent.clone()));
+    }
     if let Some(after) = &seg.after {
         p.push(("starting_after".into(), after.clone()));
     }
     p
+}
+
+/// The segments that cover objects created in `[from, to)`: one, or for a list that needs a parent
+/// (`Dataset::per_parent`) one per parent, whose ids are paged from the parent's list. No parent, no
+/// segment: the list is then complete with nothing in it.
+pub async fn windows(
+    client: &StripeClient,
+    caller: &Caller,
+    dataset: &Dataset,
+    from: i64,
+    to: i64,
+) -> Result<Vec<Segment>, StripeError> {
+    let whole = Segment {
+        from,
+        to,
+        after: None,
+        after_created: None,
+        done: false,
+        parent: None,
+    };
+    let Some(per_parent) = &dataset.per_parent else {
+        return Ok(vec![whole]);
+    };
+    let parents = list_all(client, caller, &per_parent.list_path, Vec::new()).await?;
+    Ok(parents
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .map(|id| Segment {
+            parent: Some(id.to_string()),
+            ..whole.clone()
+        })
+        .collect())
 }
 
 /// Reads one page.
@@ -70,17 +105,11 @@ pub async fn plan(
     upper: i64,
     max: usize,
 ) -> Result<Vec<Segment>, StripeError> {
-    let whole = Segment {
-        from: HISTORY_START,
-        to: upper,
-        after: None,
-        after_created: None,
-        done: false,
-    };
-    if !dataset.created_filter || max <= 1 {
-        return Ok(vec![whole]);
+    let mut level = windows(client, caller, dataset, HISTORY_START, upper).await?;
+    // A list per parent is cut by parent; a dense one is split while it runs.
+    if !dataset.created_filter || max <= 1 || dataset.per_parent.is_some() {
+        return Ok(level);
     }
-    let mut level = vec![whole];
     let mut settled: Vec<Segment> = Vec::new();
     loop {
         let mut probes = tokio::task::JoinSet::new();
@@ -198,6 +227,16 @@ pub async fn nested_items(
     let base: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
+    list_all(client, caller, path, base).await
+}
+
+/// Every object of the list at `path` with the query `base`, paged to its end.
+async fn list_all(
+    client: &StripeClient,
+    caller: &Caller,
+    path: &str,
+    base: Vec<(String, String)>,
+) -> Result<Vec<Value>, StripeError> {
     let mut items: Vec<Value> = Vec::new();
     loop {
         let mut params = base.clone();

@@ -117,6 +117,16 @@ pub struct Table {
     pub connected: bool,
 }
 
+/// The parent a dataset's list needs (`/v1/treasury/transactions?financial_account=fa_…`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerParent {
+    /// The query parameter naming the parent.
+    pub param: String,
+    /// The list of the parents (`/v1/treasury/financial_accounts`).
+    pub list_path: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
@@ -126,6 +136,10 @@ pub struct Dataset {
     pub list_path: String,
     pub object: String,
     pub required_params: Vec<String>,
+    /// Set when the list needs a parent's id (`financial_account` of Treasury's money movements): the
+    /// engine lists it once per object of the parent's list.
+    #[serde(default)]
+    pub per_parent: Option<PerParent>,
     /// Parameters always sent (`status=all` on subscriptions, which hides canceled ones otherwise).
     pub default_params: Vec<(String, String)>,
     pub created_filter: bool,

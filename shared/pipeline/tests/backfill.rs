@@ -70,6 +70,38 @@ fn lake_column(run: &Run, table: &str, column: &str) -> Vec<String> {
     values
 }
 
+/// A simulator with `objects` as its base count, in the first account's live mode only.
+async fn live_sim(objects: usize) -> stripe_sim::RunningSim {
+    stripe_sim::start(SimConfig {
+        objects,
+        only: Some((0, true)),
+        ..SimConfig::tiny()
+    })
+    .await
+    .unwrap()
+}
+
+/// Every object of `d` once: ids in the lake's files equal the simulator's, with no repeats. Returns
+/// the simulator's objects.
+fn each_object_once(
+    run: &Run,
+    sim: &stripe_sim::RunningSim,
+    account: &str,
+    d: &Dataset,
+) -> Vec<serde_json::Value> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for id in lake_column(run, &d.main_table().name, "id") {
+        *seen.entry(id).or_default() += 1;
+    }
+    let truth = sim.sim().truth(account, true, d.resource()).unwrap();
+    assert_eq!(seen.len(), truth.len(), "{}", d.name);
+    for t in &truth {
+        let id = t["object"]["id"].as_str().unwrap();
+        assert_eq!(seen.get(id), Some(&1), "{}: {id}", d.name);
+    }
+    truth
+}
+
 /// When slots are idle and a segment still has pages to go, the older half of its window becomes a
 /// new segment. The halves must still cover the history exactly once: every object is loaded, none
 /// twice, and the plan tiles `[HISTORY_START, upper)`.
@@ -91,17 +123,7 @@ async fn idle_slots_split_long_segments_and_nothing_is_read_twice_or_lost() {
     let account = &sim.info().accounts[0].id;
     let mut split = 0;
     for d in datasets {
-        // Every object once: ids in the lake's files equal the simulator's, with no repeats.
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for id in lake_column(&run, &d.main_table().name, "id") {
-            *seen.entry(id).or_default() += 1;
-        }
-        let truth = sim.sim().truth(account, true, d.resource()).unwrap();
-        assert_eq!(seen.len(), truth.len(), "{}", d.name);
-        for t in &truth {
-            let id = t["object"]["id"].as_str().unwrap();
-            assert_eq!(seen.get(id), Some(&1), "{}: {id}", d.name);
-        }
+        each_object_once(&run, &sim, account, d);
 
         // The segments, split or not, tile the history: each window starts where the previous ends.
         let st: DatasetState = run.state.get(&(run.key)(&d.name)).await.unwrap().value;
@@ -128,14 +150,8 @@ async fn idle_slots_split_long_segments_and_nothing_is_read_twice_or_lost() {
 /// `/v1/invoices/{id}/lines` before the invoice is converted, so every line lands, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoices_get_every_line_past_the_first_ten() {
-    let sim = stripe_sim::start(SimConfig {
-        // Enough invoices that some have more than 10 lines.
-        objects: 3_000,
-        only: Some((0, true)),
-        ..SimConfig::tiny()
-    })
-    .await
-    .unwrap();
+    // Enough invoices that some have more than 10 lines.
+    let sim = live_sim(3_000).await;
     let out = tempfile::tempdir().unwrap();
     let invoices = Catalog::get().dataset("invoices").unwrap();
     let run = backfill(&sim, out.path(), &[invoices], 8).await;
@@ -164,4 +180,67 @@ async fn invoices_get_every_line_past_the_first_ten() {
         .calls
         .iter()
         .any(|(kind, n)| format!("{kind:?}") == "Nested" && *n > 0));
+}
+
+/// Treasury's money movements are listed per financial account (`financial_account` is required):
+/// the plan pages the financial accounts and gives each a segment of its own, with a `created` window
+/// (transactions) or without (inbound transfers). Every object is loaded once, and each segment names a
+/// financial account that exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_that_need_a_parent_are_listed_once_per_parent() {
+    // Fifteen financial accounts.
+    let sim = live_sim(3_000).await;
+    let out = tempfile::tempdir().unwrap();
+    let datasets = ["treasury_transactions", "treasury_inbound_transfers"]
+        .map(|n| Catalog::get().dataset(n).unwrap());
+    assert!(datasets.iter().all(|d| d.per_parent.is_some()));
+    let run = backfill(&sim, out.path(), &datasets, 8).await;
+
+    let account = &sim.info().accounts[0].id;
+    let parents: Vec<String> = {
+        let fa = Catalog::get()
+            .dataset("treasury_financial_accounts")
+            .unwrap();
+        let mut ids: Vec<String> = sim
+            .sim()
+            .truth(account, true, fa.resource())
+            .unwrap()
+            .iter()
+            .map(|t| t["object"]["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert!(parents.len() > 1, "{parents:?}");
+    for d in datasets {
+        let truth = each_object_once(&run, &sim, account, d);
+        assert!(!truth.is_empty(), "{}", d.name);
+        let mut owners = std::collections::HashSet::new();
+        for t in &truth {
+            owners.insert(
+                t["object"]["financial_account"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert!(
+            owners.len() > 1,
+            "{}: the objects of one parent only",
+            d.name
+        );
+
+        let st: DatasetState = run.state.get(&(run.key)(&d.name)).await.unwrap().value;
+        let b = st.backfill.unwrap();
+        assert!(b.complete());
+        let mut listed: Vec<String> = b.segments.iter().filter_map(|s| s.parent.clone()).collect();
+        listed.sort();
+        listed.dedup();
+        assert_eq!(
+            listed, parents,
+            "{}: one segment (or more) per parent",
+            d.name
+        );
+        assert!(b.segments.iter().all(|s| s.parent.is_some()));
+    }
 }

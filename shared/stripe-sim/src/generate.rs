@@ -143,11 +143,18 @@ pub fn generate(scope: &mut Scope, n: usize, now: i64, destinations: Vec<String>
     // Last, so the hand-written objects above stay what they were before these resources existed.
     let basic = g.scope.basic;
     for res in Res::all().filter(|r| r.generic().is_some() && !(basic && r.product().is_some())) {
-        // Stripe's own reference objects (a country spec `US`) have no id prefix: one of each.
+        // Stripe's own reference objects (a country spec `US`) have no id prefix: one of each. A
+        // resource whose id other lists require (a Treasury financial account) has two at least, so
+        // every profile lists those per parent.
+        let required_parent = Res::all().filter_map(Res::generic).any(|g| {
+            g.parents
+                .iter()
+                .any(|(_, object)| *object == res.def().object)
+        });
         let count = if res.def().id_prefix.is_empty() {
             1
         } else {
-            (n / GENERIC_SHARE).max(1)
+            (n / GENERIC_SHARE).max(1 + usize::from(required_parent))
         };
         for _ in 0..count {
             g.generic(res);

@@ -113,18 +113,16 @@ async fn list_inner(
         }
         ListKind::NewObjects => {
             let last = state.backfill.as_ref().map_or(HISTORY_START, |b| b.upper);
+            // Never after now: a clock that went back (a restarted simulator) lists nothing new.
+            let from = (last - cx.incremental.overlap_secs).min(now);
+            let segments = backfill::windows(&cx.client, &r.caller, dataset, from, now + 1)
+                .await
+                .map_err(|e| r.error(e))?;
             Some(Backfill {
                 upper: now + 1,
                 // No sweep: this list covers only the newest objects.
                 started: 0,
-                segments: vec![Segment {
-                    // Never after now: a clock that went back (a restarted simulator) lists nothing new.
-                    from: (last - cx.incremental.overlap_secs).min(now),
-                    to: now + 1,
-                    after: None,
-                    after_created: None,
-                    done: false,
-                }],
+                segments,
             })
         }
     };
@@ -389,6 +387,7 @@ async fn split_off(
         after: None,
         after_created: None,
         done: false,
+        parent: seg.parent.clone(),
     });
     // The committed cursor of this segment stays (it is newer than `mid`); only its window shrinks.
     b.segments[index].from = mid;

@@ -34,6 +34,9 @@ pub struct Segment {
     /// `created` of that object: where to restart by time if the cursor object is deleted.
     pub after_created: Option<i64>,
     pub done: bool,
+    /// The parent this segment lists the objects of, for a list that needs one (`Dataset::per_parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// Progress of a full list of a dataset: its first load, a snapshot re-list, or a re-backfill after the
