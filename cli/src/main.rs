@@ -267,6 +267,9 @@ fn main() -> ExitCode {
                     .collect();
                 println!("  {:<30} {}", d.name, tables.join(", "));
                 println!("  {:<30} fresh by: {}", "", freshness_kind(d));
+                if let Some(p) = &d.per_parent {
+                    println!("  {:<30} listed per {} ({})", "", p.param, p.list_path);
+                }
             };
             println!(
                 "Every account ({} datasets), by product:",

@@ -188,7 +188,7 @@ async fn invoices_get_every_line_past_the_first_ten() {
 /// financial account that exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_that_need_a_parent_are_listed_once_per_parent() {
-    // Fifteen financial accounts.
+    // Two financial accounts, fifteen objects of each kind.
     let sim = live_sim(3_000).await;
     let out = tempfile::tempdir().unwrap();
     let datasets = ["treasury_transactions", "treasury_inbound_transfers"]

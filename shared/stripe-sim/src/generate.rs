@@ -144,17 +144,21 @@ pub fn generate(scope: &mut Scope, n: usize, now: i64, destinations: Vec<String>
     let basic = g.scope.basic;
     for res in Res::all().filter(|r| r.generic().is_some() && !(basic && r.product().is_some())) {
         // Stripe's own reference objects (a country spec `US`) have no id prefix: one of each. A
-        // resource whose id other lists require (a Treasury financial account) has two at least, so
-        // every profile lists those per parent.
+        // resource whose id other lists require (a Treasury financial account, a Radar value list) is
+        // one an account keeps a few of, with many objects each: two at least, so every profile lists
+        // per parent, and one more per 20,000 (the large profile's account has ten).
         let required_parent = Res::all().filter_map(Res::generic).any(|g| {
-            g.parents
-                .iter()
-                .any(|(_, object)| *object == res.def().object)
+            g.nested.is_none()
+                && g.parents
+                    .iter()
+                    .any(|(_, object)| *object == res.def().object)
         });
         let count = if res.def().id_prefix.is_empty() {
             1
+        } else if required_parent {
+            2 + n / REQUIRED_PARENT_SHARE
         } else {
-            (n / GENERIC_SHARE).max(1 + usize::from(required_parent))
+            (n / GENERIC_SHARE).max(1)
         };
         for _ in 0..count {
             g.generic(res);
@@ -165,6 +169,9 @@ pub fn generate(scope: &mut Scope, n: usize, now: i64, destinations: Vec<String>
     }
     g.scope.emit_history_events(now);
 }
+
+/// A resource whose id other lists require gets two objects and one more per this many customers.
+const REQUIRED_PARENT_SHARE: usize = 20_000;
 
 /// A resource without a hand-written generator gets one object per this many customers: the dozens of
 /// such resources add a few percent to a profile, so its size and memory stay what they were.
