@@ -752,6 +752,8 @@ fn account_object(accounts: &[Account], id: &str, created: i64, livemode: bool) 
     o["id"] = json!(id);
     o["object"] = json!("account");
     o["created"] = json!(created);
+    // The fixture's list names the fixture's account.
+    o["external_accounts"]["url"] = json!(format!("/v1/accounts/{id}/external_accounts"));
     o["business_profile"]["name"] = json!(a.map(|a| a.name.clone()));
     o["settings"]["dashboard"]["display_name"] = json!(a.map(|a| a.name.clone()));
     o["email"] = json!(format!("ops+{}@example.com", &id[5..12].to_lowercase()));

@@ -136,6 +136,7 @@ async fn list_inner(
         key: key.to_string(),
         version,
         state,
+        loaded: false,
     }));
     let pending: Vec<usize> = {
         let s = shared.lock().await;
