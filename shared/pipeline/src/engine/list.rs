@@ -12,7 +12,7 @@ use crate::backfill::{self, HISTORY_START, PAGE_LIMIT};
 use crate::catalog::Dataset;
 use crate::convert::{Converter, RowContext, Truncated};
 use crate::failpoint;
-use crate::slots::{Slot, Slots};
+use crate::slots::{Backlog, Slot, Slots};
 use crate::state::{Backfill, DatasetState, NotEnabled, Segment, StateError};
 use crate::stripe::StripeError;
 use std::sync::Arc;
@@ -35,6 +35,8 @@ struct Split<'a> {
     spawn: &'a tokio::sync::mpsc::UnboundedSender<usize>,
     /// Held while the segment reads pages.
     slot: Option<Slot>,
+    /// What the segment tells the slots about the objects it has left.
+    backlog: Backlog,
 }
 
 /// Lists one dataset of one account: plan (or resume) its segments, page them in parallel, and at
@@ -166,11 +168,19 @@ async fn list_inner(
             split_tx.clone(),
         );
         tasks.spawn(async move {
+            // Its window counts towards the dataset's objects left while it waits for a slot.
+            let mut backlog = slots.backlog(&dataset.name);
+            let window = shared.lock().await.state.backfill.as_ref().and_then(|b| {
+                let seg = b.segments.get(i)?;
+                Some((seg.after_created.unwrap_or(seg.to) - seg.from).max(0) as f64)
+            });
+            backlog.unstarted(window.unwrap_or(0.0));
             let slot = slots.acquire(&dataset.name).await;
             let split = Split {
                 slots: &slots,
                 spawn: &split_tx,
                 slot: Some(slot),
+                backlog,
             };
             run_segment(&cx, &r, dataset, i, &shared, &files, split).await
         });
@@ -243,7 +253,8 @@ async fn run_segment(
     let mut objects = 0u64;
     // Where this run started in the segment (pages go from the newest objects to the oldest).
     let started_at = seg.after_created.unwrap_or(seg.to);
-    let mut backlog = split.slots.backlog(&dataset.name);
+    // Where the previous page ended, for the `created` seconds each page covers.
+    let mut last_at = started_at;
     let mut seq = 0u32;
     let mut pending_bytes = 0usize;
     loop {
@@ -292,6 +303,12 @@ async fn run_segment(
             seg.after = Some(id);
             seg.after_created = created.or(seg.after_created);
         }
+        if let Some(at) = seg.after_created {
+            split
+                .backlog
+                .read(summary.objects as f64, (last_at - at).max(0) as f64);
+            last_at = at;
+        }
         objects += n;
         cx.progress.rows(&r.account.name, &dataset.name, n);
         seg.done = !summary.has_more || n == 0;
@@ -331,7 +348,7 @@ async fn run_segment(
         if out_of_time {
             return Err(SyncError::Deadline);
         }
-        backlog.set(objects_left(&seg, objects, started_at));
+        split.backlog.set(objects_left(&seg, objects, started_at));
         // Right after a delivery only: a segment waiting for a slot then holds no rows, so buffered
         // pages stay within the slots' budget (`flush_bytes` each).
         let empty = pending_bytes == 0 && converter.buffered() == 0;
