@@ -304,6 +304,19 @@ def group_of(ds):
     raise GenerateError(f"{ds['name']}: no group; add it to GROUPS")
 
 
+def per_parent_of(path, op):
+    """How the list at `path` gets its one required parameter from a parent dataset (`PARENT_PARAMS`), or
+    None when it needs none."""
+    required = [p["name"] for p in query_params(op) if p.get("required")]
+    if not required:
+        return None
+    if len(required) > 1 or required[0] not in PARENT_PARAMS:
+        raise GenerateError(
+            f"{path} needs {required}: name its parent in PARENT_PARAMS, configure it, or exclude it with a reason"
+        )
+    return {"param": required[0], "list_path": PARENT_PARAMS[required[0]]}
+
+
 def all_datasets(spec, sigma):
     """DATASETS, then a dataset with the defaults for every other top-level list endpoint not in EXCLUDED."""
     out = list(DATASETS)
@@ -316,9 +329,7 @@ def all_datasets(spec, sigma):
     for path, op, _item, obj in top_level_lists(spec):
         if path in configured or path in EXCLUDED or path in fetched:
             continue
-        required = [p["name"] for p in query_params(op) if p.get("required")]
-        if required and (len(required) > 1 or required[0] not in PARENT_PARAMS):
-            raise GenerateError(f"{path} needs {required}: configure it or exclude it with a reason")
+        per_parent_of(path, op)
         name = table_name(path, sigma, taken)
         taken.add(name)
         out.append({"name": name, "list_path": path, "object": obj})
@@ -821,19 +832,13 @@ def build_dataset(spec, ds, all_events, sigma):
             sigma_missing[child_table["name"]] = missing
 
     events = [] if ds.get("no_events") else dataset_events(all_events, ds)
-    required = [p["name"] for p in params if p.get("required")]
-    per_parent = None
-    if required:
-        if len(required) > 1 or required[0] not in PARENT_PARAMS:
-            raise GenerateError(f"{name}: {ds['list_path']} needs {required}: no parent list for them")
-        per_parent = {"param": required[0], "list_path": PARENT_PARAMS[required[0]]}
     return {
         "name": name,
         "group": group_of(ds),
         "list_path": ds["list_path"],
         "object": obj,
-        "required_params": required,
-        "per_parent": per_parent,
+        "required_params": [p["name"] for p in params if p.get("required")],
+        "per_parent": per_parent_of(ds["list_path"], op),
         "default_params": [list(p) for p in ds.get("default_params", [])] + [
             ["expand[]", f"data.{c['list'].rsplit('/', 1)[1]}"]
             for c in fetched_children(ds["list_path"]) if c.get("expand")
