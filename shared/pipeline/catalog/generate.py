@@ -55,7 +55,8 @@ def fit_identifier(name):
 #   sigma_columns   extra main-table columns of Stripe's Data Pipeline that the API object lacks
 #   children        child tables: name, source (path of the array or list field), parent_key,
 #                   nested_list_path (for list objects: endpoint paging the full list, {id} = parent id),
-#                   item_schema (checked against the spec)
+#                   item_schema (checked against the spec; one member of a polymorphic list's items),
+#                   object_filter (only the items whose `object` is this: a polymorphic list split in two)
 # --------------------------------------------------------------------------------------------------
 DATASETS = [
     {
@@ -187,6 +188,19 @@ DATASETS = [
         "table": "connected_accounts",
         "no_events": True,
         "every_run": True,
+        # An account embeds its external accounts (bank accounts and debit cards, mixed in one list, the
+        # first 10), as Sigma's two tables split them: each keeps the items of its `object`.
+        "children": [
+            {
+                "name": f"external_account_{kind}s",
+                "source": ["external_accounts"],
+                "parent_key": "account_id",
+                "nested_list_path": "/v1/accounts/{id}/external_accounts",
+                "item_schema": kind,
+                "object_filter": kind,
+            }
+            for kind in ["bank_account", "card"]
+        ],
     },
 ]
 
@@ -238,6 +252,16 @@ FETCHED_CHILDREN = {
         {"name": "customer_tax_ids", "list": "/v1/customers/{customer}/tax_ids", "parent_key": "customer_id",
          "expand": True},
     ],
+    # A connected account's persons and capabilities (Sigma has no table of either; its
+    # `account_capabilities_v2` is one row per account, which the account's `capabilities` column holds).
+    # A platform may read the persons of a Custom account only: Stripe refuses the others' (HTTP 403),
+    # and those accounts have no rows. The capabilities' list is not paged; `key` is where the engine
+    # puts it, since the account's own `capabilities` is their statuses.
+    "/v1/accounts": [
+        {"name": "account_persons", "list": "/v1/accounts/{account}/persons", "parent_key": "account_id"},
+        {"name": "account_capabilities", "list": "/v1/accounts/{account}/capabilities",
+         "parent_key": "account_id", "key": "account_capabilities"},
+    ],
 }
 
 # Lists under their parent's path whose items name no parent (an `item` of a Checkout session): the parent
@@ -265,6 +289,8 @@ NESTED_LISTS = {
     "/v1/transfers/{id}/reversals": {"field": "transfer", "touch": "transfer.updated", "embedded": True},
     "/v1/application_fees/{id}/refunds": {"field": "fee", "touch": "application_fee.refunded",
                                           "event_prefix": "application_fee.refund", "embedded": True},
+    "/v1/accounts/{account}/persons": {"field": "account"},
+    "/v1/accounts/{account}/capabilities": {"field": "account"},
 }
 
 # Stripe Sigma's table names (a community reference of Sigma's schema, CC0: see README.md).
@@ -635,10 +661,13 @@ def list_operation(spec, path):
 
 
 def list_item_schema(spec, op, path):
-    """The schema name of the items returned by a list operation."""
+    """The schema name of the items returned by a list operation (a list of the names, for polymorphic
+    items: an account's external accounts)."""
     try:
         schema = op["responses"]["200"]["content"]["application/json"]["schema"]
         data = spec.deref(schema)["properties"]["data"]
+        if "anyOf" in data["items"]:
+            return [spec.ref_name(m) for m in data["items"]["anyOf"]]
         return spec.ref_name(data["items"])
     except (KeyError, TypeError):
         raise GenerateError(f"{path}: cannot find the list response's data items") from None
@@ -832,6 +861,12 @@ def build_dataset(spec, ds, all_events, sigma):
             sigma_missing[child_table["name"]] = missing
 
     events = [] if ds.get("no_events") else dataset_events(all_events, ds)
+    if ds.get("no_events"):
+        # No feed the engine reads has their items' events either (a connected account's
+        # `person.updated` is in its own feed): nothing to route to a parent.
+        for t in tables:
+            if t.get("item_object"):
+                t["item_object"] = t["parent_field"] = None
     return {
         "name": name,
         "group": group_of(ds),
@@ -878,10 +913,20 @@ def build_child(spec, parent_schema, child, main, sigma):
         items = s.get("items") or {}
     else:
         raise GenerateError(f"{cname}: {list(source)} is neither an array nor a list object")
+    if child.get("object_filter"):
+        # A polymorphic list split by `object`: the table takes the member its filter names.
+        members = [spec.ref_name(m) for m in items.get("anyOf", [])]
+        if child.get("item_schema") not in members:
+            raise GenerateError(f"{cname}: item_schema must be one of the polymorphic items {members}")
+        if object_name(spec, spec.schemas[child["item_schema"]]) != child["object_filter"]:
+            raise GenerateError(f"{cname}: {child['item_schema']} items are not `object: {child['object_filter']}`")
+        if child.get("nested_list_path"):
+            check_nested_list_path(spec, child["nested_list_path"], members, cname)
+        items = {"$ref": SCHEMA_PREFIX + child["item_schema"]}
     item_schema = spec.ref_name(items)
     if child.get("item_schema") and item_schema != child["item_schema"]:
         raise GenerateError(f"{cname}: items are {item_schema!r}, expected {child['item_schema']!r}")
-    if child.get("nested_list_path"):
+    if child.get("nested_list_path") and not child.get("object_filter"):
         check_nested_list_path(spec, child["nested_list_path"], item_schema, cname)
     own = own_parent_ref(spec, spec.deref(items), child["parent_key"])
     builder = TableBuilder(spec, cname, "child", ENGINE_COLUMNS | {child["parent_key"]}, own)
@@ -900,6 +945,10 @@ def build_child(spec, parent_schema, child, main, sigma):
         table["item_object"] = object_name(spec, spec.deref(items))
         table["parent_field"] = own[0][0]
     table["columns"] = columns + extra
+    if child.get("object_filter"):
+        # The engine keeps the rows whose `object` is the filter's, so the column stays.
+        table["object_filter"] = child["object_filter"]
+        table["columns"].append({"name": "object", "type": "string", "path": ["object"]})
     return table, missing
 
 
@@ -953,7 +1002,7 @@ def build_fetched_child(spec, child, sigma):
         "kind": "child",
         # The key the engine puts the complete list under: the list's last path segment (the parent's
         # own property where it has one: a transfer's `reversals`).
-        "source": [path.rsplit("/", 1)[1]],
+        "source": [child.get("key", path.rsplit("/", 1)[1])],
         "parent_key": child["parent_key"],
         "nested_list_path": nested,
         "fetch": True,
@@ -1049,6 +1098,8 @@ SIM_SKIPPED = {
     "/v1/credit_notes/preview/lines": "a preview computed from request parameters, not stored objects",
     "/v1/invoices/upcoming/lines": "a preview computed from request parameters, not stored objects",
     "/v1/apps/secrets": "Stripe Apps' secret store, listed per app scope; its payloads are secrets",
+    "/v1/accounts/{account}/persons": "a connected account's, made with the account (world.rs, `connect`)",
+    "/v1/accounts/{account}/capabilities": "a connected account's, made with the account (world.rs, `connect`)",
 }
 
 # Required list parameters name the parent object whose children the list returns.

@@ -4,7 +4,7 @@
 //! until there are enough windows to keep the account's request budget busy. Endpoints without a
 //! `created` filter are read as one sequential segment.
 
-use crate::catalog::Dataset;
+use crate::catalog::{Dataset, Table};
 use crate::state::Segment;
 use crate::stripe::{Caller, StripeClient, StripeError};
 use serde_json::Value;
@@ -189,7 +189,13 @@ pub async fn complete_nested(
             let items = if empty {
                 Vec::new()
             } else {
-                nested_items(client, caller, template, &id).await?
+                match refused(table, nested_items(client, caller, template, &id).await)? {
+                    Some(items) => items,
+                    None => {
+                        tracing::warn!(table = %table.name, parent = %id, "Stripe refused the parent's list (HTTP 403): it has no rows in this table");
+                        continue;
+                    }
+                }
             };
             fields.insert(
                 key.clone(),
@@ -212,6 +218,22 @@ pub async fn complete_nested(
         list["has_more"] = Value::Bool(false);
     }
     Ok(())
+}
+
+/// A fetched table's list that Stripe refuses to show (HTTP 403: the persons of a connected account
+/// that is not Custom, or a restricted key without the permission) is `None`: the parent has no rows
+/// in that table, and everything else of it loads. Any other error stays one.
+pub fn refused(
+    table: &Table,
+    items: Result<Vec<Value>, StripeError>,
+) -> Result<Option<Vec<Value>>, StripeError> {
+    match items {
+        Err(StripeError::PermissionDenied { message, .. }) if table.fetch => {
+            tracing::debug!(table = %table.name, %message, "a parent's list refused");
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
 }
 
 /// Every item of a nested list, paged from its own endpoint: `template` is a table's

@@ -110,6 +110,10 @@ pub struct Table {
     pub item_object: Option<String>,
     #[serde(default)]
     pub parent_field: Option<String>,
+    /// Only the items whose `object` is this (`bank_account`): a list of two kinds of objects (an
+    /// account's external accounts) split into a table per kind. The table has the `object` column.
+    #[serde(default)]
+    pub object_filter: Option<String>,
     pub columns: Vec<Column>,
     /// A table of a platform's connected accounts' data: named `connected_account_<table>`, with the
     /// [`ACCOUNT`] column. Never in the JSON: [`Catalog::connected`] derives these tables.

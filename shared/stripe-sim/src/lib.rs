@@ -14,6 +14,7 @@
 
 mod body;
 mod clock;
+mod connect;
 mod control;
 pub mod error;
 mod expand;

@@ -341,6 +341,9 @@ impl Scope {
                     let data = children.get(&*r.id).cloned().unwrap_or_default();
                     obj[*key] = json!({"object": "list", "data": data, "has_more": false});
                 }
+                if res == Res::Account {
+                    crate::connect::complete(&mut obj);
+                }
                 Some(json!({"id": r.id, "deleted": r.deleted, "object": obj}))
             })
             .collect()

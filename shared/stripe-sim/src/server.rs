@@ -314,6 +314,9 @@ fn route(
         ["accounts", id] if *id == caller.account => {
             object(&world.account_json(&caller.account, caller.livemode))
         }
+        ["accounts", id, sub @ ("external_accounts" | "persons" | "capabilities")] => {
+            connected_list(world, caller, scope, id, sub, params)
+        }
         _ => {
             // `checkout/sessions/cs_1` is a resource of two segments; `charges/ch_1` one of one.
             let (res, name, rest) = match segs.as_slice() {
@@ -335,12 +338,7 @@ fn route(
                 _ => None,
             };
             if !caller.key.may_read(res) {
-                return Err(ApiError::forbidden(format!(
-                    "The provided key '{}' does not have the required permissions for this endpoint on account '{}'. Having the '{}' permission would allow this request to continue.",
-                    mask_key(&caller.key.key),
-                    caller.account,
-                    res.def().permission
-                )));
+                return Err(lacks_permission(caller, res));
             }
             match rest {
                 [] => {
@@ -445,6 +443,60 @@ fn nested_list(
     params.push((field.to_string(), id.to_string()));
     let q = ListQuery::parse(item, &params)?;
     scope.table(item).list(&q, now)
+}
+
+/// 403 for a restricted key without the resource's read permission.
+fn lacks_permission(caller: &Caller, res: Res) -> ApiError {
+    ApiError::forbidden(format!(
+        "The provided key '{}' does not have the required permissions for this endpoint on account '{}'. Having the '{}' permission would allow this request to continue.",
+        mask_key(&caller.key.key),
+        caller.account,
+        res.def().permission
+    ))
+}
+
+/// A connected account's external accounts, persons or capabilities (`crate::connect`), paged like
+/// any list; 404 for an account that is not the caller's, 403 for the persons of one that is not
+/// Custom.
+fn connected_list(
+    world: &World,
+    caller: &Caller,
+    scope: &Scope,
+    id: &str,
+    sub: &str,
+    params: &[(String, String)],
+) -> Result<Vec<bytes::Bytes>, ApiError> {
+    if !caller.key.may_read(Res::Account) {
+        return Err(lacks_permission(caller, Res::Account));
+    }
+    let row = scope
+        .table(Res::Account)
+        .get(id)
+        .filter(|r| !r.deleted)
+        .ok_or_else(|| missing(world, caller, Res::Account, id))?;
+    let account: Value = serde_json::from_slice(&row.json).unwrap_or(Value::Null);
+    let lists = crate::connect::attached(&account);
+    let items = match sub {
+        "external_accounts" => lists.external_accounts,
+        "persons" if !lists.readable_persons => {
+            return Err(ApiError::forbidden(format!(
+                "You cannot access the persons of account '{id}': a platform can read the persons of its Custom connected accounts only."
+            )))
+        }
+        "persons" => lists.persons,
+        _ => lists.capabilities,
+    };
+    let lines: Vec<(Box<str>, bytes::Bytes)> = items
+        .iter()
+        .map(|o| {
+            let key = o["id"].as_str().unwrap_or_default().into();
+            (
+                key,
+                bytes::Bytes::from(serde_json::to_vec(o).unwrap_or_default()),
+            )
+        })
+        .collect();
+    owned_list(&lines, params, &format!("/v1/accounts/{id}/{sub}"))
 }
 
 /// 404 for an object that does not exist, saying so when it exists in the other mode (as Stripe does).

@@ -44,6 +44,9 @@ pub struct Account {
     /// The account uses no Issuing, Treasury or Identity: their lists answer Stripe's "not set up"
     /// error, and it has none of their objects.
     pub basic: bool,
+    /// A Custom connected account (the others are Express): its platform reads its persons and manages
+    /// its external accounts (`connect`).
+    pub custom: bool,
 }
 
 /// One API key as printed on start.
@@ -151,6 +154,7 @@ impl World {
                 // The account on an older API version is an older integration, without the newer
                 // products.
                 basic: version != PINNED_API_VERSION,
+                custom: name == "Initrode Express",
             });
         }
         let mut keys = HashMap::new();
@@ -547,6 +551,8 @@ impl World {
                 platform: Some(platform.to_string()),
                 api_version: PINNED_API_VERSION.to_string(),
                 basic: false,
+                // Every other one, so a platform has both kinds.
+                custom: self.minted % 2 == 1,
             });
             for livemode in [false, true] {
                 let stream = 3_000_000 + self.minted * 2 + livemode as u64;
@@ -752,13 +758,12 @@ fn account_object(accounts: &[Account], id: &str, created: i64, livemode: bool) 
     o["id"] = json!(id);
     o["object"] = json!("account");
     o["created"] = json!(created);
-    // The fixture's list names the fixture's account.
-    o["external_accounts"]["url"] = json!(format!("/v1/accounts/{id}/external_accounts"));
     o["business_profile"]["name"] = json!(a.map(|a| a.name.clone()));
     o["settings"]["dashboard"]["display_name"] = json!(a.map(|a| a.name.clone()));
     o["email"] = json!(format!("ops+{}@example.com", &id[5..12].to_lowercase()));
-    o["type"] = json!(match a.map(|a| a.kind) {
-        Some(AccountKind::Connected) => "express",
+    o["type"] = json!(match a.map(|a| (a.kind, a.custom)) {
+        Some((AccountKind::Connected, true)) => "custom",
+        Some((AccountKind::Connected, false)) => "express",
         _ => "standard",
     });
     o["charges_enabled"] = json!(true);
@@ -766,6 +771,7 @@ fn account_object(accounts: &[Account], id: &str, created: i64, livemode: bool) 
     o["details_submitted"] = json!(true);
     o["country"] = json!("US");
     o["default_currency"] = json!("usd");
+    crate::connect::embed(&mut o);
     let _ = livemode;
     o
 }

@@ -808,24 +808,31 @@ async fn every_response_has_a_unique_request_id() {
     }
 }
 
-#[tokio::test]
-async fn connect_platform_reads_connected_accounts() {
-    let h = Harness::tiny().await;
+/// The Connect platform's id and its secret test-mode key.
+fn platform_key(h: &Harness) -> (String, String) {
     let info = h.sim.info();
     let platform = info.account(AccountKind::Platform).unwrap().id.clone();
-    let connected: Vec<String> = info
-        .accounts
-        .iter()
-        .filter(|a| a.kind == AccountKind::Connected)
-        .map(|a| a.id.clone())
-        .collect();
-    let pkey = info
+    let key = info
         .keys
         .iter()
         .find(|k| k.account == platform && k.kind == "secret" && k.mode == "test")
         .unwrap()
         .key
         .clone();
+    (platform, key)
+}
+
+#[tokio::test]
+async fn connect_platform_reads_connected_accounts() {
+    let h = Harness::tiny().await;
+    let info = h.sim.info();
+    let (platform, pkey) = platform_key(&h);
+    let connected: Vec<String> = info
+        .accounts
+        .iter()
+        .filter(|a| a.kind == AccountKind::Connected)
+        .map(|a| a.id.clone())
+        .collect();
     let listed: HashSet<String> = h
         .walk("/v1/accounts", &pkey, 100)
         .await
@@ -1178,4 +1185,80 @@ async fn every_list_of_the_spec_pages_its_objects_and_products_gate_theirs() {
         assert!(message.contains(says), "{path}: {message}");
         assert_eq!(h.get(path, &key).await.status, 200, "{path}");
     }
+}
+
+#[tokio::test]
+async fn a_platform_reads_its_connected_accounts_external_accounts_persons_and_capabilities() {
+    let h = Harness::tiny().await;
+    let (platform, pkey) = platform_key(&h);
+    let accounts = h.truth(&platform, "test", "accounts").await;
+    let kinds: HashSet<&str> = accounts
+        .iter()
+        .map(|(_, _, a)| a["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, HashSet::from(["custom", "express"]));
+    for (id, _, truth) in &accounts {
+        let ids = |v: &Value| -> Vec<String> {
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // External accounts: the object embeds the first 10 and says whether there are more;
+        // the list pages them all, bank accounts and cards mixed, each naming the account.
+        let external = ids(&truth["external_accounts"]);
+        let one = h.get(&format!("/v1/accounts/{id}"), &pkey).await;
+        assert_eq!(one.status, 200, "{}", one.json);
+        let embedded = ids(&one.json["external_accounts"]);
+        assert_eq!(
+            embedded,
+            external.iter().take(10).cloned().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            one.json["external_accounts"]["has_more"],
+            json!(external.len() > 10)
+        );
+        let path = format!("/v1/accounts/{id}/external_accounts");
+        assert_eq!(h.walk(&path, &pkey, 4).await, external, "{path}");
+        let objects: HashSet<&str> = truth["external_accounts"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .inspect(|i| assert_eq!(i["account"], json!(id)))
+            .map(|i| i["object"].as_str().unwrap())
+            .collect();
+        // Capabilities: one per entry of the account's map, with its status.
+        let path = format!("/v1/accounts/{id}/capabilities");
+        let caps = h.get(&path, &pkey).await;
+        assert_eq!(caps.status, 200, "{}", caps.json);
+        let statuses: serde_json::Map<String, Value> = caps.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["id"].as_str().unwrap().to_string(), c["status"].clone()))
+            .collect();
+        assert_eq!(Value::Object(statuses), truth["capabilities"], "{path}");
+        assert_eq!(ids(&caps.json), ids(&truth["account_capabilities"]));
+        // Persons: a Custom account's are the platform's to read; the others' are refused.
+        let path = format!("/v1/accounts/{id}/persons");
+        if truth["type"] == "custom" {
+            assert!(
+                external.len() > 10,
+                "a Custom account pages its external accounts"
+            );
+            assert_eq!(objects, HashSet::from(["bank_account", "card"]));
+            let persons = ids(&truth["persons"]);
+            assert_eq!(persons.len(), 3);
+            assert_eq!(h.walk(&path, &pkey, 2).await, persons, "{path}");
+        } else {
+            let r = h.get(&path, &pkey).await;
+            assert_eq!(r.status, 403, "{path}: {}", r.json);
+            assert_eq!(truth["persons"]["data"], json!([]));
+        }
+    }
+    // Not the platform's account: 404, as for any object it does not have.
+    let r = h.get("/v1/accounts/acct_1nope/persons", &pkey).await;
+    assert_eq!(r.status, 404, "{}", r.json);
 }

@@ -139,6 +139,23 @@ fn of_live_parents(
     )
 }
 
+/// The items of a child table in a ground-truth object: an array, or a list object's `data`, of the
+/// table's kind of object where it keeps one kind only (`Table::object_filter`).
+fn child_items<'v>(table: &stripe_pipeline::catalog::Table, obj: &'v Value) -> Vec<&'v Value> {
+    let items: Vec<&Value> = match table.source.iter().try_fold(obj, |v, k| v.get(k.as_str())) {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(Value::Object(l)) => l["data"].as_array().into_iter().flatten().collect(),
+        _ => Vec::new(),
+    };
+    match &table.object_filter {
+        Some(kind) => items
+            .into_iter()
+            .filter(|i| i["object"] == **kind)
+            .collect(),
+        None => items,
+    }
+}
+
 /// Asserts that every table of `dataset` for one merchant equals the simulator's ground truth.
 pub async fn assert_equal(
     db: &dyn Warehouse,
@@ -270,16 +287,7 @@ pub async fn assert_owner_equal(
                 let count = "CAST(COUNT(*) AS VARCHAR)";
                 let query = of_live_parents(count, schema, dataset, table, &filter);
                 let n = db.query_strings(&query).await.unwrap();
-                let want: usize = live
-                    .iter()
-                    .map(
-                        |o| match table.source.iter().try_fold(*o, |v, k| v.get(k.as_str())) {
-                            Some(Value::Array(a)) => a.len(),
-                            Some(Value::Object(l)) => l["data"].as_array().map_or(0, Vec::len),
-                            _ => 0,
-                        },
-                    )
-                    .sum();
+                let want: usize = live.iter().map(|o| child_items(table, o).len()).sum();
                 assert_eq!(
                     n[0][0].as_deref(),
                     Some(want.to_string().as_str()),
@@ -297,15 +305,7 @@ pub async fn assert_owner_equal(
                         .iter()
                         .flat_map(|o| {
                             let id = o["id"].as_str().unwrap().to_string();
-                            let items =
-                                match table.source.iter().try_fold(*o, |v, k| v.get(k.as_str())) {
-                                    Some(Value::Object(l)) => {
-                                        l["data"].as_array().cloned().unwrap_or_default()
-                                    }
-                                    Some(Value::Array(a)) => a.clone(),
-                                    _ => vec![],
-                                };
-                            items.into_iter().map(move |i| {
+                            child_items(table, o).into_iter().map(move |i| {
                                 (id.clone(), i["id"].as_str().unwrap_or_default().to_string())
                             })
                         })

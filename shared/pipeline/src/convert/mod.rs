@@ -276,7 +276,21 @@ impl TableRows {
             .collect();
         self.last = arrays.iter().map(|a| Capacity::of(a.as_ref())).collect();
         self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays).map(Some)
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)?;
+        let Some(kind) = &self.table.object_filter else {
+            return Ok(Some(batch));
+        };
+        // The items of the other kind were converted too (a list's items are walked as they
+        // stream by, before their `object` is known); they are dropped here, whole rows at once.
+        let keep = match batch.column_by_name("object") {
+            Some(object) => {
+                let kind = arrow::array::StringArray::new_scalar(kind.as_str());
+                arrow::compute::kernels::cmp::eq(object, &kind)?
+            }
+            None => arrow::array::BooleanArray::from(vec![false; batch.num_rows()]),
+        };
+        let kept = arrow::compute::filter_record_batch(&batch, &keep)?;
+        Ok((kept.num_rows() > 0).then_some(kept))
     }
 
     pub fn schema(&self) -> SchemaRef {
