@@ -254,11 +254,12 @@ FETCHED_CHILDREN = {
     ],
     # A connected account's persons and capabilities (Sigma has no table of either; its
     # `account_capabilities_v2` is one row per account, which the account's `capabilities` column holds).
-    # A platform may read the persons of a Custom account only: Stripe refuses the others' (HTTP 403),
-    # and those accounts have no rows. The capabilities' list is not paged; `key` is where the engine
-    # puts it, since the account's own `capabilities` is their statuses.
+    # A platform may read the persons of its Custom accounts only (Stripe refuses the others' once they
+    # start onboarding), so only those are paged (`when` … `equals`). The capabilities' list is not
+    # paged; `key` is where the engine puts it, since the account's own `capabilities` is their statuses.
     "/v1/accounts": [
-        {"name": "account_persons", "list": "/v1/accounts/{account}/persons", "parent_key": "account_id"},
+        {"name": "account_persons", "list": "/v1/accounts/{account}/persons", "parent_key": "account_id",
+         "when": "type", "equals": "custom"},
         {"name": "account_capabilities", "list": "/v1/accounts/{account}/capabilities",
          "parent_key": "account_id", "key": "account_capabilities"},
     ],
@@ -1008,6 +1009,7 @@ def build_fetched_child(spec, child, sigma):
         "fetch": True,
         "expand": bool(child.get("expand")),
         "fetch_when": child.get("when"),
+        "fetch_when_equals": child.get("equals"),
         # Owned items have no events of their own to route, and name no parent.
         "item_object": None if field is None else object_name(spec, schema),
         "parent_field": field,

@@ -4,7 +4,7 @@
 //! until there are enough windows to keep the account's request budget busy. Endpoints without a
 //! `created` filter are read as one sequential segment.
 
-use crate::catalog::{Dataset, Table};
+use crate::catalog::Dataset;
 use crate::state::Segment;
 use crate::stripe::{Caller, StripeClient, StripeError};
 use serde_json::Value;
@@ -178,24 +178,14 @@ pub async fn complete_nested(
         };
         let carried = table.expand && table.source.first().is_some_and(|k| obj.get(k).is_some());
         if table.fetch && !carried {
+            // A parent whose hint says it has none (`fetch_when`): nothing to page.
+            let items = if table.fetched_for(obj) {
+                nested_items(client, caller, template, &id).await?
+            } else {
+                Vec::new()
+            };
             let (Some(key), Some(fields)) = (table.source.first(), obj.as_object_mut()) else {
                 continue;
-            };
-            // A parent whose hint field is null has none: nothing to page.
-            let empty = table
-                .fetch_when
-                .as_ref()
-                .is_some_and(|f| fields.get(f).is_none_or(Value::is_null));
-            let items = if empty {
-                Vec::new()
-            } else {
-                match refused(table, nested_items(client, caller, template, &id).await)? {
-                    Some(items) => items,
-                    None => {
-                        tracing::warn!(table = %table.name, parent = %id, "Stripe refused the parent's list (HTTP 403): it has no rows in this table");
-                        continue;
-                    }
-                }
             };
             fields.insert(
                 key.clone(),
@@ -218,22 +208,6 @@ pub async fn complete_nested(
         list["has_more"] = Value::Bool(false);
     }
     Ok(())
-}
-
-/// A fetched table's list that Stripe refuses to show (HTTP 403: the persons of a connected account
-/// that is not Custom, or a restricted key without the permission) is `None`: the parent has no rows
-/// in that table, and everything else of it loads. Any other error stays one.
-pub fn refused(
-    table: &Table,
-    items: Result<Vec<Value>, StripeError>,
-) -> Result<Option<Vec<Value>>, StripeError> {
-    match items {
-        Err(StripeError::PermissionDenied { message, .. }) if table.fetch => {
-            tracing::debug!(table = %table.name, %message, "a parent's list refused");
-            Ok(None)
-        }
-        other => other.map(Some),
-    }
 }
 
 /// Every item of a nested list, paged from its own endpoint: `template` is a table's

@@ -104,6 +104,10 @@ pub struct Table {
     /// `latest_attempt`): only parents with it set are paged.
     #[serde(default)]
     pub fetch_when: Option<String>,
+    /// With `fetch_when`: only parents whose field holds this value are paged (a connected account's
+    /// persons: `type` = `custom`, the only accounts whose persons a platform may read).
+    #[serde(default)]
+    pub fetch_when_equals: Option<String>,
     /// The `object` of its rows and the field naming their parent (`radar.value_list_item`,
     /// `value_list`), where the rows name it: an event about such an object is a change of its parent.
     #[serde(default)]
@@ -156,6 +160,20 @@ pub struct Dataset {
     pub event_types: Vec<String>,
     pub delete_events: Vec<String>,
     pub tables: Vec<Table>,
+}
+
+impl Table {
+    /// Whether a fetched table's list is to be paged for `parent` (`fetch_when`, `fetch_when_equals`).
+    pub fn fetched_for(&self, parent: &serde_json::Value) -> bool {
+        let Some(field) = &self.fetch_when else {
+            return true;
+        };
+        match (parent.get(field), &self.fetch_when_equals) {
+            (None | Some(serde_json::Value::Null), _) => false,
+            (Some(value), Some(equals)) => value.as_str() == Some(equals.as_str()),
+            (Some(_), None) => true,
+        }
+    }
 }
 
 impl Dataset {

@@ -95,7 +95,9 @@ impl FeedCounts {
 #[derive(Debug, Default)]
 pub struct Collapser {
     seen: HashSet<String>,
-    by_object: HashMap<String, (String, Change)>,
+    /// Keyed by dataset name and object id: objects of two datasets may share an id (a recurring
+    /// price and its plan).
+    by_object: HashMap<(String, String), Change>,
     pub counts: FeedCounts,
 }
 
@@ -113,13 +115,15 @@ impl Collapser {
                 continue;
             };
             // Later in the list is older, unless Stripe listed it out of order by `created`.
+            let key = (dataset.name.clone(), id);
             if self
                 .by_object
-                .get(&id)
-                .is_some_and(|(_, c)| c.created >= e.created)
+                .get(&key)
+                .is_some_and(|c| c.created >= e.created)
             {
                 continue;
             }
+            let id = key.1.clone();
             let change = if of_child {
                 Change {
                     id: id.clone(),
@@ -138,7 +142,7 @@ impl Collapser {
                     object: e.data.object,
                 }
             };
-            self.by_object.insert(id, (dataset.name.clone(), change));
+            self.by_object.insert(key, change);
         }
     }
 
@@ -146,7 +150,7 @@ impl Collapser {
     pub fn finish(mut self) -> (HashMap<String, Vec<Change>>, FeedCounts) {
         self.counts.objects = self.by_object.len() as u64;
         let mut out: HashMap<String, Vec<Change>> = HashMap::new();
-        for (_, (dataset, change)) in self.by_object {
+        for ((dataset, _), change) in self.by_object {
             out.entry(dataset).or_default().push(change);
         }
         for changes in out.values_mut() {
@@ -289,6 +293,26 @@ mod tests {
                 refetched: 0
             }
         );
+    }
+
+    #[test]
+    fn objects_of_two_datasets_with_one_id_are_two_changes() {
+        let datasets: Vec<&Dataset> = Catalog::get().datasets.iter().collect();
+        let mut c = Collapser::default();
+        // A recurring price is also a plan with its id: Stripe announces both.
+        let price = json!({"id": "price_1", "object": "price", "nickname": "Gold"});
+        let plan = json!({"id": "price_1", "object": "plan", "nickname": "Gold"});
+        c.add(
+            vec![
+                event("evt_2", 10, "plan.created", plan, API_VERSION),
+                event("evt_1", 10, "price.created", price, API_VERSION),
+            ],
+            &datasets,
+        );
+        let (changes, counts) = c.finish();
+        assert_eq!(changes["plans"][0].object["object"], "plan");
+        assert_eq!(changes["prices"][0].object["object"], "price");
+        assert_eq!(counts.objects, 2);
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub fn generate(scope: &mut Scope, n: usize, now: i64, destinations: Vec<String>
     // Last, so the hand-written objects above stay what they were before these resources existed.
     let basic = g.scope.basic;
     for res in Res::all().filter(|r| r.generic().is_some() && !(basic && r.product().is_some())) {
+        if res.def().path == PLANS {
+            // Made with their prices (`Gen::insert_price`).
+            continue;
+        }
         // Stripe's own reference objects (a country spec `US`) have no id prefix: one of each. A
         // resource whose id other lists require (a Treasury financial account, a Radar value list) is
         // one an account keeps a few of, with many objects each: two at least, so every profile lists
@@ -168,6 +172,48 @@ pub fn generate(scope: &mut Scope, n: usize, now: i64, destinations: Vec<String>
         table.sort();
     }
     g.scope.emit_history_events(now);
+}
+
+/// The list of plans: Stripe's older Plans API, which shows every recurring price as a plan.
+pub const PLANS: &str = "plans";
+
+/// The plan of a recurring price: the same object as the Plans API shows it, with the same id (`None`
+/// for a one-time price).
+pub fn plan_of(price: &Value) -> Option<Value> {
+    let recurring = price["recurring"].as_object()?;
+    let mut plan = crate::templates::template("plan");
+    let shared = [
+        "id",
+        "active",
+        "created",
+        "currency",
+        "livemode",
+        "metadata",
+        "nickname",
+        "product",
+        "billing_scheme",
+        "tiers_mode",
+        "transform_usage",
+    ];
+    for key in shared {
+        if let Some(v) = price.get(key) {
+            plan[key] = v.clone();
+        }
+    }
+    plan["amount"] = price["unit_amount"].clone();
+    plan["amount_decimal"] = price["unit_amount_decimal"].clone();
+    for key in [
+        "interval",
+        "interval_count",
+        "usage_type",
+        "aggregate_usage",
+        "trial_period_days",
+    ] {
+        if let Some(v) = recurring.get(key) {
+            plan[key] = v.clone();
+        }
+    }
+    Some(plan)
 }
 
 /// A resource whose id other lists require gets two objects and one more per this many customers.
@@ -425,9 +471,28 @@ impl Gen<'_> {
         p["default_price"] = prices[0]["id"].clone();
         self.scope.insert(Res::Product, &p, None);
         for price in prices {
-            self.scope.insert(Res::Price, &price, None);
+            self.insert_price(&price);
         }
         id
+    }
+
+    /// A new recurring price, so a new plan (live creation of a plan).
+    pub fn plan(&mut self) -> Option<String> {
+        let product = self.pick(Res::Product)?;
+        let created = self.when();
+        let mut price = self.price_for(product["id"].as_str()?, created);
+        price["type"] = json!("recurring");
+        price["recurring"] = json!({"aggregate_usage": null, "interval": "month", "interval_count": 1, "usage_type": "licensed"});
+        self.insert_price(&price);
+        price["id"].as_str().map(str::to_string)
+    }
+
+    /// Stores a price, and a recurring one's plan (`plan_of`).
+    fn insert_price(&mut self, price: &Value) {
+        self.scope.insert(Res::Price, price, None);
+        if let (Some(plan), Some(plans)) = (plan_of(price), Res::from_path(PLANS)) {
+            self.scope.insert(plans, &plan, None);
+        }
     }
 
     fn price_for(&mut self, product: &str, created: i64) -> Value {
@@ -468,7 +533,7 @@ impl Gen<'_> {
         let product = self.pick(Res::Product)?;
         let created = self.when();
         let price = self.price_for(product["id"].as_str()?, created);
-        self.scope.insert(Res::Price, &price, None);
+        self.insert_price(&price);
         price["id"].as_str().map(str::to_string)
     }
 

@@ -323,6 +323,8 @@ impl World {
                 Res::SetupIntent => g.setup_intent(),
                 Res::Payout | Res::BalanceTransaction => Some(g.payout()),
                 Res::Transfer => g.standalone_transfer(),
+                // A plan is a recurring price (`generate::plan_of`).
+                Res::Generic(_) if res.def().path == generate::PLANS => g.plan(),
                 Res::Generic(_) => g.generic(res),
                 Res::ApplicationFee | Res::SubscriptionItem | Res::Event | Res::Account => {
                     return Err(ControlError::NotSupported {
@@ -368,13 +370,32 @@ impl World {
         let scope = self.begin(account, livemode, &op)?;
         let now = op.now;
         let targets = choose(scope, res, count, ids, |_| true)?;
+        // A plan is its recurring price: either changes both (`generate::plan_of`).
+        let plans = Res::from_path(generate::PLANS);
+        let res = if Some(res) == plans { Res::Price } else { res };
         for id in &targets {
             let Some(mut obj) = scope.object(res, id) else {
                 continue;
             };
+            if scope.table(res).get(id).is_some_and(|r| r.deleted) {
+                continue;
+            }
             let previous = mutate(res, &mut obj, &mut scope.rng, now);
-            scope.replace(res, &obj, res.def().updated_event, Some(previous), now);
+            scope.replace(
+                res,
+                &obj,
+                res.def().updated_event,
+                Some(previous.clone()),
+                now,
+            );
             scope.touch_parent(res, &obj, Action::Updated, now);
+            if let (Some(plans), Some(plan)) =
+                (plans.filter(|_| res == Res::Price), generate::plan_of(&obj))
+            {
+                if scope.table(plans).get(id).is_some_and(|r| !r.deleted) {
+                    scope.replace(plans, &plan, plans.def().updated_event, Some(previous), now);
+                }
+            }
         }
         scope_done(scope);
         Ok(targets)
@@ -461,6 +482,24 @@ impl World {
             }
             scope.emit(event, &obj, None, now);
             scope.touch_parent(res, &obj, Action::Deleted, now);
+            // A plan and its recurring price are one object: either goes with the other.
+            let plans = Res::from_path(generate::PLANS);
+            let twin = match plans {
+                Some(plans) if res == plans => Some(Res::Price),
+                Some(plans) if res == Res::Price => Some(plans),
+                _ => None,
+            };
+            if let Some(twin) = twin {
+                let live = scope.table(twin).get(id).is_some_and(|r| !r.deleted);
+                if let (true, Some(other)) = (live, scope.object(twin, id)) {
+                    if let Some(row) = scope.table_mut(twin).get_mut(id) {
+                        row.deleted = true;
+                    }
+                    if let Some(event) = twin.def().deleted_event {
+                        scope.emit(event, &other, None, now);
+                    }
+                }
+            }
         }
         scope_done(scope);
         Ok(targets)

@@ -5,7 +5,7 @@ mod common;
 
 use common::Harness;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use stripe_sim::{AccountKind, FaultKind, FaultRule, RateLimits, SimConfig};
 
 #[tokio::test]
@@ -1261,4 +1261,99 @@ async fn a_platform_reads_its_connected_accounts_external_accounts_persons_and_c
     // Not the platform's account: 404, as for any object it does not have.
     let r = h.get("/v1/accounts/acct_1nope/persons", &pkey).await;
     assert_eq!(r.status, 404, "{}", r.json);
+}
+
+#[tokio::test]
+async fn every_recurring_price_is_a_plan_with_the_same_id_and_changes_with_it() {
+    let h = Harness::tiny().await;
+    let (key, account) = (h.key("test", 0), h.account(0));
+    let plans = |prices: &[(String, bool, Value)]| -> BTreeMap<String, Value> {
+        prices
+            .iter()
+            .filter(|(_, _, p)| p["type"] == "recurring")
+            .map(|(id, _, p)| {
+                let r = &p["recurring"];
+                let want = json!({"amount": p["unit_amount"], "currency": p["currency"], "product": p["product"],
+                    "interval": r["interval"], "interval_count": r["interval_count"], "nickname": p["nickname"],
+                    "metadata": p["metadata"], "active": p["active"], "created": p["created"]});
+                (id.clone(), want)
+            })
+            .collect()
+    };
+    let shown = |listed: &[(String, bool, Value)]| -> BTreeMap<String, Value> {
+        listed
+            .iter()
+            .map(|(id, _, p)| {
+                let got = json!({"amount": p["amount"], "currency": p["currency"], "product": p["product"],
+                    "interval": p["interval"], "interval_count": p["interval_count"], "nickname": p["nickname"],
+                    "metadata": p["metadata"], "active": p["active"], "created": p["created"]});
+                (id.clone(), got)
+            })
+            .collect()
+    };
+    let prices = h.truth(&account, "test", "prices").await;
+    let want = plans(&prices);
+    assert!(want.len() >= 2, "the tiny profile has recurring prices");
+    assert_eq!(shown(&h.truth(&account, "test", "plans").await), want);
+    let listed = h.walk("/v1/plans", &key, 100).await;
+    assert_eq!(
+        listed,
+        h.truth_ids_newest_first(&account, "test", "plans").await
+    );
+    // A change of either is a change of both, with both events.
+    let plan = want.keys().next().unwrap().clone();
+    h.control(
+        "POST",
+        "update",
+        json!({"account": account, "mode": "test", "resource": "plans", "ids": [plan]}),
+    )
+    .await;
+    let after = plans(&h.truth(&account, "test", "prices").await);
+    assert_ne!(after[&plan], want[&plan], "the price changed");
+    assert_eq!(shown(&h.truth(&account, "test", "plans").await), after);
+    let events = h.get("/v1/events?limit=2", &key).await;
+    let kinds: BTreeSet<&str> = events.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["plan.updated", "price.updated"]));
+    // Deleting one deletes the other; neither changes afterwards.
+    h.control(
+        "POST",
+        "delete",
+        json!({"account": account, "mode": "test", "resource": "plans", "ids": [plan]}),
+    )
+    .await;
+    for resource in ["plans", "prices"] {
+        let truth = h.truth(&account, "test", resource).await;
+        assert!(
+            truth.iter().any(|(id, deleted, _)| *id == plan && *deleted),
+            "{resource}"
+        );
+    }
+    let r = h
+        .try_send(
+            "POST",
+            "/_sim/update",
+            None,
+            &[],
+            Some(json!({"account": account, "mode": "test", "resource": "prices", "ids": [plan]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "a deleted price cannot change: {}", r.json);
+    // Creating a plan creates a recurring price.
+    let made = h
+        .control(
+            "POST",
+            "create",
+            json!({"account": account, "mode": "test", "resource": "plans", "count": 1}),
+        )
+        .await;
+    let id = made["ids"][0].as_str().unwrap();
+    let price = h.get(&format!("/v1/prices/{id}"), &key).await;
+    assert_eq!(price.json["type"], "recurring", "{}", price.json);
+    assert_eq!(h.get(&format!("/v1/plans/{id}"), &key).await.status, 200);
 }

@@ -561,14 +561,15 @@ pub fn churn(sim: &RunningSim, merchant: &str, livemode: bool) {
         let _ = s.delete(merchant, livemode, resource, n, &[]);
     }
     let _ = s.cancel_subscriptions(merchant, livemode, 1, &[]);
-    // Every resource the simulator serves from the spec's table: one created, one updated, one
-    // deleted where Stripe can delete it (the others refuse, which is fine).
+    // Every resource the simulator serves from the spec's table: one deleted where Stripe can delete
+    // it (the others refuse, which is fine), one created, one updated. Deleted first, so the object
+    // created survives its round (the small profiles keep one or two of a kind).
     // Lists under a parent's path (`customers/{customer}/tax_ids`) included: their parents change too.
     for res in stripe_sim::Res::all().filter(|r| r.generic().is_some()) {
         let resource = res.def().path;
+        let _ = s.delete(merchant, livemode, resource, 1, &[]);
         let _ = s.create(merchant, livemode, resource, 1);
         let _ = s.update(merchant, livemode, resource, 1, &[]);
-        let _ = s.delete(merchant, livemode, resource, 1, &[]);
     }
 }
 

@@ -694,6 +694,45 @@ mod tests {
     }
 
     #[test]
+    fn persons_are_paged_for_custom_accounts_only() {
+        let ds = Catalog::get().dataset("accounts").unwrap();
+        let t = |name: &str| ds.tables.iter().position(|t| t.name == name).unwrap();
+        let (persons, capabilities) = (t("account_persons"), t("account_capabilities"));
+        let accounts = [
+            ("acct_1", json!("custom")),
+            ("acct_2", json!("express")),
+            ("acct_3", Value::Null),
+        ];
+        let data: Vec<Value> = accounts
+            .iter()
+            .map(|(id, kind)| json!({"id": id, "object": "account", "type": kind}))
+            .collect();
+        let page =
+            json!({"object": "list", "url": "/v1/accounts", "has_more": false, "data": data});
+        let summary = Converter::new(ds)
+            .push_page(&serde_json::to_vec(&page).unwrap(), ctx())
+            .unwrap();
+        let got: Vec<(&str, Vec<usize>)> = summary
+            .truncated
+            .iter()
+            .map(|tr| (tr.id.as_str(), tr.tables.clone()))
+            .collect();
+        let want = vec![
+            ("acct_1", vec![persons, capabilities]),
+            ("acct_2", vec![capabilities]),
+            ("acct_3", vec![capabilities]),
+        ];
+        assert_eq!(got, want);
+        // An object read on its own decides the same way.
+        for (obj, (_, tables)) in data.iter().zip(&want) {
+            assert_eq!(
+                ds.tables[persons].fetched_for(obj),
+                tables.contains(&persons)
+            );
+        }
+    }
+
+    #[test]
     fn objects_become_rows_of_every_table() {
         let ds = Catalog::get().dataset("balance_transactions").unwrap();
         let mut c = Converter::new(ds);
@@ -811,17 +850,14 @@ mod tests {
             let summary = fast.push_page(&text, ctx()).unwrap();
             assert_eq!(summary.objects, objects.len(), "{}", ds.name);
             assert!(summary.has_more);
-            // Every object has them to be paged, but those whose hint (`fetch_when`) is null.
+            // Every object has them to be paged, but those whose hint (`fetch_when`) says it has none.
             let want: Vec<(&str, Vec<usize>)> = objects
                 .iter()
                 .map(|o| {
                     let tables: Vec<usize> = fetched
                         .iter()
                         .copied()
-                        .filter(|&t| {
-                            let when = ds.tables[t].fetch_when.as_deref();
-                            when.is_none_or(|f| !o[f].is_null())
-                        })
+                        .filter(|&t| ds.tables[t].fetched_for(o))
                         .collect();
                     (o["id"].as_str().unwrap(), tables)
                 })
@@ -1367,10 +1403,7 @@ mod tests {
                                 let list = lookup(obj, &table.source);
                                 // A cut-off list is left for paging where it can be paged; else
                                 // it is converted as far as it goes.
-                                let hinted = table
-                                    .fetch_when
-                                    .as_ref()
-                                    .is_none_or(|f| !obj[f.as_str()].is_null());
+                                let hinted = table.fetched_for(obj);
                                 if table.fetch && !table.expand && hinted
                                     || list["has_more"] == Value::Bool(true)
                                         && table.nested_list_path.is_some()

@@ -108,8 +108,9 @@ pub struct Plan {
     /// Other cut-off lists are converted as far as they go.
     completable: Vec<bool>,
     /// Tables whose rows a list page never holds (`Table::fetch`): paged for every object of a page,
-    /// or only where the main-table column of `Table::fetch_when` holds a value.
-    fetched: Vec<(usize, Option<usize>)>,
+    /// or only where the main-table column of `Table::fetch_when` holds a value (the value
+    /// `Table::fetch_when_equals`, where set).
+    fetched: Vec<(usize, Option<usize>, Option<String>)>,
 }
 
 impl Plan {
@@ -141,7 +142,7 @@ impl Plan {
             child_columns.push(table.columns.clone());
             completable.push(table.nested_list_path.is_some());
             if table.fetch && !table.expand && table.nested_list_path.is_some() {
-                fetched.push((t, table.fetch_when.clone()));
+                fetched.push((t, table));
             }
         }
         let find = |path: &str| {
@@ -151,13 +152,9 @@ impl Plan {
         };
         let fetched = fetched
             .into_iter()
-            .map(|(t, when)| {
-                let hint = when.and_then(|w| {
-                    main_columns
-                        .iter()
-                        .position(|c| c.path.len() == 1 && c.path[0] == w)
-                });
-                (t, hint)
+            .map(|(t, table)| {
+                let hint = table.fetch_when.as_deref().and_then(find);
+                (t, hint, table.fetch_when_equals.clone())
             })
             .collect();
         Plan {
@@ -192,14 +189,19 @@ impl Plan {
     }
 
     /// Tables whose lists no page holds and that `rows` (one object) has to be paged: all, but those
-    /// whose `fetch_when` column is null.
+    /// whose `fetch_when` column is null or not the value asked for (`Table::fetched_for`).
     pub fn fetched<'a>(&'a self, rows: &'a ObjectRows<'_>) -> impl Iterator<Item = usize> + 'a {
         self.fetched
             .iter()
-            .filter(|(_, hint)| {
-                hint.is_none_or(|i| !matches!(rows.main.get(i), None | Some(Cell::Null)))
+            .filter(|(_, hint, equals)| {
+                hint.is_none_or(|i| match (rows.main.get(i), equals) {
+                    (None | Some(Cell::Null), _) => false,
+                    (Some(Cell::Str(s)), Some(equals)) => s == equals,
+                    (Some(_), Some(_)) => false,
+                    (Some(_), None) => true,
+                })
             })
-            .map(|(t, _)| *t)
+            .map(|(t, ..)| *t)
     }
 }
 
