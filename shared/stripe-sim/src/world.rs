@@ -128,7 +128,7 @@ impl World {
                 PINNED_API_VERSION,
             ),
             (
-                "Initrode Express",
+                "Initrode Custom",
                 AccountKind::Connected,
                 PINNED_API_VERSION,
             ),
@@ -154,7 +154,7 @@ impl World {
                 // The account on an older API version is an older integration, without the newer
                 // products.
                 basic: version != PINNED_API_VERSION,
-                custom: name == "Initrode Express",
+                custom: name == "Initrode Custom",
             });
         }
         let mut keys = HashMap::new();
@@ -371,15 +371,15 @@ impl World {
         let now = op.now;
         let targets = choose(scope, res, count, ids, |_| true)?;
         // A plan is its recurring price: either changes both (`generate::plan_of`).
-        let plans = Res::from_path(generate::PLANS);
-        let res = if Some(res) == plans { Res::Price } else { res };
+        let res = if twin(res) == Some(Res::Price) {
+            Res::Price
+        } else {
+            res
+        };
         for id in &targets {
             let Some(mut obj) = scope.object(res, id) else {
                 continue;
             };
-            if scope.table(res).get(id).is_some_and(|r| r.deleted) {
-                continue;
-            }
             let previous = mutate(res, &mut obj, &mut scope.rng, now);
             scope.replace(
                 res,
@@ -389,9 +389,7 @@ impl World {
                 now,
             );
             scope.touch_parent(res, &obj, Action::Updated, now);
-            if let (Some(plans), Some(plan)) =
-                (plans.filter(|_| res == Res::Price), generate::plan_of(&obj))
-            {
+            if let (Some(plans), Some(plan)) = (twin(res), generate::plan_of(&obj)) {
                 if scope.table(plans).get(id).is_some_and(|r| !r.deleted) {
                     scope.replace(plans, &plan, plans.def().updated_event, Some(previous), now);
                 }
@@ -483,13 +481,7 @@ impl World {
             scope.emit(event, &obj, None, now);
             scope.touch_parent(res, &obj, Action::Deleted, now);
             // A plan and its recurring price are one object: either goes with the other.
-            let plans = Res::from_path(generate::PLANS);
-            let twin = match plans {
-                Some(plans) if res == plans => Some(Res::Price),
-                Some(plans) if res == Res::Price => Some(plans),
-                _ => None,
-            };
-            if let Some(twin) = twin {
+            if let Some(twin) = twin(res) {
                 let live = scope.table(twin).get(id).is_some_and(|r| !r.deleted);
                 if let (true, Some(other)) = (live, scope.object(twin, id)) {
                     if let Some(row) = scope.table_mut(twin).get_mut(id) {
@@ -659,6 +651,17 @@ impl World {
     /// Number of objects (not events) in every scope.
     pub fn object_count(&self) -> usize {
         self.scopes.values().map(Scope::object_count).sum()
+    }
+}
+
+/// The other half of a plan and its recurring price, which are one object with one id
+/// (`generate::plan_of`): prices' for plans, plans' for prices.
+fn twin(res: Res) -> Option<Res> {
+    let plans = Res::from_path(generate::PLANS)?;
+    match res {
+        Res::Price => Some(plans),
+        _ if res == plans => Some(Res::Price),
+        _ => None,
     }
 }
 
