@@ -6,7 +6,8 @@
 
 use crate::catalog::Dataset;
 use crate::state::Segment;
-use crate::stripe::{Caller, StripeClient, StripeError};
+use crate::stripe::{Caller, Response, StripeClient, StripeError};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Stripe accounts have no objects before 2010.
@@ -92,74 +93,154 @@ pub async fn fetch_page(
     })
 }
 
+/// A planned segment, with its first page when planning read it (a probe of its window, or of a window
+/// it is the newer part of): the segment starts with that page instead of asking for it again.
+pub struct Planned {
+    pub segment: Segment,
+    pub first_page: Option<Response>,
+}
+
+/// What planning needs of a probe's page: how many objects, whether more follow, and the `created`
+/// of the last (oldest) one.
+#[derive(Deserialize)]
+struct ProbeView {
+    data: Vec<Created>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    created: Option<i64>,
+}
+
+/// A window's first page, read by a probe or inherited from the window it was split from.
+struct Probed {
+    page: Response,
+    objects: usize,
+    has_more: bool,
+    oldest: Option<i64>,
+}
+
+impl Probed {
+    fn read(path: &str, page: Response) -> Result<Self, StripeError> {
+        let view: ProbeView =
+            serde_json::from_slice(&page.body).map_err(|e| StripeError::Decode {
+                message: format!("{path} did not return a list ({e})"),
+                request_id: page.request_id.clone(),
+            })?;
+        Ok(Probed {
+            objects: view.data.len(),
+            has_more: view.has_more,
+            oldest: view.data.last().and_then(|o| o.created),
+            page,
+        })
+    }
+
+    /// Where `seg` splits: its middle, or earlier if this page reaches below the middle, so the page
+    /// stays the first page of the newer part. `None`: the page reaches the window's start.
+    fn split_at(&self, seg: &Segment) -> Option<i64> {
+        let mid = seg.from + (seg.to - seg.from) / 2;
+        let at = mid.min(self.oldest?);
+        (self.has_more && at > seg.from).then_some(at)
+    }
+}
+
 /// Cuts `[HISTORY_START, upper)` into at most `max` non-empty segments by probing where the objects are.
 ///
-/// Level by level, every window whose first page says `has_more` is halved, and the windows of a level
-/// are probed at once (each probe is one request; at Stripe's latency, one after another would cost
-/// seconds). Empty windows are kept as finished segments but do not count against `max`, so a
-/// history that starts late is still cut finely where its objects are.
+/// Level by level, every window whose first page says `has_more` is split in two, and the windows of a
+/// level are probed at once (each probe is one request; at Stripe's latency, one after another would
+/// cost seconds). A probe's page is the newest objects of its window, so it is also the first page of
+/// the window's newer part: that part is not probed again, and the segment it ends in starts with the
+/// page. Only the older parts cost a request each, and only probes of empty windows read nothing
+/// kept. Empty windows are kept as finished segments but do not count against `max`, so a history
+/// that starts late is still cut finely where its objects are. First pages are kept up to
+/// `keep_bytes` in all (they wait in memory until their segment gets a slot); past it, a segment
+/// asks for its first page again.
 pub async fn plan(
     client: &StripeClient,
     caller: &Caller,
     dataset: &'static Dataset,
     upper: i64,
     max: usize,
-) -> Result<Vec<Segment>, StripeError> {
-    let mut level = windows(client, caller, dataset, HISTORY_START, upper).await?;
+    keep_bytes: usize,
+) -> Result<Vec<Planned>, StripeError> {
+    let whole = windows(client, caller, dataset, HISTORY_START, upper).await?;
     // A list per parent is cut by parent; a dense one is split while it runs.
     if !dataset.created_filter || max <= 1 || dataset.per_parent.is_some() {
-        return Ok(level);
+        return Ok(whole
+            .into_iter()
+            .map(|segment| Planned {
+                segment,
+                first_page: None,
+            })
+            .collect());
     }
-    let mut settled: Vec<Segment> = Vec::new();
+    let mut level: Vec<(Segment, Option<Probed>)> = whole.into_iter().map(|s| (s, None)).collect();
+    let mut settled: Vec<(Segment, Option<Probed>)> = Vec::new();
     loop {
         let mut probes = tokio::task::JoinSet::new();
-        for (i, seg) in level.iter().enumerate() {
+        for (i, (seg, _)) in level.iter().enumerate().filter(|(_, (_, p))| p.is_none()) {
             let (client, caller, params) = (
                 client.clone(),
                 caller.clone(),
                 page_params(dataset, seg, PAGE_LIMIT),
             );
             probes.spawn(async move {
-                let page = fetch_page(&client, &caller, &dataset.list_path, &params).await;
-                (i, page.map(|p| (p.data.is_empty(), p.has_more)))
+                let page = client.get_raw(&caller, &dataset.list_path, &params).await;
+                (i, page.and_then(|p| Probed::read(&dataset.list_path, p)))
             });
         }
-        let mut results = vec![(false, false); level.len()];
         while let Some(joined) = probes.join_next().await {
             let (i, probe) = joined.map_err(|e| StripeError::Decode {
                 message: format!("a planning probe failed: {e}"),
                 request_id: "-".into(),
             })?;
-            results[i] = probe?;
+            level[i].1 = Some(probe?);
         }
-        let mut next = Vec::new();
         let mut dense = Vec::new();
-        for (seg, (empty, more)) in level.into_iter().zip(results) {
-            if empty {
-                settled.push(Segment { done: true, ..seg });
-            } else if more && seg.to - seg.from >= 2 {
-                dense.push(seg);
-            } else {
-                settled.push(seg);
+        for (seg, probe) in level {
+            match probe {
+                Some(p) if p.objects == 0 => settled.push((Segment { done: true, ..seg }, None)),
+                Some(p) if p.split_at(&seg).is_some() => dense.push((seg, p)),
+                p => settled.push((seg, p)),
             }
         }
-        let busy = settled.iter().filter(|s| !s.done).count();
+        let busy = settled.iter().filter(|(s, _)| !s.done).count();
         if dense.is_empty() || busy + 2 * dense.len() > max {
-            settled.extend(dense);
+            settled.extend(dense.into_iter().map(|(s, p)| (s, Some(p))));
             break;
         }
-        for seg in dense {
-            let mid = seg.from + (seg.to - seg.from) / 2;
-            next.push(Segment {
-                to: mid,
-                ..seg.clone()
-            });
-            next.push(Segment { from: mid, ..seg });
+        level = Vec::with_capacity(2 * dense.len());
+        for (seg, probe) in dense {
+            let Some(at) = probe.split_at(&seg) else {
+                continue;
+            };
+            level.push((
+                Segment {
+                    to: at,
+                    ..seg.clone()
+                },
+                None,
+            ));
+            level.push((Segment { from: at, ..seg }, Some(probe)));
         }
-        level = next;
     }
-    settled.sort_by_key(|s| s.from);
-    Ok(settled)
+    settled.sort_by_key(|(s, _)| s.from);
+    let mut kept = 0;
+    Ok(settled
+        .into_iter()
+        .map(|(segment, probe)| {
+            let first_page = probe.map(|p| p.page).filter(|page| {
+                kept += page.body.len();
+                kept <= keep_bytes
+            });
+            Planned {
+                segment,
+                first_page,
+            }
+        })
+        .collect())
 }
 
 /// Replaces truncated nested lists (`has_more`) in `obj` by their complete contents, and puts the

@@ -5,7 +5,8 @@ use arrow::array::AsArray;
 use lake_engine::lake_engine;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::HashMap;
-use stripe_pipeline::backfill::HISTORY_START;
+use std::sync::atomic::Ordering;
+use stripe_pipeline::backfill::{self, HISTORY_START};
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::config::{AccountConfig, Config, Secret};
 use stripe_pipeline::engine::SyncReport;
@@ -22,24 +23,28 @@ struct Run {
     key: Box<dyn Fn(&str) -> String>,
 }
 
+/// A lake under `out` for the simulator's first live account.
+fn live_config(sim: &stripe_sim::RunningSim, out: &std::path::Path) -> Config {
+    Config {
+        output_dir: out.to_path_buf(),
+        api_base: sim.base_url(),
+        accounts: vec![AccountConfig {
+            name: "live".into(),
+            key: Some(Secret::new(sim.info().key("secret", "live", 0).unwrap())),
+            key_env: None,
+            connect: false,
+        }],
+        ..Config::default()
+    }
+}
+
 async fn backfill(
     sim: &stripe_sim::RunningSim,
     out: &std::path::Path,
     datasets: &[&'static Dataset],
     concurrency: usize,
 ) -> Run {
-    let info = sim.info();
-    let cfg = Config {
-        output_dir: out.to_path_buf(),
-        api_base: sim.base_url(),
-        accounts: vec![AccountConfig {
-            name: "live".into(),
-            key: Some(Secret::new(info.key("secret", "live", 0).unwrap())),
-            key_env: None,
-            connect: false,
-        }],
-        ..Config::default()
-    };
+    let cfg = live_config(sim, out);
     let (engine, resolved, state) = lake_engine(&cfg, concurrency, "backfill").await;
     let report = engine.sync(&resolved, datasets).await.unwrap();
     assert!(report.failures().is_empty(), "{:?}", report.failures());
@@ -243,4 +248,83 @@ async fn lists_that_need_a_parent_are_listed_once_per_parent() {
         );
         assert!(b.segments.iter().all(|s| s.parent.is_some()));
     }
+}
+
+/// The ids of a list page's objects.
+fn page_ids(body: &[u8]) -> Vec<String> {
+    let page: serde_json::Value = serde_json::from_slice(body).unwrap();
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Planning reads each window's first page once: a probe's page is the newest objects of its window,
+/// so the newer half of a split window inherits it rather than asking again, and every planned
+/// segment with objects starts with the page a request for it returns. Planning costs one request a
+/// segment (an empty window's included), not one for every window it looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_segment_starts_with_the_first_page_planning_read() {
+    let sim = live_sim(3_000).await;
+    let out = tempfile::tempdir().unwrap();
+    let cfg = live_config(&sim, out.path());
+    let (engine, resolved, _) = lake_engine(&cfg, 8, "plan").await;
+    let (client, r) = (engine.client(), &resolved[0]);
+    let customers = Catalog::get().dataset("customers").unwrap();
+    let upper = r.server_time + 1;
+
+    let before = client.stats.requests.load(Ordering::Relaxed);
+    let planned = backfill::plan(client, &r.caller, customers, upper, 8, usize::MAX)
+        .await
+        .unwrap();
+    let requests = client.stats.requests.load(Ordering::Relaxed) - before;
+
+    let busy = planned.iter().filter(|p| !p.segment.done).count();
+    assert!(busy > 2 && busy <= 8, "{busy} segments with objects");
+    assert_eq!(
+        requests,
+        planned.len() as u64,
+        "one request a planned segment"
+    );
+    let mut windows: Vec<(i64, i64)> = planned
+        .iter()
+        .map(|p| (p.segment.from, p.segment.to))
+        .collect();
+    windows.sort();
+    assert_eq!(windows.first().map(|w| w.0), Some(HISTORY_START));
+    assert_eq!(windows.last().map(|w| w.1), Some(upper));
+    for w in windows.windows(2) {
+        assert_eq!(w[0].1, w[1].0, "gap or overlap in {windows:?}");
+    }
+    for p in &planned {
+        let kept = p.first_page.as_ref();
+        assert_eq!(kept.is_some(), !p.segment.done, "{:?}", p.segment);
+        let Some(kept) = kept else { continue };
+        let params = backfill::page_params(customers, &p.segment, backfill::PAGE_LIMIT);
+        let fresh = client
+            .get_raw(&r.caller, &customers.list_path, &params)
+            .await
+            .unwrap();
+        let ids = page_ids(&kept.body);
+        assert!(!ids.is_empty());
+        assert_eq!(ids, page_ids(&fresh.body), "{:?}", p.segment);
+    }
+
+    // With no memory for pages, the plan is the same and every segment asks for its first page.
+    let lean = backfill::plan(client, &r.caller, customers, upper, 8, 0)
+        .await
+        .unwrap();
+    assert!(lean.iter().all(|p| p.first_page.is_none()));
+    let lean: Vec<(i64, i64)> = lean
+        .iter()
+        .map(|p| (p.segment.from, p.segment.to))
+        .collect();
+    let mut planned: Vec<(i64, i64)> = planned
+        .iter()
+        .map(|p| (p.segment.from, p.segment.to))
+        .collect();
+    planned.sort();
+    assert_eq!(lean, planned);
 }

@@ -14,7 +14,8 @@ use crate::convert::{Converter, RowContext, Truncated};
 use crate::failpoint;
 use crate::slots::{Backlog, Slot, Slots};
 use crate::state::{Backfill, DatasetState, NotEnabled, Segment, StateError};
-use crate::stripe::StripeError;
+use crate::stripe::{Response, StripeError};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -28,8 +29,8 @@ fn objects_left(seg: &Segment, objects: u64, started_at: i64) -> f64 {
     objects as f64 * (at - seg.from).max(0) as f64 / read as f64
 }
 
-/// The segment's slot, and how a running segment hands part of its window to a new one (see
-/// [`split_off`]).
+/// What a segment runs with besides the list's shared state: its slot, its first page if planning
+/// read it, and how it hands part of its window to a new segment (see [`split_off`]).
 struct Split<'a> {
     slots: &'a Arc<Slots>,
     spawn: &'a tokio::sync::mpsc::UnboundedSender<usize>,
@@ -37,6 +38,8 @@ struct Split<'a> {
     slot: Option<Slot>,
     /// What the segment tells the slots about the objects it has left.
     backlog: Backlog,
+    /// The segment's first page, when planning read it (see [`backfill::plan`]).
+    first_page: Option<Response>,
 }
 
 /// Lists one dataset of one account: plan (or resume) its segments, page them in parallel, and at
@@ -100,13 +103,24 @@ async fn list_inner(
     let mut state = stored.value;
     let mut version = stored.version;
     let now = r.server_time;
+    // First pages that planning read, by segment.
+    let mut first_pages: HashMap<usize, Response> = HashMap::new();
     let plan = match kind {
         ListKind::Resume => None,
         ListKind::Backfill | ListKind::Snapshot => {
             let upper = now + 1;
-            let segments = backfill::plan(&cx.client, &r.caller, dataset, upper, MAX_SEGMENTS)
+            // Each planned segment's first page waits for its slot: one segment's buffer in all.
+            let keep = flush_bytes(cx.concurrency);
+            let planned = backfill::plan(&cx.client, &r.caller, dataset, upper, MAX_SEGMENTS, keep)
                 .await
                 .map_err(|e| r.error(e))?;
+            let mut segments = Vec::with_capacity(planned.len());
+            for (i, p) in planned.into_iter().enumerate() {
+                segments.push(p.segment);
+                if let Some(page) = p.first_page {
+                    first_pages.insert(i, page);
+                }
+            }
             Some(Backfill {
                 upper,
                 started: now,
@@ -158,7 +172,7 @@ async fn list_inner(
     // Segments split off while the list runs (see `split_off`) arrive on `split_tx`.
     let (split_tx, mut split_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let mut tasks = tokio::task::JoinSet::new();
-    let spawn = |tasks: &mut tokio::task::JoinSet<_>, i: usize| {
+    let spawn = |tasks: &mut tokio::task::JoinSet<_>, i: usize, first_page: Option<Response>| {
         let (cx, r, shared, files, slots, split_tx) = (
             cx.clone(),
             r.clone(),
@@ -181,19 +195,20 @@ async fn list_inner(
                 spawn: &split_tx,
                 slot: Some(slot),
                 backlog,
+                first_page,
             };
             run_segment(&cx, &r, dataset, i, &shared, &files, split).await
         });
     };
     for i in pending {
-        spawn(&mut tasks, i);
+        spawn(&mut tasks, i, first_pages.remove(&i));
     }
     let mut objects = 0;
     let mut first_error = None;
     loop {
         let joined = tokio::select! {
             Some(i) = split_rx.recv() => {
-                spawn(&mut tasks, i);
+                spawn(&mut tasks, i, None);
                 continue;
             }
             joined = tasks.join_next() => joined,
@@ -202,7 +217,7 @@ async fn list_inner(
             // Every task has ended; a split announced just before its task ended is still queued.
             match split_rx.try_recv() {
                 Ok(i) => {
-                    spawn(&mut tasks, i);
+                    spawn(&mut tasks, i, None);
                     continue;
                 }
                 Err(_) => break,
@@ -228,7 +243,8 @@ async fn list_inner(
     Ok(objects)
 }
 
-/// Pages one segment to its end, delivering a batch every [`FLUSH_ROWS`] rows.
+/// Pages one segment to its end, delivering a batch every [`FLUSH_ROWS`] rows. `first_page` is its
+/// first page when planning read it already (`split.first_page`).
 async fn run_segment(
     cx: &Arc<Context>,
     r: &Resolved,
@@ -259,11 +275,15 @@ async fn run_segment(
     let mut pending_bytes = 0usize;
     loop {
         let params = backfill::page_params(dataset, &seg, PAGE_LIMIT);
-        let resp = match cx
-            .client
-            .get_raw(&r.caller, &dataset.list_path, &params)
-            .await
-        {
+        let read = match split.first_page.take() {
+            Some(page) => Ok(page),
+            None => {
+                cx.client
+                    .get_raw(&r.caller, &dataset.list_path, &params)
+                    .await
+            }
+        };
+        let resp = match read {
             Ok(p) => p,
             Err(e) if e.is_missing_cursor() && seg.after_created.is_some() => {
                 // The cursor object was deleted: restart the window by time from its second.

@@ -46,8 +46,10 @@ pub const BUFFER_BUDGET: usize = 128 << 20;
 pub fn flush_bytes(concurrency: usize) -> usize {
     (BUFFER_BUDGET / concurrency.max(1)).clamp(1 << 20, FLUSH_BYTES)
 }
-/// Segments per dataset planned at most. Planning costs a request per probe whose page is not kept,
-/// so it stops early: segments are split further while the list runs (see the list stage).
+/// Segments per dataset planned at most. Planning costs a request per window it splits (the first
+/// page of its older half; the newer half starts with the page already read), and its levels run one
+/// after another, so it stops early: segments are split further while the list runs (see the list
+/// stage).
 pub const MAX_SEGMENTS: usize = 8;
 /// Segments per dataset at most, counting those split off while the list runs.
 pub const MAX_SEGMENTS_SPLIT: usize = 512;
