@@ -796,8 +796,23 @@ async fn workers_load_redshift_through_the_data_api() {
 
     // A value longer than Redshift's widest column (65,535 bytes): its row is kept out of the
     // warehouse, named in an alert and copied aside, and nothing else of the dataset is held back;
-    // a version that fits goes in as usual.
+    // a version that fits goes in as usual. Only the first account's live change feed has anything
+    // to load, so the worker runs that slice alone (a whole tick is 24 slices, about 40 s here).
     let (merchant, livemode) = scopes(&sim).remove(0);
+    assert_eq!(
+        (merchant.as_str(), livemode),
+        (merchants(&sim)[0].as_str(), true)
+    );
+    let feed = |at: i64| {
+        let message = SliceMessage::new("a0-live", SliceWork::Feed, at);
+        let services = &d.services;
+        async move {
+            let ran = worker::run(services, &message, "feed", plenty())
+                .await
+                .unwrap();
+            assert!(matches!(ran, Ran::Done(_)), "{ran:?}");
+        }
+    };
     let ids = sim.sim().ids(&merchant, livemode, "customers").unwrap();
     let (long, other) = (&ids[0], &ids[1]);
     let describe = |text: String| {
@@ -818,9 +833,7 @@ async fn workers_load_redshift_through_the_data_api() {
         )
         .unwrap();
     sim.sim().advance(PAST_LAG);
-    scheduler::tick(&d.services, tick + 1800).await.unwrap();
-    let drained = drain(&d, 10, 50, plenty).await;
-    assert_eq!(drained.failures, 0);
+    feed(tick + 1800).await;
     let warehouse = d.services.warehouse().await.unwrap();
     let schema = if livemode {
         "stripe"
@@ -849,9 +862,7 @@ async fn workers_load_redshift_through_the_data_api() {
     );
     describe("fits again".into());
     sim.sim().advance(PAST_LAG);
-    scheduler::tick(&d.services, tick + 2700).await.unwrap();
-    let drained = drain(&d, 10, 50, plenty).await;
-    assert_eq!(drained.failures, 0);
+    feed(tick + 2700).await;
     // Both customers' last versions are in (the rest was compared above and did not change).
     let customers = Catalog::get().dataset("customers").unwrap();
     assert_equal(warehouse.as_ref(), &sim, &merchant, livemode, customers).await;
