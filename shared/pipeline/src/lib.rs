@@ -16,6 +16,7 @@ pub mod convert;
 pub mod engine;
 pub mod export;
 pub mod failpoint;
+pub mod https;
 pub mod lake;
 #[cfg(feature = "duckdb")]
 pub mod local;

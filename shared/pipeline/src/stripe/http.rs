@@ -5,15 +5,13 @@ use super::error::{classify, Attempt, StripeError};
 use super::{CallKind, Caller, ClientStats, Request, Response, StripeApi, API_VERSION};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Stripe over HTTPS (or plain HTTP, for the simulator), with pooled connections.
 pub struct HttpApi {
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    http: crate::https::HttpsClient<Empty<Bytes>>,
     base: String,
     /// Per request: for the response's head and, again, for its body.
     timeout: Duration,
@@ -23,17 +21,7 @@ pub struct HttpApi {
 
 impl HttpApi {
     pub fn new(base: &str, timeout: Duration, stats: Arc<ClientStats>) -> HttpApi {
-        // ring, named explicitly: when the AWS crates are linked too, rustls has two providers and
-        // would refuse to pick one.
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring's default provider supports TLS 1.2 and 1.3")
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
+        let http = crate::https::client();
         HttpApi {
             http,
             base: base.trim_end_matches('/').to_string(),

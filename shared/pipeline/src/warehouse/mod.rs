@@ -11,6 +11,8 @@ pub mod duckdb;
 pub mod postgres;
 #[cfg(feature = "redshift")]
 pub mod redshift;
+#[cfg(feature = "snowflake")]
+pub mod snowflake;
 pub mod sql;
 
 use crate::catalog::{Dataset, Owner, Table};

@@ -1,0 +1,369 @@
+//! Snowflake's SQL over HTTPS: the REST protocol its drivers speak (`/session/v1/login-request`,
+//! `/queries/v1/query-request`), so one client serves Snowflake and the emulator the tests run
+//! (fakesnow serves this protocol, not the SQL API v2).
+//!
+//! A session logs in once (key-pair JWT or password) and runs statements one after another; it is
+//! stateful (`BEGIN` … `COMMIT` span requests). Results come as JSON or as Arrow; both are read as text
+//! ([`super::rows`]). Checked crates: `snowflake-connector-rs` 1.1 rejects Arrow results and
+//! `snowflake-api` 0.14 is on another Arrow major and a fixed host, hence this client, on the hyper and
+//! ring the build already has.
+
+use super::jwt::KeyPairAuth;
+use super::rows::{self, Column};
+use crate::config::Secret;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use std::time::Duration;
+
+/// How the session proves who it is.
+pub enum Credential {
+    /// Key-pair authentication (what Snowflake recommends for services).
+    KeyPair(Box<KeyPairAuth>),
+    Password(Secret),
+}
+
+/// Where and as whom to log in.
+pub struct Login {
+    /// `https://<account>.snowflakecomputing.com`, or the emulator's address.
+    pub base_url: String,
+    /// The account identifier (`myorg-account1`, or a locator `xy12345.us-east-2.aws`).
+    pub account: String,
+    pub user: String,
+    pub role: Option<String>,
+    pub warehouse: Option<String>,
+    pub database: String,
+    pub credential: Credential,
+}
+
+/// A failure, with Snowflake's code and message and the query's id when it had one.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (Snowflake code {code}{})", query_id.as_ref().map(|q| format!(", query {q}")).unwrap_or_default())]
+pub struct SnowflakeError {
+    pub code: String,
+    pub message: String,
+    pub query_id: Option<String>,
+    /// Whether running it again may succeed (the service or the network failed, not the statement).
+    pub retryable: bool,
+}
+
+impl SnowflakeError {
+    fn transport(message: String) -> SnowflakeError {
+        SnowflakeError {
+            code: "network".into(),
+            message,
+            query_id: None,
+            retryable: true,
+        }
+    }
+}
+
+/// A statement's result: its id, its columns and its rows as text (`None` for SQL NULL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub query_id: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+    /// How Snowflake sent the rows.
+    pub format: ResultFormat,
+}
+
+/// The two formats Snowflake answers in: DML counts and small results as JSON, query results
+/// mostly as Arrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultFormat {
+    Json,
+    Arrow,
+}
+
+/// Snowflake's codes for a statement still running when the request returned: its result is polled.
+const STILL_RUNNING: [&str; 2] = ["333333", "333334"];
+/// Snowflake's codes for an expired or unknown session token: log in again and send the statement again.
+const SESSION_GONE: [&str; 3] = ["390104", "390112", "390114"];
+/// Attempts of a request that failed in the network or with a 5xx/429.
+const ATTEMPTS: u32 = 4;
+
+/// One logged-in session.
+pub struct Session {
+    http: crate::https::HttpsClient<Full<Bytes>>,
+    login: Login,
+    token: Secret,
+    sequence: u64,
+    timeout: Duration,
+}
+
+impl Session {
+    /// Logs in.
+    pub async fn open(login: Login) -> Result<Session, SnowflakeError> {
+        let mut session = Session {
+            http: crate::https::client(),
+            login,
+            token: Secret::new(""),
+            sequence: 0,
+            timeout: Duration::from_secs(300),
+        };
+        session.token = session.log_in().await?;
+        Ok(session)
+    }
+
+    async fn log_in(&self) -> Result<Secret, SnowflakeError> {
+        let l = &self.login;
+        let mut data = serde_json::json!({
+            "CLIENT_APP_ID": "stripe-pipeline",
+            "CLIENT_APP_VERSION": env!("CARGO_PKG_VERSION"),
+            "ACCOUNT_NAME": l.account.split('.').next().unwrap_or(&l.account).to_uppercase(),
+            "LOGIN_NAME": l.user,
+            // Timestamps in UTC whatever the account's default, as Stripe's data is.
+            "SESSION_PARAMETERS": {"TIMEZONE": "UTC", "AUTOCOMMIT": true},
+        });
+        match &l.credential {
+            Credential::KeyPair(key) => {
+                let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
+                let token =
+                    key.token(&l.account, &l.user, now)
+                        .map_err(|message| SnowflakeError {
+                            code: "key".into(),
+                            message,
+                            query_id: None,
+                            retryable: false,
+                        })?;
+                data["AUTHENTICATOR"] = "SNOWFLAKE_JWT".into();
+                data["TOKEN"] = token.into();
+            }
+            Credential::Password(p) => data["PASSWORD"] = p.expose().into(),
+        }
+        let mut query = vec![("databaseName", l.database.clone())];
+        if let Some(w) = &l.warehouse {
+            query.push(("warehouse", w.clone()));
+        }
+        if let Some(r) = &l.role {
+            query.push(("roleName", r.clone()));
+        }
+        query.push(("request_id", uuid::Uuid::new_v4().to_string()));
+        let url = self.url("/session/v1/login-request", &query);
+        let body = serde_json::json!({ "data": data });
+        let resp = self
+            .post(&url, None, &body)
+            .await
+            .map_err(|e| SnowflakeError {
+                message: format!(
+                    "logging in as {} to account {}: {}",
+                    l.user, l.account, e.message
+                ),
+                ..e
+            })?;
+        resp["data"]["token"]
+            .as_str()
+            .map(Secret::new)
+            .ok_or_else(|| SnowflakeError {
+                code: "protocol".into(),
+                message: "the login succeeded without a session token".into(),
+                query_id: None,
+                retryable: false,
+            })
+    }
+
+    /// Runs one statement and reads its whole result.
+    pub async fn query(&mut self, sql: &str) -> Result<QueryResult, SnowflakeError> {
+        let mut relogged = false;
+        loop {
+            self.sequence += 1;
+            let body = serde_json::json!({
+                "sqlText": sql,
+                "asyncExec": false,
+                "sequenceId": self.sequence,
+                "querySubmissionTime": crate::clock::Clock::now_micros(&crate::clock::SystemClock) / 1000,
+            });
+            let url = self.url(
+                "/queries/v1/query-request",
+                &[("requestId", uuid::Uuid::new_v4().to_string())],
+            );
+            match self.post(&url, Some(&self.token), &body).await {
+                Ok(resp) => return self.finish(resp).await,
+                Err(e) if SESSION_GONE.contains(&e.code.as_str()) && !relogged => {
+                    tracing::info!(code = %e.code, "the Snowflake session expired; logging in again");
+                    self.token = self.log_in().await?;
+                    relogged = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A successful answer's result, polled while the statement still runs.
+    async fn finish(&self, mut resp: Value) -> Result<QueryResult, SnowflakeError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let code = resp["code"].as_str().unwrap_or_default();
+            if !STILL_RUNNING.contains(&code) {
+                break;
+            }
+            let Some(path) = resp["data"]["getResultUrl"].as_str().map(str::to_string) else {
+                return Err(protocol("a running statement without a result URL"));
+            };
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            resp = self
+                .get(&format!("{}{path}", self.base()), &self.token)
+                .await?;
+        }
+        let data = &resp["data"];
+        let query_id = data["queryId"].as_str().unwrap_or("-").to_string();
+        if data["chunks"].as_array().is_some_and(|c| !c.is_empty()) {
+            return Err(SnowflakeError {
+                code: "chunks".into(),
+                message: "the result is larger than one response and its chunks are not read yet"
+                    .into(),
+                query_id: Some(query_id),
+                retryable: false,
+            });
+        }
+        let columns: Vec<Column> = serde_json::from_value(data["rowtype"].clone())
+            .map_err(|e| protocol(&format!("unreadable rowtype ({e})")))?;
+        let format = match data["queryResultFormat"].as_str() {
+            Some("arrow") => ResultFormat::Arrow,
+            _ => ResultFormat::Json,
+        };
+        let rows = match format {
+            ResultFormat::Arrow => {
+                rows::from_arrow(data["rowsetBase64"].as_str().unwrap_or(""), &columns)
+            }
+            ResultFormat::Json => rows::from_json(&data["rowset"], &columns),
+        }
+        .map_err(|e| SnowflakeError {
+            query_id: Some(query_id.clone()),
+            ..protocol(&e)
+        })?;
+        Ok(QueryResult {
+            query_id,
+            columns: columns.into_iter().map(|c| c.name).collect(),
+            rows,
+            format,
+        })
+    }
+
+    fn base(&self) -> &str {
+        self.login.base_url.trim_end_matches('/')
+    }
+
+    fn url(&self, path: &str, query: &[(&str, String)]) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in query {
+            q.append_pair(k, v);
+        }
+        format!("{}{path}?{}", self.base(), q.finish())
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        token: Option<&Secret>,
+        body: &Value,
+    ) -> Result<Value, SnowflakeError> {
+        self.send(Call {
+            method: hyper::Method::POST,
+            url,
+            token,
+            body: Bytes::from(body.to_string()),
+        })
+        .await
+    }
+
+    async fn get(&self, url: &str, token: &Secret) -> Result<Value, SnowflakeError> {
+        self.send(Call {
+            method: hyper::Method::GET,
+            url,
+            token: Some(token),
+            body: Bytes::new(),
+        })
+        .await
+    }
+
+    /// One request, sent again on a network failure, a 429 or a 5xx; a `success: false` answer
+    /// becomes the error it names.
+    async fn send(&self, call: Call<'_>) -> Result<Value, SnowflakeError> {
+        let mut attempt = 1;
+        loop {
+            match self.send_once(&call).await {
+                Err(e) if e.retryable && attempt < ATTEMPTS => {
+                    let wait = Duration::from_millis(250 << attempt);
+                    tracing::info!(attempt, error = %e, "Snowflake request failed; sending it again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(&self, call: &Call<'_>) -> Result<Value, SnowflakeError> {
+        let mut req = hyper::Request::builder()
+            .method(call.method.clone())
+            .uri(call.url)
+            .header("accept", "application/snowflake")
+            .header("content-type", "application/json")
+            .header(
+                "user-agent",
+                concat!("stripe-pipeline/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(t) = call.token {
+            req = req.header(
+                "authorization",
+                format!("Snowflake Token=\"{}\"", t.expose()),
+            );
+        }
+        let req = req
+            .body(Full::new(call.body.clone()))
+            .map_err(|e| protocol(&format!("cannot build the request: {e}")))?;
+        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+            .await
+            .map_err(|_| SnowflakeError::transport(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|e| SnowflakeError::transport(format!("{e}")))?;
+        let status = resp.status().as_u16();
+        let bytes = tokio::time::timeout(self.timeout, resp.into_body().collect())
+            .await
+            .map_err(|_| SnowflakeError::transport("the answer's body timed out".into()))?
+            .map_err(|e| SnowflakeError::transport(format!("the answer was cut off: {e}")))?
+            .to_bytes();
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        let named = |v: &Value| SnowflakeError {
+            code: v["code"].as_str().unwrap_or("-").to_string(),
+            message: v["message"].as_str().unwrap_or("no message").to_string(),
+            query_id: v["data"]["queryId"].as_str().map(str::to_string),
+            retryable: status == 429 || status >= 500,
+        };
+        match (status, parsed) {
+            (200, Some(v)) if v["success"].as_bool() == Some(true) => Ok(v),
+            (200, Some(v)) if STILL_RUNNING.contains(&v["code"].as_str().unwrap_or_default()) => {
+                Ok(v)
+            }
+            (_, Some(v)) if v.get("success").is_some() => Err(named(&v)),
+            (status, _) => Err(SnowflakeError {
+                code: format!("http {status}"),
+                message: format!(
+                    "Snowflake answered HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ),
+                query_id: None,
+                retryable: status == 429 || status >= 500,
+            }),
+        }
+    }
+}
+
+/// One request to send (and perhaps send again).
+struct Call<'a> {
+    method: hyper::Method,
+    url: &'a str,
+    token: Option<&'a Secret>,
+    body: Bytes,
+}
+
+fn protocol(message: &str) -> SnowflakeError {
+    SnowflakeError {
+        code: "protocol".into(),
+        message: message.to_string(),
+        query_id: None,
+        retryable: false,
+    }
+}
