@@ -213,8 +213,11 @@ pub async fn plan(
         works: vec![SliceWork::Feed],
         freshness: Vec::with_capacity(datasets.len()),
     };
-    for d in datasets {
-        let st: DatasetState = state.get(&r.key(&d.name)).await?.value;
+    // One read for all of them: a tick plans every dataset of every account.
+    let keys: Vec<String> = datasets.iter().map(|d| r.key(&d.name)).collect();
+    let states = state.get_many::<DatasetState>(&keys).await?;
+    for (d, st) in datasets.iter().zip(states) {
+        let st = st.value;
         if list_work(&st, d, now, settings).is_some() {
             out.works.push(SliceWork::List {
                 dataset: d.name.clone(),

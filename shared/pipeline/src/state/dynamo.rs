@@ -9,7 +9,7 @@
 use super::{Lease, StateBackend, StateError, Versioned};
 use crate::clock::Clock;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -121,16 +121,85 @@ impl DynamoState {
         let Some(item) = self.item(key).await? else {
             return Ok(None);
         };
+        self.doc(key, &item).map(Some)
+    }
+
+    /// The documents under `keys`: `BatchGetItem`, 100 keys a call (DynamoDB's limit), consistent
+    /// reads, keys DynamoDB leaves unprocessed asked again.
+    async fn read_docs(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Versioned<Value>>>, StateError> {
+        if let [key] = keys {
+            return Ok(vec![self.read_doc(key).await?]);
+        }
+        let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for chunk in unique.chunks(100) {
+            let mut wanted: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|k| HashMap::from([("key".to_string(), AttributeValue::S(k.to_string()))]))
+                .collect();
+            let mut attempt = 0u32;
+            while !wanted.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut wanted)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StateError::Store {
+                        table: self.table.clone(),
+                        message: format!("reading {} keys: {e}", chunk.len()),
+                    })?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| self.error(&format!("reading {} keys", chunk.len()), e))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    if let Some(key) = text(&item, "key") {
+                        found.insert(key.to_string(), item);
+                    }
+                }
+                wanted = out
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if !wanted.is_empty() {
+                    // Throttled: DynamoDB asks for the rest again after a short wait.
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(5)))
+                        .await;
+                }
+            }
+        }
+        keys.iter()
+            .map(|k| found.get(k).map(|item| self.doc(k, item)).transpose())
+            .collect()
+    }
+
+    /// The versioned document of `key`'s item.
+    fn doc(&self, key: &str, item: &Item) -> Result<Versioned<Value>, StateError> {
         let corrupt = |message: String| StateError::Corrupt {
             path: self.item_location(key),
             message,
         };
-        let version = number(&item, "version").ok_or_else(|| corrupt("no version".into()))?;
-        let value = text(&item, "value").ok_or_else(|| corrupt("no value".into()))?;
-        Ok(Some(Versioned {
+        let version = number(item, "version").ok_or_else(|| corrupt("no version".into()))?;
+        let value = text(item, "value").ok_or_else(|| corrupt("no value".into()))?;
+        Ok(Versioned {
             version: version as u64,
             value: serde_json::from_str(value).map_err(|e| corrupt(e.to_string()))?,
-        }))
+        })
     }
 
     /// Writes `value` if the stored version is still `expected`; returns the new version.
@@ -272,6 +341,13 @@ impl DynamoState {
 impl StateBackend for DynamoState {
     async fn read(&self, key: &str) -> Result<Option<Versioned<Value>>, StateError> {
         self.read_doc(key).await
+    }
+
+    async fn read_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Versioned<Value>>>, StateError> {
+        self.read_docs(keys).await
     }
 
     async fn write(&self, key: &str, expected: u64, value: &Value) -> Result<u64, StateError> {

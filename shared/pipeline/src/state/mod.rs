@@ -157,6 +157,19 @@ pub trait StateBackend: Send + Sync + fmt::Debug {
     /// The document under `key` with its version; `None` when there is none yet.
     async fn read(&self, key: &str) -> Result<Option<Versioned<Value>>, StateError>;
 
+    /// The documents under `keys`, in their order (`None` where there is none yet). A plan reads a
+    /// document per dataset of an account: a store that can read many in one round trip says so here.
+    async fn read_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Versioned<Value>>>, StateError> {
+        let mut docs = Vec::with_capacity(keys.len());
+        for key in keys {
+            docs.push(self.read(key).await?);
+        }
+        Ok(docs)
+    }
+
     /// Writes `value` if the stored version is still `expected` (0: none yet); returns the new
     /// version. A stale `expected` is [`StateError::Conflict`].
     async fn write(&self, key: &str, expected: u64, value: &Value) -> Result<u64, StateError>;
@@ -207,6 +220,18 @@ impl StateStore {
         key: &str,
     ) -> Result<Versioned<T>, StateError> {
         typed(self.0.read(key).await?, || self.0.location(key))
+    }
+
+    /// The states of `keys`, in their order, read together ([`StateBackend::read_many`]).
+    pub async fn get_many<T: DeserializeOwned + Default>(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Versioned<T>>, StateError> {
+        let docs = self.0.read_many(keys).await?;
+        keys.iter()
+            .zip(docs)
+            .map(|(key, doc)| typed(doc, || self.0.location(key)))
+            .collect()
     }
 
     /// Writes `value` if the stored version is still `expected`; returns the new version.

@@ -1,7 +1,7 @@
 //! The state stores' contract, which every [`StateStore`] adapter must pass (the local directory and
 //! DynamoDB in moto, run by `functions/tests/state_conformance.rs`): stale commits are rejected,
-//! re-commits are versioned, leases are exclusive until released or expired, and a lease holder may
-//! take its own lease again.
+//! re-commits are versioned, many states read at once equal each read alone, leases are exclusive
+//! until released or expired, and a lease holder may take its own lease again.
 
 use stripe_pipeline::state::{DatasetState, StateError, StateStore};
 
@@ -42,6 +42,27 @@ pub async fn state_store(s: &StateStore) {
             .value,
         v.value
     );
+
+    // Many read at once, in the order asked (more than DynamoDB's 100 keys a call, a key twice, keys
+    // with nothing yet): the same as one by one.
+    let mut keys: Vec<String> = (0..150).map(|n| format!("acct/live/d{n:03}")).collect();
+    for (n, key) in keys.iter().enumerate().filter(|(n, _)| n % 3 == 0) {
+        let st = DatasetState {
+            rows: n as u64,
+            ..DatasetState::default()
+        };
+        s.put(key, 0, &st).await.unwrap();
+    }
+    keys.reverse();
+    keys.push("acct/live/charges".into());
+    keys.push("acct/live/d000".into());
+    let many = s.get_many::<DatasetState>(&keys).await.unwrap();
+    assert_eq!(many.len(), keys.len());
+    for (key, got) in keys.iter().zip(&many) {
+        let one = s.get::<DatasetState>(key).await.unwrap();
+        assert_eq!(got, &one, "{key}");
+    }
+    assert_eq!(many.iter().filter(|v| v.version > 0).count(), 50 + 2);
 
     // Leases: exclusive; the holder may renew; released leases are free; expired ones are taken.
     let a = s.acquire("acct/live", "run-a", 60).await.unwrap();
