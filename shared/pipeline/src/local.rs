@@ -10,7 +10,7 @@ use crate::lake::Lake;
 use crate::state::LocalState;
 use crate::stripe::StripeClient;
 use crate::warehouse::duckdb::DuckDb;
-use crate::warehouse::{schema_name, sql, LakeOnly, Warehouse};
+use crate::warehouse::{schema_name, LakeOnly, Warehouse};
 use std::sync::Arc;
 
 /// A Stripe client with the configured budget.
@@ -292,7 +292,7 @@ async fn status_rows(db: &dyn Warehouse, state: &LocalState) -> Vec<StatusRow> {
         let schema = schema_name(livemode);
         // No schema yet (nothing synced in this mode): no rows.
         let rows = db
-            .query_strings(&sql::load_times_query(schema))
+            .query_strings(&db.dialect().load_times_query(schema))
             .await
             .unwrap_or_default();
         for r in rows {

@@ -18,6 +18,8 @@ const DIALECT: Dialect = Dialect {
     float: "DOUBLE",
     boolean: "BOOLEAN",
     timestamp: "TIMESTAMP",
+    upper_case_names: false,
+    like_in_parentheses: true,
 };
 
 pub struct DuckDb {
@@ -152,7 +154,7 @@ fn prepare_table(
         .entry(format!("{schema}.{}", table.name))
         .or_default();
     let mut added = Vec::new();
-    for ddl in sql::complete_table(&DIALECT, schema, table, existing) {
+    for ddl in DIALECT.complete_table(schema, table, existing) {
         if let Err(e) = execute(conn, ddl.action, &ddl.sql) {
             // Part of the DDL may have run: the next call reads the schema again.
             known.schemas.remove(schema);
@@ -176,11 +178,11 @@ fn learn_schema(
     execute(
         conn,
         format!("creating schema {schema}"),
-        &sql::create_schema(&DIALECT, schema).join("; "),
+        &DIALECT.create_schema(schema).join("; "),
     )?;
     let prefix = format!("{schema}.");
     known.tables.retain(|key, _| !key.starts_with(&prefix));
-    for row in query_strings(conn, &sql::schema_columns_query(schema))? {
+    for row in query_strings(conn, &DIALECT.schema_columns_query(schema))? {
         if let [Some(table), Some(column)] = &row[..] {
             known
                 .tables
@@ -278,17 +280,17 @@ impl Warehouse for DuckDb {
                 "DROP TABLE IF EXISTS {stage}; CREATE TEMP TABLE {stage} AS SELECT * FROM {target} LIMIT 0; \
                  INSERT INTO {stage} BY NAME SELECT * FROM read_parquet([{}], union_by_name = true)",
                 paths.join(", "),
-                stage = sql::stage_table(&table.name),
-                target = sql::qualified(schema, &table.name),
+                stage = DIALECT.stage_table(&table.name),
+                target = DIALECT.qualified(schema, &table.name),
             );
             staging.push(Step { action, sql });
             staged.push(&table.name);
         }
         let main = &load.dataset.main_table().name;
         let merge_action = format!("merging into {schema}.{main}");
-        let merge = sql::merge(schema, load.dataset, &staged);
+        let merge = DIALECT.merge(schema, load.dataset, &staged);
         let mut after = Vec::new();
-        for sql in sql::tombstones(
+        for sql in DIALECT.tombstones(
             schema,
             main,
             load.merchant_id,
@@ -302,14 +304,15 @@ impl Warehouse for DuckDb {
         }
         after.push(Step {
             action: "recording data_load_times".into(),
-            sql: sql::load_times(
-                schema,
-                load.dataset,
-                load.merchant_id,
-                super::now_micros(),
-                load.as_of,
-            )
-            .join("; "),
+            sql: DIALECT
+                .load_times(
+                    schema,
+                    load.dataset,
+                    load.merchant_id,
+                    super::now_micros(),
+                    load.as_of,
+                )
+                .join("; "),
         });
         self.call(move |conn| {
             let tx = conn.transaction().map_err(err("starting a transaction"))?;
@@ -334,7 +337,9 @@ impl Warehouse for DuckDb {
         merchant_id: &str,
         as_of: i64,
     ) -> Result<(), WarehouseError> {
-        let statements = sql::freshness(livemode, datasets, merchant_id, as_of).join("; ");
+        let statements = DIALECT
+            .freshness(livemode, datasets, merchant_id, as_of)
+            .join("; ");
         self.call(move |conn| {
             let tx = conn.transaction().map_err(err("starting a transaction"))?;
             tx.execute_batch(&statements)

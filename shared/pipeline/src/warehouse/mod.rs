@@ -119,6 +119,12 @@ pub trait Warehouse: Send + Sync {
     /// Runs a query; every value comes back as text (`NULL` as `None`). For `status` and tests.
     async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError>;
 
+    /// How its SQL spells names: the queries below are written in it ([`sql::STANDARD`], lower-case
+    /// names, unless the backend says otherwise).
+    fn dialect(&self) -> &'static sql::Dialect {
+        &sql::STANDARD
+    }
+
     /// The longest text value (in bytes) its text columns hold, when they have a limit: longer values
     /// would fail every load of their dataset, so the engine keeps their rows out of the load
     /// (`engine::quarantine`).
@@ -142,7 +148,7 @@ pub trait Warehouse: Send + Sync {
         owner: Owner<'_>,
         before: i64,
     ) -> Result<Vec<String>, WarehouseError> {
-        let query = sql::stale_ids(
+        let query = self.dialect().stale_ids(
             schema_name(livemode),
             &dataset.main_table().name,
             owner,
@@ -163,7 +169,9 @@ pub trait Warehouse: Send + Sync {
         table: &str,
         merchant_id: &str,
     ) -> Result<u64, WarehouseError> {
-        let query = sql::count(schema_name(livemode), table, merchant_id);
+        let query = self
+            .dialect()
+            .count(schema_name(livemode), table, merchant_id);
         let rows = self.query_strings(&query).await?;
         let text = rows.first().and_then(|r| r.first().cloned().flatten());
         text.as_deref()

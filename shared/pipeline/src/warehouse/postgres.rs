@@ -31,6 +31,8 @@ const DIALECT: Dialect = Dialect {
     float: "DOUBLE PRECISION",
     boolean: "BOOLEAN",
     timestamp: "TIMESTAMP",
+    upper_case_names: false,
+    like_in_parentheses: true,
 };
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01), for binary timestamps.
@@ -176,13 +178,13 @@ async fn prepare_table(
     schema: &str,
     table: &Table,
 ) -> Result<Vec<String>, WarehouseError> {
-    let existing: HashSet<String> = query(client, &sql::columns_query(schema, &table.name))
+    let existing: HashSet<String> = query(client, &DIALECT.columns_query(schema, &table.name))
         .await?
         .into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
         .collect();
     let mut added = Vec::new();
-    for ddl in sql::complete_table(&DIALECT, schema, table, &existing) {
+    for ddl in DIALECT.complete_table(schema, table, &existing) {
         client
             .batch_execute(&ddl.sql)
             .await
@@ -202,7 +204,7 @@ async fn prepare_table(
             .batch_execute(&format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} ({}, {})",
                 sql::q(&format!("{}_by_object", table.name)),
-                sql::qualified(schema, &table.name),
+                DIALECT.qualified(schema, &table.name),
                 sql::q(MERCHANT_ID),
                 sql::q(&key)
             ))
@@ -221,7 +223,7 @@ async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64
     let mut staged: Vec<&str> = Vec::new();
     for (table, files) in load.staged_tables() {
         let action = format!("staging {schema}.{}", table.name);
-        tx.batch_execute(&sql::create_stage(schema, &table.name).join("; "))
+        tx.batch_execute(&DIALECT.create_stage(schema, &table.name).join("; "))
             .await
             .map_err(sql_err(&action))?;
         for path in files {
@@ -237,7 +239,7 @@ async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64
         staged.push(&table.name);
     }
     let mut changed = 0;
-    for stmt in sql::merge(schema, load.dataset, &staged) {
+    for stmt in DIALECT.merge(schema, load.dataset, &staged) {
         let n = tx
             .execute(stmt.sql.as_str(), &[])
             .await
@@ -251,7 +253,7 @@ async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64
     }
     let main = &load.dataset.main_table().name;
     if !load.tombstones.is_empty() {
-        for update in sql::tombstones(
+        for update in DIALECT.tombstones(
             schema,
             main,
             load.merchant_id,
@@ -263,7 +265,7 @@ async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64
                 .map_err(sql_err(format!("marking deleted rows of {schema}.{main}")))?;
         }
     }
-    let times = sql::load_times(
+    let times = DIALECT.load_times(
         schema,
         load.dataset,
         load.merchant_id,
@@ -395,7 +397,7 @@ async fn copy_parquet(
     let sink = tx
         .copy_in(&format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            sql::stage_table(table),
+            DIALECT.stage_table(table),
             columns.join(", ")
         ))
         .await
@@ -435,7 +437,7 @@ impl Warehouse for Postgres {
         let schema = schema_name(livemode);
         let client = self.client.lock().await;
         client
-            .batch_execute(&sql::create_schema(&DIALECT, schema).join("; "))
+            .batch_execute(&DIALECT.create_schema(schema).join("; "))
             .await
             .map_err(sql_err(format!("creating schema {schema}")))?;
         let mut added = Vec::new();
@@ -456,7 +458,7 @@ impl Warehouse for Postgres {
         merchant_id: &str,
         as_of: i64,
     ) -> Result<(), WarehouseError> {
-        let statements = sql::freshness(livemode, datasets, merchant_id, as_of);
+        let statements = DIALECT.freshness(livemode, datasets, merchant_id, as_of);
         let mut client = self.client.lock().await;
         let tx = client
             .transaction()

@@ -27,6 +27,8 @@ const DIALECT: Dialect = Dialect {
     float: "DOUBLE PRECISION",
     boolean: "BOOLEAN",
     timestamp: "TIMESTAMP",
+    upper_case_names: false,
+    like_in_parentheses: true,
 };
 
 /// The longest value of a `VARCHAR(65535)` column, in bytes.
@@ -254,12 +256,12 @@ impl Redshift {
         schema: &str,
         dataset: &Dataset,
     ) -> Result<Vec<String>, WarehouseError> {
-        self.run(sql::create_schema(&DIALECT, schema))
+        self.run(DIALECT.create_schema(schema))
             .await
             .map_err(|m| err(format!("creating schema {schema}"), m))?;
         let mut existing: HashMap<String, HashSet<String>> = HashMap::new();
         for row in self
-            .query(&sql::schema_columns_query(schema))
+            .query(&DIALECT.schema_columns_query(schema))
             .await
             .map_err(|m| err(format!("reading the columns of schema {schema}"), m))?
         {
@@ -275,7 +277,7 @@ impl Redshift {
         for table in &dataset.tables {
             let columns = existing.get(&table.name).unwrap_or(&none);
             // One statement each: Redshift runs ALTER TABLE ADD COLUMN outside multi-statement blocks.
-            for ddl in sql::complete_table(&DIALECT, schema, table, columns) {
+            for ddl in DIALECT.complete_table(schema, table, columns) {
                 self.run(vec![ddl.sql])
                     .await
                     .map_err(|m| err(&ddl.action, m))?;
@@ -293,7 +295,8 @@ impl Redshift {
         let mut staged: Vec<&str> = Vec::new();
         for (table, files) in load.staged_tables() {
             statements.extend(
-                sql::create_stage(schema, &table.name)
+                DIALECT
+                    .create_stage(schema, &table.name)
                     .into_iter()
                     .map(plain),
             );
@@ -313,7 +316,7 @@ impl Redshift {
                     .map_err(|m| err(&action, m))?;
                 statements.push(plain(format!(
                     "COPY {} ({}) FROM {} IAM_ROLE {} FORMAT AS PARQUET",
-                    sql::stage_table(&table.name),
+                    DIALECT.stage_table(&table.name),
                     columns
                         .iter()
                         .map(|c| sql::q(c))
@@ -325,33 +328,35 @@ impl Redshift {
             }
             staged.push(&table.name);
         }
-        statements.extend(sql::merge(schema, load.dataset, &staged));
+        statements.extend(DIALECT.merge(schema, load.dataset, &staged));
         let main = &load.dataset.main_table().name;
         // The first statement of deletes goes into the load's transaction; a longer list (a re-list
         // after the cliff) runs the rest after it, a statement per call, since a batch of the Data
         // API holds 40 statements at most. Marking is idempotent and the cursor moves only after all
         // of them, so a crash in between is redone whole.
-        let mut deletes = sql::tombstones(
-            schema,
-            main,
-            load.merchant_id,
-            &load.tombstones,
-            load.tombstone_timestamp,
-        )
-        .into_iter();
+        let mut deletes = DIALECT
+            .tombstones(
+                schema,
+                main,
+                load.merchant_id,
+                &load.tombstones,
+                load.tombstone_timestamp,
+            )
+            .into_iter();
         if let Some(first) = deletes.next() {
             statements.push(plain(first));
         }
         statements.extend(
-            sql::load_times(
-                schema,
-                load.dataset,
-                load.merchant_id,
-                super::now_micros(),
-                load.as_of,
-            )
-            .into_iter()
-            .map(plain),
+            DIALECT
+                .load_times(
+                    schema,
+                    load.dataset,
+                    load.merchant_id,
+                    super::now_micros(),
+                    load.as_of,
+                )
+                .into_iter()
+                .map(plain),
         );
         let counted = statements.iter().position(|s| s.counts);
         let finished = self
@@ -437,7 +442,7 @@ impl Warehouse for Redshift {
         merchant_id: &str,
         as_of: i64,
     ) -> Result<(), WarehouseError> {
-        let statements = sql::freshness(livemode, datasets, merchant_id, as_of);
+        let statements = DIALECT.freshness(livemode, datasets, merchant_id, as_of);
         if statements.is_empty() {
             return Ok(());
         }

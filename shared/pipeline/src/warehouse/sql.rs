@@ -22,7 +22,24 @@ pub struct Dialect {
     pub boolean: &'static str,
     /// UTC, without a time zone.
     pub timestamp: &'static str,
+    /// Names are written in upper case: where unquoted names fold to upper case (Snowflake), the
+    /// `stripe.charges` of Sigma-style SQL then finds the tables this SQL creates.
+    pub upper_case_names: bool,
+    /// `CREATE TEMPORARY TABLE t (LIKE s)` (PostgreSQL, Redshift) rather than `… t LIKE s` (Snowflake).
+    pub like_in_parentheses: bool,
 }
+
+/// The dialect of the queries every backend shares unless it says otherwise
+/// ([`super::Warehouse::dialect`]): lower-case names.
+pub const STANDARD: Dialect = Dialect {
+    text: "VARCHAR",
+    integer: "BIGINT",
+    float: "DOUBLE PRECISION",
+    boolean: "BOOLEAN",
+    timestamp: "TIMESTAMP",
+    upper_case_names: false,
+    like_in_parentheses: true,
+};
 
 impl Dialect {
     pub fn column_type(&self, kind: ColumnType) -> &'static str {
@@ -33,6 +50,30 @@ impl Dialect {
             ColumnType::Bool => self.boolean,
             ColumnType::Timestamp => self.timestamp,
         }
+    }
+
+    /// A name as this dialect stores it (catalog names are lower case).
+    pub fn name(&self, name: &str) -> String {
+        if self.upper_case_names {
+            name.to_uppercase()
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// A quoted identifier.
+    pub fn q(&self, name: &str) -> String {
+        q(&self.name(name))
+    }
+
+    /// `"schema"."table"`.
+    pub fn qualified(&self, schema: &str, table: &str) -> String {
+        format!("{}.{}", self.q(schema), self.q(table))
+    }
+
+    /// The session-local table a load stages one table's rows in.
+    pub fn stage_table(&self, table: &str) -> String {
+        self.q(&format!("stage_{table}"))
     }
 }
 
@@ -45,19 +86,6 @@ pub fn q(name: &str) -> String {
 pub fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
-
-/// `"schema"."table"`.
-pub fn qualified(schema: &str, table: &str) -> String {
-    format!("{}.{}", q(schema), q(table))
-}
-
-/// The session-local table a load stages one table's rows in.
-pub fn stage_table(table: &str) -> String {
-    q(&format!("stage_{table}"))
-}
-
-/// The staged main-table rows with one row (the newest) per object.
-const NEWEST: &str = "\"stage_newest\"";
 
 /// A `TIMESTAMP '…'` literal (UTC, microseconds) for Unix microseconds.
 pub fn timestamp(micros: i64) -> String {
@@ -88,48 +116,6 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// The schema and its `data_load_times` table.
-pub fn create_schema(d: &Dialect, schema: &str) -> Vec<String> {
-    let text = d.column_type(ColumnType::String);
-    let ts = d.column_type(ColumnType::Timestamp);
-    vec![
-        format!("CREATE SCHEMA IF NOT EXISTS {}", q(schema)),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (table_name {text}, merchant_id {text}, data_landed {ts}, data_as_of {ts})",
-            qualified(schema, "data_load_times")
-        ),
-    ]
-}
-
-/// Lists a table's columns (one row per column, the name first); no rows when it does not exist.
-pub fn columns_query(schema: &str, table: &str) -> String {
-    format!(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = {} AND table_name = {}",
-        lit(schema),
-        lit(table)
-    )
-}
-
-/// Every column of every table of a schema: `(table_name, column_name)` rows.
-pub fn schema_columns_query(schema: &str) -> String {
-    format!(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = {}",
-        lit(schema)
-    )
-}
-
-fn create_table(d: &Dialect, schema: &str, table: &Table) -> String {
-    let defs: Vec<String> = table_columns(table)
-        .iter()
-        .map(|(n, k)| format!("{} {}", q(n), d.column_type(*k)))
-        .collect();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} ({})",
-        qualified(schema, &table.name),
-        defs.join(", ")
-    )
-}
-
 /// One DDL statement that completes a table, and what it does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ddl {
@@ -138,54 +124,6 @@ pub struct Ddl {
     pub action: String,
     /// The column it adds to an existing table (`schema.table.column`), for notifications.
     pub added: Option<String>,
-}
-
-/// The DDL that gives `table` every catalog column, given the columns it has (`existing`; empty when it
-/// does not exist): `CREATE TABLE`, or one `ALTER TABLE … ADD COLUMN` per missing column. Columns are
-/// added, never dropped.
-pub fn complete_table(
-    d: &Dialect,
-    schema: &str,
-    table: &Table,
-    existing: &std::collections::HashSet<String>,
-) -> Vec<Ddl> {
-    if existing.is_empty() {
-        return vec![Ddl {
-            sql: create_table(d, schema, table),
-            action: format!("creating {schema}.{}", table.name),
-            added: None,
-        }];
-    }
-    table_columns(table)
-        .into_iter()
-        .filter(|(name, _)| !existing.contains(name))
-        .map(|(name, kind)| Ddl {
-            sql: add_column(d, schema, &table.name, &name, kind),
-            action: format!("adding column {name} to {schema}.{}", table.name),
-            added: Some(format!("{schema}.{}.{name}", table.name)),
-        })
-        .collect()
-}
-
-fn add_column(d: &Dialect, schema: &str, table: &str, name: &str, kind: ColumnType) -> String {
-    format!(
-        "ALTER TABLE {} ADD COLUMN {} {}",
-        qualified(schema, table),
-        q(name),
-        d.column_type(kind)
-    )
-}
-
-/// Creates the empty staging table of `table` (dropping a leftover one of this session first).
-pub fn create_stage(schema: &str, table: &str) -> Vec<String> {
-    vec![
-        format!("DROP TABLE IF EXISTS {}", stage_table(table)),
-        format!(
-            "CREATE TEMP TABLE {} (LIKE {})",
-            stage_table(table),
-            qualified(schema, table)
-        ),
-    ]
 }
 
 /// One statement of a load; `counts` marks the one whose row count is the load's changed rows.
@@ -199,189 +137,306 @@ fn plain(sql: String) -> Statement {
     Statement { sql, counts: false }
 }
 
-fn column_list(table: &Table, prefix: &str) -> String {
-    table_columns(table)
-        .iter()
-        .map(|(n, _)| format!("{prefix}{}", q(n)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The statements that merge a load staged in `stage_<table>` (for the tables in `staged`) into the
-/// dataset's tables: the newest staged version of each `(merchant_id, id)` replaces a stored one that is
-/// not newer, and the metadata and child rows of every object whose staged version is now the stored
-/// one are replaced by the staged ones. Run them in one transaction, after the stage is filled.
-pub fn merge(schema: &str, dataset: &Dataset, staged: &[&str]) -> Vec<Statement> {
-    let main = dataset.main_table();
-    if !staged.contains(&main.name.as_str()) {
-        return Vec::new();
-    }
-    let target = qualified(schema, &main.name);
-    let cols = column_list(main, "");
-    let (m, b) = (q(MERCHANT_ID), q(BATCH_TIMESTAMP));
-    let mut out = vec![
-        plain(format!("DROP TABLE IF EXISTS {NEWEST}")),
-        plain(format!(
-            "CREATE TEMP TABLE {NEWEST} AS SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {m}, \"id\" ORDER BY {b} DESC) AS stage_rank FROM {}) AS ranked WHERE stage_rank = 1",
-            stage_table(&main.name)
-        )),
-        plain(format!(
-            "DELETE FROM {target} USING {NEWEST} WHERE {target}.{m} = {NEWEST}.{m} AND {target}.\"id\" = {NEWEST}.\"id\" AND {target}.{b} <= {NEWEST}.{b}"
-        )),
-        Statement {
-            sql: format!(
-                "INSERT INTO {target} ({cols}) SELECT {cols} FROM {NEWEST} WHERE NOT EXISTS (SELECT 1 FROM {target} WHERE {target}.{m} = {NEWEST}.{m} AND {target}.\"id\" = {NEWEST}.\"id\")"
-            ),
-            counts: true,
-        },
-    ];
-    for table in dataset.tables.iter().filter(|t| t.kind != TableKind::Main) {
-        let child = qualified(schema, &table.name);
-        let parent = q(table.parent_key.as_deref().unwrap_or("parent_id"));
-        out.push(plain(format!(
-            "DELETE FROM {child} USING {NEWEST}, {target} WHERE {child}.{m} = {NEWEST}.{m} AND {child}.{parent} = {NEWEST}.\"id\" AND {target}.{m} = {NEWEST}.{m} AND {target}.\"id\" = {NEWEST}.\"id\" AND {target}.{b} = {NEWEST}.{b}"
-        )));
-        if staged.contains(&table.name.as_str()) {
-            let stage = stage_table(&table.name);
-            out.push(plain(format!(
-                "INSERT INTO {child} ({}) SELECT {} FROM {stage} JOIN {target} ON {target}.{m} = {stage}.{m} AND {target}.\"id\" = {stage}.{parent} AND {target}.{b} = {stage}.{b}",
-                column_list(table, ""),
-                column_list(table, &format!("{stage}."))
-            )));
-        }
-    }
-    out.push(plain(format!("DROP TABLE {NEWEST}")));
-    for t in staged {
-        out.push(plain(format!("DROP TABLE {}", stage_table(t))));
-    }
-    out
-}
-
-/// The longest tombstone statement [`tombstones`] writes: well below the Redshift Data API's 100 KB
-/// limit on one statement's text, however long the ids.
+/// The longest tombstone statement [`Dialect::tombstones`] writes: well below the Redshift Data
+/// API's 100 KB limit on one statement's text, however long the ids.
 pub const MAX_TOMBSTONE_SQL: usize = 64 * 1024;
 
-/// Marks objects deleted, keeping their last version's columns; the version time only moves forward,
-/// so a later load of an older version cannot undo it. One `UPDATE … IN (…)` per at most
-/// [`MAX_TOMBSTONE_SQL`] bytes of statement: a re-list after the 30-day cliff can mark tens of
-/// thousands of ids at once.
-pub fn tombstones(
-    schema: &str,
-    table: &str,
-    merchant_id: &str,
-    ids: &[String],
-    micros: i64,
-) -> Vec<String> {
-    let head = format!(
-        "UPDATE {t} SET {d} = TRUE, {b} = GREATEST({b}, {ts}) WHERE {m} = {mid} AND \"id\" IN (",
-        t = qualified(schema, table),
-        d = q(DELETED),
-        b = q(BATCH_TIMESTAMP),
-        m = q(MERCHANT_ID),
-        ts = timestamp(micros),
-        mid = lit(merchant_id),
-    );
-    let mut out = Vec::new();
-    let mut sql = String::new();
-    for id in ids {
-        let id = lit(id);
-        if !sql.is_empty() && sql.len() + id.len() + 3 > MAX_TOMBSTONE_SQL {
-            sql.push(')');
-            out.push(std::mem::take(&mut sql));
+/// The statements and queries of loads, in this dialect.
+impl Dialect {
+    /// The schema and its `data_load_times` table.
+    pub fn create_schema(&self, schema: &str) -> Vec<String> {
+        let text = self.column_type(ColumnType::String);
+        let ts = self.column_type(ColumnType::Timestamp);
+        vec![
+            format!("CREATE SCHEMA IF NOT EXISTS {}", self.q(schema)),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} ({} {text}, {} {text}, {} {ts}, {} {ts})",
+                self.qualified(schema, "data_load_times"),
+                self.q("table_name"),
+                self.q("merchant_id"),
+                self.q("data_landed"),
+                self.q("data_as_of"),
+            ),
+        ]
+    }
+
+    /// Lists a table's columns (one row per column, the name first); no rows when it does not exist.
+    pub fn columns_query(&self, schema: &str, table: &str) -> String {
+        format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = {} AND table_name = {}",
+            lit(&self.name(schema)),
+            lit(&self.name(table))
+        )
+    }
+
+    /// Every column of every table of a schema: `(table_name, column_name)` rows, names as stored
+    /// (see [`Dialect::name`]).
+    pub fn schema_columns_query(&self, schema: &str) -> String {
+        format!(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = {}",
+            lit(&self.name(schema))
+        )
+    }
+
+    fn create_table(&self, schema: &str, table: &Table) -> String {
+        let defs: Vec<String> = table_columns(table)
+            .iter()
+            .map(|(n, k)| format!("{} {}", self.q(n), self.column_type(*k)))
+            .collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            self.qualified(schema, &table.name),
+            defs.join(", ")
+        )
+    }
+
+    /// The DDL that gives `table` every catalog column, given the columns it has (`existing`, as
+    /// stored; empty when it does not exist): `CREATE TABLE`, or one `ALTER TABLE … ADD COLUMN` per
+    /// missing column. Columns are added, never dropped.
+    pub fn complete_table(
+        &self,
+        schema: &str,
+        table: &Table,
+        existing: &std::collections::HashSet<String>,
+    ) -> Vec<Ddl> {
+        if existing.is_empty() {
+            return vec![Ddl {
+                sql: self.create_table(schema, table),
+                action: format!("creating {schema}.{}", table.name),
+                added: None,
+            }];
         }
-        if sql.is_empty() {
-            sql.push_str(&head);
+        table_columns(table)
+            .into_iter()
+            .filter(|(name, _)| !existing.contains(&self.name(name)))
+            .map(|(name, kind)| Ddl {
+                sql: format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    self.qualified(schema, &table.name),
+                    self.q(&name),
+                    self.column_type(kind)
+                ),
+                action: format!("adding column {name} to {schema}.{}", table.name),
+                added: Some(format!("{schema}.{}.{name}", table.name)),
+            })
+            .collect()
+    }
+
+    /// Creates the empty staging table of `table` (dropping a leftover one of this session first).
+    pub fn create_stage(&self, schema: &str, table: &str) -> Vec<String> {
+        let like = self.qualified(schema, table);
+        let like = if self.like_in_parentheses {
+            format!("(LIKE {like})")
         } else {
-            sql.push_str(", ");
+            format!("LIKE {like}")
+        };
+        vec![
+            format!("DROP TABLE IF EXISTS {}", self.stage_table(table)),
+            format!("CREATE TEMPORARY TABLE {} {like}", self.stage_table(table)),
+        ]
+    }
+
+    fn column_list(&self, table: &Table, prefix: &str) -> String {
+        table_columns(table)
+            .iter()
+            .map(|(n, _)| format!("{prefix}{}", self.q(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The statements that merge a load staged in `stage_<table>` (for the tables in `staged`) into
+    /// the dataset's tables: the newest staged version of each `(merchant_id, id)` replaces a stored
+    /// one that is not newer, and the metadata and child rows of every object whose staged version is
+    /// now the stored one are replaced by the staged ones. Run them in one transaction, after the
+    /// stage is filled.
+    pub fn merge(&self, schema: &str, dataset: &Dataset, staged: &[&str]) -> Vec<Statement> {
+        let main = dataset.main_table();
+        if !staged.contains(&main.name.as_str()) {
+            return Vec::new();
         }
-        sql.push_str(&id);
+        let target = self.qualified(schema, &main.name);
+        let cols = self.column_list(main, "");
+        let (m, b, id) = (self.q(MERCHANT_ID), self.q(BATCH_TIMESTAMP), self.q("id"));
+        // The staged main-table rows with one row (the newest) per object.
+        let newest = self.q("stage_newest");
+        let rank = self.q("stage_rank");
+        let mut out = vec![
+            plain(format!("DROP TABLE IF EXISTS {newest}")),
+            plain(format!(
+                "CREATE TEMPORARY TABLE {newest} AS SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {m}, {id} ORDER BY {b} DESC) AS {rank} FROM {}) AS ranked WHERE {rank} = 1",
+                self.stage_table(&main.name)
+            )),
+            plain(format!(
+                "DELETE FROM {target} USING {newest} WHERE {target}.{m} = {newest}.{m} AND {target}.{id} = {newest}.{id} AND {target}.{b} <= {newest}.{b}"
+            )),
+            Statement {
+                sql: format!(
+                    "INSERT INTO {target} ({cols}) SELECT {cols} FROM {newest} WHERE NOT EXISTS (SELECT 1 FROM {target} WHERE {target}.{m} = {newest}.{m} AND {target}.{id} = {newest}.{id})"
+                ),
+                counts: true,
+            },
+        ];
+        for table in dataset.tables.iter().filter(|t| t.kind != TableKind::Main) {
+            let child = self.qualified(schema, &table.name);
+            let parent = self.q(table.parent_key.as_deref().unwrap_or("parent_id"));
+            out.push(plain(format!(
+                "DELETE FROM {child} USING {newest}, {target} WHERE {child}.{m} = {newest}.{m} AND {child}.{parent} = {newest}.{id} AND {target}.{m} = {newest}.{m} AND {target}.{id} = {newest}.{id} AND {target}.{b} = {newest}.{b}"
+            )));
+            if staged.contains(&table.name.as_str()) {
+                let stage = self.stage_table(&table.name);
+                out.push(plain(format!(
+                    "INSERT INTO {child} ({}) SELECT {} FROM {stage} JOIN {target} ON {target}.{m} = {stage}.{m} AND {target}.{id} = {stage}.{parent} AND {target}.{b} = {stage}.{b}",
+                    self.column_list(table, ""),
+                    self.column_list(table, &format!("{stage}."))
+                )));
+            }
+        }
+        out.push(plain(format!("DROP TABLE {newest}")));
+        for t in staged {
+            out.push(plain(format!("DROP TABLE {}", self.stage_table(t))));
+        }
+        out
     }
-    if !sql.is_empty() {
-        sql.push(')');
-        out.push(sql);
+
+    /// Marks objects deleted, keeping their last version's columns; the version time only moves
+    /// forward, so a later load of an older version cannot undo it. One `UPDATE … IN (…)` per at most
+    /// [`MAX_TOMBSTONE_SQL`] bytes of statement: a re-list after the 30-day cliff can mark tens of
+    /// thousands of ids at once.
+    pub fn tombstones(
+        &self,
+        schema: &str,
+        table: &str,
+        merchant_id: &str,
+        ids: &[String],
+        micros: i64,
+    ) -> Vec<String> {
+        let head = format!(
+            "UPDATE {t} SET {d} = TRUE, {b} = GREATEST({b}, {ts}) WHERE {m} = {mid} AND {id} IN (",
+            t = self.qualified(schema, table),
+            d = self.q(DELETED),
+            b = self.q(BATCH_TIMESTAMP),
+            m = self.q(MERCHANT_ID),
+            id = self.q("id"),
+            ts = timestamp(micros),
+            mid = lit(merchant_id),
+        );
+        let mut out = Vec::new();
+        let mut sql = String::new();
+        for id in ids {
+            let id = lit(id);
+            if !sql.is_empty() && sql.len() + id.len() + 3 > MAX_TOMBSTONE_SQL {
+                sql.push(')');
+                out.push(std::mem::take(&mut sql));
+            }
+            if sql.is_empty() {
+                sql.push_str(&head);
+            } else {
+                sql.push_str(", ");
+            }
+            sql.push_str(&id);
+        }
+        if !sql.is_empty() {
+            sql.push(')');
+            out.push(sql);
+        }
+        out
     }
-    out
-}
 
-/// Replaces the `data_load_times` rows of a dataset's tables for one merchant.
-pub fn load_times(
-    schema: &str,
-    dataset: &Dataset,
-    merchant_id: &str,
-    landed_micros: i64,
-    as_of_secs: i64,
-) -> Vec<String> {
-    let target = qualified(schema, "data_load_times");
-    let mut out = Vec::new();
-    for table in &dataset.tables {
-        let (t, mid) = (lit(&table.name), lit(merchant_id));
-        out.push(format!(
-            "DELETE FROM {target} WHERE table_name = {t} AND merchant_id = {mid}"
-        ));
-        out.push(format!(
-            "INSERT INTO {target} (table_name, merchant_id, data_landed, data_as_of) VALUES ({t}, {mid}, {}, {})",
-            timestamp(landed_micros),
-            timestamp(as_of_secs.saturating_mul(1_000_000))
-        ));
+    /// Replaces the `data_load_times` rows of a dataset's tables for one merchant.
+    pub fn load_times(
+        &self,
+        schema: &str,
+        dataset: &Dataset,
+        merchant_id: &str,
+        landed_micros: i64,
+        as_of_secs: i64,
+    ) -> Vec<String> {
+        let target = self.qualified(schema, "data_load_times");
+        let (table_name, merchant) = (self.q("table_name"), self.q("merchant_id"));
+        let (landed, as_of) = (self.q("data_landed"), self.q("data_as_of"));
+        let mut out = Vec::new();
+        for table in &dataset.tables {
+            let (t, mid) = (lit(&table.name), lit(merchant_id));
+            out.push(format!(
+                "DELETE FROM {target} WHERE {table_name} = {t} AND {merchant} = {mid}"
+            ));
+            out.push(format!(
+                "INSERT INTO {target} ({table_name}, {merchant}, {landed}, {as_of}) VALUES ({t}, {mid}, {}, {})",
+                timestamp(landed_micros),
+                timestamp(as_of_secs.saturating_mul(1_000_000))
+            ));
+        }
+        out
     }
-    out
-}
 
-/// [`load_times`] for several datasets at once (one `data_landed`): the statements of
-/// `Warehouse::record_freshness`, to run in one transaction.
-pub fn freshness(
-    livemode: bool,
-    datasets: &[&Dataset],
-    merchant_id: &str,
-    as_of_secs: i64,
-) -> Vec<String> {
-    let landed = super::now_micros();
-    datasets
-        .iter()
-        .flat_map(|d| {
-            load_times(
-                super::schema_name(livemode),
-                d,
-                merchant_id,
-                landed,
-                as_of_secs,
-            )
-        })
-        .collect()
-}
+    /// [`Dialect::load_times`] for several datasets at once (one `data_landed`): the statements of
+    /// `Warehouse::record_freshness`, to run in one transaction.
+    pub fn freshness(
+        &self,
+        livemode: bool,
+        datasets: &[&Dataset],
+        merchant_id: &str,
+        as_of_secs: i64,
+    ) -> Vec<String> {
+        let landed = super::now_micros();
+        datasets
+            .iter()
+            .flat_map(|d| {
+                self.load_times(
+                    super::schema_name(livemode),
+                    d,
+                    merchant_id,
+                    landed,
+                    as_of_secs,
+                )
+            })
+            .collect()
+    }
 
-/// Ids of an owner's rows that are not deleted and older than `before_micros`.
-pub fn stale_ids(schema: &str, table: &str, owner: Owner<'_>, before_micros: i64) -> String {
-    let account = owner
-        .account
-        .map(|a| format!(" AND {} = {}", q(ACCOUNT), lit(a)))
-        .unwrap_or_default();
-    format!(
-        "SELECT \"id\" FROM {} WHERE {m} = {}{account} AND NOT COALESCE({d}, FALSE) AND {b} < {} ORDER BY \"id\"",
-        qualified(schema, table),
-        lit(owner.merchant_id),
-        timestamp(before_micros),
-        m = q(MERCHANT_ID),
-        d = q(DELETED),
-        b = q(BATCH_TIMESTAMP),
-    )
-}
+    /// Ids of an owner's rows that are not deleted and older than `before_micros`.
+    pub fn stale_ids(
+        &self,
+        schema: &str,
+        table: &str,
+        owner: Owner<'_>,
+        before_micros: i64,
+    ) -> String {
+        let account = owner
+            .account
+            .map(|a| format!(" AND {} = {}", self.q(ACCOUNT), lit(a)))
+            .unwrap_or_default();
+        format!(
+            "SELECT {id} FROM {} WHERE {m} = {}{account} AND NOT COALESCE({d}, FALSE) AND {b} < {} ORDER BY {id}",
+            self.qualified(schema, table),
+            lit(owner.merchant_id),
+            timestamp(before_micros),
+            id = self.q("id"),
+            m = self.q(MERCHANT_ID),
+            d = self.q(DELETED),
+            b = self.q(BATCH_TIMESTAMP),
+        )
+    }
 
-pub fn count(schema: &str, table: &str, merchant_id: &str) -> String {
-    format!(
-        "SELECT CAST(COUNT(*) AS VARCHAR) FROM {} WHERE {} = {}",
-        qualified(schema, table),
-        q(MERCHANT_ID),
-        lit(merchant_id)
-    )
-}
+    pub fn count(&self, schema: &str, table: &str, merchant_id: &str) -> String {
+        format!(
+            "SELECT CAST(COUNT(*) AS VARCHAR) FROM {} WHERE {} = {}",
+            self.qualified(schema, table),
+            self.q(MERCHANT_ID),
+            lit(merchant_id)
+        )
+    }
 
-/// `data_load_times` as text: table, merchant, data landed, data as of.
-pub fn load_times_query(schema: &str) -> String {
-    format!(
-        "SELECT table_name, merchant_id, CAST(data_landed AS VARCHAR), CAST(data_as_of AS VARCHAR) FROM {} ORDER BY 2, 1",
-        qualified(schema, "data_load_times")
-    )
+    /// `data_load_times` as text: table, merchant, data landed, data as of.
+    pub fn load_times_query(&self, schema: &str) -> String {
+        format!(
+            "SELECT {}, {}, CAST({} AS VARCHAR), CAST({} AS VARCHAR) FROM {} ORDER BY 2, 1",
+            self.q("table_name"),
+            self.q("merchant_id"),
+            self.q("data_landed"),
+            self.q("data_as_of"),
+            self.qualified(schema, "data_load_times")
+        )
+    }
 }
 
 #[cfg(test)]
@@ -391,9 +446,11 @@ mod tests {
 
     #[test]
     fn many_deletes_are_cut_into_statements_the_data_api_takes() {
-        assert!(tombstones("stripe", "charges", "acct_1", &[], 0).is_empty());
+        assert!(STANDARD
+            .tombstones("stripe", "charges", "acct_1", &[], 0)
+            .is_empty());
         let ids: Vec<String> = (0..10_000).map(|n| format!("ch_3Mq{n:021}")).collect();
-        let statements = tombstones("stripe", "charges", "acct_1", &ids, 0);
+        let statements = STANDARD.tombstones("stripe", "charges", "acct_1", &ids, 0);
         assert!(statements.len() >= 5, "{}", statements.len());
         let mut seen = 0;
         for sql in &statements {
@@ -427,7 +484,7 @@ mod tests {
     #[test]
     fn merge_keeps_to_the_shared_subset_and_counts_the_insert() {
         let charges = Catalog::get().dataset("charges").unwrap();
-        let stmts = merge("stripe", charges, &["charges", "charges_metadata"]);
+        let stmts = STANDARD.merge("stripe", charges, &["charges", "charges_metadata"]);
         assert_eq!(stmts.iter().filter(|s| s.counts).count(), 1);
         let all: String = stmts.iter().map(|s| s.sql.as_str()).collect();
         for absent in ["MERGE", "ON CONFLICT", "DISTINCT ON", "QUALIFY"] {
@@ -435,6 +492,55 @@ mod tests {
         }
         assert!(all.contains("INSERT INTO \"stripe\".\"charges_metadata\""));
         // Nothing staged for the main table: nothing to merge (children only arrive with a parent).
-        assert!(merge("stripe", charges, &["charges_metadata"]).is_empty());
+        assert!(STANDARD
+            .merge("stripe", charges, &["charges_metadata"])
+            .is_empty());
+    }
+
+    #[test]
+    fn an_upper_case_dialect_writes_every_name_in_upper_case() {
+        let upper = Dialect {
+            upper_case_names: true,
+            like_in_parentheses: false,
+            ..STANDARD
+        };
+        let charges = Catalog::get().dataset("charges").unwrap();
+        let mut all: Vec<String> = upper
+            .merge("stripe", charges, &["charges", "charges_metadata"])
+            .into_iter()
+            .map(|s| s.sql)
+            .collect();
+        all.extend(upper.create_schema("stripe"));
+        all.extend(upper.create_stage("stripe", "charges"));
+        all.extend(upper.tombstones("stripe", "charges", "acct_1", &["ch_1".into()], 0));
+        all.extend(upper.load_times("stripe", charges, "acct_1", 0, 0));
+        all.push(upper.stale_ids(
+            "stripe",
+            "charges",
+            Owner {
+                merchant_id: "acct_1",
+                account: Some("acct_2"),
+            },
+            0,
+        ));
+        for sql in &all {
+            // Every quoted name is upper case; values (in single quotes) are left as they are.
+            for name in sql.split('"').skip(1).step_by(2) {
+                assert_eq!(name, name.to_uppercase(), "{sql}");
+            }
+        }
+        let joined = all.join("\n");
+        assert!(joined.contains("\"STRIPE\".\"CHARGES_METADATA\""));
+        assert!(
+            joined.contains("CREATE TEMPORARY TABLE \"STAGE_CHARGES\" LIKE \"STRIPE\".\"CHARGES\"")
+        );
+        assert!(joined.contains("'acct_1'") && joined.contains("'ch_1'"));
+        assert_eq!(
+            upper.schema_columns_query("stripe"),
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'STRIPE'"
+        );
+        assert!(STANDARD.create_stage("stripe", "charges").contains(
+            &"CREATE TEMPORARY TABLE \"stage_charges\" (LIKE \"stripe\".\"charges\")".to_string()
+        ));
     }
 }
