@@ -13,13 +13,8 @@ use std::sync::Arc;
 const BACKEND: &str = "DuckDB";
 
 const DIALECT: Dialect = Dialect {
-    text: "VARCHAR",
-    integer: "BIGINT",
     float: "DOUBLE",
-    boolean: "BOOLEAN",
-    timestamp: "TIMESTAMP",
-    upper_case_names: false,
-    like_in_parentheses: true,
+    ..sql::STANDARD
 };
 
 pub struct DuckDb {

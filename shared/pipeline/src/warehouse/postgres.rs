@@ -27,12 +27,7 @@ const BACKEND: &str = "PostgreSQL";
 /// Catalog types as PostgreSQL columns.
 const DIALECT: Dialect = Dialect {
     text: "TEXT",
-    integer: "BIGINT",
-    float: "DOUBLE PRECISION",
-    boolean: "BOOLEAN",
-    timestamp: "TIMESTAMP",
-    upper_case_names: false,
-    like_in_parentheses: true,
+    ..sql::STANDARD
 };
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01), for binary timestamps.

@@ -23,12 +23,7 @@ const BACKEND: &str = "Redshift";
 /// than 64 KiB fails the load with Redshift's "value too long" error instead of being cut.
 const DIALECT: Dialect = Dialect {
     text: "VARCHAR(65535)",
-    integer: "BIGINT",
-    float: "DOUBLE PRECISION",
-    boolean: "BOOLEAN",
-    timestamp: "TIMESTAMP",
-    upper_case_names: false,
-    like_in_parentheses: true,
+    ..sql::STANDARD
 };
 
 /// The longest value of a `VARCHAR(65535)` column, in bytes.
