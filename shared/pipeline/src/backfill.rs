@@ -198,24 +198,25 @@ pub async fn plan(
             })?;
             level[i].1 = Some(probe?);
         }
+        // Windows to split, with where.
         let mut dense = Vec::new();
         for (seg, probe) in level {
             match probe {
                 Some(p) if p.objects == 0 => settled.push((Segment { done: true, ..seg }, None)),
-                Some(p) if p.split_at(&seg).is_some() => dense.push((seg, p)),
-                p => settled.push((seg, p)),
+                Some(p) => match p.split_at(&seg) {
+                    Some(at) => dense.push((seg, p, at)),
+                    None => settled.push((seg, Some(p))),
+                },
+                None => settled.push((seg, None)),
             }
         }
         let busy = settled.iter().filter(|(s, _)| !s.done).count();
         if dense.is_empty() || busy + 2 * dense.len() > max {
-            settled.extend(dense.into_iter().map(|(s, p)| (s, Some(p))));
+            settled.extend(dense.into_iter().map(|(s, p, _)| (s, Some(p))));
             break;
         }
         level = Vec::with_capacity(2 * dense.len());
-        for (seg, probe) in dense {
-            let Some(at) = probe.split_at(&seg) else {
-                continue;
-            };
+        for (seg, probe, at) in dense {
             level.push((
                 Segment {
                     to: at,

@@ -243,8 +243,8 @@ async fn list_inner(
     Ok(objects)
 }
 
-/// Pages one segment to its end, delivering a batch every [`FLUSH_ROWS`] rows. `first_page` is its
-/// first page when planning read it already (`split.first_page`).
+/// Pages one segment to its end, delivering a batch every [`FLUSH_ROWS`] rows. It starts with
+/// `split.first_page` when planning read that page already.
 async fn run_segment(
     cx: &Arc<Context>,
     r: &Resolved,

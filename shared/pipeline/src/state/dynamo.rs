@@ -130,9 +130,6 @@ impl DynamoState {
         &self,
         keys: &[String],
     ) -> Result<Vec<Option<Versioned<Value>>>, StateError> {
-        if let [key] = keys {
-            return Ok(vec![self.read_doc(key).await?]);
-        }
         let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
         let mut unique: Vec<&String> = keys.iter().collect();
         unique.sort();

@@ -228,6 +228,10 @@ fn run(
 
 #[async_trait::async_trait]
 impl Warehouse for DuckDb {
+    fn dialect(&self) -> &'static Dialect {
+        &DIALECT
+    }
+
     fn describe(&self) -> String {
         format!("{BACKEND} {}", self.target)
     }

@@ -119,8 +119,8 @@ pub trait Warehouse: Send + Sync {
     /// Runs a query; every value comes back as text (`NULL` as `None`). For `status` and tests.
     async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError>;
 
-    /// How its SQL spells names: the queries below are written in it ([`sql::STANDARD`], lower-case
-    /// names, unless the backend says otherwise).
+    /// Its SQL dialect, in which the queries below are written (names, and how they are cased). A
+    /// backend without SQL of its own keeps [`sql::STANDARD`].
     fn dialect(&self) -> &'static sql::Dialect {
         &sql::STANDARD
     }

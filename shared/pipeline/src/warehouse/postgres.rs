@@ -420,6 +420,10 @@ async fn copy_parquet(
 
 #[async_trait::async_trait]
 impl Warehouse for Postgres {
+    fn dialect(&self) -> &'static Dialect {
+        &DIALECT
+    }
+
     fn describe(&self) -> String {
         format!("{BACKEND} {}", self.target)
     }

@@ -399,6 +399,10 @@ fn text(field: &Field) -> Option<String> {
 
 #[async_trait::async_trait]
 impl Warehouse for Redshift {
+    fn dialect(&self) -> &'static Dialect {
+        &DIALECT
+    }
+
     fn describe(&self) -> String {
         format!("{BACKEND} {}", self.settings)
     }

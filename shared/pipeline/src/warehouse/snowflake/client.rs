@@ -48,6 +48,16 @@ pub struct SnowflakeError {
 }
 
 impl SnowflakeError {
+    /// A failure that running the request again cannot fix.
+    fn fatal(code: &str, message: impl Into<String>) -> SnowflakeError {
+        SnowflakeError {
+            code: code.into(),
+            message: message.into(),
+            query_id: None,
+            retryable: false,
+        }
+    }
+
     fn transport(message: String) -> SnowflakeError {
         SnowflakeError {
             code: "network".into(),
@@ -80,6 +90,8 @@ pub enum ResultFormat {
 const STILL_RUNNING: [&str; 2] = ["333333", "333334"];
 /// Snowflake's codes for an expired or unknown session token: log in again and send the statement again.
 const SESSION_GONE: [&str; 3] = ["390104", "390112", "390114"];
+/// How long a request waits for its answer's head, and again for its body.
+const TIMEOUT: Duration = Duration::from_secs(300);
 /// Attempts of a request that failed in the network or with a 5xx/429.
 const ATTEMPTS: u32 = 4;
 
@@ -89,7 +101,6 @@ pub struct Session {
     login: Login,
     token: Secret,
     sequence: u64,
-    timeout: Duration,
 }
 
 impl Session {
@@ -100,7 +111,6 @@ impl Session {
             login,
             token: Secret::new(""),
             sequence: 0,
-            timeout: Duration::from_secs(300),
         };
         session.token = session.log_in().await?;
         Ok(session)
@@ -111,7 +121,7 @@ impl Session {
         let mut data = serde_json::json!({
             "CLIENT_APP_ID": "stripe-pipeline",
             "CLIENT_APP_VERSION": env!("CARGO_PKG_VERSION"),
-            "ACCOUNT_NAME": l.account.split('.').next().unwrap_or(&l.account).to_uppercase(),
+            "ACCOUNT_NAME": super::jwt::account_name(&l.account),
             "LOGIN_NAME": l.user,
             // Timestamps in UTC whatever the account's default, as Stripe's data is.
             "SESSION_PARAMETERS": {"TIMEZONE": "UTC", "AUTOCOMMIT": true},
@@ -119,14 +129,9 @@ impl Session {
         match &l.credential {
             Credential::KeyPair(key) => {
                 let now = crate::clock::Clock::now_secs(&crate::clock::SystemClock);
-                let token =
-                    key.token(&l.account, &l.user, now)
-                        .map_err(|message| SnowflakeError {
-                            code: "key".into(),
-                            message,
-                            query_id: None,
-                            retryable: false,
-                        })?;
+                let token = key
+                    .token(&l.account, &l.user, now)
+                    .map_err(|message| SnowflakeError::fatal("key", message))?;
                 data["AUTHENTICATOR"] = "SNOWFLAKE_JWT".into();
                 data["TOKEN"] = token.into();
             }
@@ -155,12 +160,7 @@ impl Session {
         resp["data"]["token"]
             .as_str()
             .map(Secret::new)
-            .ok_or_else(|| SnowflakeError {
-                code: "protocol".into(),
-                message: "the login succeeded without a session token".into(),
-                query_id: None,
-                retryable: false,
-            })
+            .ok_or_else(|| protocol("the login succeeded without a session token"))
     }
 
     /// Runs one statement and reads its whole result.
@@ -211,11 +211,11 @@ impl Session {
         let query_id = data["queryId"].as_str().unwrap_or("-").to_string();
         if data["chunks"].as_array().is_some_and(|c| !c.is_empty()) {
             return Err(SnowflakeError {
-                code: "chunks".into(),
-                message: "the result is larger than one response and its chunks are not read yet"
-                    .into(),
                 query_id: Some(query_id),
-                retryable: false,
+                ..SnowflakeError::fatal(
+                    "chunks",
+                    "the result is larger than one response and its chunks are not read yet",
+                )
             });
         }
         let columns: Vec<Column> = serde_json::from_value(data["rowtype"].clone())
@@ -315,12 +315,12 @@ impl Session {
         let req = req
             .body(Full::new(call.body.clone()))
             .map_err(|e| protocol(&format!("cannot build the request: {e}")))?;
-        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+        let resp = tokio::time::timeout(TIMEOUT, self.http.request(req))
             .await
-            .map_err(|_| SnowflakeError::transport(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|_| SnowflakeError::transport(format!("no answer within {:?}", TIMEOUT)))?
             .map_err(|e| SnowflakeError::transport(format!("{e}")))?;
         let status = resp.status().as_u16();
-        let bytes = tokio::time::timeout(self.timeout, resp.into_body().collect())
+        let bytes = tokio::time::timeout(TIMEOUT, resp.into_body().collect())
             .await
             .map_err(|_| SnowflakeError::transport("the answer's body timed out".into()))?
             .map_err(|e| SnowflakeError::transport(format!("the answer was cut off: {e}")))?
@@ -360,10 +360,5 @@ struct Call<'a> {
 }
 
 fn protocol(message: &str) -> SnowflakeError {
-    SnowflakeError {
-        code: "protocol".into(),
-        message: message.to_string(),
-        query_id: None,
-        retryable: false,
-    }
+    SnowflakeError::fatal("protocol", message)
 }

@@ -59,7 +59,7 @@ impl KeyPairAuth {
 
     /// A token for `user` of `account` issued at `now` (Unix seconds).
     pub fn token(&self, account: &str, user: &str, now: i64) -> Result<String, String> {
-        let qualified = format!("{}.{}", jwt_account(account), user.to_uppercase());
+        let qualified = format!("{}.{}", account_name(account), user.to_uppercase());
         let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
         let claims = serde_json::json!({
             "iss": format!("{qualified}.{}", self.fingerprint),
@@ -88,9 +88,9 @@ impl KeyPairAuth {
     }
 }
 
-/// The account as the token names it: upper case, without a region or cloud suffix
+/// The account as the token and the login name it: upper case, without a region or cloud suffix
 /// (`xy12345.us-east-2.aws` → `XY12345`); an organization's account name (`myorg-account1`) stays whole.
-fn jwt_account(account: &str) -> String {
+pub(super) fn account_name(account: &str) -> String {
     account.split('.').next().unwrap_or(account).to_uppercase()
 }
 
@@ -182,6 +182,6 @@ mod tests {
         let e = KeyPairAuth::from_pem("not a key at all").unwrap_err();
         assert!(e.contains("PEM"), "{e}");
         assert!(!e.contains("not a key at all"), "{e}");
-        assert_eq!(jwt_account("myorg-account1"), "MYORG-ACCOUNT1");
+        assert_eq!(account_name("myorg-account1"), "MYORG-ACCOUNT1");
     }
 }

@@ -71,8 +71,12 @@ fn json_text(s: &str, column: &Column) -> Result<String, String> {
                 let value: i64 = digits.parse().map_err(|_| bad())?;
                 value * 10i64.pow(9 - digits.len() as u32)
             };
-            // A negative time with a fraction counts the fraction forward from the earlier second.
-            timestamp_text(epoch, nanos as u32)
+            // `-1.25` is 1.25 s before 1970: the second before, and 0.75 s after it.
+            if whole.starts_with('-') && nanos > 0 {
+                timestamp_text(epoch - 1, (1_000_000_000 - nanos) as u32)
+            } else {
+                timestamp_text(epoch, nanos as u32)
+            }
         }
         _ => s.to_string(),
     })
@@ -308,6 +312,12 @@ mod tests {
         assert_eq!(decimal_text(5, 3), "0.005");
         assert_eq!(decimal_text(-123_450, 2), "-1234.50");
         assert_eq!(timestamp_text(0, 1_000), "1970-01-01 00:00:00.000001");
+        let ntz = column("t", "timestamp_ntz", 9);
+        assert_eq!(
+            json_text("-1.250000000", &ntz).unwrap(),
+            "1969-12-31 23:59:58.75"
+        );
+        assert_eq!(json_text("-86400", &ntz).unwrap(), "1969-12-31 00:00:00");
         let c = column("t", "timestamp_ntz", 3);
         let a = Int64Array::from(vec![1_700_000_000_123]);
         assert_eq!(
