@@ -331,7 +331,7 @@ async fn sync_with_export_writes_stripes_layout_and_export_runs_alone() {
     let key = sim.info().key("secret", "live", 0).unwrap();
     let base = sim.base_url();
     let out = dir.path().to_path_buf();
-    let (sync, again) = tokio::task::spawn_blocking(move || {
+    let (sync, dates, again) = tokio::task::spawn_blocking(move || {
         let sync = bin()
             .args([
                 "sync",
@@ -349,12 +349,14 @@ async fn sync_with_export_writes_stripes_layout_and_export_runs_alone() {
             .env("STRIPE_PIPELINE_KEYS", format!("acme={key}"))
             .output()
             .unwrap();
+        // The run dates the sync wrote, before the second export can add a later minute.
+        let dates = run_dates(&out.join("lake/export/livemode"));
         let again = bin()
             .args(["export", "--destination", "none", "--output-dir"])
             .arg(&out)
             .output()
             .unwrap();
-        (sync, again)
+        (sync, dates, again)
     })
     .await
     .unwrap();
@@ -366,12 +368,7 @@ async fn sync_with_export_writes_stripes_layout_and_export_runs_alone() {
         String::from_utf8_lossy(&sync.stderr)
     );
     assert!(stdout.contains("Export "), "{stdout}");
-    // One live run date, complete, with the charges of the account.
-    let live = dir.path().join("lake/export/livemode");
-    let dates: Vec<_> = std::fs::read_dir(&live)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // The sync exported one live run date, complete, with the charges of the account.
     assert_eq!(dates.len(), 1, "{dates:?}");
     assert!(dates[0].join("coreapi_SUCCESS").is_file());
     let charges: Vec<_> = std::fs::read_dir(dates[0].join("charges"))
@@ -406,6 +403,13 @@ async fn sync_with_export_writes_stripes_layout_and_export_runs_alone() {
         stdout.contains("already complete") || stdout.contains("files copied"),
         "{stdout}"
     );
+}
+
+/// The run-date folders of an export tree (named by the UTC minute of their run).
+fn run_dates(mode: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(mode)
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
 }
 
 #[test]
