@@ -35,7 +35,7 @@ struct Common {
     /// Output directory (lake in <dir>/lake, DuckDB in <dir>/stripe_pipeline.duckdb, state in <dir>/state). Default ./data.
     #[arg(long)]
     output_dir: Option<PathBuf>,
-    /// Warehouse: duckdb (default), postgres (URL from [postgres] in the config or STRIPE_PIPELINE_POSTGRES_URL), none (the Parquet lake only).
+    /// Warehouse: duckdb (default), postgres (URL from [postgres] in the config or STRIPE_PIPELINE_POSTGRES_URL), redshift ([redshift]), snowflake ([snowflake]), none (the Parquet lake only).
     #[arg(long, value_parser = Destination::NAMES)]
     destination: Option<String>,
 }

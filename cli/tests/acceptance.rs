@@ -3,7 +3,7 @@
 use stripe_pipeline_testkit::postgres as postgres_server;
 
 use stripe_pipeline::catalog::{Catalog, Dataset};
-use stripe_pipeline::config::{AccountConfig, Destination, Secret};
+use stripe_pipeline::config::{AccountConfig, Destination, Secret, SnowflakeConfig};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
 use stripe_pipeline_testkit::acceptance::*;
 use stripe_sim::{FaultKind, FaultRule, RateLimits, SimConfig};
@@ -200,6 +200,31 @@ async fn a_key_that_may_not_read_a_child_list_fails_its_parent_only_and_loses_no
     assert_test_mode_loaded(out.path(), &sim, &merchant, &["setup_intents"]).await;
 }
 
+/// A live balance transaction of a charge, of the simulator's first merchant.
+fn charge_balance_transaction(sim: &stripe_sim::RunningSim) -> serde_json::Value {
+    let merchant = &merchants(sim)[0];
+    let truth = sim
+        .sim()
+        .truth(merchant, true, "balance_transactions")
+        .unwrap();
+    truth
+        .into_iter()
+        .find(|t| t["object"]["type"] == "charge")
+        .unwrap()["object"]
+        .clone()
+}
+
+/// What the README's join answers for one order of `bt`.
+fn documented_join_answer(bt: &serde_json::Value) -> Vec<Vec<Option<String>>> {
+    vec![vec![
+        Some("2026-10-01".into()),
+        Some("ORD-1".into()),
+        Some(bt["amount"].to_string()),
+        Some(bt["fee"].to_string()),
+        None,
+    ]]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_join_with_a_users_own_table_works() {
     let sim = sim(SimConfig::tiny()).await;
@@ -207,15 +232,7 @@ async fn the_documented_join_with_a_users_own_table_works() {
     let mut cfg = config(&sim, out.path());
     cfg.datasets = vec!["balance_transactions".into()];
     run(&cfg).await;
-    let merchant = &merchants(&sim)[0];
-    let truth = sim
-        .sim()
-        .truth(merchant, true, "balance_transactions")
-        .unwrap();
-    let bt = &truth
-        .iter()
-        .find(|t| t["object"]["type"] == "charge")
-        .unwrap()["object"];
+    let bt = charge_balance_transaction(&sim);
     let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).unwrap();
     db.query_strings(&format!(
         "CREATE SCHEMA mycompany; CREATE TABLE mycompany.orders (date DATE, order_no VARCHAR, stripe_txn_no VARCHAR); \
@@ -226,16 +243,7 @@ async fn the_documented_join_with_a_users_own_table_works() {
     let rows = db
         .query_strings("select orders.date::VARCHAR, orders.order_no, bts.amount::VARCHAR, bts.fee::VARCHAR, bts.automatic_transfer_id from mycompany.orders join stripe.balance_transactions bts on orders.stripe_txn_no = bts.id;")
         .unwrap();
-    assert_eq!(
-        rows,
-        vec![vec![
-            Some("2026-10-01".into()),
-            Some("ORD-1".into()),
-            Some(bt["amount"].to_string()),
-            Some(bt["fee"].to_string()),
-            None
-        ]]
-    );
+    assert_eq!(rows, documented_join_answer(&bt));
 }
 
 /// Queries written against Stripe Sigma's names run unchanged: the card of a charge (`card_*`), the plan of a
@@ -425,4 +433,83 @@ async fn a_dataset_the_feed_cannot_refetch_fails_alone_and_is_listed_again() {
     for name in ["charges", "customers"] {
         assert_equal(&db, &sim, &merchant, false, dataset(name)).await;
     }
+}
+
+/// Simulator → lake → Snowflake (fakesnow, files uploaded with `PUT` and loaded with `COPY INTO`):
+/// a first sync, then changes and deletes in both modes, equal to ground truth each time; the README's
+/// join of a user's own table with `stripe.balance_transactions` runs unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_into_snowflake_follows_changes_and_deletes_and_the_documented_join_runs() {
+    let sim = sim(SimConfig::tiny()).await;
+    let fakesnow = stripe_pipeline_testkit::snowflake::Fakesnow::start();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(&sim, out.path());
+    cfg.destination = Destination::Snowflake;
+    cfg.snowflake = SnowflakeConfig {
+        account: Some("emulator".into()),
+        user: Some("LOADER".into()),
+        database: Some("ANALYTICS".into()),
+        private_key_file: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/pipeline/src/warehouse/snowflake/testdata/rsa_key.p8"),
+        ),
+        url: Some(fakesnow.base_url.clone()),
+        ..SnowflakeConfig::default()
+    };
+    let names = [
+        "balance_transactions",
+        "charges",
+        "customers",
+        "invoices",
+        "subscriptions",
+    ];
+    cfg.datasets = names.iter().map(|d| d.to_string()).collect();
+    let datasets: Vec<&Dataset> = names
+        .iter()
+        .map(|d| Catalog::get().dataset(d).unwrap())
+        .collect();
+    let scopes: Vec<(String, bool)> = merchants(&sim)
+        .into_iter()
+        .flat_map(|m| [(m.clone(), true), (m, false)])
+        .collect();
+    let first = run(&cfg).await;
+    assert!(first.failures().is_empty(), "{:?}", first.failures());
+    let db = stripe_pipeline::local::open_warehouse(&cfg).await.unwrap();
+    assert_warehouse_equal(db.as_ref(), &sim, &scopes, &datasets).await;
+
+    for (merchant, livemode) in &scopes {
+        churn(&sim, merchant, *livemode);
+    }
+    sim.sim().advance(120);
+    let second = run(&cfg).await;
+    assert!(second.failures().is_empty(), "{:?}", second.failures());
+    assert_warehouse_equal(db.as_ref(), &sim, &scopes, &datasets).await;
+    let deleted = db
+        .query_strings("SELECT CAST(COUNT(*) AS VARCHAR) FROM stripe.customers WHERE deleted")
+        .await
+        .unwrap();
+    assert_ne!(
+        deleted[0][0].as_deref(),
+        Some("0"),
+        "churn deletes customers"
+    );
+
+    // The README's query, as written, beside a table of the user's own.
+    let bt = charge_balance_transaction(&sim);
+    for sql in [
+        "CREATE SCHEMA mycompany".to_string(),
+        "CREATE TABLE mycompany.orders (date DATE, order_no VARCHAR, stripe_txn_no VARCHAR)"
+            .to_string(),
+        format!(
+            "INSERT INTO mycompany.orders VALUES ('2026-10-01', 'ORD-1', '{}')",
+            bt["id"].as_str().unwrap()
+        ),
+    ] {
+        db.query_strings(&sql).await.unwrap();
+    }
+    let rows = db
+        .query_strings("select orders.date, orders.order_no, bts.amount, bts.fee, bts.automatic_transfer_id from mycompany.orders join stripe.balance_transactions bts on orders.stripe_txn_no = bts.id;")
+        .await
+        .unwrap();
+    assert_eq!(rows, documented_join_answer(&bt));
 }

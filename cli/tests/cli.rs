@@ -462,3 +462,65 @@ fn an_unusable_export_store_stops_the_sync_before_it_reads_anything() {
     );
     assert!(!dir.path().join("out/lake").exists(), "nothing synced");
 }
+
+/// A sync into Snowflake (fakesnow) with debug logs on, its key in an environment variable: it loads,
+/// and nothing it prints holds the key or a login token. A key that is not one stops the run naming
+/// the variable, without its content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snowflake_sync_with_debug_logs_never_shows_the_key() {
+    let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
+    let fakesnow = stripe_pipeline_testkit::snowflake::Fakesnow::start();
+    let (key, _, base) = first_live_account(&sim);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "destination = \"snowflake\"\ndatasets = [\"customers\"]\n[snowflake]\naccount = \"emulator\"\nuser = \"LOADER\"\ndatabase = \"ANALYTICS\"\nprivate_key_env = \"SF_LOADER_KEY\"\nurl = \"{}\"\n",
+            fakesnow.base_url
+        ),
+    )
+    .unwrap();
+    let pem = include_str!("../../shared/pipeline/src/warehouse/snowflake/testdata/rsa_key.p8");
+    let out = dir.path().to_path_buf();
+    let run = move |pem: &str| {
+        bin()
+            .args(["sync", "--api-base", &base, "--config"])
+            .arg(&cfg)
+            .arg("--output-dir")
+            .arg(&out)
+            .env("STRIPE_PIPELINE_KEYS", format!("acme={key}"))
+            .env("STRIPE_PIPELINE_LOG", "debug")
+            .env("SF_LOADER_KEY", pem)
+            .output()
+            .unwrap()
+    };
+    let (good, bad) = tokio::task::spawn_blocking(move || {
+        (
+            run(pem),
+            run("-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5\n-----END PRIVATE KEY-----\n"),
+        )
+    })
+    .await
+    .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&good.stdout),
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert_eq!(good.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("Snowflake"), "{printed}");
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!printed.contains(line), "a line of the key was printed");
+    }
+    // A JWT (and Snowflake's session token) would start with a base64 JSON header.
+    assert!(!printed.contains("eyJ"), "a token was printed");
+    assert!(
+        !printed.contains("Snowflake Token"),
+        "a session token was printed"
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("SF_LOADER_KEY"), "{stderr}");
+    assert!(!stderr.contains("bm90LWEta2V5"), "{stderr}");
+}

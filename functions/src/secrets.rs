@@ -33,25 +33,13 @@ impl Secrets {
                 return Ok(key.clone());
             }
         }
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
-            .await
-            .map_err(|e| {
-                Error::aws(
-                    "Secrets Manager",
-                    format!("reading the key of account '{account}' from {arn} (the worker may read secrets named stripe-pipeline/*)"),
-                    e,
-                )
-            })?;
-        let text = out.secret_string().unwrap_or_default().trim().to_string();
-        let key = match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) if v.is_object() => v["api_key"].as_str().unwrap_or_default().to_string(),
-            _ => text,
-        };
-        let key = Secret::new(key);
+        let key = self
+            .read(
+                arn,
+                "api_key",
+                format!("reading the key of account '{account}' from {arn} (the worker may read secrets named stripe-pipeline/*)"),
+            )
+            .await?;
         if key.livemode().is_none() {
             return Err(Error::Account {
                 account: account.to_string(),
@@ -65,5 +53,34 @@ impl Secrets {
             .await
             .insert(arn.to_string(), (Instant::now(), key.clone()));
         Ok(key)
+    }
+
+    /// The Snowflake user's PEM private key in secret `arn`: the secret's string itself, or the
+    /// `private_key` field of a JSON secret.
+    pub async fn snowflake_key(&self, arn: &str) -> Result<Secret, Error> {
+        self.read(
+            arn,
+            "private_key",
+            format!("reading the Snowflake private key from {arn} (the worker may read secrets named stripe-pipeline/*)"),
+        )
+        .await
+    }
+
+    /// A secret's string, or its `field` when it is a JSON object.
+    async fn read(&self, arn: &str, field: &str, action: String) -> Result<Secret, Error> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| Error::aws("Secrets Manager", action, e))?;
+        let text = out.secret_string().unwrap_or_default().trim().to_string();
+        Ok(Secret::new(
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) if v.is_object() => v[field].as_str().unwrap_or_default().to_string(),
+                _ => text,
+            },
+        ))
     }
 }

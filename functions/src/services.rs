@@ -8,12 +8,14 @@ use crate::Error;
 use aws_config::{BehaviorVersion, SdkConfig};
 use std::sync::Arc;
 use std::time::Instant;
+use stripe_pipeline::config::SnowflakeConfig;
 use stripe_pipeline::engine::{Engine, SharedWarehouse};
 use stripe_pipeline::lake::Lake;
 use stripe_pipeline::notify::{Alerts, LogNotifier};
 use stripe_pipeline::state::DynamoState;
 use stripe_pipeline::stripe::{Limiter, RetryPolicy, StripeClient};
 use stripe_pipeline::warehouse::redshift::Redshift;
+use stripe_pipeline::warehouse::snowflake::{Credential, KeyPairAuth, Snowflake};
 use stripe_pipeline::warehouse::{LakeOnly, Warehouse};
 use tokio::sync::OnceCell;
 
@@ -106,8 +108,8 @@ impl Services {
         self
     }
 
-    /// The warehouse slices load into: Redshift when configured (checked with one query on first use),
-    /// else none (the Parquet lake is the output).
+    /// The warehouse slices load into: Redshift or Snowflake when configured (checked with one query
+    /// on first use), else none (the Parquet lake is the output).
     pub async fn warehouse(&self) -> Result<SharedWarehouse, Error> {
         self.warehouse
             .get_or_try_init(|| async {
@@ -117,12 +119,26 @@ impl Services {
                             .await
                             .map_err(|e| Error::Warehouse(e.to_string()))?,
                     ),
-                    None => Box::new(LakeOnly),
+                    None => match &self.settings.snowflake {
+                        Some((config, key_arn)) => Box::new(self.snowflake(config, key_arn).await?),
+                        None => Box::new(LakeOnly),
+                    },
                 };
                 Ok(Arc::from(wh))
             })
             .await
             .cloned()
+    }
+
+    /// Snowflake, logged in with the private key in Secrets Manager.
+    async fn snowflake(&self, config: &SnowflakeConfig, key_arn: &str) -> Result<Snowflake, Error> {
+        let pem = self.secrets.snowflake_key(key_arn).await?;
+        let key = KeyPairAuth::from_pem(pem.expose()).map_err(|e| {
+            Error::Settings(vec![format!("the Snowflake private key in {key_arn}: {e}")])
+        })?;
+        Snowflake::connect(config.settings(Credential::KeyPair(Box::new(key))))
+            .await
+            .map_err(|e| Error::Warehouse(e.to_string()))
     }
 
     /// The engine for one slice: the S3 lake, the DynamoDB state, the warehouse, stopping at `stop_at`.

@@ -6,17 +6,22 @@
 
 use crate::accounts::AccountRecord;
 use crate::Error;
-use stripe_pipeline::config::{env_var, Config, Destination, Incremental, Spelling};
+use stripe_pipeline::config::{
+    env_var, Config, Destination, Incremental, SnowflakeConfig, Spelling,
+};
 use stripe_pipeline::warehouse::redshift::RedshiftSettings;
 #[cfg(test)]
 use stripe_pipeline::warehouse::redshift::RedshiftTarget;
+
+/// The variable naming the Secrets Manager secret of the Snowflake user's private key.
+pub const SNOWFLAKE_KEY_SECRET_ARN: &str = "STRIPE_PIPELINE_SNOWFLAKE_PRIVATE_KEY_SECRET_ARN";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The engine's settings, as the CLI's file would give them: `STRIPE_PIPELINE_API_BASE`,
     /// `_RATE_BUDGET` (default 0.5), `_CONCURRENCY` (segments listed at once by one worker; default 4
     /// here), `_LAG_SECS`, `_OVERLAP_SECS`, `_SNAPSHOT_INTERVAL_SECS`, `_UNANNOUNCED_INTERVAL_SECS`, `_LAKE_URL` (required here:
-    /// `s3://bucket/prefix`), `_EXPORT_URL`, `_EXPORT_KEEP` and `_REDSHIFT_<FIELD>`.
+    /// `s3://bucket/prefix`), `_EXPORT_URL`, `_EXPORT_KEEP`, `_REDSHIFT_<FIELD>` and `_SNOWFLAKE_<FIELD>`.
     pub pipeline: Config,
     /// `STRIPE_PIPELINE_ACCOUNTS_TABLE`: the DynamoDB table of accounts (`name`, `secret_arn`,
     /// `enabled`, `datasets`).
@@ -42,6 +47,10 @@ pub struct Settings {
     /// The Redshift warehouse the worker loads each slice into, checked from `pipeline.redshift`
     /// (naming a workgroup or a cluster turns it on); none: the Parquet lake is the output.
     pub redshift: Option<RedshiftSettings>,
+    /// The Snowflake warehouse the worker loads each slice into (naming an account turns it on), and
+    /// the Secrets Manager secret holding its user's private key
+    /// (`STRIPE_PIPELINE_SNOWFLAKE_PRIVATE_KEY_SECRET_ARN`).
+    pub snowflake: Option<(SnowflakeConfig, String)>,
     /// Exports in Stripe's cloud-storage layout, when `STRIPE_PIPELINE_EXPORT_EVERY_MINUTES` > 0.
     pub export: Option<ExportSettings>,
 }
@@ -69,12 +78,27 @@ impl Settings {
         if let Err(e) = pipeline.apply_env(&env) {
             problems.extend(e.problems);
         }
-        // The functions load Redshift when it is named, and nothing else.
-        pipeline.destination = if pipeline.redshift.is_set() {
-            Destination::Redshift
-        } else {
-            Destination::None
+        // The functions load the warehouse that is named (Redshift or Snowflake), if any.
+        pipeline.destination = match (pipeline.redshift.is_set(), pipeline.snowflake.is_set()) {
+            (true, true) => {
+                problems.push(format!(
+                    "name one warehouse: {} or {}, not both",
+                    env_var("redshift.workgroup"),
+                    env_var("snowflake.account")
+                ));
+                Destination::None
+            }
+            (true, false) => Destination::Redshift,
+            (false, true) => Destination::Snowflake,
+            (false, false) => Destination::None,
         };
+        let key_arn = SNOWFLAKE_KEY_SECRET_ARN;
+        let snowflake_key = env(key_arn).filter(|v| !v.trim().is_empty());
+        if pipeline.destination == Destination::Snowflake && snowflake_key.is_none() {
+            problems.push(format!(
+                "{key_arn} is not set: the Snowflake user's private key is read from Secrets Manager (the SAM template's SnowflakePrivateKeySecretArn)"
+            ));
+        }
         let mut required = |name: &str| {
             env(name).filter(|v| !v.is_empty()).unwrap_or_else(|| {
                 problems.push(format!(
@@ -142,6 +166,10 @@ impl Settings {
             ),
             _ => None,
         };
+        let snowflake = match pipeline.destination {
+            Destination::Snowflake => snowflake_key.map(|arn| (pipeline.snowflake.clone(), arn)),
+            _ => None,
+        };
         Ok(Settings {
             accounts_table,
             state_table,
@@ -154,6 +182,7 @@ impl Settings {
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| "StripePipeline".into()),
             redshift,
+            snowflake,
             export: (export_every_minutes > 0).then(|| ExportSettings {
                 url: export_url,
                 every_secs: export_every_minutes * 60,
@@ -256,6 +285,56 @@ mod tests {
                 every_secs: 10_800,
                 keep: 3
             }
+        );
+    }
+
+    #[test]
+    fn snowflake_is_on_when_an_account_is_named_and_its_key_is_a_secret() {
+        let base = [
+            ("STRIPE_PIPELINE_ACCOUNTS_TABLE", "a"),
+            ("STRIPE_PIPELINE_STATE_TABLE", "s"),
+            ("STRIPE_PIPELINE_QUEUE_URL", "q"),
+            ("STRIPE_PIPELINE_LAKE_URL", "s3://b/lake"),
+            ("STRIPE_PIPELINE_SNOWFLAKE_ACCOUNT", "myorg-analytics"),
+            ("STRIPE_PIPELINE_SNOWFLAKE_USER", "LOADER"),
+            ("STRIPE_PIPELINE_SNOWFLAKE_DATABASE", "ANALYTICS"),
+        ];
+        let Err(Error::Settings(problems)) = Settings::from_env(env(&base)) else {
+            panic!("accepted without a key or an integration");
+        };
+        let problems = problems.join(" ");
+        assert!(problems.contains(SNOWFLAKE_KEY_SECRET_ARN), "{problems}");
+        assert!(
+            problems.contains("set STRIPE_PIPELINE_SNOWFLAKE_STORAGE_INTEGRATION"),
+            "{problems}"
+        );
+        let mut on = base.to_vec();
+        on.push((
+            SNOWFLAKE_KEY_SECRET_ARN,
+            "arn:aws:secretsmanager:us-east-1:1:secret:sf",
+        ));
+        on.push((
+            "STRIPE_PIPELINE_SNOWFLAKE_STORAGE_INTEGRATION",
+            "STRIPE_LAKE",
+        ));
+        let s = Settings::from_env(env(&on)).unwrap();
+        assert_eq!(s.pipeline.destination, Destination::Snowflake);
+        assert!(s.redshift.is_none());
+        let (config, arn) = s.snowflake.unwrap();
+        assert_eq!(config.storage_integration.as_deref(), Some("STRIPE_LAKE"));
+        assert!(arn.ends_with(":secret:sf"));
+        let mut both = on.clone();
+        both.push(("STRIPE_PIPELINE_REDSHIFT_WORKGROUP", "analytics"));
+        both.push((
+            "STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN",
+            "arn:aws:iam::1:role/copy",
+        ));
+        let Err(Error::Settings(problems)) = Settings::from_env(env(&both)) else {
+            panic!("accepted two warehouses");
+        };
+        assert!(
+            problems.join(" ").contains("name one warehouse"),
+            "{problems:?}"
         );
     }
 

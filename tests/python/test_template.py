@@ -77,6 +77,13 @@ COMMON_ENV = {
     "STRIPE_PIPELINE_REDSHIFT_DB_USER",
     "STRIPE_PIPELINE_REDSHIFT_SECRET_ARN",
     "STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN",
+    "STRIPE_PIPELINE_SNOWFLAKE_ACCOUNT",
+    "STRIPE_PIPELINE_SNOWFLAKE_USER",
+    "STRIPE_PIPELINE_SNOWFLAKE_ROLE",
+    "STRIPE_PIPELINE_SNOWFLAKE_WAREHOUSE",
+    "STRIPE_PIPELINE_SNOWFLAKE_DATABASE",
+    "STRIPE_PIPELINE_SNOWFLAKE_STORAGE_INTEGRATION",
+    "STRIPE_PIPELINE_SNOWFLAKE_PRIVATE_KEY_SECRET_ARN",
     "RUST_LOG",
 }
 
@@ -231,6 +238,7 @@ def test_translation_yields_the_expected_resources(translated):
         "SchedulerErrorsAlarm": "AWS::CloudWatch::Alarm",
         "WorkerErrorsAlarm": "AWS::CloudWatch::Alarm",
         "RedshiftCopyRole": "AWS::IAM::Role",  # created only with a Redshift workgroup or cluster
+        "SnowflakeLakeRole": "AWS::IAM::Role",  # created only with a Snowflake account
     }
 
 
@@ -245,8 +253,8 @@ def test_stack_creates_every_resource_moto_supports(stack, translated):
     for name, resource in translated["Resources"].items():
         if resource["Type"] in MOTO_CANNOT_CREATE:
             continue
-        if resource.get("Condition") == "HasRedshift":
-            # PARAMS configure no warehouse; the Redshift test deploys these.
+        if resource.get("Condition") in ("HasRedshift", "HasSnowflake"):
+            # PARAMS configure no warehouse; the Redshift and Snowflake tests deploy these.
             assert name not in listed, name
             continue
         assert listed.get(name) == "CREATE_COMPLETE", f"{name} ({resource['Type']}): {listed.get(name)}"
@@ -609,3 +617,58 @@ def test_redshift_grants_the_data_api_and_a_copy_role_reads_the_lake(aws_client,
     env = aws_client("lambda").get_function_configuration(FunctionName=ids["WorkerFunction"])["Environment"]["Variables"]
     assert env["STRIPE_PIPELINE_REDSHIFT_COPY_ROLE_ARN"] == deployed["outputs"]["RedshiftCopyRoleArn"]
     assert env["STRIPE_PIPELINE_REDSHIFT_DATABASE"] == params.get("RedshiftDatabase", "dev")
+
+
+# ------------------------------------------------------------------ Snowflake
+
+
+SNOWFLAKE = {
+    "SnowflakeAccount": "myorg-analytics",
+    "SnowflakeUser": "STRIPE_LOADER",
+    "SnowflakeDatabase": "ANALYTICS",
+    "SnowflakeWarehouse": "LOADING",
+    "SnowflakeStorageIntegration": "STRIPE_LAKE",
+    "SnowflakePrivateKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:snowflake-loader-AbCdEf",
+}
+
+
+@pytest.mark.parametrize("integration", ["not created yet", "described"])
+def test_snowflake_reads_its_key_from_the_secret_and_its_integration_role_reads_the_lake(aws_client, integration):
+    params = {**PARAMS, **SNOWFLAKE}
+    user_arn = "arn:aws:iam::999999999999:user/abc1-s-v2st0000"
+    if integration == "described":
+        params |= {"SnowflakeIntegrationUserArn": user_arn, "SnowflakeIntegrationExternalId": "AB12_SFCRole=2_xyz"}
+    deployed = deploy(aws_client, translate(params), params)
+    assert deployed["status"] == "CREATE_COMPLETE", deployed["reason"]
+    ids = deployed["ids"]
+    # The worker reads the key's secret (besides the Stripe keys) and calls nothing of Redshift.
+    grants = role_grants(aws_client, ids["WorkerFunctionRole"])
+    assert ("secretsmanager:GetSecretValue", SNOWFLAKE["SnowflakePrivateKeySecretArn"]) in grants
+    assert not {g for g in grants if g[0].startswith("redshift")}
+    assert "RedshiftCopyRole" not in ids
+    env = aws_client("lambda").get_function_configuration(FunctionName=ids["WorkerFunction"])["Environment"]["Variables"]
+    assert env["STRIPE_PIPELINE_SNOWFLAKE_ACCOUNT"] == "myorg-analytics"
+    assert env["STRIPE_PIPELINE_SNOWFLAKE_PRIVATE_KEY_SECRET_ARN"] == SNOWFLAKE["SnowflakePrivateKeySecretArn"]
+    assert env["STRIPE_PIPELINE_SNOWFLAKE_STORAGE_INTEGRATION"] == "STRIPE_LAKE"
+    # No parameter or variable holds a key.
+    assert not any("PRIVATE KEY" in str(v) for v in env.values())
+    # The integration's role reads the lake and nothing else, and trusts Snowflake's identity once known.
+    iam = aws_client("iam")
+    role = ids["SnowflakeLakeRole"]
+    trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    if isinstance(trust, str):
+        trust = json.loads(trust)
+    [statement] = trust["Statement"]
+    if integration == "described":
+        assert statement["Effect"] == "Allow"
+        assert statement["Principal"]["AWS"] == user_arn
+        assert statement["Condition"]["StringEquals"]["sts:ExternalId"] == "AB12_SFCRole=2_xyz"
+    else:
+        assert statement["Effect"] == "Deny"
+    bucket = f"arn:aws:s3:::{ids['LakeBucket']}"
+    assert role_grants(aws_client, role) == {
+        ("s3:GetObject", f"{bucket}/lake/*"),
+        ("s3:GetObjectVersion", f"{bucket}/lake/*"),
+        ("s3:ListBucket", bucket),
+    }
+    assert deployed["outputs"]["SnowflakeLakeRoleArn"].endswith(role)

@@ -10,62 +10,10 @@
 
 mod measure;
 
-use measure::{arg, memory};
-use serde_json::Value;
+use measure::{arg, deliver, memory, templates};
 use std::time::Instant;
-use stripe_pipeline::catalog::Catalog;
-use stripe_pipeline::convert::{Converter, RowContext};
 use stripe_pipeline::export::{ExportOptions, ExportReport, Exporter};
 use stripe_pipeline::lake::Lake;
-
-/// Charges as the simulator makes them, to copy with new ids.
-fn templates() -> Vec<Value> {
-    let sim = stripe_sim::Simulator::new(stripe_sim::SimConfig {
-        objects: 2_000,
-        ..stripe_sim::SimConfig::tiny()
-    });
-    let info = sim.info("");
-    sim.truth(&info.accounts[0].id, true, "charges")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| t["object"].clone())
-        .collect()
-}
-
-/// Writes charges `ids` (each a copy of a template) as change files of 20,000 objects.
-async fn deliver(lake: &Lake, templates: &[Value], ids: &[u64], ts: i64, run: &str) {
-    let dataset = Catalog::get().dataset("charges").expect("charges");
-    for (n, chunk) in ids.chunks(20_000).enumerate() {
-        let mut conv = Converter::new(dataset);
-        for id in chunk {
-            let mut obj = templates[*id as usize % templates.len()].clone();
-            obj["id"] = Value::from(format!("ch_bench{id:08}"));
-            conv.push(
-                &obj,
-                RowContext {
-                    merchant_id: "acct_bench",
-                    account: None,
-                    batch_timestamp: ts,
-                    deleted: false,
-                },
-            );
-        }
-        for t in conv.tables.iter_mut() {
-            if let Some(batch) = t.take().expect("rows fit their schema") {
-                let name = t.table.name.clone();
-                lake.write(
-                    true,
-                    "acct_bench",
-                    &format!("{run}-charges-s00-{n:05}"),
-                    &[batch],
-                    &name,
-                )
-                .await
-                .expect("write");
-            }
-        }
-    }
-}
 
 /// The child: one export of `<lake>` into `<out>` at `<now>` with `<max_keys>` and `<overlap>`; prints
 /// its row of the table.

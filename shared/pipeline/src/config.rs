@@ -109,8 +109,8 @@ pub struct Config {
     #[serde(default = "default_unannounced_interval")]
     pub unannounced_interval_secs: i64,
     /// Where the tables are loaded: `duckdb` (the file under `output_dir`; the default), `postgres`
-    /// (configured in `[postgres]`), `redshift` (configured in `[redshift]`) or `none` (the Parquet lake
-    /// only).
+    /// (configured in `[postgres]`), `redshift` (configured in `[redshift]`), `snowflake` (configured
+    /// in `[snowflake]`) or `none` (the Parquet lake only).
     #[serde(default)]
     pub destination: Destination,
     /// The PostgreSQL warehouse, when `destination = "postgres"`.
@@ -119,6 +119,9 @@ pub struct Config {
     /// The Redshift warehouse, when `destination = "redshift"`.
     #[serde(default)]
     pub redshift: RedshiftConfig,
+    /// The Snowflake warehouse, when `destination = "snowflake"`.
+    #[serde(default)]
+    pub snowflake: SnowflakeConfig,
     /// Where the Parquet lake is: empty for `<output_dir>/lake`, or `s3://bucket/prefix`,
     /// `gs://bucket/prefix`, `az://container/prefix` (credentials from the environment, as each cloud's
     /// tools read them). Redshift loads from S3 only.
@@ -150,18 +153,20 @@ pub enum Destination {
     Duckdb,
     Postgres,
     Redshift,
+    Snowflake,
     /// No warehouse: the Parquet lake is the output.
     None,
 }
 
 impl Destination {
-    pub const NAMES: [&'static str; 4] = ["duckdb", "postgres", "redshift", "none"];
+    pub const NAMES: [&'static str; 5] = ["duckdb", "postgres", "redshift", "snowflake", "none"];
 
     pub fn parse(name: &str) -> Result<Destination, String> {
         match name {
             "duckdb" => Ok(Destination::Duckdb),
             "postgres" | "postgresql" => Ok(Destination::Postgres),
             "redshift" => Ok(Destination::Redshift),
+            "snowflake" => Ok(Destination::Snowflake),
             "none" => Ok(Destination::None),
             other => Err(format!(
                 "unknown destination '{other}' (known: {})",
@@ -271,6 +276,206 @@ impl RedshiftConfig {
     }
 }
 
+/// Connection settings of the Snowflake warehouse.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnowflakeConfig {
+    /// The account identifier: `myorg-account1` (organization and account name) or an account
+    /// locator with its region (`xy12345.us-east-2.aws`).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The user the pipeline logs in as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The role to use (default: the user's default role).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The virtual warehouse that runs the loads (default: the user's default warehouse).
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// The database the `STRIPE` and `STRIPE_TESTMODE` schemas are made in.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// A file holding the user's unencrypted RSA private key in PEM (key-pair authentication); or
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// the name of an environment variable holding it. Without either, and without `password_env`,
+    /// `STRIPE_PIPELINE_SNOWFLAKE_PRIVATE_KEY` is read.
+    #[serde(default)]
+    pub private_key_env: Option<String>,
+    /// The name of an environment variable holding a password, for users without a key pair.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// The storage integration Snowflake reads an S3 lake with (`CREATE STORAGE INTEGRATION … STORAGE_PROVIDER
+    /// = 'S3'`). Required when `lake_url` is on S3; a local lake's files are uploaded with `PUT` instead.
+    #[serde(default)]
+    pub storage_integration: Option<String>,
+    /// The service's address; default `https://<account>.snowflakecomputing.com`.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The variable read for Snowflake's private key when the configuration names no credential.
+pub const SNOWFLAKE_PRIVATE_KEY_ENV: &str = "STRIPE_PIPELINE_SNOWFLAKE_PRIVATE_KEY";
+
+/// How a Snowflake login proves itself, before the key is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnowflakeCredentialSource {
+    /// A PEM private key in this file;
+    KeyFile(PathBuf),
+    /// in this environment variable;
+    KeyEnv(String),
+    /// a password in this environment variable.
+    PasswordEnv(String),
+}
+
+impl SnowflakeConfig {
+    /// Whether Snowflake is configured at all (an account is named).
+    pub fn is_set(&self) -> bool {
+        self.account.is_some()
+    }
+
+    /// Where the credential comes from: at most one of the three settings.
+    pub fn credential_source(
+        &self,
+        name: impl Fn(&str) -> String,
+    ) -> Result<SnowflakeCredentialSource, String> {
+        match (
+            &self.private_key_file,
+            &self.private_key_env,
+            &self.password_env,
+        ) {
+            (None, None, None) => Ok(SnowflakeCredentialSource::KeyEnv(
+                SNOWFLAKE_PRIVATE_KEY_ENV.into(),
+            )),
+            (Some(f), None, None) => Ok(SnowflakeCredentialSource::KeyFile(f.clone())),
+            (None, Some(v), None) => Ok(SnowflakeCredentialSource::KeyEnv(v.clone())),
+            (None, None, Some(v)) => Ok(SnowflakeCredentialSource::PasswordEnv(v.clone())),
+            _ => Err(format!(
+                "set one of {}, {} and {}",
+                name("private_key_file"),
+                name("private_key_env"),
+                name("password_env")
+            )),
+        }
+    }
+
+    /// Every problem of the settings that needs no secret: required fields, identifiers, and whether
+    /// Snowflake can read the lake at `lake_url`.
+    pub fn problems(&self, name: impl Fn(&str) -> String, lake_url: Option<&str>) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (field, value) in [
+            ("account", &self.account),
+            ("user", &self.user),
+            ("database", &self.database),
+        ] {
+            if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                problems.push(format!("destination snowflake needs {}", name(field)));
+            }
+        }
+        if let Err(p) = self.credential_source(&name) {
+            problems.push(p);
+        }
+        let plain = |v: &str| {
+            !v.is_empty()
+                && !v.starts_with(|c: char| c.is_ascii_digit())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        };
+        if let Some(i) = self.storage_integration.as_deref().filter(|i| !plain(i)) {
+            problems.push(format!(
+                "{} = \"{i}\": use the integration's name as CREATE STORAGE INTEGRATION gave it (letters, digits, _ and $)",
+                name("storage_integration")
+            ));
+        }
+        match lake_url {
+            Some(url) if url.starts_with("s3://") && self.storage_integration.is_none() => {
+                problems.push(format!(
+                    "Snowflake reads an S3 lake through a storage integration: set {} (see the README, \"Snowflake\")",
+                    name("storage_integration")
+                ))
+            }
+            Some(url) if url.starts_with("s3://") => {}
+            Some(url) => problems.push(format!(
+                "Snowflake loads from a lake on S3 or a local one, not {url}: set {} to s3://bucket/prefix or leave it empty",
+                name("lake_url")
+            )),
+            None => {}
+        }
+        if let Some(url) = self
+            .url
+            .as_deref()
+            .filter(|u| !u.starts_with("https://") && !u.starts_with("http://"))
+        {
+            problems.push(format!(
+                "{} must be an http(s) URL, got '{url}'",
+                name("url")
+            ));
+        }
+        problems
+    }
+}
+
+#[cfg(feature = "snowflake")]
+impl SnowflakeConfig {
+    /// The settings with `credential`, once [`SnowflakeConfig::problems`] found none.
+    pub fn settings(
+        &self,
+        credential: crate::warehouse::snowflake::Credential,
+    ) -> crate::warehouse::snowflake::SnowflakeSettings {
+        let field = |v: &Option<String>| v.clone().unwrap_or_default();
+        let account = field(&self.account);
+        let base_url = self.url.clone().unwrap_or_else(|| {
+            format!("https://{}.snowflakecomputing.com", account.to_lowercase())
+        });
+        crate::warehouse::snowflake::SnowflakeSettings {
+            login: crate::warehouse::snowflake::Login {
+                base_url,
+                account,
+                user: field(&self.user),
+                role: self.role.clone(),
+                warehouse: self.warehouse.clone(),
+                database: field(&self.database),
+                credential,
+            },
+            storage_integration: self.storage_integration.clone(),
+        }
+    }
+}
+
+/// A Snowflake credential from its source: a PEM key (checked now, so a bad key fails before any
+/// load) or a password. Errors name the source, never the secret.
+#[cfg(feature = "snowflake")]
+pub fn snowflake_credential(
+    source: &SnowflakeCredentialSource,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<crate::warehouse::snowflake::Credential, String> {
+    use crate::warehouse::snowflake::{Credential, KeyPairAuth};
+    let key = |pem: &str, from: &str| {
+        KeyPairAuth::from_pem(pem)
+            .map(|k| Credential::KeyPair(Box::new(k)))
+            .map_err(|e| format!("the Snowflake private key in {from}: {e}"))
+    };
+    match source {
+        SnowflakeCredentialSource::KeyFile(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read the Snowflake private key file {}: {e}", path.display())
+            })?;
+            key(&pem, &path.display().to_string())
+        }
+        SnowflakeCredentialSource::KeyEnv(var) => match env(var) {
+            Some(pem) if !pem.trim().is_empty() => key(&pem, &format!("the environment variable {var}")),
+            _ => Err(format!(
+                "destination snowflake needs the user's private key: set the environment variable {var} to the PEM key, or private_key_file / private_key_env / password_env in [snowflake]"
+            )),
+        },
+        SnowflakeCredentialSource::PasswordEnv(var) => match env(var) {
+            Some(p) if !p.is_empty() => Ok(Credential::Password(Secret::new(p))),
+            _ => Err(format!("[snowflake] password_env: the environment variable {var} is not set")),
+        },
+    }
+}
+
 /// The variable read for the PostgreSQL URL when the configuration names none.
 pub const POSTGRES_URL_ENV: &str = "STRIPE_PIPELINE_POSTGRES_URL";
 
@@ -325,6 +530,7 @@ impl Default for Config {
             destination: Destination::default(),
             postgres: PostgresConfig::default(),
             redshift: RedshiftConfig::default(),
+            snowflake: SnowflakeConfig::default(),
             lake_url: None,
             export: false,
             export_url: None,
@@ -468,6 +674,9 @@ impl Config {
         from_env(env, "export", "true or false", &mut self.export, p);
         from_env(env, "export_keep", whole, &mut self.export_keep, p);
         let text = |key: &str| env(&env_var(key)).filter(|v| !v.trim().is_empty());
+        if let Some(path) = text("snowflake.private_key_file") {
+            self.snowflake.private_key_file = Some(PathBuf::from(path.trim()));
+        }
         if let Some(list) = text("datasets") {
             self.datasets = list
                 .split(',')
@@ -476,7 +685,17 @@ impl Config {
                 .collect();
         }
         let r = &mut self.redshift;
+        let sf = &mut self.snowflake;
         for (key, field) in [
+            ("snowflake.account", &mut sf.account),
+            ("snowflake.user", &mut sf.user),
+            ("snowflake.role", &mut sf.role),
+            ("snowflake.warehouse", &mut sf.warehouse),
+            ("snowflake.database", &mut sf.database),
+            ("snowflake.private_key_env", &mut sf.private_key_env),
+            ("snowflake.password_env", &mut sf.password_env),
+            ("snowflake.storage_integration", &mut sf.storage_integration),
+            ("snowflake.url", &mut sf.url),
             ("lake_url", &mut self.lake_url),
             ("export_url", &mut self.export_url),
             ("redshift.workgroup", &mut r.workgroup),
@@ -643,7 +862,13 @@ impl Config {
             }
         }
         if self.destination == Destination::Duckdb && self.lake_url.is_some() {
-            problems.push(format!("destination duckdb reads the lake from a local directory: remove {}, or choose destination postgres, redshift or none", name("lake_url")));
+            problems.push(format!("destination duckdb reads the lake from a local directory: remove {}, or choose destination postgres, redshift, snowflake or none", name("lake_url")));
+        }
+        if self.destination == Destination::Snowflake {
+            problems.extend(self.snowflake.problems(
+                |field| name(&format!("snowflake.{field}")),
+                self.lake_url.as_deref(),
+            ));
         }
         if self.destination == Destination::Redshift {
             problems.extend(self.redshift_settings(spelling).err());
@@ -794,6 +1019,76 @@ mod tests {
         assert_eq!(err, "set VAR_db_user or VAR_secret_arn, not both");
         let ok = toml("[redshift]\ncluster = \"c\"\ncopy_role_arn = \"arn:r\"").unwrap();
         assert_eq!(ok.database, "dev");
+    }
+
+    #[test]
+    fn snowflake_problems_name_the_setting_and_the_fix() {
+        let problems = |text: &str| {
+            toml::from_str::<Config>(text)
+                .unwrap()
+                .problems(Spelling::Toml, |_| None)
+                .join("\n")
+        };
+        let all = problems("destination = \"snowflake\"");
+        for field in ["account", "user", "database"] {
+            assert!(all.contains(&format!("needs [snowflake] {field}")), "{all}");
+        }
+        let base = "destination = \"snowflake\"\n[snowflake]\naccount = \"a\"\nuser = \"u\"\ndatabase = \"d\"\n";
+        assert_eq!(problems(base), "");
+        let s3 = format!("lake_url = \"s3://b/lake\"\n{base}");
+        assert!(problems(&s3).contains("set [snowflake] storage_integration"));
+        assert_eq!(
+            problems(&format!("{s3}storage_integration = \"STRIPE_LAKE\"\n")),
+            ""
+        );
+        let quoted = format!("{s3}storage_integration = \"lake; DROP\"\n");
+        assert!(
+            problems(&quoted).contains("letters, digits"),
+            "{}",
+            problems(&quoted)
+        );
+        let gcs = format!("lake_url = \"gs://b/lake\"\n{base}");
+        assert!(problems(&gcs).contains("S3 or a local one"));
+        let two = format!("{base}private_key_env = \"K\"\npassword_env = \"P\"\n");
+        assert!(problems(&two).contains("set one of [snowflake] private_key_file"));
+        // From the environment, as the functions read it.
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| match k {
+            "STRIPE_PIPELINE_DESTINATION" => Some("snowflake".into()),
+            "STRIPE_PIPELINE_SNOWFLAKE_ACCOUNT" => Some("myorg-acct".into()),
+            "STRIPE_PIPELINE_SNOWFLAKE_PRIVATE_KEY_FILE" => Some("/k.p8".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.snowflake.account.as_deref(), Some("myorg-acct"));
+        assert_eq!(
+            cfg.snowflake.credential_source(|f| f.to_string()),
+            Ok(SnowflakeCredentialSource::KeyFile("/k.p8".into()))
+        );
+        let env_problems = cfg.problems(Spelling::Env, |_| None).join("\n");
+        assert!(
+            env_problems.contains("needs STRIPE_PIPELINE_SNOWFLAKE_USER"),
+            "{env_problems}"
+        );
+    }
+
+    #[cfg(feature = "snowflake")]
+    #[test]
+    fn a_snowflake_credential_never_shows_the_secret() {
+        let source = SnowflakeCredentialSource::KeyEnv("SF_KEY".into());
+        let not_pem = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
+        let err = snowflake_credential(&source, |_| Some(not_pem.into()))
+            .err()
+            .unwrap();
+        assert!(err.contains("the environment variable SF_KEY"), "{err}");
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+        let err = snowflake_credential(&source, |_| None).err().unwrap();
+        assert!(err.contains("set the environment variable SF_KEY"), "{err}");
+        let pem = include_str!("warehouse/snowflake/testdata/rsa_key.p8");
+        assert!(snowflake_credential(&source, |_| Some(pem.into())).is_ok());
+        let file = SnowflakeCredentialSource::KeyFile("/nonexistent/k.p8".into());
+        let err = snowflake_credential(&file, |_| None).err().unwrap();
+        assert!(err.contains("/nonexistent/k.p8"), "{err}");
     }
 
     #[test]

@@ -55,6 +55,22 @@ pub async fn open_warehouse(cfg: &Config) -> Result<Box<dyn Warehouse>, String> 
         Destination::Redshift => {
             return Err("this build has no Redshift support (cargo feature `redshift`)".into())
         }
+        #[cfg(feature = "snowflake")]
+        Destination::Snowflake => {
+            let name = |field: &str| format!("[snowflake] {field}");
+            let source = cfg.snowflake.credential_source(name)?;
+            let env = |k: &str| std::env::var(k).ok();
+            let credential = crate::config::snowflake_credential(&source, env)?;
+            Box::new(
+                crate::warehouse::snowflake::Snowflake::connect(cfg.snowflake.settings(credential))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        #[cfg(not(feature = "snowflake"))]
+        Destination::Snowflake => {
+            return Err("this build has no Snowflake support (cargo feature `snowflake`)".into())
+        }
     })
 }
 

@@ -165,3 +165,154 @@ async fn a_login_that_fails_names_the_account_and_user() {
     );
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+/// A stand-in for Snowflake and its result storage, for what the emulator never does: split a large
+/// result into chunks. Login and query answers as Snowflake shapes them; chunk URLs that demand the
+/// result key (`qrmk`) as an encryption header, a JSON chunk gzipped as Snowflake stores it, and an
+/// Arrow chunk.
+async fn chunked_service() -> String {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use base64::Engine as _;
+    use std::io::Write as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn arrow_stream(ids: &[i64], names: &[&str]) -> Vec<u8> {
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("N", DataType::Int64, true),
+            Field::new("S", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                std::sync::Arc::new(Int64Array::from(ids.to_vec())),
+                std::sync::Arc::new(StringArray::from(names.to_vec())),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        out
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let chunk_base = base.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let chunk_base = chunk_base.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as much body as it announces.
+                let (head, body_len) = loop {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        break (head, end + 4 + len);
+                    }
+                };
+                while request.len() < body_len {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let keyed =
+                    head.contains("x-amz-server-side-encryption-customer-key: the-result-key");
+                let rowtype = serde_json::json!([
+                    {"name": "N", "type": "fixed", "scale": 0},
+                    {"name": "S", "type": "text"}
+                ]);
+                let chunks = |kind: &str| {
+                    serde_json::json!([
+                        {"url": format!("{chunk_base}/chunks/{kind}-1"), "rowCount": 2},
+                        {"url": format!("{chunk_base}/chunks/{kind}-2"), "rowCount": 1}
+                    ])
+                };
+                let (status, body): (u16, Vec<u8>) = if path
+                    .starts_with("/session/v1/login-request")
+                {
+                    (
+                        200,
+                        serde_json::json!({"success": true, "data": {"token": "session-token"}})
+                            .to_string()
+                            .into_bytes(),
+                    )
+                } else if path.starts_with("/queries/v1/query-request") {
+                    let arrow = String::from_utf8_lossy(&request).contains("arrow");
+                    let data = if arrow {
+                        serde_json::json!({"queryId": "q-arrow", "rowtype": rowtype, "queryResultFormat": "arrow",
+                            "rowsetBase64": base64::engine::general_purpose::STANDARD.encode(arrow_stream(&[1], &["a"])),
+                            "chunks": chunks("arrow"), "qrmk": "the-result-key"})
+                    } else {
+                        serde_json::json!({"queryId": "q-json", "rowtype": rowtype, "queryResultFormat": "json",
+                            "rowset": [["1", "a"]], "chunks": chunks("json"), "qrmk": "the-result-key"})
+                    };
+                    (
+                        200,
+                        serde_json::json!({"success": true, "data": data})
+                            .to_string()
+                            .into_bytes(),
+                    )
+                } else if !keyed {
+                    (403, b"<Error>the customer key is missing</Error>".to_vec())
+                } else if path == "/chunks/json-1" {
+                    let mut gz =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    gz.write_all(br#"["2","b"],["3",null]"#).unwrap();
+                    (200, gz.finish().unwrap())
+                } else if path == "/chunks/json-2" {
+                    (200, br#"["4","d"]"#.to_vec())
+                } else if path == "/chunks/arrow-1" {
+                    (200, arrow_stream(&[2, 3], &["b", "c"]))
+                } else if path == "/chunks/arrow-2" {
+                    (200, arrow_stream(&[4], &["d"]))
+                } else {
+                    (404, Vec::new())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                conn.write_all(head.as_bytes()).await.unwrap();
+                conn.write_all(&body).await.unwrap();
+                conn.shutdown().await.ok();
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_is_read_from_its_chunks_in_both_formats() {
+    let base = chunked_service().await;
+    let mut s = Session::open(login(&base, Credential::Password(Secret::new("pw"))))
+        .await
+        .unwrap();
+    let text = |v: &str| Some(v.to_string());
+    let json = s.query("SELECT n, s FROM big").await.unwrap();
+    assert_eq!(json.format, ResultFormat::Json);
+    assert_eq!(
+        json.rows,
+        [
+            [text("1"), text("a")],
+            [text("2"), text("b")],
+            [text("3"), None],
+            [text("4"), text("d")],
+        ]
+    );
+    let arrow = s.query("SELECT n, s FROM big -- arrow").await.unwrap();
+    assert_eq!(arrow.format, ResultFormat::Arrow);
+    assert_eq!(arrow.query_id, "q-arrow");
+    let numbers: Vec<_> = arrow.rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(numbers, [text("1"), text("2"), text("3"), text("4")]);
+}

@@ -18,6 +18,9 @@ macro_rules! conformance {
         mod redshift {
             $(#[test] fn $scenario() { super::runtime().block_on(super::$scenario(super::Backend::Redshift)) })*
         }
+        mod snowflake {
+            $(#[test] fn $scenario() { super::runtime().block_on(super::$scenario(super::Backend::Snowflake)) })*
+        }
     };
 }
 

@@ -12,6 +12,7 @@ use stripe_pipeline::engine::{self, Quiet, SyncReport};
 use stripe_pipeline::export::MARKER;
 use stripe_pipeline::lake::Lake;
 use stripe_pipeline::warehouse::duckdb::DuckDb;
+use stripe_pipeline::warehouse::sql::Dialect;
 use stripe_pipeline::warehouse::{schema_name, Warehouse};
 use stripe_sim::{AccountKind, RunningSim, SimConfig};
 
@@ -98,15 +99,14 @@ fn expected(col: &Column, obj: &Value) -> Option<String> {
     }
 }
 
-fn select_expr(col: &Column) -> String {
+/// A column as text, its name quoted as the warehouse stores it (some are SQL keywords).
+fn select_expr(dialect: &Dialect, col: &Column) -> String {
+    let name = dialect.q(&col.name);
     match col.kind {
         ColumnType::Timestamp => {
-            format!(
-                "CAST(CAST(EXTRACT(EPOCH FROM \"{}\") AS BIGINT) AS VARCHAR)",
-                col.name
-            )
+            format!("CAST(CAST(EXTRACT(EPOCH FROM {name}) AS BIGINT) AS VARCHAR)")
         }
-        _ => format!("CAST(\"{}\" AS VARCHAR)", col.name),
+        _ => format!("CAST({name} AS VARCHAR)"),
     }
 }
 
@@ -201,7 +201,11 @@ pub async fn assert_owner_equal(
         let ctx = format!("{schema}.{} for {merchant} ({mode})", table.name);
         match table.kind {
             TableKind::Main => {
-                let cols: Vec<String> = table.columns.iter().map(select_expr).collect();
+                let cols: Vec<String> = table
+                    .columns
+                    .iter()
+                    .map(|c| select_expr(db.dialect(), c))
+                    .collect();
                 let rows = db
                     .query_strings(&format!(
                         "SELECT {} FROM {schema}.{} WHERE {filter} AND NOT deleted ORDER BY id",

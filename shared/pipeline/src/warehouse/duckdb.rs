@@ -1,7 +1,7 @@
 //! The embedded DuckDB warehouse (local mode). It stages each table's new files with `read_parquet`
 //! straight from the local lake and merges them with the shared SQL of [`super::sql`].
 
-use super::sql::{self, Dialect};
+use super::sql::{self, Dialect, Staging};
 use super::{schema_name, Load, Warehouse, WarehouseError};
 use crate::catalog::{Dataset, Table};
 use crate::convert::table_columns;
@@ -279,7 +279,7 @@ impl Warehouse for DuckDb {
                 "DROP TABLE IF EXISTS {stage}; CREATE TEMP TABLE {stage} AS SELECT * FROM {target} LIMIT 0; \
                  INSERT INTO {stage} BY NAME SELECT * FROM read_parquet([{}], union_by_name = true)",
                 paths.join(", "),
-                stage = DIALECT.stage_table(&table.name),
+                stage = DIALECT.stage_table(schema, &table.name, Staging::Temporary),
                 target = DIALECT.qualified(schema, &table.name),
             );
             staging.push(Step { action, sql });
@@ -287,7 +287,9 @@ impl Warehouse for DuckDb {
         }
         let main = &load.dataset.main_table().name;
         let merge_action = format!("merging into {schema}.{main}");
-        let merge = DIALECT.merge(schema, load.dataset, &staged);
+        let merge = DIALECT
+            .merge(schema, load.dataset, &staged, Staging::Temporary)
+            .into_statements();
         let mut after = Vec::new();
         for sql in DIALECT.tombstones(
             schema,

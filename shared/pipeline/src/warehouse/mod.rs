@@ -82,6 +82,29 @@ pub enum WarehouseError {
     },
 }
 
+/// What a process has made exist in the warehouse (datasets' table shapes in a schema, stages):
+/// backends whose DDL costs round trips (Redshift, Snowflake) check each once per process, since the
+/// catalog is fixed for a build (a Lambda container keeps this).
+#[derive(Debug, Default)]
+pub(crate) struct Prepared(parking_lot::Mutex<std::collections::HashSet<String>>);
+
+impl Prepared {
+    /// The key of a dataset's table shapes in a schema (`schema/table:columns/…`).
+    pub fn shape(schema: &str, dataset: &Dataset) -> String {
+        dataset.tables.iter().fold(schema.to_string(), |k, t| {
+            format!("{k}/{}:{}", t.name, t.columns.len())
+        })
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.lock().contains(key)
+    }
+
+    pub fn insert(&self, key: String) {
+        self.0.lock().insert(key);
+    }
+}
+
 /// Unix microseconds now (`data_landed`).
 pub(crate) fn now_micros() -> i64 {
     use crate::clock::Clock;

@@ -5,7 +5,7 @@
 //! The client is async (tokio-postgres). One session serves one call at a time: a transaction belongs to
 //! the session, so a query sent beside a running load would run inside it.
 
-use super::sql::{self, Dialect};
+use super::sql::{self, Dialect, Staging};
 use super::{schema_name, Load, Warehouse, WarehouseError};
 use crate::catalog::{Dataset, Table, TableKind, MERCHANT_ID};
 use crate::config::Secret;
@@ -218,9 +218,13 @@ async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64
     let mut staged: Vec<&str> = Vec::new();
     for (table, files) in load.staged_tables() {
         let action = format!("staging {schema}.{}", table.name);
-        tx.batch_execute(&DIALECT.create_stage(schema, &table.name).join("; "))
-            .await
-            .map_err(sql_err(&action))?;
+        tx.batch_execute(
+            &DIALECT
+                .create_stage(schema, &table.name, Staging::Temporary)
+                .join("; "),
+        )
+        .await
+        .map_err(sql_err(&action))?;
         for path in files {
             let bytes = load
                 .lake
@@ -234,7 +238,10 @@ async fn load_in_transaction(client: &mut Client, load: &Load<'_>) -> Result<u64
         staged.push(&table.name);
     }
     let mut changed = 0;
-    for stmt in DIALECT.merge(schema, load.dataset, &staged) {
+    for stmt in DIALECT
+        .merge(schema, load.dataset, &staged, Staging::Temporary)
+        .into_statements()
+    {
         let n = tx
             .execute(stmt.sql.as_str(), &[])
             .await
@@ -392,7 +399,7 @@ async fn copy_parquet(
     let sink = tx
         .copy_in(&format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            DIALECT.stage_table(table),
+            DIALECT.stage_table("", table, Staging::Temporary),
             columns.join(", ")
         ))
         .await

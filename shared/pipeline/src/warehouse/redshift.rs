@@ -8,13 +8,13 @@
 //! `DescribeStatement` (backing off from 100 ms to 2 s) until it finishes; a failure carries Redshift's
 //! error text, the failing sub-statement and the statement id.
 
-use super::sql::{self, Dialect};
+use super::sql::{self, Dialect, Staging};
 use super::{schema_name, Load, Warehouse, WarehouseError};
 use crate::catalog::Dataset;
 use crate::state::sdk_error_message;
 use aws_sdk_redshiftdata::types::{Field, StatusString};
 use aws_sdk_redshiftdata::Client;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 const BACKEND: &str = "Redshift";
@@ -69,7 +69,7 @@ pub struct Redshift {
     /// Schemas and table shapes (`schema/table:columns/…`) checked complete by this process: the
     /// catalog is fixed for a build, so they need no Data API calls again (a Lambda container keeps
     /// this).
-    prepared: parking_lot::Mutex<HashSet<String>>,
+    prepared: super::Prepared,
     /// Held by each writing transaction (loads, `data_load_times`). Redshift's isolation is
     /// serializable: two concurrent transactions that write the same table (every load writes
     /// `data_load_times`) make Redshift abort one of them ("Serializable isolation violation"), so
@@ -107,7 +107,7 @@ impl Redshift {
         let redshift = Redshift {
             client: Client::new(sdk),
             settings,
-            prepared: parking_lot::Mutex::new(HashSet::new()),
+            prepared: super::Prepared::default(),
             writes: tokio::sync::Mutex::new(()),
         };
         redshift
@@ -254,23 +254,15 @@ impl Redshift {
         self.run(DIALECT.create_schema(schema))
             .await
             .map_err(|m| err(format!("creating schema {schema}"), m))?;
-        let mut existing: HashMap<String, HashSet<String>> = HashMap::new();
-        for row in self
-            .query(&DIALECT.schema_columns_query(schema))
-            .await
-            .map_err(|m| err(format!("reading the columns of schema {schema}"), m))?
-        {
-            if let [Some(table), Some(column)] = &row[..] {
-                existing
-                    .entry(table.clone())
-                    .or_default()
-                    .insert(column.clone());
-            }
-        }
+        let existing = sql::columns_by_table(
+            self.query(&DIALECT.schema_columns_query(schema))
+                .await
+                .map_err(|m| err(format!("reading the columns of schema {schema}"), m))?,
+        );
         let mut added = Vec::new();
         let none = HashSet::new();
         for table in &dataset.tables {
-            let columns = existing.get(&table.name).unwrap_or(&none);
+            let columns = existing.get(&DIALECT.name(&table.name)).unwrap_or(&none);
             // One statement each: Redshift runs ALTER TABLE ADD COLUMN outside multi-statement blocks.
             for ddl in DIALECT.complete_table(schema, table, columns) {
                 self.run(vec![ddl.sql])
@@ -291,7 +283,7 @@ impl Redshift {
         for (table, files) in load.staged_tables() {
             statements.extend(
                 DIALECT
-                    .create_stage(schema, &table.name)
+                    .create_stage(schema, &table.name, Staging::Temporary)
                     .into_iter()
                     .map(plain),
             );
@@ -311,7 +303,7 @@ impl Redshift {
                     .map_err(|m| err(&action, m))?;
                 statements.push(plain(format!(
                     "COPY {} ({}) FROM {} IAM_ROLE {} FORMAT AS PARQUET",
-                    DIALECT.stage_table(&table.name),
+                    DIALECT.stage_table(schema, &table.name, Staging::Temporary),
                     columns
                         .iter()
                         .map(|c| sql::q(c))
@@ -323,7 +315,11 @@ impl Redshift {
             }
             staged.push(&table.name);
         }
-        statements.extend(DIALECT.merge(schema, load.dataset, &staged));
+        statements.extend(
+            DIALECT
+                .merge(schema, load.dataset, &staged, Staging::Temporary)
+                .into_statements(),
+        );
         let main = &load.dataset.main_table().name;
         // The first statement of deletes goes into the load's transaction; a longer list (a re-list
         // after the cliff) runs the rest after it, a statement per call, since a batch of the Data
@@ -417,15 +413,13 @@ impl Warehouse for Redshift {
         dataset: &Dataset,
     ) -> Result<Vec<String>, WarehouseError> {
         let schema = schema_name(livemode);
-        let key: String = dataset.tables.iter().fold(schema.to_string(), |k, t| {
-            format!("{k}/{}:{}", t.name, t.columns.len())
-        });
-        if self.prepared.lock().contains(&key) {
+        let key = super::Prepared::shape(schema, dataset);
+        if self.prepared.contains(&key) {
             return Ok(Vec::new());
         }
         let _writing = self.writes.lock().await;
         let added = self.create_tables(schema, dataset).await?;
-        self.prepared.lock().insert(key);
+        self.prepared.insert(key);
         Ok(added)
     }
 

@@ -4,8 +4,8 @@
 //! It keeps to what PostgreSQL and Redshift both accept: `DELETE … USING`, `INSERT … SELECT … WHERE NOT
 //! EXISTS`, window functions in a subquery, `CREATE TEMP TABLE … AS`, quoted lower-case identifiers and
 //! `TIMESTAMP '…'` literals. No `MERGE`, `ON CONFLICT`, `DISTINCT ON` or `QUALIFY`, which only some of
-//! them have. The backend fills `stage_<table>` (binary `COPY` from the client, or `COPY … FROM 's3://…'`)
-//! and runs [`merge`]'s statements in the same transaction.
+//! them have. The backend fills its staging tables ([`Staging`]: binary `COPY` from the client, `COPY …
+//! FROM 's3://…'`, or Snowflake's `COPY INTO`) and runs [`Dialect::merge`]'s statements.
 
 use crate::catalog::{
     ColumnType, Dataset, Owner, Table, TableKind, ACCOUNT, BATCH_TIMESTAMP, DELETED, MERCHANT_ID,
@@ -25,8 +25,43 @@ pub struct Dialect {
     /// Names are written in upper case: where unquoted names fold to upper case (Snowflake), the
     /// `stripe.charges` of Sigma-style SQL then finds the tables this SQL creates.
     pub upper_case_names: bool,
-    /// `CREATE TEMPORARY TABLE t (LIKE s)` (PostgreSQL, Redshift) rather than `… t LIKE s` (Snowflake).
-    pub like_in_parentheses: bool,
+}
+
+/// The tables a load stages its rows in before the merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staging<'a> {
+    /// Session-local temporary tables, `stage_<table>`, created inside the load's transaction
+    /// (PostgreSQL, Redshift, DuckDB).
+    Temporary,
+    /// Transient tables of the load's schema, `stage_<tag>_<table>`, one set per session (`tag`),
+    /// created before the load's transaction (Snowflake). Snowflake commits an open transaction at
+    /// any DDL, so the merge's own table is built before it too ([`Merge::prepare`]); and its emulator
+    /// cannot `COPY INTO` a temporary table, so the tables are transient (no fail-safe storage) and
+    /// dropped after each load.
+    InSchema { tag: &'a str },
+}
+
+/// A load's merge in three parts: what builds the newest staged version of each object, what
+/// changes the stored tables (one transaction), and what drops the staging tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merge {
+    pub prepare: Vec<String>,
+    pub apply: Vec<Statement>,
+    pub cleanup: Vec<String>,
+}
+
+impl Merge {
+    /// All of it, in order: for backends whose DDL is transactional, to run in the load's
+    /// transaction.
+    pub fn into_statements(self) -> Vec<Statement> {
+        let plain = |sql| Statement { sql, counts: false };
+        self.prepare
+            .into_iter()
+            .map(plain)
+            .chain(self.apply)
+            .chain(self.cleanup.into_iter().map(plain))
+            .collect()
+    }
 }
 
 /// The dialect of the queries every backend shares unless it says otherwise
@@ -38,7 +73,6 @@ pub const STANDARD: Dialect = Dialect {
     boolean: "BOOLEAN",
     timestamp: "TIMESTAMP",
     upper_case_names: false,
-    like_in_parentheses: true,
 };
 
 impl Dialect {
@@ -71,9 +105,12 @@ impl Dialect {
         format!("{}.{}", self.q(schema), self.q(table))
     }
 
-    /// The session-local table a load stages one table's rows in.
-    pub fn stage_table(&self, table: &str) -> String {
-        self.q(&format!("stage_{table}"))
+    /// The table a load stages one table's rows in.
+    pub fn stage_table(&self, schema: &str, table: &str, staging: Staging<'_>) -> String {
+        match staging {
+            Staging::Temporary => self.q(&format!("stage_{table}")),
+            Staging::InSchema { tag } => self.qualified(schema, &format!("stage_{tag}_{table}")),
+        }
     }
 }
 
@@ -114,6 +151,20 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
+}
+
+/// The rows of [`Dialect::schema_columns_query`] as each table's set of columns.
+pub fn columns_by_table(
+    rows: Vec<Vec<Option<String>>>,
+) -> std::collections::HashMap<String, std::collections::HashSet<String>> {
+    let mut out: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for row in rows {
+        if let [Some(table), Some(column)] = &row[..] {
+            out.entry(table.clone()).or_default().insert(column.clone());
+        }
+    }
+    out
 }
 
 /// One DDL statement that completes a table, and what it does.
@@ -222,18 +273,23 @@ impl Dialect {
             .collect()
     }
 
-    /// Creates the empty staging table of `table` (dropping a leftover one of this session first).
-    pub fn create_stage(&self, schema: &str, table: &str) -> Vec<String> {
-        let like = self.qualified(schema, table);
-        let like = if self.like_in_parentheses {
-            format!("(LIKE {like})")
-        } else {
-            format!("LIKE {like}")
-        };
-        vec![
-            format!("DROP TABLE IF EXISTS {}", self.stage_table(table)),
-            format!("CREATE TEMPORARY TABLE {} {like}", self.stage_table(table)),
-        ]
+    /// Creates the empty staging table of `table` (replacing a leftover one of this session).
+    pub fn create_stage(&self, schema: &str, table: &str, staging: Staging<'_>) -> Vec<String> {
+        let (stage, like) = (
+            self.stage_table(schema, table, staging),
+            self.qualified(schema, table),
+        );
+        match staging {
+            Staging::Temporary => vec![
+                format!("DROP TABLE IF EXISTS {stage}"),
+                format!("CREATE TEMPORARY TABLE {stage} (LIKE {like})"),
+            ],
+            Staging::InSchema { .. } => {
+                vec![format!(
+                    "CREATE OR REPLACE TRANSIENT TABLE {stage} LIKE {like}"
+                )]
+            }
+        }
     }
 
     fn column_list(&self, table: &Table, prefix: &str) -> String {
@@ -244,28 +300,44 @@ impl Dialect {
             .join(", ")
     }
 
-    /// The statements that merge a load staged in `stage_<table>` (for the tables in `staged`) into
-    /// the dataset's tables: the newest staged version of each `(merchant_id, id)` replaces a stored
-    /// one that is not newer, and the metadata and child rows of every object whose staged version is
-    /// now the stored one are replaced by the staged ones. Run them in one transaction, after the
-    /// stage is filled.
-    pub fn merge(&self, schema: &str, dataset: &Dataset, staged: &[&str]) -> Vec<Statement> {
+    /// The statements that merge a load staged in its staging tables (for the tables in `staged`)
+    /// into the dataset's tables: the newest staged version of each `(merchant_id, id)` replaces a
+    /// stored one that is not newer, and the metadata and child rows of every object whose staged
+    /// version is now the stored one are replaced by the staged ones. Run them after the stage is
+    /// filled, [`Merge::apply`] in one transaction.
+    pub fn merge(
+        &self,
+        schema: &str,
+        dataset: &Dataset,
+        staged: &[&str],
+        staging: Staging<'_>,
+    ) -> Merge {
         let main = dataset.main_table();
         if !staged.contains(&main.name.as_str()) {
-            return Vec::new();
+            return Merge::default();
         }
         let target = self.qualified(schema, &main.name);
         let cols = self.column_list(main, "");
         let (m, b, id) = (self.q(MERCHANT_ID), self.q(BATCH_TIMESTAMP), self.q("id"));
         // The staged main-table rows with one row (the newest) per object.
-        let newest = self.q("stage_newest");
+        let newest = self.stage_table(schema, "newest", staging);
         let rank = self.q("stage_rank");
-        let mut out = vec![
-            plain(format!("DROP TABLE IF EXISTS {newest}")),
-            plain(format!(
-                "CREATE TEMPORARY TABLE {newest} AS SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {m}, {id} ORDER BY {b} DESC) AS {rank} FROM {}) AS ranked WHERE {rank} = 1",
-                self.stage_table(&main.name)
-            )),
+        let ranked = format!(
+            "SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {m}, {id} ORDER BY {b} DESC) AS {rank} FROM {}) AS ranked WHERE {rank} = 1",
+            self.stage_table(schema, &main.name, staging)
+        );
+        let prepare = match staging {
+            Staging::Temporary => vec![
+                format!("DROP TABLE IF EXISTS {newest}"),
+                format!("CREATE TEMPORARY TABLE {newest} AS {ranked}"),
+            ],
+            Staging::InSchema { .. } => {
+                vec![format!(
+                    "CREATE OR REPLACE TRANSIENT TABLE {newest} AS {ranked}"
+                )]
+            }
+        };
+        let mut apply = vec![
             plain(format!(
                 "DELETE FROM {target} USING {newest} WHERE {target}.{m} = {newest}.{m} AND {target}.{id} = {newest}.{id} AND {target}.{b} <= {newest}.{b}"
             )),
@@ -279,23 +351,30 @@ impl Dialect {
         for table in dataset.tables.iter().filter(|t| t.kind != TableKind::Main) {
             let child = self.qualified(schema, &table.name);
             let parent = self.q(table.parent_key.as_deref().unwrap_or("parent_id"));
-            out.push(plain(format!(
+            apply.push(plain(format!(
                 "DELETE FROM {child} USING {newest}, {target} WHERE {child}.{m} = {newest}.{m} AND {child}.{parent} = {newest}.{id} AND {target}.{m} = {newest}.{m} AND {target}.{id} = {newest}.{id} AND {target}.{b} = {newest}.{b}"
             )));
             if staged.contains(&table.name.as_str()) {
-                let stage = self.stage_table(&table.name);
-                out.push(plain(format!(
+                let stage = self.stage_table(schema, &table.name, staging);
+                apply.push(plain(format!(
                     "INSERT INTO {child} ({}) SELECT {} FROM {stage} JOIN {target} ON {target}.{m} = {stage}.{m} AND {target}.{id} = {stage}.{parent} AND {target}.{b} = {stage}.{b}",
                     self.column_list(table, ""),
                     self.column_list(table, &format!("{stage}."))
                 )));
             }
         }
-        out.push(plain(format!("DROP TABLE {newest}")));
+        let mut cleanup = vec![format!("DROP TABLE {newest}")];
         for t in staged {
-            out.push(plain(format!("DROP TABLE {}", self.stage_table(t))));
+            cleanup.push(format!(
+                "DROP TABLE {}",
+                self.stage_table(schema, t, staging)
+            ));
         }
-        out
+        Merge {
+            prepare,
+            apply,
+            cleanup,
+        }
     }
 
     /// Marks objects deleted, keeping their last version's columns; the version time only moves
@@ -484,7 +563,14 @@ mod tests {
     #[test]
     fn merge_keeps_to_the_shared_subset_and_counts_the_insert() {
         let charges = Catalog::get().dataset("charges").unwrap();
-        let stmts = STANDARD.merge("stripe", charges, &["charges", "charges_metadata"]);
+        let stmts = STANDARD
+            .merge(
+                "stripe",
+                charges,
+                &["charges", "charges_metadata"],
+                Staging::Temporary,
+            )
+            .into_statements();
         assert_eq!(stmts.iter().filter(|s| s.counts).count(), 1);
         let all: String = stmts.iter().map(|s| s.sql.as_str()).collect();
         for absent in ["MERGE", "ON CONFLICT", "DISTINCT ON", "QUALIFY"] {
@@ -493,7 +579,8 @@ mod tests {
         assert!(all.contains("INSERT INTO \"stripe\".\"charges_metadata\""));
         // Nothing staged for the main table: nothing to merge (children only arrive with a parent).
         assert!(STANDARD
-            .merge("stripe", charges, &["charges_metadata"])
+            .merge("stripe", charges, &["charges_metadata"], Staging::Temporary)
+            .into_statements()
             .is_empty());
     }
 
@@ -501,17 +588,19 @@ mod tests {
     fn an_upper_case_dialect_writes_every_name_in_upper_case() {
         let upper = Dialect {
             upper_case_names: true,
-            like_in_parentheses: false,
             ..STANDARD
         };
         let charges = Catalog::get().dataset("charges").unwrap();
-        let mut all: Vec<String> = upper
-            .merge("stripe", charges, &["charges", "charges_metadata"])
-            .into_iter()
-            .map(|s| s.sql)
-            .collect();
+        let staging = Staging::InSchema { tag: "a1b2" };
+        let merge = upper.merge("stripe", charges, &["charges", "charges_metadata"], staging);
+        // Snowflake's DDL ends a transaction: none of it is in the transaction's part.
+        assert!(
+            merge.apply.iter().all(|s| !s.sql.contains("TABLE ")),
+            "{merge:?}"
+        );
+        let mut all: Vec<String> = merge.into_statements().into_iter().map(|s| s.sql).collect();
         all.extend(upper.create_schema("stripe"));
-        all.extend(upper.create_stage("stripe", "charges"));
+        all.extend(upper.create_stage("stripe", "charges", staging));
         all.extend(upper.tombstones("stripe", "charges", "acct_1", &["ch_1".into()], 0));
         all.extend(upper.load_times("stripe", charges, "acct_1", 0, 0));
         all.push(upper.stale_ids(
@@ -531,16 +620,20 @@ mod tests {
         }
         let joined = all.join("\n");
         assert!(joined.contains("\"STRIPE\".\"CHARGES_METADATA\""));
-        assert!(
-            joined.contains("CREATE TEMPORARY TABLE \"STAGE_CHARGES\" LIKE \"STRIPE\".\"CHARGES\"")
-        );
+        assert!(joined.contains(
+            "CREATE OR REPLACE TRANSIENT TABLE \"STRIPE\".\"STAGE_A1B2_CHARGES\" LIKE \"STRIPE\".\"CHARGES\""
+        ));
+        assert!(joined.contains("DROP TABLE \"STRIPE\".\"STAGE_A1B2_NEWEST\""));
         assert!(joined.contains("'acct_1'") && joined.contains("'ch_1'"));
         assert_eq!(
             upper.schema_columns_query("stripe"),
             "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'STRIPE'"
         );
-        assert!(STANDARD.create_stage("stripe", "charges").contains(
-            &"CREATE TEMPORARY TABLE \"stage_charges\" (LIKE \"stripe\".\"charges\")".to_string()
-        ));
+        assert!(STANDARD
+            .create_stage("stripe", "charges", Staging::Temporary)
+            .contains(
+                &"CREATE TEMPORARY TABLE \"stage_charges\" (LIKE \"stripe\".\"charges\")"
+                    .to_string()
+            ));
     }
 }

@@ -1,12 +1,14 @@
 //! One behaviour for every warehouse: the same scenarios run against DuckDB, a real PostgreSQL server,
-//! and Redshift through the real Data API client and the Data API emulator (SQL on PostgreSQL, `COPY`
-//! from moto's S3), through the `Warehouse` trait the engine uses, with Parquet files written to a lake
+//! Redshift through the real Data API client and the Data API emulator (SQL on PostgreSQL, `COPY`
+//! from moto's S3), and Snowflake through its REST protocol and fakesnow (`PUT` to an internal
+//! stage, `COPY INTO`), through the `Warehouse` trait the engine uses, with Parquet files written to a lake
 //! the way the engine writes them. A new warehouse adds a [`Backend`] and passes every scenario; the
 //! test file `shared/pipeline/tests/warehouse_conformance.rs` runs each once per backend.
 
 use crate::moto::{create_bucket, Moto};
 use crate::postgres as postgres_server;
 use crate::redshift::{self as redshift_emulator, RedshiftEmulator};
+use crate::snowflake::Fakesnow;
 
 use serde_json::{json, Value};
 use std::sync::OnceLock;
@@ -17,6 +19,7 @@ use stripe_pipeline::lake::Lake;
 use stripe_pipeline::warehouse::duckdb::DuckDb;
 use stripe_pipeline::warehouse::postgres::Postgres;
 use stripe_pipeline::warehouse::redshift::{Redshift, RedshiftSettings, RedshiftTarget};
+use stripe_pipeline::warehouse::snowflake::{Credential, Login, Snowflake, SnowflakeSettings};
 use stripe_pipeline::warehouse::{Load, Warehouse};
 
 const T1: i64 = 1_795_694_400_000_000; // 2026-11-26T12:00:00Z, in microseconds
@@ -42,14 +45,15 @@ pub enum Backend {
     DuckDb,
     Postgres,
     Redshift,
+    Snowflake,
 }
 
 struct Fixture {
     lake: Lake,
     wh: Box<dyn Warehouse>,
     batches: u32,
-    /// Dropped after the warehouse: the emulator, then moto.
-    _services: Option<(RedshiftEmulator, Moto)>,
+    /// Dropped after the warehouse: the emulators it talks to.
+    _services: Option<Box<dyn std::any::Any>>,
     _dir: tempfile::TempDir,
 }
 
@@ -61,35 +65,45 @@ impl Fixture {
     async fn open(backend: Backend, label: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let local = || Lake::local(&dir.path().join("lake")).unwrap();
-        let (lake, wh, services): (Lake, Box<dyn Warehouse>, _) = match backend {
-            Backend::DuckDb => (
-                local(),
-                Box::new(DuckDb::open(&dir.path().join("w.duckdb")).unwrap()),
-                None,
-            ),
-            Backend::Postgres => {
-                let url = postgres_server::server().database(label);
-                let wh = Postgres::connect(&Secret::new(url), None).await.unwrap();
-                (local(), Box::new(wh), None)
-            }
-            Backend::Redshift => {
-                let moto = Moto::start();
-                create_bucket(&moto, "lake").await;
-                let lake = Lake::cloud("s3://lake/stripe", &moto.lake_options()).unwrap();
-                let emulator = RedshiftEmulator::start(&moto);
-                let settings = RedshiftSettings {
-                    target: RedshiftTarget::Workgroup("analytics".into()),
-                    database: redshift_emulator::database(label),
-                    db_user: None,
-                    secret_arn: None,
-                    copy_role_arn: "arn:aws:iam::123456789012:role/stripe-pipeline-copy".into(),
-                };
-                let wh = Redshift::connect(&emulator.sdk().await, settings)
-                    .await
-                    .unwrap();
-                (lake, Box::new(wh), Some((emulator, moto)))
-            }
-        };
+        let (lake, wh, services): (Lake, Box<dyn Warehouse>, Option<Box<dyn std::any::Any>>) =
+            match backend {
+                Backend::DuckDb => (
+                    local(),
+                    Box::new(DuckDb::open(&dir.path().join("w.duckdb")).unwrap()),
+                    None,
+                ),
+                Backend::Postgres => {
+                    let url = postgres_server::server().database(label);
+                    let wh = Postgres::connect(&Secret::new(url), None).await.unwrap();
+                    (local(), Box::new(wh), None)
+                }
+                Backend::Redshift => {
+                    let moto = Moto::start();
+                    create_bucket(&moto, "lake").await;
+                    let lake = Lake::cloud("s3://lake/stripe", &moto.lake_options()).unwrap();
+                    let emulator = RedshiftEmulator::start(&moto);
+                    let settings = RedshiftSettings {
+                        target: RedshiftTarget::Workgroup("analytics".into()),
+                        database: redshift_emulator::database(label),
+                        db_user: None,
+                        secret_arn: None,
+                        copy_role_arn: "arn:aws:iam::123456789012:role/stripe-pipeline-copy".into(),
+                    };
+                    let wh = Redshift::connect(&emulator.sdk().await, settings)
+                        .await
+                        .unwrap();
+                    // The emulator goes first, then moto.
+                    let services: (RedshiftEmulator, Moto) = (emulator, moto);
+                    (lake, Box::new(wh), Some(Box::new(services)))
+                }
+                Backend::Snowflake => {
+                    let fakesnow = Fakesnow::start();
+                    let wh = Snowflake::connect(snowflake_settings(&fakesnow, label))
+                        .await
+                        .unwrap();
+                    (local(), Box::new(wh), Some(Box::new(fakesnow)))
+                }
+            };
         Fixture {
             lake,
             wh,
@@ -175,6 +189,22 @@ impl Fixture {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// A login to `fakesnow`, into a database of its own.
+pub fn snowflake_settings(fakesnow: &Fakesnow, database: &str) -> SnowflakeSettings {
+    SnowflakeSettings {
+        login: Login {
+            base_url: fakesnow.base_url.clone(),
+            account: "emulator".into(),
+            user: "loader".into(),
+            role: None,
+            warehouse: None,
+            database: database.to_uppercase(),
+            credential: Credential::Password(Secret::new("unused-by-the-emulator")),
+        },
+        storage_integration: None,
     }
 }
 

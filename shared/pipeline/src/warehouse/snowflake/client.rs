@@ -163,8 +163,76 @@ impl Session {
             .ok_or_else(|| protocol("the login succeeded without a session token"))
     }
 
-    /// Runs one statement and reads its whole result.
+    /// Runs one statement and reads its whole result: the rows in the answer, then those of each
+    /// chunk Snowflake split a large result into.
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult, SnowflakeError> {
+        let resp = self.request(sql).await?;
+        let (mut result, columns) = decode(&resp)?;
+        let data = &resp["data"];
+        let Some(chunks) = data["chunks"].as_array().filter(|c| !c.is_empty()) else {
+            return Ok(result);
+        };
+        let headers = chunk_headers(data);
+        let with_id = |e: SnowflakeError| SnowflakeError {
+            query_id: Some(result.query_id.clone()),
+            ..e
+        };
+        for chunk in chunks {
+            let url = chunk["url"]
+                .as_str()
+                .ok_or_else(|| with_id(protocol("a result chunk without a URL")))?;
+            let bytes = retrying(|| download(&self.http, url, &headers))
+                .await
+                .map_err(with_id)?;
+            let rows = rows::from_chunk(bytes, result.format == ResultFormat::Json, &columns)
+                .map_err(|e| with_id(protocol(&e)))?;
+            result.rows.extend(rows);
+        }
+        tracing::debug!(query_id = %result.query_id, chunks = chunks.len(), rows = result.rows.len(), "read a Snowflake result in chunks");
+        Ok(result)
+    }
+
+    /// Uploads a file to an internal stage with `PUT` (`stage` such as `@"DB"."S"."UPLOADS"/load-1/`),
+    /// as the file `name`. Snowflake answers a `PUT` with where to send the bytes; this client sends
+    /// them where that place is a plain HTTPS upload URL (a GCS-style presigned URL without
+    /// client-side encryption, which is what the emulator gives). Snowflake's own internal stages
+    /// encrypt on the client with a per-query key, which this client does not do yet: with one of
+    /// those the error says to load from an external stage instead.
+    pub async fn put(
+        &mut self,
+        stage: &str,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<(), SnowflakeError> {
+        if name.contains(['/', '\\', '\'']) {
+            return Err(SnowflakeError::fatal(
+                "put",
+                format!("{name:?} is not a plain file name"),
+            ));
+        }
+        let resp = self
+            .request(&format!(
+                "PUT 'file:///{name}' {stage} AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
+            ))
+            .await?;
+        let data = &resp["data"];
+        let info = &data["stageInfo"];
+        let location = info["locationType"].as_str().unwrap_or("?");
+        let url = info["presignedUrl"].as_str().filter(|u| !u.is_empty());
+        let encrypted = !data["encryptionMaterial"].is_null();
+        match url {
+            Some(url) if !encrypted => self.upload(url, bytes).await,
+            _ => Err(SnowflakeError::fatal(
+                "put",
+                format!(
+                    "Snowflake's internal stage is on {location} storage with client-side encryption, which this client cannot upload to yet; put the lake on S3 and set storage_integration in [snowflake], so that Snowflake reads the files from an external stage"
+                ),
+            )),
+        }
+    }
+
+    /// Sends a statement (logging in again once if the session expired) and waits for its answer.
+    async fn request(&mut self, sql: &str) -> Result<Value, SnowflakeError> {
         let mut relogged = false;
         loop {
             self.sequence += 1;
@@ -190,8 +258,8 @@ impl Session {
         }
     }
 
-    /// A successful answer's result, polled while the statement still runs.
-    async fn finish(&self, mut resp: Value) -> Result<QueryResult, SnowflakeError> {
+    /// A successful answer, polled while the statement still runs.
+    async fn finish(&self, mut resp: Value) -> Result<Value, SnowflakeError> {
         let mut delay = Duration::from_millis(100);
         loop {
             let code = resp["code"].as_str().unwrap_or_default();
@@ -207,39 +275,7 @@ impl Session {
                 .get(&format!("{}{path}", self.base()), &self.token)
                 .await?;
         }
-        let data = &resp["data"];
-        let query_id = data["queryId"].as_str().unwrap_or("-").to_string();
-        if data["chunks"].as_array().is_some_and(|c| !c.is_empty()) {
-            return Err(SnowflakeError {
-                query_id: Some(query_id),
-                ..SnowflakeError::fatal(
-                    "chunks",
-                    "the result is larger than one response and its chunks are not read yet",
-                )
-            });
-        }
-        let columns: Vec<Column> = serde_json::from_value(data["rowtype"].clone())
-            .map_err(|e| protocol(&format!("unreadable rowtype ({e})")))?;
-        let format = match data["queryResultFormat"].as_str() {
-            Some("arrow") => ResultFormat::Arrow,
-            _ => ResultFormat::Json,
-        };
-        let rows = match format {
-            ResultFormat::Arrow => {
-                rows::from_arrow(data["rowsetBase64"].as_str().unwrap_or(""), &columns)
-            }
-            ResultFormat::Json => rows::from_json(&data["rowset"], &columns),
-        }
-        .map_err(|e| SnowflakeError {
-            query_id: Some(query_id.clone()),
-            ..protocol(&e)
-        })?;
-        Ok(QueryResult {
-            query_id,
-            columns: columns.into_iter().map(|c| c.name).collect(),
-            rows,
-            format,
-        })
+        Ok(resp)
     }
 
     fn base(&self) -> &str {
@@ -279,21 +315,34 @@ impl Session {
         .await
     }
 
+    /// Sends a file's bytes to a stage's upload URL (retried like any request).
+    async fn upload(&self, url: &str, bytes: Bytes) -> Result<(), SnowflakeError> {
+        retrying(|| self.upload_once(url, bytes.clone())).await
+    }
+
+    async fn upload_once(&self, url: &str, bytes: Bytes) -> Result<(), SnowflakeError> {
+        let req = hyper::Request::builder()
+            .method(hyper::Method::PUT)
+            .uri(url)
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(bytes))
+            .map_err(|e| protocol(&format!("cannot build the upload: {e}")))?;
+        let (status, _) = exchange(&self.http, req).await?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(SnowflakeError {
+            code: format!("http {status}"),
+            message: format!("the stage's storage refused the upload with HTTP {status}"),
+            query_id: None,
+            retryable: status == 429 || status >= 500,
+        })
+    }
+
     /// One request, sent again on a network failure, a 429 or a 5xx; a `success: false` answer
     /// becomes the error it names.
     async fn send(&self, call: Call<'_>) -> Result<Value, SnowflakeError> {
-        let mut attempt = 1;
-        loop {
-            match self.send_once(&call).await {
-                Err(e) if e.retryable && attempt < ATTEMPTS => {
-                    let wait = Duration::from_millis(250 << attempt);
-                    tracing::info!(attempt, error = %e, "Snowflake request failed; sending it again");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        retrying(|| self.send_once(&call)).await
     }
 
     async fn send_once(&self, call: &Call<'_>) -> Result<Value, SnowflakeError> {
@@ -315,16 +364,7 @@ impl Session {
         let req = req
             .body(Full::new(call.body.clone()))
             .map_err(|e| protocol(&format!("cannot build the request: {e}")))?;
-        let resp = tokio::time::timeout(TIMEOUT, self.http.request(req))
-            .await
-            .map_err(|_| SnowflakeError::transport(format!("no answer within {:?}", TIMEOUT)))?
-            .map_err(|e| SnowflakeError::transport(format!("{e}")))?;
-        let status = resp.status().as_u16();
-        let bytes = tokio::time::timeout(TIMEOUT, resp.into_body().collect())
-            .await
-            .map_err(|_| SnowflakeError::transport("the answer's body timed out".into()))?
-            .map_err(|e| SnowflakeError::transport(format!("the answer was cut off: {e}")))?
-            .to_bytes();
+        let (status, bytes) = exchange(&self.http, req).await?;
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         let named = |v: &Value| SnowflakeError {
             code: v["code"].as_str().unwrap_or("-").to_string(),
@@ -351,12 +391,137 @@ impl Session {
     }
 }
 
+/// Runs `attempt` until it succeeds, fails for good, or has failed [`ATTEMPTS`] times.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, SnowflakeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SnowflakeError>>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(e) if e.retryable && n < ATTEMPTS => {
+                tracing::info!(attempt = n, error = %e, "Snowflake request failed; sending it again");
+                tokio::time::sleep(Duration::from_millis(250 << n)).await;
+                n += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One request to send (and perhaps send again).
 struct Call<'a> {
     method: hyper::Method,
     url: &'a str,
     token: Option<&'a Secret>,
     body: Bytes,
+}
+
+/// Sends a request and reads its whole answer: the status and the body, each waited for at most
+/// [`TIMEOUT`]; a failure of either is a network failure (retryable).
+async fn exchange(
+    http: &crate::https::HttpsClient<Full<Bytes>>,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), SnowflakeError> {
+    let resp = tokio::time::timeout(TIMEOUT, http.request(req))
+        .await
+        .map_err(|_| SnowflakeError::transport(format!("no answer within {TIMEOUT:?}")))?
+        .map_err(|e| SnowflakeError::transport(format!("{e}")))?;
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(TIMEOUT, resp.into_body().collect())
+        .await
+        .map_err(|_| SnowflakeError::transport("the answer's body timed out".into()))?
+        .map_err(|e| SnowflakeError::transport(format!("the answer was cut off: {e}")))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// A finished statement's result as far as the answer holds it, and its columns (for its chunks).
+fn decode(resp: &Value) -> Result<(QueryResult, Vec<Column>), SnowflakeError> {
+    let data = &resp["data"];
+    let query_id = data["queryId"].as_str().unwrap_or("-").to_string();
+    let columns: Vec<Column> = serde_json::from_value(data["rowtype"].clone())
+        .map_err(|e| protocol(&format!("unreadable rowtype ({e})")))?;
+    let format = match data["queryResultFormat"].as_str() {
+        Some("arrow") => ResultFormat::Arrow,
+        _ => ResultFormat::Json,
+    };
+    let rows = match format {
+        ResultFormat::Arrow => {
+            rows::from_arrow(data["rowsetBase64"].as_str().unwrap_or(""), &columns)
+        }
+        ResultFormat::Json => rows::from_json(&data["rowset"], &columns),
+    }
+    .map_err(|e| SnowflakeError {
+        query_id: Some(query_id.clone()),
+        ..protocol(&e)
+    })?;
+    let result = QueryResult {
+        query_id,
+        columns: columns.iter().map(|c| c.name.clone()).collect(),
+        rows,
+        format,
+    };
+    Ok((result, columns))
+}
+
+/// The headers a result chunk is fetched with: those Snowflake names (`chunkHeaders`), else the
+/// customer key of the chunks' server-side encryption (`qrmk`).
+fn chunk_headers(data: &Value) -> Vec<(String, String)> {
+    if let Some(named) = data["chunkHeaders"].as_object().filter(|h| !h.is_empty()) {
+        return named
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+    }
+    match data["qrmk"].as_str() {
+        Some(key) => vec![
+            (
+                "x-amz-server-side-encryption-customer-algorithm".into(),
+                "AES256".into(),
+            ),
+            (
+                "x-amz-server-side-encryption-customer-key".into(),
+                key.to_string(),
+            ),
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// One result chunk from cloud storage (a presigned URL; no session token), gunzipped when it is
+/// compressed.
+async fn download(
+    http: &crate::https::HttpsClient<Full<Bytes>>,
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<Vec<u8>, SnowflakeError> {
+    let mut req = hyper::Request::builder()
+        .method(hyper::Method::GET)
+        .uri(url);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| protocol(&format!("cannot build the chunk request: {e}")))?;
+    let (status, body) = exchange(http, req).await?;
+    if !(200..300).contains(&status) {
+        return Err(SnowflakeError {
+            code: format!("http {status}"),
+            message: format!("the result chunk's storage answered HTTP {status}"),
+            query_id: None,
+            retryable: status == 429 || status >= 500,
+        });
+    }
+    if body.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+            .map_err(|e| protocol(&format!("a compressed result chunk is unreadable ({e})")))?;
+        return Ok(out);
+    }
+    Ok(body.to_vec())
 }
 
 fn protocol(message: &str) -> SnowflakeError {

@@ -90,6 +90,28 @@ pub fn from_arrow(base64: &str, columns: &[Column]) -> Result<Rows, String> {
     let bytes = STANDARD
         .decode(base64)
         .map_err(|e| format!("the Arrow result is not base64 ({e})"))?;
+    from_arrow_stream(bytes, columns)
+}
+
+/// Rows of a result chunk: an Arrow IPC stream, or JSON rows without their enclosing brackets
+/// (`["a","1"],["b","2"]`, how Snowflake writes a JSON chunk).
+pub fn from_chunk(bytes: Vec<u8>, json: bool, columns: &[Column]) -> Result<Rows, String> {
+    if !json {
+        return from_arrow_stream(bytes, columns);
+    }
+    let mut text = Vec::with_capacity(bytes.len() + 2);
+    text.push(b'[');
+    text.extend(bytes);
+    text.push(b']');
+    let rowset: Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("a JSON result chunk is unreadable ({e})"))?;
+    from_json(&rowset, columns)
+}
+
+fn from_arrow_stream(bytes: Vec<u8>, columns: &[Column]) -> Result<Rows, String> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .map_err(|e| format!("the Arrow result is unreadable ({e})"))?;
     let mut rows = Vec::new();
