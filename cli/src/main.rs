@@ -106,6 +106,17 @@ enum Command {
         #[command(subcommand)]
         action: stack::AccountsAction,
     },
+    /// Check the set-up without syncing: each account's key (its mode, and which datasets it may read), the lake, the export store, the warehouse. Prints what works and what to fix; exits 1 if anything fails.
+    Check {
+        #[command(flatten)]
+        common: Common,
+        /// Only these datasets (repeatable).
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        /// Stripe API base URL (default https://api.stripe.com; env STRIPE_API_BASE).
+        #[arg(long)]
+        api_base: Option<String>,
+    },
     /// List the datasets and tables of the catalog.
     Tables,
 }
@@ -184,6 +195,34 @@ fn main() -> ExitCode {
                 None
             };
             summary::run_sync(cfg, quiet).await
+        }),
+        Command::Check {
+            common,
+            datasets,
+            api_base,
+        } => runtime.block_on(async {
+            let mut cfg = match load_config(&common) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e),
+            };
+            if !datasets.is_empty() {
+                cfg.datasets = datasets;
+            }
+            if let Some(b) = api_base {
+                cfg.api_base = b;
+            }
+            let accounts = match cfg.accounts(|k| std::env::var(k).ok()) {
+                Ok(a) => a,
+                Err(e) => return fail(2, &e.to_string()),
+            };
+            let report = stripe_pipeline::local::check(&cfg, &accounts).await;
+            print!("{}", report.table());
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                println!("Some parts failed: fix what the lines marked FAILED say, then run check again.");
+                ExitCode::from(1)
+            }
         }),
         Command::Export { common } => runtime.block_on(async {
             let cfg = match load_config(&common) {

@@ -524,3 +524,108 @@ async fn a_snowflake_sync_with_debug_logs_never_shows_the_key() {
     assert!(stderr.contains("SF_LOADER_KEY"), "{stderr}");
     assert!(!stderr.contains("bm90LWEta2V5"), "{stderr}");
 }
+
+/// `check` against a good set-up: every part ok, exit 0. Against a broken one — a revoked key, a
+/// restricted key without one permission, an output directory that is a file, a PostgreSQL that does
+/// not answer — each part is named with what to fix, exit 1, and no password is shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_each_part_that_works_and_each_to_fix() {
+    let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
+    let (key, merchant, base) = first_live_account(&sim);
+    let limited =
+        stripe_pipeline_testkit::acceptance::key_without(&sim, &merchant, true, "charges");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let (good, bad) = tokio::task::spawn_blocking(move || {
+        let check = |keys: String| {
+            let mut c = bin();
+            c.args(["check", "--dataset", "charges", "--dataset", "customers"])
+                .args(["--api-base", &base])
+                .env("STRIPE_PIPELINE_KEYS", keys);
+            c
+        };
+        let good = check(format!("acme={key}"))
+            .arg("--output-dir")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let bad = check(format!(
+            "broken=sk_live_thisisnotakey0000,limited={limited}"
+        ))
+        .arg("--output-dir")
+        .arg(&blocker)
+        .args(["--destination", "postgres"])
+        .env(
+            "STRIPE_PIPELINE_POSTGRES_URL",
+            "postgres://loader:hunter2@127.0.0.1:1/analytics?sslmode=disable",
+        )
+        .output()
+        .unwrap();
+        (good, bad)
+    })
+    .await
+    .unwrap();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let printed = text(&good);
+    assert_eq!(good.status.code(), Some(0), "{printed}");
+    let line = |printed: &str, part: &str| {
+        printed
+            .lines()
+            .find(|l| l.starts_with(part))
+            .unwrap_or_else(|| panic!("no line for {part}: {printed}"))
+            .to_string()
+    };
+    let key_line = line(&printed, "key of acme");
+    assert!(
+        key_line.contains(" ok ") && key_line.contains(&format!("live mode, account {merchant}")),
+        "{key_line}"
+    );
+    assert!(
+        line(&printed, "acme: datasets").contains("2 of 2 readable"),
+        "{printed}"
+    );
+    assert!(line(&printed, "lake ").contains(" ok "), "{printed}");
+    assert!(
+        line(&printed, "warehouse DuckDB").contains(" ok "),
+        "{printed}"
+    );
+
+    let printed = text(&bad);
+    assert_eq!(bad.status.code(), Some(1), "{printed}");
+    assert!(
+        line(&printed, "key of broken").contains("FAILED"),
+        "{printed}"
+    );
+    assert!(
+        line(&printed, "key of broken").contains("invalid or revoked"),
+        "{printed}"
+    );
+    assert!(
+        line(&printed, "key of limited").contains(" ok "),
+        "{printed}"
+    );
+    let charges = line(&printed, "limited: charges");
+    assert!(
+        charges.contains("FAILED") && charges.contains("rak_charge_read"),
+        "{charges}"
+    );
+    assert!(
+        line(&printed, "limited: datasets").contains("1 of 2 readable"),
+        "{printed}"
+    );
+    assert!(line(&printed, "lake ").contains("FAILED"), "{printed}");
+    let warehouse = line(&printed, "warehouse");
+    assert!(
+        warehouse.contains("FAILED") && warehouse.contains("loader@127.0.0.1:1/analytics"),
+        "{warehouse}"
+    );
+    assert!(!printed.contains("hunter2"), "{printed}");
+}

@@ -10,6 +10,7 @@
 pub mod backfill;
 pub mod catalog;
 pub mod changes;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod convert;

@@ -122,6 +122,39 @@ async fn reachable(what: &str, target: &str, store: Result<Lake, String>) -> Res
         .map_err(|e| fail(e.to_string()))
 }
 
+/// The set-up check of a configuration and its resolved accounts ([`crate::check`]): the keys and the
+/// datasets they may read, the lake, the export store (with `export`), the warehouse.
+pub async fn check(cfg: &Config, accounts: &[crate::config::Account]) -> crate::check::Report {
+    use crate::check::{self, Finding};
+    let catalog = Catalog::get();
+    let datasets: Vec<&crate::catalog::Dataset> = catalog
+        .datasets
+        .iter()
+        .filter(|d| cfg.datasets.is_empty() || cfg.datasets.contains(&d.name))
+        .collect();
+    let mut findings = check::accounts(&client(cfg), accounts, &datasets).await;
+    let lake = match &cfg.lake_url {
+        Some(url) => format!("lake {url}"),
+        None => format!("lake {}", cfg.lake_dir().display()),
+    };
+    findings.push(match open_lake(cfg) {
+        Ok(store) => check::store(lake, &store).await,
+        Err(e) => Finding::failed(lake, e),
+    });
+    if cfg.export {
+        let part = format!("export store {}", export_target(cfg));
+        findings.push(match open_export(cfg) {
+            Ok(store) => check::store(part, &store).await,
+            Err(e) => Finding::failed(part, e),
+        });
+    }
+    findings.push(match open_warehouse(cfg).await {
+        Ok(wh) => check::warehouse(wh.as_ref()).await,
+        Err(e) => Finding::failed("warehouse", e),
+    });
+    check::Report { findings }
+}
+
 /// Whether exports are configured, or the default export folder exists (`status` shows them then).
 pub fn has_exports(cfg: &Config) -> bool {
     cfg.export

@@ -122,12 +122,33 @@ fn query_strings(
             vals.push(match v {
                 duckdb::types::Value::Null => None,
                 duckdb::types::Value::Text(s) => Some(s),
-                other => Some(format!("{other:?}")),
+                other => Some(text(other)),
             });
         }
         out.push(vals);
     }
     Ok(out)
+}
+
+/// A value that is not text, as SQL would cast it: numbers and booleans as written; other types (the
+/// callers cast those in SQL) in the driver's notation.
+fn text(value: duckdb::types::Value) -> String {
+    use duckdb::types::Value as V;
+    match value {
+        V::Boolean(b) => b.to_string(),
+        V::TinyInt(n) => n.to_string(),
+        V::SmallInt(n) => n.to_string(),
+        V::Int(n) => n.to_string(),
+        V::BigInt(n) => n.to_string(),
+        V::HugeInt(n) => n.to_string(),
+        V::UTinyInt(n) => n.to_string(),
+        V::USmallInt(n) => n.to_string(),
+        V::UInt(n) => n.to_string(),
+        V::UBigInt(n) => n.to_string(),
+        V::Float(x) => x.to_string(),
+        V::Double(x) => x.to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 fn execute(
