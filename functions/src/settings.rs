@@ -92,6 +92,28 @@ impl Settings {
             (false, true) => Destination::Snowflake,
             (false, false) => Destination::None,
         };
+        // The functions take the key from Secrets Manager alone: the CLI's other sources would be ignored.
+        for (field, set) in [
+            (
+                "snowflake.private_key_file",
+                pipeline.snowflake.private_key_file.is_some(),
+            ),
+            (
+                "snowflake.private_key_env",
+                pipeline.snowflake.private_key_env.is_some(),
+            ),
+            (
+                "snowflake.password_env",
+                pipeline.snowflake.password_env.is_some(),
+            ),
+        ] {
+            if set {
+                problems.push(format!(
+                    "{} is not read by the functions: their Snowflake key comes from the secret {SNOWFLAKE_KEY_SECRET_ARN} names",
+                    env_var(field)
+                ));
+            }
+        }
         let key_arn = SNOWFLAKE_KEY_SECRET_ARN;
         let snowflake_key = env(key_arn).filter(|v| !v.trim().is_empty());
         if pipeline.destination == Destination::Snowflake && snowflake_key.is_none() {
@@ -323,6 +345,17 @@ mod tests {
         let (config, arn) = s.snowflake.unwrap();
         assert_eq!(config.storage_integration.as_deref(), Some("STRIPE_LAKE"));
         assert!(arn.ends_with(":secret:sf"));
+        let mut password = on.clone();
+        password.push(("STRIPE_PIPELINE_SNOWFLAKE_PASSWORD_ENV", "SF_PASSWORD"));
+        let Err(Error::Settings(problems)) = Settings::from_env(env(&password)) else {
+            panic!("accepted a credential source the functions do not read");
+        };
+        assert!(
+            problems
+                .join(" ")
+                .contains("STRIPE_PIPELINE_SNOWFLAKE_PASSWORD_ENV is not read"),
+            "{problems:?}"
+        );
         let mut both = on.clone();
         both.push(("STRIPE_PIPELINE_REDSHIFT_WORKGROUP", "analytics"));
         both.push((

@@ -88,20 +88,23 @@ pub async fn accounts(
         let id = match client.get_raw(&caller, "/v1/account", &[]).await {
             Ok(resp) => serde_json::from_slice::<serde_json::Value>(&resp.body)
                 .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_string)),
+                .and_then(|v| v["id"].as_str().map(str::to_string))
+                .filter(|id| id.starts_with("acct_")),
             Err(e) => {
                 out.push(Finding::failed(part, e.to_string()));
                 continue;
             }
         };
+        let Some(id) = id else {
+            // A sync stops at the same answer (`engine::resolve`).
+            out.push(Finding::failed(
+                part,
+                "GET /v1/account answered without an account id: check api_base",
+            ));
+            continue;
+        };
         let mode = if a.livemode { "live" } else { "test" };
-        out.push(Finding::ok(
-            part,
-            format!(
-                "{mode} mode, account {}",
-                id.as_deref().unwrap_or("(no id)")
-            ),
-        ));
+        out.push(Finding::ok(part, format!("{mode} mode, account {id}")));
         let (mut readable, mut unused) = (0, Vec::new());
         for d in datasets {
             match probe(client, &caller, d).await {

@@ -396,19 +396,27 @@ impl SnowflakeConfig {
                 ))
             }
             Some(url) if url.starts_with("s3://") => {}
+            None if self.storage_integration.is_some() => problems.push(format!(
+                "{} reads a lake on S3, and this lake is local (its files are uploaded with PUT): set {} to s3://bucket/prefix, or remove {}",
+                name("storage_integration"),
+                name("lake_url"),
+                name("storage_integration")
+            )),
             Some(url) => problems.push(format!(
                 "Snowflake loads from a lake on S3 or a local one, not {url}: set {} to s3://bucket/prefix or leave it empty",
                 name("lake_url")
             )),
             None => {}
         }
+        // Plain HTTP would carry the key's token and the session in clear: only to this machine.
+        let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
         if let Some(url) = self
             .url
             .as_deref()
-            .filter(|u| !u.starts_with("https://") && !u.starts_with("http://"))
+            .filter(|u| !u.starts_with("https://") && !local.iter().any(|l| u.starts_with(l)))
         {
             problems.push(format!(
-                "{} must be an http(s) URL, got '{url}'",
+                "{} must be an https:// URL (http:// only to this machine), got '{url}'",
                 name("url")
             ));
         }
@@ -1046,6 +1054,22 @@ mod tests {
             problems(&quoted).contains("letters, digits"),
             "{}",
             problems(&quoted)
+        );
+        let local = format!("{base}storage_integration = \"STRIPE_LAKE\"\n");
+        assert!(
+            problems(&local).contains("this lake is local"),
+            "{}",
+            problems(&local)
+        );
+        let plain = format!("{base}url = \"http://snowflake.example.com\"\n");
+        assert!(
+            problems(&plain).contains("https:// URL"),
+            "{}",
+            problems(&plain)
+        );
+        assert_eq!(
+            problems(&format!("{base}url = \"http://127.0.0.1:8123\"\n")),
+            ""
         );
         let gcs = format!("lake_url = \"gs://b/lake\"\n{base}");
         assert!(problems(&gcs).contains("S3 or a local one"));

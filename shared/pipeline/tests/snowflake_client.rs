@@ -109,12 +109,15 @@ async fn a_session_spans_requests_and_errors_carry_snowflakes_code() {
     s.query("CREATE TABLE analytics.stripe.t (id VARCHAR)")
         .await
         .unwrap();
-    // A transaction begun in one request is rolled back by another.
+    // A transaction begun in one request is rolled back by another; the session knows one is open.
+    assert!(!s.in_transaction());
     s.query("BEGIN").await.unwrap();
     s.query("INSERT INTO analytics.stripe.t VALUES ('a')")
         .await
         .unwrap();
+    assert!(s.in_transaction());
     s.query("ROLLBACK").await.unwrap();
+    assert!(!s.in_transaction());
     let count = s
         .query("SELECT COUNT(*) FROM analytics.stripe.t")
         .await

@@ -101,6 +101,9 @@ pub struct Session {
     login: Login,
     token: Secret,
     sequence: u64,
+    /// A `BEGIN` ran and no `COMMIT` or `ROLLBACK` has succeeded since: the transaction lives in the
+    /// server's session, so an expired one is not logged into again then (its open work is gone).
+    in_transaction: bool,
 }
 
 impl Session {
@@ -111,6 +114,7 @@ impl Session {
             login,
             token: Secret::new(""),
             sequence: 0,
+            in_transaction: false,
         };
         session.token = session.log_in().await?;
         Ok(session)
@@ -231,8 +235,30 @@ impl Session {
         }
     }
 
-    /// Sends a statement (logging in again once if the session expired) and waits for its answer.
+    /// Whether a transaction is open in this session ([`Session::query`] follows `BEGIN`, `COMMIT`
+    /// and `ROLLBACK`): one a failure left open must be rolled back before anything else runs, since
+    /// Snowflake commits an open transaction at the next DDL.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Sends a statement and waits for its answer; follows whether a transaction is open.
     async fn request(&mut self, sql: &str) -> Result<Value, SnowflakeError> {
+        let verb = sql.trim().to_ascii_uppercase();
+        let resp = self.request_once(sql).await;
+        if resp.is_ok() {
+            match verb.as_str() {
+                "BEGIN" => self.in_transaction = true,
+                "COMMIT" | "ROLLBACK" => self.in_transaction = false,
+                _ => {}
+            }
+        }
+        resp
+    }
+
+    /// Sends a statement, logging in again once if the session expired — unless a transaction was
+    /// open in it, whose work the expired session took with it: that is an error.
+    async fn request_once(&mut self, sql: &str) -> Result<Value, SnowflakeError> {
         let mut relogged = false;
         loop {
             self.sequence += 1;
@@ -248,6 +274,17 @@ impl Session {
             );
             match self.post(&url, Some(&self.token), &body).await {
                 Ok(resp) => return self.finish(resp).await,
+                Err(e) if SESSION_GONE.contains(&e.code.as_str()) && self.in_transaction => {
+                    self.in_transaction = false;
+                    return Err(SnowflakeError {
+                        message: format!(
+                            "the session expired inside a transaction, which Snowflake ended with it ({}); the work is run again",
+                            e.message
+                        ),
+                        retryable: true,
+                        ..e
+                    });
+                }
                 Err(e) if SESSION_GONE.contains(&e.code.as_str()) && !relogged => {
                     tracing::info!(code = %e.code, "the Snowflake session expired; logging in again");
                     self.token = self.log_in().await?;

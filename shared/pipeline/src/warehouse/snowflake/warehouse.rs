@@ -258,6 +258,39 @@ impl Snowflake {
         session: &mut Session,
         load: &Load<'_>,
     ) -> Result<u64, WarehouseError> {
+        let loaded = self.stage_and_merge(session, load).await;
+        self.drop_staging(session, load).await;
+        loaded
+    }
+
+    /// Drops the load's staging tables, whatever became of it (a table may not exist). Best effort:
+    /// a table left behind holds nothing a later load reads; and never while a transaction is open,
+    /// which the drop would commit.
+    async fn drop_staging(&self, session: &mut Session, load: &Load<'_>) {
+        if ready(session).await.is_err() {
+            return;
+        }
+        let schema = schema_name(load.livemode);
+        let tables = load
+            .staged_tables()
+            .map(|(t, _)| t.name.as_str())
+            .chain(["newest"]);
+        for table in tables {
+            let sql = format!(
+                "DROP TABLE IF EXISTS {}",
+                DIALECT.stage_table(schema, table, self.staging())
+            );
+            if let Err(e) = session.query(&sql).await {
+                tracing::warn!(error = %e, "a Snowflake staging table was not dropped");
+            }
+        }
+    }
+
+    async fn stage_and_merge(
+        &self,
+        session: &mut Session,
+        load: &Load<'_>,
+    ) -> Result<u64, WarehouseError> {
         let schema = schema_name(load.livemode);
         let staged = self.stage(session, load).await?;
         let merge = DIALECT.merge(schema, load.dataset, &staged, self.staging());
@@ -293,12 +326,23 @@ impl Snowflake {
         ) {
             apply.push(("recording data_load_times".into(), plain(sql)));
         }
-        let changed = transaction(session, &apply).await?;
-        for sql in &merge.cleanup {
-            run(session, "dropping the staging tables", sql).await?;
-        }
-        Ok(changed)
+        transaction(session, &apply).await
     }
+}
+
+/// Rolls back a transaction a failure left open in the session (a failed `COMMIT` or `ROLLBACK`, a
+/// panic between them), before anything else runs in it: Snowflake would commit it at the next DDL.
+async fn ready(session: &mut Session) -> Result<(), WarehouseError> {
+    if session.in_transaction() {
+        tracing::warn!("rolling back a Snowflake transaction a failed load left open");
+        run(
+            session,
+            "rolling back a failed load's transaction",
+            "ROLLBACK",
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Runs statements in one transaction (rolled back on a failure); returns the rows the counting one
@@ -322,7 +366,13 @@ async fn transaction(
         }
     }
     crate::failpoint::point("load");
-    run(session, "committing the load", "COMMIT").await?;
+    if let Err(e) = run(session, "committing the load", "COMMIT").await {
+        // Not left open for the next call's DDL to commit ([`ready`] tries again if this fails).
+        if let Err(rollback) = session.query("ROLLBACK").await {
+            tracing::warn!(error = %rollback, "Snowflake did not roll back a failed commit");
+        }
+        return Err(e);
+    }
     Ok(changed)
 }
 
@@ -359,6 +409,7 @@ impl Warehouse for Snowflake {
             return Ok(Vec::new());
         }
         let mut session = self.session.lock().await;
+        ready(&mut session).await?;
         let added = self.create_tables(&mut session, schema, dataset).await?;
         self.prepared.insert(key);
         Ok(added)
@@ -366,6 +417,7 @@ impl Warehouse for Snowflake {
 
     async fn load(&self, load: &Load<'_>) -> Result<u64, WarehouseError> {
         let mut session = self.session.lock().await;
+        ready(&mut session).await?;
         self.load_staged(&mut session, load).await
     }
 
@@ -388,11 +440,13 @@ impl Warehouse for Snowflake {
             return Ok(());
         }
         let mut session = self.session.lock().await;
+        ready(&mut session).await?;
         transaction(&mut session, &statements).await.map(|_| ())
     }
 
     async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
         let mut session = self.session.lock().await;
+        ready(&mut session).await?;
         Ok(run(&mut session, &format!("running {sql}"), sql)
             .await?
             .rows)
