@@ -138,6 +138,22 @@ fn load_config(common: &Common) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// [`load_config`] with the `--dataset` and `--api-base` flags of `sync` and `check` over it.
+fn load_config_for(
+    common: &Common,
+    datasets: Vec<String>,
+    api_base: Option<String>,
+) -> Result<Config, String> {
+    let mut cfg = load_config(common)?;
+    if !datasets.is_empty() {
+        cfg.datasets = datasets;
+    }
+    if let Some(b) = api_base {
+        cfg.api_base = b;
+    }
+    Ok(cfg)
+}
+
 fn main() -> ExitCode {
     end_quietly_when_the_reader_stops();
     tracing_subscriber::fmt()
@@ -169,16 +185,10 @@ fn main() -> ExitCode {
             quiet,
             export,
         } => runtime.block_on(async {
-            let mut cfg = match load_config(&common) {
+            let mut cfg = match load_config_for(&common, datasets, api_base) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
-            if !datasets.is_empty() {
-                cfg.datasets = datasets;
-            }
-            if let Some(b) = api_base {
-                cfg.api_base = b;
-            }
             if let Some(b) = rate_budget {
                 cfg.rate_budget = b;
             }
@@ -201,16 +211,10 @@ fn main() -> ExitCode {
             datasets,
             api_base,
         } => runtime.block_on(async {
-            let mut cfg = match load_config(&common) {
+            let cfg = match load_config_for(&common, datasets, api_base) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
-            if !datasets.is_empty() {
-                cfg.datasets = datasets;
-            }
-            if let Some(b) = api_base {
-                cfg.api_base = b;
-            }
             let accounts = match cfg.accounts(|k| std::env::var(k).ok()) {
                 Ok(a) => a,
                 Err(e) => return fail(2, &e.to_string()),

@@ -78,30 +78,14 @@ pub async fn accounts(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     for a in accounts {
-        let caller = Caller {
-            label: a.name.clone(),
-            key: a.key.clone(),
-            livemode: a.livemode,
-            stripe_account: None,
-        };
         let part = format!("key of {}", a.name);
-        let id = match client.get_raw(&caller, "/v1/account", &[]).await {
-            Ok(resp) => serde_json::from_slice::<serde_json::Value>(&resp.body)
-                .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_string))
-                .filter(|id| id.starts_with("acct_")),
+        // The same check a sync starts with.
+        let (caller, id) = match crate::engine::open(client, a).await {
+            Ok(opened) => (opened.caller, opened.merchant_id),
             Err(e) => {
                 out.push(Finding::failed(part, e.to_string()));
                 continue;
             }
-        };
-        let Some(id) = id else {
-            // A sync stops at the same answer (`engine::resolve`).
-            out.push(Finding::failed(
-                part,
-                "GET /v1/account answered without an account id: check api_base",
-            ));
-            continue;
         };
         let mode = if a.livemode { "live" } else { "test" };
         out.push(Finding::ok(part, format!("{mode} mode, account {id}")));

@@ -35,6 +35,6 @@ pub use context::SharedWarehouse;
 pub use error::SyncError;
 pub use plan::{freshness_kind, list_work, needs_snapshots, ListKind, SliceOutcome, SliceWork};
 pub use report::{AccountReport, DatasetReport, FeedReport, Progress, Quiet, SyncReport};
-pub use resolve::{resolve, Resolved};
+pub use resolve::{open, resolve, Opened, Resolved};
 pub use run::{Engine, EngineBuilder};
 pub use slice::SliceRun;

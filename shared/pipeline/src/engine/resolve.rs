@@ -144,39 +144,53 @@ pub async fn resolve(
 ) -> Result<Vec<Resolved>, SyncError> {
     let mut out = Vec::new();
     for a in accounts {
-        let caller = Caller {
-            label: a.name.clone(),
-            key: a.key.clone(),
-            livemode: a.livemode,
-            stripe_account: None,
-        };
-        let resp = client
-            .get_raw(&caller, "/v1/account", &[])
-            .await
-            .map_err(|source| SyncError::Stripe {
-                account: a.name.clone(),
-                source: Box::new(source),
-            })?;
-        let acct: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
-        let merchant_id = acct["id"]
-            .as_str()
-            .filter(|id| id.starts_with("acct_"))
-            .ok_or_else(|| SyncError::Stripe {
-                account: a.name.clone(),
-                source: Box::new(StripeError::Decode {
-                    message: "GET /v1/account returned no account id".into(),
-                    request_id: resp.request_id.clone(),
-                }),
-            })?;
+        let opened = open(client, a).await.map_err(|source| SyncError::Stripe {
+            account: a.name.clone(),
+            source: Box::new(source),
+        })?;
         out.push(Resolved {
             account: a.clone(),
-            merchant_id: merchant_id.to_string(),
+            merchant_id: opened.merchant_id,
             connected: None,
-            caller,
-            server_time: resp.server_time.unwrap_or_else(|| SystemClock.now_secs()),
+            caller: opened.caller,
+            server_time: opened.server_time,
         });
     }
     Ok(out)
+}
+
+/// An account as its key opens it: `GET /v1/account`.
+pub struct Opened {
+    pub caller: Caller,
+    /// `acct_…`.
+    pub merchant_id: String,
+    /// Stripe's clock (Unix seconds), or this machine's when Stripe sent no `Date`.
+    pub server_time: i64,
+}
+
+/// Checks an account's key with one call and reads the account's id: the check of [`resolve`], and
+/// of `stripe-pipeline check` ([`crate::check`]).
+pub async fn open(client: &StripeClient, a: &Account) -> Result<Opened, StripeError> {
+    let caller = Caller {
+        label: a.name.clone(),
+        key: a.key.clone(),
+        livemode: a.livemode,
+        stripe_account: None,
+    };
+    let resp = client.get_raw(&caller, "/v1/account", &[]).await?;
+    let acct: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+    let merchant_id = acct["id"]
+        .as_str()
+        .filter(|id| id.starts_with("acct_"))
+        .ok_or_else(|| StripeError::Decode {
+            message: "GET /v1/account returned no account id".into(),
+            request_id: resp.request_id.clone(),
+        })?;
+    Ok(Opened {
+        merchant_id: merchant_id.to_string(),
+        caller,
+        server_time: resp.server_time.unwrap_or_else(|| SystemClock.now_secs()),
+    })
 }
 
 /// The connected accounts of a Connect platform (`connect = true`), each as an account of its own:
