@@ -41,6 +41,15 @@ pub fn venv_bin(name: &str, package: &str) -> PathBuf {
     bin
 }
 
+/// A script of the workspace's `tests/emulators`, beside this crate.
+pub fn emulator_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("tests/emulators").join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("tests/emulators/{name} in the workspace"))
+}
+
 /// Starts `what`, the command `command` builds for a port, on a free loopback port, and waits until
 /// it listens (at most a minute). The port is free when it is chosen, but another process may take
 /// it before the child binds it (a listener of another test, or the source port of a connection):
@@ -123,13 +132,16 @@ fn free_port() -> u16 {
 }
 
 impl Moto {
-    /// Starts `moto_server` from the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run`
-    /// creates) and waits until it answers.
+    /// Starts moto's server from the test venv (`STRIPE_PIPELINE_VENV`, default the one `tests/run`
+    /// creates) and waits until it answers. It runs through `tests/emulators/moto_server.py`, which
+    /// removes a quadratic cost of moto's SQS and answers as moto does (the reason is in that file).
     pub fn start() -> Moto {
-        let bin = venv_bin("moto_server", "moto[server]");
+        let python = venv_bin("python", "moto[server]");
+        let script = emulator_script("moto_server.py");
         let server = start_server("moto_server", |port| {
-            let mut moto = Command::new(&bin);
-            moto.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            let mut moto = Command::new(&python);
+            moto.arg(&script)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             moto
@@ -169,24 +181,20 @@ pub async fn create_bucket(moto: &Moto, bucket: &str) {
 
 /// One plain HTTP/1.1 request; returns the status and the body.
 pub async fn http(method: &str, url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-    request(method, url, None, body).await
+    http_with_headers(method, url, &[], body).await
 }
 
 /// [`http`] with a JSON body.
 pub async fn http_json(method: &str, url: &str, body: &serde_json::Value) -> (u16, Vec<u8>) {
-    request(
-        method,
-        url,
-        Some("application/json"),
-        body.to_string().into_bytes(),
-    )
-    .await
+    let headers = [("content-type", "application/json")];
+    http_with_headers(method, url, &headers, body.to_string().into_bytes()).await
 }
 
-async fn request(
+/// An HTTP/1 request with `headers`: the status and the body of the answer.
+pub async fn http_with_headers(
     method: &str,
     url: &str,
-    content_type: Option<&str>,
+    headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (u16, Vec<u8>) {
     use http_body_util::BodyExt;
@@ -199,8 +207,8 @@ async fn request(
             .unwrap();
     tokio::spawn(conn);
     let mut req = hyper::Request::builder();
-    if let Some(t) = content_type {
-        req = req.header("content-type", t);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req
         .method(method)

@@ -2,10 +2,9 @@
 //! Python): the real `aws-sdk-redshiftdata` client talks to it over HTTP, it runs the SQL on the test
 //! process's PostgreSQL server and carries out `COPY … FROM 's3://…' FORMAT AS PARQUET` from moto.
 
-use crate::moto::{sdk_at, start_server, venv_bin, ChildServer, Moto};
+use crate::moto::{emulator_script, sdk_at, start_server, venv_bin, ChildServer, Moto};
 use crate::postgres;
 use aws_config::SdkConfig;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 pub struct RedshiftEmulator {
@@ -17,12 +16,7 @@ impl RedshiftEmulator {
     /// Starts the emulator in front of this process's PostgreSQL server, reading S3 from `moto`.
     pub fn start(moto: &Moto) -> RedshiftEmulator {
         let python = venv_bin("python", "psycopg, pyarrow and boto3");
-        // The workspace's tests/emulators, beside this crate.
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .ancestors()
-            .map(|dir| dir.join("tests/emulators/redshift_data.py"))
-            .find(|p| p.is_file())
-            .expect("tests/emulators/redshift_data.py in the workspace");
+        let script = emulator_script("redshift_data.py");
         let pg = postgres::server();
         // Its errors go to the test's output.
         let server = start_server("the Redshift Data API emulator", |port| {

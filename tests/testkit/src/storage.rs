@@ -2,7 +2,7 @@
 //! gcp-storage-emulator (PyPI; started through `tests/emulators/gcs_xml.py`, which adds the XML API
 //! calls object_store makes) and Azurite (npm). `tests/run` installs both.
 
-use crate::moto::{http, http_json, start_server, venv_bin, ChildServer};
+use crate::moto::{emulator_script, http, http_json, start_server, venv_bin, ChildServer};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -21,7 +21,7 @@ pub struct GcsEmulator {
 impl GcsEmulator {
     pub fn start() -> GcsEmulator {
         let python = venv_bin("python", "gcp-storage-emulator");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../emulators/gcs_xml.py");
+        let script = emulator_script("gcs_xml.py");
         let server = start_server("gcp-storage-emulator", |port| {
             let mut gcs = Command::new(&python);
             gcs.arg(&script).args([
