@@ -8,6 +8,7 @@ mod progress;
 #[cfg(feature = "aws")]
 mod stack;
 mod summary;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +41,17 @@ struct Common {
     destination: Option<String>,
 }
 
+/// What to read: the `--dataset` and `--api-base` flags of `sync`, `check` and `serve-webhooks`.
+#[derive(Debug, clap::Args)]
+struct Source {
+    /// Only these datasets (repeatable), e.g. --dataset charges --dataset customers.
+    #[arg(long = "dataset")]
+    datasets: Vec<String>,
+    /// Stripe API base URL (default https://api.stripe.com; env STRIPE_API_BASE).
+    #[arg(long)]
+    api_base: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Sync every configured account and dataset into the lake and the warehouse: a backfill on the first run, then the changes since the last run (events, due snapshots).
@@ -49,12 +61,8 @@ enum Command {
         /// Sync the built-in Stripe simulator's demo data (5 accounts' worth, ~113,000 objects); no key needed.
         #[arg(long)]
         demo: bool,
-        /// Only these datasets (repeatable), e.g. --dataset charges --dataset customers.
-        #[arg(long = "dataset")]
-        datasets: Vec<String>,
-        /// Stripe API base URL (default https://api.stripe.com; env STRIPE_API_BASE).
-        #[arg(long)]
-        api_base: Option<String>,
+        #[command(flatten)]
+        source: Source,
         /// Share of Stripe's rate limits to use, in (0, 1] (default 0.5).
         #[arg(long)]
         rate_budget: Option<f64>,
@@ -110,12 +118,21 @@ enum Command {
     Check {
         #[command(flatten)]
         common: Common,
-        /// Only these datasets (repeatable).
-        #[arg(long = "dataset")]
-        datasets: Vec<String>,
-        /// Stripe API base URL (default https://api.stripe.com; env STRIPE_API_BASE).
-        #[arg(long)]
-        api_base: Option<String>,
+        #[command(flatten)]
+        source: Source,
+    },
+    /// Keep the warehouse fresh with Stripe's webhooks: receive signed deliveries on http://<listen>/webhooks/<account> (secret in STRIPE_PIPELINE_WEBHOOK_SECRET), apply their events within seconds, and run a whole sync every --sync-every seconds to catch anything a push missed.
+    ServeWebhooks {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        source: Source,
+        /// Address to listen on (behind a TLS proxy or a tunnel: Stripe delivers to https URLs only).
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+        /// Seconds between whole syncs, which also catch pushes that were lost (0: never).
+        #[arg(long, default_value_t = 300)]
+        sync_every: u64,
     },
     /// List the datasets and tables of the catalog.
     Tables,
@@ -138,17 +155,14 @@ fn load_config(common: &Common) -> Result<Config, String> {
     Ok(cfg)
 }
 
-/// [`load_config`] with the `--dataset` and `--api-base` flags of `sync` and `check` over it.
-fn load_config_for(
-    common: &Common,
-    datasets: Vec<String>,
-    api_base: Option<String>,
-) -> Result<Config, String> {
+/// [`load_config`] with the `--dataset` and `--api-base` flags of `sync`, `check` and `serve-webhooks`
+/// over it.
+fn load_config_for(common: &Common, source: Source) -> Result<Config, String> {
     let mut cfg = load_config(common)?;
-    if !datasets.is_empty() {
-        cfg.datasets = datasets;
+    if !source.datasets.is_empty() {
+        cfg.datasets = source.datasets;
     }
-    if let Some(b) = api_base {
+    if let Some(b) = source.api_base {
         cfg.api_base = b;
     }
     Ok(cfg)
@@ -178,14 +192,13 @@ fn main() -> ExitCode {
         Command::Sync {
             common,
             demo,
-            datasets,
-            api_base,
+            source,
             rate_budget,
             concurrency,
             quiet,
             export,
         } => runtime.block_on(async {
-            let mut cfg = match load_config_for(&common, datasets, api_base) {
+            let mut cfg = match load_config_for(&common, source) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
@@ -206,12 +219,8 @@ fn main() -> ExitCode {
             };
             summary::run_sync(cfg, quiet).await
         }),
-        Command::Check {
-            common,
-            datasets,
-            api_base,
-        } => runtime.block_on(async {
-            let cfg = match load_config_for(&common, datasets, api_base) {
+        Command::Check { common, source } => runtime.block_on(async {
+            let cfg = match load_config_for(&common, source) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
             };
@@ -227,6 +236,19 @@ fn main() -> ExitCode {
                 println!("Some parts failed: fix what the lines marked FAILED say, then run check again.");
                 ExitCode::from(1)
             }
+        }),
+        Command::ServeWebhooks {
+            common,
+            source,
+            listen,
+            sync_every,
+        } => runtime.block_on(async {
+            let cfg = match load_config_for(&common, source) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e),
+            };
+            let serve = webhooks::Serve { listen, sync_every };
+            webhooks::run(cfg, serve).await
         }),
         Command::Export { common } => runtime.block_on(async {
             let cfg = match load_config(&common) {

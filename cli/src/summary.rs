@@ -6,15 +6,24 @@ use std::sync::Arc;
 use stripe_pipeline::catalog::{Catalog, Dataset};
 use stripe_pipeline::clock::{Clock, SystemClock};
 use stripe_pipeline::config::Config;
-use stripe_pipeline::engine::{self, AccountReport, SyncReport};
+use stripe_pipeline::engine::{self, AccountReport, Engine, Resolved, SyncReport};
 use stripe_pipeline::local::StatusRow;
 
-/// Validates, checks keys, syncs, prints the summary; returns the exit code.
-pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
-    let accounts = match cfg.accounts(|k| std::env::var(k).ok()) {
-        Ok(a) => a,
-        Err(e) => return crate::fail(2, &e.to_string()),
-    };
+/// What a command that syncs starts from: the accounts' keys checked, the stores usable, the engine.
+pub struct Started {
+    pub datasets: Vec<&'static Dataset>,
+    pub resolved: Vec<Resolved>,
+    pub engine: Engine,
+    pub progress: Arc<BarProgress>,
+}
+
+/// Validates the configuration, checks the stores and every key (an invalid key stops the command
+/// before anything is written) and opens the engine for a run named `<run>-<time>-<pid>`; the exit
+/// code of the first thing that fails.
+pub async fn start(cfg: &Config, quiet: bool, run: &str) -> Result<Started, ExitCode> {
+    let accounts = cfg
+        .accounts(|k| std::env::var(k).ok())
+        .map_err(|e| crate::fail(2, &e.to_string()))?;
     let catalog = Catalog::get();
     let datasets: Vec<&'static Dataset> = if cfg.datasets.is_empty() {
         catalog.datasets.iter().collect()
@@ -24,22 +33,37 @@ pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
             .filter_map(|d| catalog.dataset(d))
             .collect()
     };
-    if let Err(e) = stripe_pipeline::local::check_stores(&cfg).await {
-        return crate::fail(3, &e);
-    }
-    let client = stripe_pipeline::local::client(&cfg);
-    // Keys first: an invalid key stops the run before anything is written.
-    let resolved = match engine::resolve(&client, &accounts).await {
-        Ok(r) => r,
-        Err(e) => return crate::fail(2, &e.to_string()),
-    };
+    stripe_pipeline::local::check_stores(cfg)
+        .await
+        .map_err(|e| crate::fail(3, &e))?;
+    let client = stripe_pipeline::local::client(cfg);
+    let resolved = engine::resolve(&client, &accounts)
+        .await
+        .map_err(|e| crate::fail(2, &e.to_string()))?;
     let names: Vec<String> = accounts.iter().map(|a| a.name.clone()).collect();
     let progress = Arc::new(BarProgress::new(&names, datasets.len(), quiet));
-    let run_id = format!("run-{}-{}", SystemClock.now_secs(), std::process::id());
-    let engine = match stripe_pipeline::local::engine(&cfg, client, progress.clone(), run_id).await
-    {
-        Ok(e) => e,
-        Err(e) => return crate::fail(3, &e),
+    let run_id = format!("{run}-{}-{}", SystemClock.now_secs(), std::process::id());
+    let engine = stripe_pipeline::local::engine(cfg, client, progress.clone(), run_id)
+        .await
+        .map_err(|e| crate::fail(3, &e))?;
+    Ok(Started {
+        datasets,
+        resolved,
+        engine,
+        progress,
+    })
+}
+
+/// Validates, checks keys, syncs, prints the summary; returns the exit code.
+pub async fn run_sync(cfg: Config, quiet: bool) -> ExitCode {
+    let Started {
+        datasets,
+        resolved,
+        engine,
+        progress,
+    } = match start(&cfg, quiet, "run").await {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let warehouse = engine.describe_warehouse();
     let report = engine.sync(&resolved, &datasets).await;

@@ -17,7 +17,7 @@
 
 use crate::catalog::Dataset;
 use crate::stripe::API_VERSION;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +29,11 @@ pub const RETENTION_MARGIN_SECS: i64 = 3600;
 /// Added to an event's `created` (in microseconds) for its `batch_timestamp`, so that an event wins over a
 /// list read of the same second: the read may have happened before the change.
 pub const EVENT_TIE_MICROS: i64 = 500_000;
+/// The same for a pushed event, one microsecond less: pushes arrive in any order, so of two versions
+/// of an object made in the same second, the one pushed last may be the older. The feed's read of that
+/// second (whose list order is Stripe's) then wins the tie, and a push delayed past it does not undo
+/// it; an event of a later second still wins over both.
+pub const PUSH_TIE_MICROS: i64 = EVENT_TIE_MICROS - 1;
 
 /// One list page of `/v1/events`.
 #[derive(Debug, Deserialize)]
@@ -39,7 +44,7 @@ pub struct EventPage {
 }
 
 /// The parts of an event the feed needs; everything else is ignored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub id: String,
     pub created: i64,
@@ -48,9 +53,15 @@ pub struct Event {
     #[serde(default)]
     pub api_version: Option<String>,
     pub data: EventData,
+    /// Live or test data; where a pushed event goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub livemode: Option<bool>,
+    /// The connected account the event happened in (Connect); where a pushed event goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventData {
     pub object: Value,
 }
@@ -235,6 +246,8 @@ mod tests {
             kind: kind.into(),
             api_version: Some(version.into()),
             data: EventData { object },
+            livemode: Some(true),
+            account: None,
         }
     }
 

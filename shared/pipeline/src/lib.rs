@@ -22,6 +22,7 @@ pub mod lake;
 #[cfg(feature = "duckdb")]
 pub mod local;
 pub mod notify;
+pub mod push;
 pub mod slots;
 pub mod state;
 pub mod stripe;

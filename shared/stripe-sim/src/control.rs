@@ -3,6 +3,7 @@
 
 use crate::body::{json_response, SimBody};
 use crate::limits::{FaultRule, RateLimits};
+use crate::push::PushConfig;
 use crate::scope::EventPolicy;
 use crate::Simulator;
 use http_body_util::BodyExt;
@@ -138,6 +139,15 @@ pub async fn handle(sim: &Arc<Simulator>, req: Request<Incoming>) -> Response<Si
             sim.set_event_policy(p);
             json!(p)
         }),
+        (&Method::PUT, "pushes") => parse::<PushConfig>(&body).map(|p| {
+            let targets = p.targets.len();
+            sim.set_pushes(p);
+            json!({"targets": targets})
+        }),
+        (&Method::GET, "pushes") => {
+            let [delivered, duplicated, lost, failed] = sim.push_counts();
+            Ok(json!({"delivered": delivered, "duplicated": duplicated, "lost": lost, "failed": failed}))
+        }
         (&Method::PUT, "latency") => parse::<Latency>(&body).map(|l| {
             sim.set_latency_ms(l.ms);
             json!({"ms": l.ms})

@@ -21,6 +21,7 @@ mod expand;
 mod generate;
 pub mod limits;
 mod list;
+pub mod push;
 pub mod resources;
 mod rng;
 mod scope;
@@ -184,6 +185,9 @@ pub struct Simulator {
     stats: Mutex<Stats>,
     requests: AtomicU64,
     seed: u64,
+    /// Where events are pushed as they happen (none by default).
+    pusher: RwLock<Option<Arc<push::Pusher>>>,
+    push_counts: Arc<push::PushCounts>,
 }
 
 /// `live` or `test`.
@@ -198,13 +202,15 @@ pub fn mode_name(livemode: bool) -> &'static str {
 impl Simulator {
     /// Generates the data (this is where the time goes: about 2 s per 100,000 objects).
     pub fn new(config: SimConfig) -> Arc<Simulator> {
-        let world = World::generate(
+        let mut world = World::generate(
             config.seed,
             config.objects,
             config.start,
             config.events,
             config.only,
         );
+        // The history is not pushed: it happened before any endpoint existed.
+        world.take_pushes();
         Arc::new(Simulator {
             world: RwLock::new(world),
             clock: Clock::new(config.start),
@@ -217,6 +223,8 @@ impl Simulator {
             stats: Mutex::new(Stats::default()),
             requests: AtomicU64::new(0),
             seed: config.seed,
+            pusher: RwLock::new(None),
+            push_counts: Arc::default(),
         })
     }
 
@@ -274,7 +282,7 @@ impl Simulator {
     ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
         let op = self.op();
-        self.world.write().create(account, livemode, res, count, op)
+        self.change(|w| w.create(account, livemode, res, count, op))
     }
 
     /// Updates `count` random objects (or `ids`), emitting `*.updated` events where Stripe has them.
@@ -288,9 +296,7 @@ impl Simulator {
     ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
         let op = self.op();
-        self.world
-            .write()
-            .update(account, livemode, res, count, ids, op)
+        self.change(|w| w.update(account, livemode, res, count, ids, op))
     }
 
     /// Sets top-level `fields` of one object, emitting its `*.updated` event where Stripe has one.
@@ -304,9 +310,7 @@ impl Simulator {
     ) -> Result<(), ControlError> {
         let res = Self::resource(resource)?;
         let op = self.op();
-        self.world
-            .write()
-            .set_fields(account, livemode, res, id, fields, op)
+        self.change(|w| w.set_fields(account, livemode, res, id, fields, op))
     }
 
     /// Deletes `count` random objects (or `ids`) of a resource that Stripe can delete.
@@ -320,9 +324,7 @@ impl Simulator {
     ) -> Result<Vec<String>, ControlError> {
         let res = Self::resource(resource)?;
         let op = self.op();
-        self.world
-            .write()
-            .delete(account, livemode, res, count, ids, op)
+        self.change(|w| w.delete(account, livemode, res, count, ids, op))
     }
 
     /// Cancels `count` random active subscriptions (or `ids`).
@@ -334,9 +336,7 @@ impl Simulator {
         ids: &[String],
     ) -> Result<Vec<String>, ControlError> {
         let op = self.op();
-        self.world
-            .write()
-            .cancel_subscriptions(account, livemode, count, ids, op)
+        self.change(|w| w.cancel_subscriptions(account, livemode, count, ids, op))
     }
 
     /// Every object of a resource in one account and mode, deleted ones flagged, nested lists complete:
@@ -407,15 +407,42 @@ impl Simulator {
         objects: usize,
     ) -> Result<Vec<String>, ControlError> {
         let now = self.now();
-        self.world
-            .write()
-            .connect_accounts(platform, count, objects, now)
+        let mut world = self.world.write();
+        let ids = world.connect_accounts(platform, count, objects, now);
+        // A new connected account's history happened before its platform's endpoints saw it.
+        world.take_pushes();
+        ids
     }
 
     /// The connected account `account` revokes its platform's access: the platform lists it no more
     /// and its requests for it get 403.
     pub fn deauthorize(&self, account: &str) -> Result<(), ControlError> {
-        self.world.write().deauthorize(account)
+        self.change(|w| w.deauthorize(account))
+    }
+
+    /// A change to the world; the events it emitted are pushed (when pushes are set).
+    fn change<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        let (out, events) = {
+            let mut world = self.world.write();
+            let out = f(&mut world);
+            (out, world.take_pushes())
+        };
+        if let Some(pusher) = self.pusher.read().as_ref() {
+            pusher.send(events);
+        }
+        out
+    }
+
+    /// Pushes every event from now on to `config`'s targets (replacing any earlier setting).
+    pub fn set_pushes(&self, config: push::PushConfig) {
+        let pusher = push::Pusher::new(config, self.seed, self.push_counts.clone());
+        *self.pusher.write() = Some(Arc::new(pusher));
+    }
+
+    /// Deliveries so far: made, made twice, lost, failed.
+    pub fn push_counts(&self) -> [u64; 4] {
+        let c = &self.push_counts;
+        [&c.delivered, &c.duplicated, &c.lost, &c.failed].map(|n| n.load(Ordering::Relaxed))
     }
 
     pub fn set_faults(&self, rules: Vec<FaultRule>) {

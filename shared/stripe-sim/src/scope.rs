@@ -53,6 +53,8 @@ pub struct Scope {
     pub request_id: Option<String>,
     /// The account uses no Issuing, Treasury or Identity ([`crate::resources::Product`]).
     pub basic: bool,
+    /// Events emitted since the simulator last took them, for its pushes ([`crate::push`]).
+    pub outbox: Vec<Bytes>,
 }
 
 impl Scope {
@@ -75,6 +77,7 @@ impl Scope {
             event_policy: EventPolicy::default(),
             request_id: None,
             basic: false,
+            outbox: Vec::new(),
         }
     }
 
@@ -240,6 +243,7 @@ impl Scope {
             attrs: vec![Box::<str>::from(kind)].into_boxed_slice(),
             visible_at,
         };
+        self.outbox.push(row.json.clone());
         let events = self.table_mut(Res::Event);
         if duplicate {
             events.push(row.clone());

@@ -9,6 +9,7 @@ use crate::resources::Res;
 use crate::rng::Rng;
 use crate::scope::{Action, EventPolicy, Scope};
 use crate::templates::template;
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -640,6 +641,25 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// The events emitted since the last call, each with the account whose endpoints receive it (a
+    /// connected account's go to its platform's, as Stripe's Connect endpoints receive them).
+    pub fn take_pushes(&mut self) -> Vec<(String, Bytes)> {
+        let mut out = Vec::new();
+        for ((account, _), scope) in self.scopes.iter_mut() {
+            if scope.outbox.is_empty() {
+                continue;
+            }
+            let owner = self
+                .accounts
+                .iter()
+                .find(|a| a.id == *account)
+                .and_then(|a| a.platform.clone())
+                .unwrap_or_else(|| account.clone());
+            out.extend(scope.outbox.drain(..).map(|json| (owner.clone(), json)));
+        }
+        out
     }
 
     pub fn set_event_policy(&mut self, policy: EventPolicy) {

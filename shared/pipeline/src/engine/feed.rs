@@ -11,7 +11,10 @@ use super::report::AccountReport;
 use super::resolve::Resolved;
 use crate::backfill;
 use crate::catalog::Dataset;
-use crate::changes::{self, Change, Collapser, EventPage, FeedCounts, FeedStart, EVENT_TIE_MICROS};
+use crate::changes::{
+    self, Change, Collapser, Event, EventPage, FeedCounts, FeedStart, EVENT_TIE_MICROS,
+    PUSH_TIE_MICROS,
+};
 use crate::convert::{Converter, RowContext};
 use crate::failpoint;
 use crate::state::{DatasetState, FeedState, StateError};
@@ -154,13 +157,7 @@ async fn read_window(
                 return Ok((SliceOutcome::Done, first(failed).or(Some(e))));
             }
         };
-        for d in report.datasets.iter_mut() {
-            d.changes += read.changes.get(&d.dataset).copied().unwrap_or(0);
-            if let Some((_, e)) = read.failed.iter().find(|(n, _)| *n == d.dataset) {
-                d.error = Some(e.to_string());
-            }
-        }
-        report.feed.counts.add(&read.counts);
+        tally(report, &read);
         failed.extend(read.failed);
         let whole = hi - lo >= w.to - w.from;
         if read.counts.events < FEED_PIECE_EVENTS / 4 {
@@ -176,6 +173,43 @@ async fn read_window(
         }
     }
     Ok((SliceOutcome::Done, first(failed)))
+}
+
+/// Applies events Stripe pushed for this account-mode (a webhook or an EventBridge delivery) with the
+/// feed's change logic: one change per object (the newest event wins; an event delivered twice counts
+/// once), deletes as rows, truncated nested lists completed, events rendered in another API version
+/// read again by id. The feed's cursor does not move: the scheduled read of `/v1/events` still reads
+/// these events and catches any push that was lost, and loading an object's version again changes no
+/// table (the warehouse keeps the newest version per object by `batch_timestamp`).
+pub(super) async fn push(
+    cx: &Arc<Context>,
+    r: &Resolved,
+    datasets: &[&'static Dataset],
+    mut events: Vec<Event>,
+    files: &Written,
+    report: &mut AccountReport,
+) -> Result<Option<SyncError>, SyncError> {
+    // The collapser takes events in the feed's order: newest first.
+    events.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+    let mut collapser = Collapser::default();
+    collapser.add(events, datasets);
+    // The tables are as fresh as the feed made them; a push proves nothing about other objects.
+    let feed: FeedState = cx.state.get(&r.key(SliceWork::Feed.name())).await?.value;
+    let as_of = feed.cursor.unwrap_or(r.server_time);
+    let read = apply_collapsed(cx, r, datasets, collapser, Reach::Pushed { as_of }, files).await?;
+    tally(report, &read);
+    Ok(first(read.failed))
+}
+
+/// Adds what a read or a push applied to the slice's report.
+fn tally(report: &mut AccountReport, read: &FeedRead) {
+    for d in report.datasets.iter_mut() {
+        d.changes += read.changes.get(&d.dataset).copied().unwrap_or(0);
+        if let Some((_, e)) = read.failed.iter().find(|(n, _)| *n == d.dataset) {
+            d.error = Some(e.to_string());
+        }
+    }
+    report.feed.counts.add(&read.counts);
 }
 
 /// The first failure of a feed slice: what it reports.
@@ -252,6 +286,49 @@ pub(super) async fn read_feed(
             });
         }
     }
+    apply_collapsed(
+        cx,
+        r,
+        datasets,
+        collapser,
+        Reach::Window { from, to },
+        files,
+    )
+    .await
+    .map(Piece::Read)
+}
+
+/// How far the changes of a [`Collapser`] bring the tables.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// The feed's window `[from, to)`: a dataset whose list is complete is now complete up to `to`,
+    /// with or without changes in it.
+    Window { from: i64, to: i64 },
+    /// Events Stripe pushed: they prove nothing about what else happened, so the tables stay as
+    /// fresh as the feed's cursor, `as_of`.
+    Pushed { as_of: i64 },
+}
+
+impl Reach {
+    /// Added to an event's `created` for the `batch_timestamp` of its version.
+    fn tie_micros(self) -> i64 {
+        match self {
+            Reach::Window { .. } => EVENT_TIE_MICROS,
+            Reach::Pushed { .. } => PUSH_TIE_MICROS,
+        }
+    }
+}
+
+/// Applies collapsed changes dataset by dataset (Parquet, then the warehouse). A failure of one
+/// dataset that no retry fixes marks it for a full list and holds back no other ([`read_feed`]).
+async fn apply_collapsed(
+    cx: &Arc<Context>,
+    r: &Resolved,
+    datasets: &[&'static Dataset],
+    collapser: Collapser,
+    reach: Reach,
+    files: &Written,
+) -> Result<FeedRead, SyncError> {
     let (mut changes, mut counts) = collapser.finish();
     let mut per_dataset = HashMap::new();
     let mut failed = Vec::new();
@@ -271,11 +348,20 @@ pub(super) async fn read_feed(
             }
             continue;
         }
-        // A dataset whose list is complete is now complete up to the window's end.
-        let as_of = if complete { to } else { from };
+        let as_of = match reach {
+            // A dataset whose list is complete is now complete up to the window's end.
+            Reach::Window { from, to } => {
+                if complete {
+                    to
+                } else {
+                    from
+                }
+            }
+            Reach::Pushed { as_of } => as_of,
+        };
         counts.refetched += list.iter().filter(|c| !c.trusted).count() as u64;
         let n = list.len() as u64;
-        match apply(cx, r, d, list, as_of, files).await {
+        match apply(cx, r, d, list, (as_of, reach.tie_micros()), files).await {
             Ok(()) => {
                 cx.progress.rows(&r.account.name, &d.name, n);
                 per_dataset.insert(d.name.clone(), n);
@@ -289,6 +375,16 @@ pub(super) async fn read_feed(
         }
     }
     // Datasets without changes are complete up to the window's end too: one transaction for all.
+    let to = match reach {
+        Reach::Window { to, .. } => to,
+        Reach::Pushed { .. } => {
+            return Ok(FeedRead {
+                changes: per_dataset,
+                counts,
+                failed,
+            })
+        }
+    };
     match r.connected {
         Some(_) if unchanged.is_empty() => {}
         Some(_) => cx.cohort.fresh(cx, r, &unchanged, to).await?,
@@ -298,11 +394,11 @@ pub(super) async fn read_feed(
             .await
             .map_err(|e| r.warehouse_error("freshness", e))?,
     }
-    Ok(Piece::Read(FeedRead {
+    Ok(FeedRead {
         changes: per_dataset,
         counts,
         failed,
-    }))
+    })
 }
 
 /// Whether a failure to load one dataset's changes concerns that dataset alone: Stripe refused the
@@ -316,13 +412,14 @@ fn dataset_only(e: &SyncError) -> bool {
     )
 }
 
-/// Turns one dataset's changes into rows and tombstones and loads them.
+/// Turns one dataset's changes into rows and tombstones and loads them, complete up to `as_of`; an
+/// event's version is stamped `tie` microseconds into its second ([`Reach::tie_micros`]).
 async fn apply(
     cx: &Arc<Context>,
     r: &Resolved,
     dataset: &'static Dataset,
     changes: Vec<Change>,
-    as_of: i64,
+    (as_of, tie): (i64, i64),
     files: &Written,
 ) -> Result<(), SyncError> {
     let permits = Arc::new(Semaphore::new(FETCHES_IN_FLIGHT));
@@ -331,7 +428,7 @@ async fn apply(
         let (cx, r, permits) = (cx.clone(), r.clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            outcome(&cx, &r, dataset, change).await.map(|o| (n, o))
+            outcome(&cx, &r, dataset, change, tie).await.map(|o| (n, o))
         });
     }
     let mut outcomes = Vec::new();
@@ -388,6 +485,7 @@ async fn outcome(
     r: &Resolved,
     dataset: &'static Dataset,
     change: Change,
+    tie: i64,
 ) -> Result<Outcome, SyncError> {
     let missing = |e: &StripeError| matches!(e, StripeError::ResourceMissing { .. });
     if change.trusted {
@@ -401,7 +499,7 @@ async fn outcome(
         }
         return Ok(Outcome::Row {
             object,
-            batch_timestamp: change.created * 1_000_000 + EVENT_TIE_MICROS,
+            batch_timestamp: change.created * 1_000_000 + tie,
             deleted: change.deleted,
         });
     }

@@ -36,5 +36,5 @@ pub use error::SyncError;
 pub use plan::{freshness_kind, list_work, needs_snapshots, ListKind, SliceOutcome, SliceWork};
 pub use report::{AccountReport, DatasetReport, FeedReport, Progress, Quiet, SyncReport};
 pub use resolve::{open, resolve, Opened, Resolved};
-pub use run::{Engine, EngineBuilder};
+pub use run::{Engine, EngineBuilder, PushReport};
 pub use slice::SliceRun;

@@ -11,6 +11,7 @@
 use super::error::SyncError;
 use super::resolve::Resolved;
 use crate::catalog::Dataset;
+use crate::changes::Event;
 use crate::config::Incremental;
 use crate::state::{DatasetState, FeedState, StateStore};
 use serde::{Deserialize, Serialize};
@@ -157,14 +158,19 @@ pub enum SliceWork {
     Feed,
     /// List one dataset, if its state says it needs a list.
     List { dataset: String },
+    /// Apply events Stripe pushed (a webhook or an EventBridge delivery) as the feed applies the
+    /// events it reads; the feed's cursor does not move.
+    Push { events: Vec<Event> },
 }
 
 impl SliceWork {
-    /// `_events` or the dataset's name: the last part of the slice's state and lease keys.
+    /// `_events`, the dataset's name or `_push`: the last part of the slice's lease key (and of the
+    /// state's, for the first two).
     pub fn name(&self) -> &str {
         match self {
             SliceWork::Feed => "_events",
             SliceWork::List { dataset } => dataset,
+            SliceWork::Push { .. } => "_push",
         }
     }
 }

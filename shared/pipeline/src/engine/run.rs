@@ -10,10 +10,12 @@ use super::report::{AccountReport, Progress, Quiet, SyncReport};
 use super::resolve::{self, Resolved};
 use super::slice::{self, SliceRun};
 use crate::catalog::Dataset;
+use crate::changes::Event;
 use crate::clock::{self, Clock};
 use crate::config::Incremental;
 use crate::lake::{Lake, LakeFile};
 use crate::notify::Alerts;
+use crate::push;
 use crate::state::StateStore;
 use crate::stripe::StripeClient;
 use crate::warehouse::{LakeOnly, Warehouse};
@@ -270,4 +272,43 @@ impl Engine {
     ) -> Result<SliceRun, SyncError> {
         slice::run(&self.cx, r, &r.datasets(datasets), work).await
     }
+
+    /// Applies events Stripe pushed to the endpoint of one account (`resolved`: its keys, live and
+    /// test), as the feed applies the events it reads: grouped by mode and connected account
+    /// ([`push::route`]), one push slice each ([`SliceWork::Push`]).
+    pub async fn apply_pushed(
+        &self,
+        resolved: &[Resolved],
+        datasets: &[&'static Dataset],
+        events: Vec<Event>,
+    ) -> PushReport {
+        let mut report = PushReport::default();
+        for ((livemode, connected), events) in push::route(events) {
+            let r = resolved
+                .iter()
+                .find(|r| r.account.livemode == livemode)
+                .and_then(|r| match connected {
+                    None => Some(r.clone()),
+                    Some(id) if r.account.connect => Some(r.connected(id)),
+                    Some(_) => None,
+                });
+            let Some(r) = r else {
+                report.unrouted.extend(events.into_iter().map(|e| e.id));
+                continue;
+            };
+            let work = SliceWork::Push { events };
+            report.runs.push(self.run_slice(&r, datasets, &work).await);
+        }
+        report
+    }
+}
+
+/// What applying pushed events did.
+#[derive(Debug, Default)]
+pub struct PushReport {
+    /// A push slice per account-mode the events went to.
+    pub runs: Vec<Result<SliceRun, SyncError>>,
+    /// The ids of events for an account-mode no key of the account reads (a mode without a key; a
+    /// connected account of an account not configured with `connect = true`): not applied.
+    pub unrouted: Vec<String>,
 }

@@ -74,6 +74,13 @@ async fn leased(
             let (outcome, failure) = feed::run(cx, r, datasets, &files, &mut report).await?;
             (outcome, report, failure)
         }
+        SliceWork::Push { events } => {
+            let mut report = AccountReport::empty(r, datasets);
+            feed::start_if_new(cx, r).await?;
+            deliver::prepare_tables(cx, r, datasets, &mut report).await?;
+            let failure = feed::push(cx, r, datasets, events.clone(), &files, &mut report).await?;
+            (SliceOutcome::Done, report, failure)
+        }
         SliceWork::List { dataset } => {
             let d: &'static Dataset = datasets
                 .iter()
