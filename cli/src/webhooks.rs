@@ -220,12 +220,14 @@ async fn apply(
     let every = (sync_every > 0).then(|| Duration::from_secs(sync_every));
     let mut next_sync = Instant::now();
     loop {
-        if every.is_some() && Instant::now() >= next_sync {
-            sync(&engine, &resolved, &datasets).await;
-            next_sync = Instant::now() + every.unwrap_or_default();
-        }
         let wait = match every {
-            Some(_) => next_sync.saturating_duration_since(Instant::now()),
+            Some(every) => {
+                if Instant::now() >= next_sync {
+                    sync(&engine, &resolved, &datasets).await;
+                    next_sync = Instant::now() + every;
+                }
+                next_sync.saturating_duration_since(Instant::now())
+            }
             None => Duration::from_secs(3600),
         };
         let first = match tokio::time::timeout(wait, events.recv()).await {

@@ -187,17 +187,20 @@ impl Pusher {
         let Ok(request) = request else {
             return false;
         };
-        match self.client.request(request).await {
-            Ok(resp) => {
-                let ok = resp.status().is_success();
-                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
-                // PutEvents answers 200 with the entries that failed counted.
-                ok && !matches!(target, Target::EventBridge { .. } if body.as_ref().is_ok_and(|b| {
-                    serde_json::from_slice::<Value>(b).ok().and_then(|v| v["FailedEntryCount"].as_u64()).unwrap_or(0) > 0
-                }))
-            }
-            Err(_) => false,
+        let Ok(resp) = self.client.request(request).await else {
+            return false;
+        };
+        if !resp.status().is_success() {
+            return false;
         }
+        // PutEvents answers 200 and counts the entries it could not take.
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+        let failed_entries = body
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["FailedEntryCount"].as_u64())
+            .unwrap_or(0);
+        failed_entries == 0
     }
 }
 
