@@ -1,13 +1,20 @@
-//! Freshness benchmark: the delay from a change in Stripe to its row in DuckDB when `stripe-pipeline sync`
-//! runs once a minute, as a scheduler would run it.
+//! Freshness benchmark: the delay from a change in Stripe to its row in DuckDB, polled or pushed.
 //!
-//! The simulator runs in real time in this process (one live account, every dataset). A customer is
-//! updated every 15 s; after each sync the bench reads `stripe.customers_metadata` and records, for every
-//! change that arrived, the time from the change to the end of the sync that loaded it.
+//! Polled (the default): `stripe-pipeline sync` runs once a minute, as a scheduler would run it. The
+//! simulator runs in real time in this process (one live account, every dataset). A customer is updated
+//! every 15 s; after each sync the bench reads `stripe.customers_metadata` and records, for every change
+//! that arrived, the time from the change to the end of the sync that loaded it.
+//!
+//! Pushed (`--push`): `stripe-pipeline serve-webhooks` runs, and the simulator pushes each event to it as
+//! a signed webhook when it happens. A different customer is updated every `--every-ms` (default 2,000);
+//! the delay of a change is the time until serve-webhooks reports (its debug log, written once a
+//! batch is in DuckDB) a batch holding that customer. At the end the bench stops serve-webhooks and
+//! checks in DuckDB that every change reported is there, so the log cannot claim what the tables lack.
 //!
 //! ```sh
 //! cargo build --workspace --examples
 //! $CARGO_TARGET_DIR/debug/examples/freshness --minutes 10
+//! $CARGO_TARGET_DIR/debug/examples/freshness --push --minutes 3
 //! ```
 //! (An example rather than a `cargo bench` target: benches build in release, and an optimised DuckDB
 //! takes hours to compile on the project's machine. The delay is dominated by the lag and the schedule,
@@ -17,19 +24,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use stripe_pipeline::warehouse::duckdb::DuckDb;
+use stripe_pipeline_testkit::bench::{
+    arg, assert_customers_current, change_customers_in_turn, delays, distribution, percentile,
+    REVISIONS_SQL,
+};
 use stripe_sim::SimConfig;
 
 const PERIOD: Duration = Duration::from_secs(60);
 const CHANGE_EVERY: Duration = Duration::from_secs(15);
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The `stripe-pipeline` binary next to this example's directory.
 fn cli_binary() -> PathBuf {
@@ -50,33 +52,14 @@ fn sync(config: &std::path::Path) -> Duration {
     started.elapsed()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == "--push") {
+        return pushed(arg("--minutes", 3), arg("--every-ms", 2000)).await;
+    }
     let minutes = arg("--minutes", 10);
-    let sim = stripe_sim::start(SimConfig {
-        only: Some((0, true)),
-        ..SimConfig::tiny()
-    })
-    .await
-    .expect("simulator");
+    let (sim, out, config) = setup().await;
     let account = sim.info().accounts[0].id.clone();
-    let key = sim.info().key("secret", "live", 0).expect("a live key");
-    let out = tempfile::tempdir().expect("output dir");
-    let config = out.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "output_dir = {:?}\napi_base = {:?}\n\n[[accounts]]\nname = \"bench\"\nkey = \"{key}\"\n",
-            out.path().display().to_string(),
-            sim.base_url()
-        ),
-    )
-    .expect("config");
     let first = tokio::task::spawn_blocking({
         let config = config.clone();
         move || sync(&config)
@@ -168,4 +151,152 @@ async fn main() {
         percentile(&delays, 0.9),
         percentile(&delays, 1.0)
     );
+}
+
+/// The simulator and a configuration for one live account in a new directory: `(sim, dir, config)`.
+async fn setup() -> (stripe_sim::RunningSim, tempfile::TempDir, PathBuf) {
+    let sim = stripe_sim::start(SimConfig {
+        only: Some((0, true)),
+        ..SimConfig::tiny()
+    })
+    .await
+    .expect("simulator");
+    let key = sim.info().key("secret", "live", 0).expect("a live key");
+    let out = tempfile::tempdir().expect("output dir");
+    let config = out.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "output_dir = {:?}\napi_base = {:?}\n\n[[accounts]]\nname = \"bench\"\nkey = \"{key}\"\n",
+            out.path().display().to_string(),
+            sim.base_url()
+        ),
+    )
+    .expect("config");
+    (sim, out, config)
+}
+
+/// `--push`: serve-webhooks fed by the simulator's signed pushes.
+async fn pushed(minutes: u64, every_ms: u64) {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    use stripe_sim::push::{PushConfig, Target};
+    const SECRET: &str = "whsec_freshness_bench_0123456789";
+    let (sim, out, config) = setup().await;
+    let account = sim.info().accounts[0].id.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // The backfill first; then serve-webhooks with pushes alone (no whole sync of its own).
+    let backfill = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || sync(&config)
+    })
+    .await
+    .expect("backfill");
+    println!("backfill: {:.1} s", backfill.as_secs_f64());
+    let started = Instant::now();
+    let mut child = Command::new(cli_binary())
+        .args(["serve-webhooks", "--sync-every", "0", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(&config)
+        .env("STRIPE_PIPELINE_WEBHOOK_SECRET", SECRET)
+        .env("STRIPE_PIPELINE_LOG", "stripe_pipeline::webhooks=debug")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run stripe-pipeline serve-webhooks");
+    // Every line of both streams, with when it was read.
+    let lines: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    for stream in [
+        stdout.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        stderr.map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(mut l) = lines.lock() {
+                    l.push((Instant::now(), line));
+                }
+            }
+        });
+    }
+    let seen = |what: &str| {
+        lines
+            .lock()
+            .map(|l| l.iter().any(|(_, line)| line.contains(what)))
+            .unwrap_or(false)
+    };
+    while !seen("Receiving Stripe's webhooks") {
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || started.elapsed() > Duration::from_secs(300) {
+            let output: Vec<String> = lines
+                .lock()
+                .map(|l| l.iter().map(|(_, line)| line.clone()).collect())
+                .unwrap_or_default();
+            panic!(
+                "serve-webhooks did not start (exit: {exited:?}):\n{}",
+                output.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "serve-webhooks listening after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    sim.sim().set_pushes(PushConfig {
+        targets: vec![Target::Webhook {
+            account: account.clone(),
+            livemode: Some(true),
+            url: format!("http://127.0.0.1:{port}/webhooks/bench"),
+            secret: SECRET.into(),
+        }],
+        ..PushConfig::default()
+    });
+    let changes = change_customers_in_turn(&sim, &account, minutes, every_ms).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    // When each batch was in DuckDB, and the objects it held (serve-webhooks' debug line).
+    let applied: Vec<(Instant, Vec<String>)> = lines
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, l)| l.contains("pushed events applied"))
+        .map(|(when, l)| {
+            let objects = l.split("objects=").nth(1).unwrap_or_default();
+            let ids = objects.split([',', ' ']).map(str::to_string).collect();
+            (when, ids)
+        })
+        .collect();
+    let (mut secs, missing) = delays(&changes, &applied);
+    // The tables hold every change the log reported, and the rest.
+    let db = DuckDb::open(&out.path().join("stripe_pipeline.duckdb")).expect("duckdb");
+    assert_customers_current(
+        &sim,
+        &account,
+        &changes,
+        db.query_strings(REVISIONS_SQL).expect("query"),
+    );
+    println!(
+        "{} changes, one every {every_ms} ms; {} batches applied; not reported applied: {missing}",
+        changes.len(),
+        applied.len(),
+    );
+    match distribution(&mut secs) {
+        Some(d) => println!("delay change → row in DuckDB (pushed): {d}"),
+        None => println!("no change arrived"),
+    }
 }

@@ -27,6 +27,10 @@ pub enum AccountsAction {
         /// connected_account_* tables).
         #[arg(long)]
         connect: bool,
+        /// The partner event source of the account's Stripe event destination of type Amazon
+        /// EventBridge (aws.partner/stripe.com/ed_…): the workers apply the events that arrive from it.
+        #[arg(long)]
+        event_source: Option<String>,
     },
     /// Stop syncing an account: it is not planned any more and its queued slices are skipped; its data and cursors stay.
     Disable { name: String },
@@ -52,13 +56,21 @@ pub async fn accounts(table: &str, action: AccountsAction) -> ExitCode {
             secret_arn,
             datasets,
             connect,
+            event_source,
         } => {
+            if let Some(bad) = event_source
+                .as_deref()
+                .filter(|s| !s.starts_with("aws.partner/stripe.com/"))
+            {
+                return crate::fail(2, &format!("--event-source '{bad}' is not a Stripe partner event source: it starts with aws.partner/stripe.com/ (EventBridge lists it under Partner event sources)"));
+            }
             let record = AccountRecord {
                 name: name.clone(),
                 secret_arn,
                 enabled: true,
                 datasets,
                 connect,
+                event_source,
             };
             if let Err(e) = record.datasets() {
                 return crate::fail(2, &e.to_string());

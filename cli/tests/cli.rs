@@ -706,19 +706,6 @@ impl Daemon {
     }
 }
 
-/// Waits until the simulator's pushes are all made (none pending for a second), and returns them.
-async fn pushes_settled(sim: &stripe_sim::RunningSim) -> [u64; 4] {
-    let mut last = sim.sim().push_counts();
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let now = sim.sim().push_counts();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-}
-
 /// `serve-webhooks` keeps DuckDB equal to Stripe with no poll: Stripe's signed deliveries of two
 /// accounts (one whose events come in another API version, so they are read again by id), delayed,
 /// reordered and some made twice, are applied within seconds. Every kind of bad delivery is refused
@@ -728,8 +715,11 @@ async fn pushes_settled(sim: &stripe_sim::RunningSim) -> [u64; 4] {
 async fn webhooks_keep_duckdb_equal_and_a_sync_catches_the_lost_ones() {
     use stripe_pipeline::catalog::Catalog;
     use stripe_pipeline::warehouse::duckdb::DuckDb;
+    use stripe_pipeline_testkit::acceptance::{
+        bad_deliveries, evented_changes, good_delivery, pushes_settled, BadDelivery, NEVER_LOGGED,
+    };
     use stripe_pipeline_testkit::moto::http_with_headers;
-    use stripe_sim::push::{signature_header, PushConfig, Target};
+    use stripe_sim::push::{PushConfig, Target};
     const SECRET: &str = "whsec_pipeline_test_0123456789abcdef";
     let sim = stripe_sim::start(SimConfig::tiny()).await.unwrap();
     let info = sim.info();
@@ -789,88 +779,41 @@ async fn webhooks_keep_duckdb_equal_and_a_sync_catches_the_lost_ones() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let event = serde_json::json!({
-        "id": "evt_marker_never_logged", "object": "event", "created": now, "livemode": true,
-        "type": "customer.updated", "api_version": "2023-08-16",
-        "data": {"object": {"id": "cus_marker_never_logged", "object": "customer"}},
-    })
-    .to_string();
-    let signed = |t: i64, body: &str| signature_header(SECRET, t, body.as_bytes());
-    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2 << 20));
-    // What, method, URL, Stripe-Signature, body, the status wanted.
-    type Case<'a> = (&'a str, &'a str, &'a str, Option<String>, String, u16);
-    let cases: Vec<Case> = vec![
-        ("no signature", "POST", url, None, event.clone(), 400),
-        (
-            "another secret",
-            "POST",
-            url,
-            Some(signature_header("whsec_other", now, event.as_bytes())),
-            event.clone(),
-            400,
-        ),
-        (
-            "older than 300 s",
-            "POST",
-            url,
-            Some(signed(now - 400, &event)),
-            event.clone(),
-            400,
-        ),
-        (
-            "body changed after signing",
-            "POST",
-            url,
-            Some(signed(now, &event)),
-            event.replace("cus_marker", "cus_other"),
-            400,
-        ),
-        (
-            "signed, but not an event",
-            "POST",
-            url,
-            Some(signed(now, "{\"marker_never_logged\":1}")),
-            "{\"marker_never_logged\":1}".into(),
-            400,
-        ),
-        (
-            "signed, not JSON",
-            "POST",
-            url,
-            Some(signed(now, "marker_never_logged")),
-            "marker_never_logged".into(),
-            400,
-        ),
-        (
-            "too large",
-            "POST",
-            url,
-            Some(signed(now, &big)),
-            big.clone(),
-            413,
-        ),
-        ("not a POST", "GET", url, None, String::new(), 405),
-        (
-            "an account not configured",
-            "POST",
-            other.as_str(),
-            Some(signed(now, &event)),
-            event.clone(),
-            404,
-        ),
-    ];
-    for (what, method, url, signature, body, status) in cases {
+    let (event, signature) = good_delivery(SECRET, now);
+    let mut cases: Vec<(String, BadDelivery)> = bad_deliveries(SECRET, now)
+        .into_iter()
+        .map(|c| (url.to_string(), c))
+        .collect();
+    cases.push((
+        other.clone(),
+        BadDelivery {
+            what: "an account not configured",
+            method: "POST",
+            signature: Some(signature),
+            body: event,
+            status: 404,
+        },
+    ));
+    for (url, case) in cases {
         let mut headers = vec![("content-type", "application/json")];
-        if let Some(s) = &signature {
+        if let Some(s) = &case.signature {
             headers.push(("stripe-signature", s.as_str()));
         }
-        let (got, answer) = http_with_headers(method, url, &headers, body.into_bytes()).await;
-        assert_eq!(got, status, "{what}: {}", String::from_utf8_lossy(&answer));
+        let (got, answer) =
+            http_with_headers(case.method, &url, &headers, case.body.into_bytes()).await;
+        assert_eq!(
+            got,
+            case.status,
+            "{}: {}",
+            case.what,
+            String::from_utf8_lossy(&answer)
+        );
     }
 
     // Pushes from now on: delayed, reordered, some twice; each change in a second of its own.
     let target = |(name, n): &(&str, usize)| Target::Webhook {
         account: info.accounts[*n].id.clone(),
+        livemode: None,
         url: format!("http://127.0.0.1:{port}/webhooks/{name}"),
         secret: SECRET.into(),
     };
@@ -883,24 +826,9 @@ async fn webhooks_keep_duckdb_equal_and_a_sync_catches_the_lost_ones() {
     };
     sim.sim().set_pushes(pushes(0.0));
     let changes = |sim: &stripe_sim::RunningSim| {
-        let s = sim.sim();
         let mut created = Vec::new();
         for m in &merchants {
-            created.extend(s.create(m, true, "customers", 2).unwrap());
-            s.advance(1);
-            s.update(m, true, "customers", 0, &created[created.len() - 2..])
-                .unwrap();
-            s.advance(1);
-            s.update(m, true, "customers", 3, &[]).unwrap();
-            s.advance(1);
-            s.delete(m, true, "customers", 1, &[]).unwrap();
-            s.advance(1);
-            s.create(m, true, "products", 1).unwrap();
-            s.advance(1);
-            s.update(m, true, "charges", 2, &[]).unwrap();
-            s.advance(1);
-            s.update(m, true, "invoices", 2, &[]).unwrap();
-            s.advance(1);
+            created.extend(evented_changes(sim, m, true));
         }
         created
     };
@@ -917,7 +845,7 @@ async fn webhooks_keep_duckdb_equal_and_a_sync_catches_the_lost_ones() {
     // Each delivery once: none of the refused ones was queued.
     assert_eq!(Daemon::pushed(&daemon.seen), delivered, "{:?}", daemon.seen);
     let stderr = daemon.stop();
-    assert!(!stderr.contains("marker_never_logged"), "{stderr}");
+    assert!(!stderr.contains(NEVER_LOGGED), "{stderr}");
     let scopes: Vec<(String, bool)> = merchants.iter().map(|m| (m.clone(), true)).collect();
     stripe_pipeline_testkit::acceptance::assert_scopes_equal(&out, &sim, &scopes, &datasets).await;
 

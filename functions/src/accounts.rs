@@ -27,6 +27,10 @@ pub struct AccountRecord {
     /// one's data in the `connected_account_*` tables).
     #[serde(default)]
     pub connect: bool,
+    /// The partner event source of the account's Stripe event destination of type Amazon
+    /// EventBridge (`aws.partner/stripe.com/ed_…`): events arriving from it are this account's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source: Option<String>,
 }
 
 fn enabled() -> bool {
@@ -64,6 +68,9 @@ impl AccountRecord {
         ]);
         if self.connect {
             item.insert("connect".into(), AttributeValue::Bool(true));
+        }
+        if let Some(source) = &self.event_source {
+            item.insert("event_source".into(), AttributeValue::S(source.clone()));
         }
         if !self.datasets.is_empty() {
             item.insert(
@@ -112,12 +119,21 @@ impl AccountRecord {
             Some(AttributeValue::Ss(set)) => set.clone(),
             Some(_) => return Err(bad("`datasets` is not a list of strings")),
         };
+        let event_source = match item.get("event_source") {
+            None => None,
+            Some(v) => Some(
+                v.as_s()
+                    .map_err(|_| bad("`event_source` is not a string"))?
+                    .clone(),
+            ),
+        };
         Ok(AccountRecord {
             name,
             secret_arn,
             enabled,
             datasets,
             connect,
+            event_source,
         })
     }
 }
@@ -235,8 +251,13 @@ mod tests {
             enabled: false,
             datasets: vec!["charges".into()],
             connect: true,
+            event_source: Some("aws.partner/stripe.com/ed_test_1".into()),
         };
         assert_eq!(AccountRecord::from_item(&r.to_item()).unwrap(), r);
+        let mut item = r.to_item();
+        item.insert("event_source".into(), AttributeValue::Bool(true));
+        let e = AccountRecord::from_item(&item).unwrap_err().to_string();
+        assert!(e.contains("event_source"), "{e}");
         assert_eq!(r.datasets().unwrap()[0].name, "charges");
         let mut item = r.to_item();
         item.remove("secret_arn");

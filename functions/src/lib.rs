@@ -5,17 +5,21 @@
 //! asks for) and sends one SQS message per slice, once per tick. The [`worker`] runs each message's slice
 //! with the DynamoDB state store and the S3 lake, re-enqueues a continuation when the function's deadline
 //! comes first, and reports failed messages back to SQS (which moves them to the dead-letter queue after
-//! the configured number of attempts). [`notify`] publishes the incidents users must hear about to SNS.
+//! the configured number of attempts), and applies the events Stripe pushes ([`pushes`]: from an
+//! EventBridge rule, or from the [`webhook`] function's function URL). [`notify`] publishes the
+//! incidents users must hear about to SNS.
 
 pub mod accounts;
 pub mod error;
 pub mod message;
 pub mod metrics;
 pub mod notify;
+pub mod pushes;
 pub mod scheduler;
 pub mod secrets;
 pub mod services;
 pub mod settings;
+pub mod webhook;
 pub mod worker;
 
 pub use error::Error;

@@ -3,7 +3,9 @@
 //! export in Stripe's layout of the whole lake.
 
 use serde::{Deserialize, Serialize};
+use stripe_pipeline::changes::Event;
 use stripe_pipeline::engine::SliceWork;
+use stripe_pipeline::push;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceMessage {
@@ -197,26 +199,64 @@ impl TickMessage {
     }
 }
 
+/// A Stripe event pushed to the deployment, from the push queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushMessage {
+    /// As an EventBridge rule delivers it: the envelope, whose partner event source names the
+    /// account (its record's `event_source`).
+    Bus(push::BusDelivery),
+    /// From the webhook function, which checked its signature: `{"pushed_to": <account name>,
+    /// "event": <the event>}`.
+    Webhook(WebhookPush),
+}
+
+/// An event the webhook function received for the account `pushed_to` (a name in the accounts
+/// table) and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookPush {
+    pub pushed_to: String,
+    pub event: Event,
+}
+
+impl PushMessage {
+    pub fn event(&self) -> &Event {
+        match self {
+            PushMessage::Bus(d) => &d.event,
+            PushMessage::Webhook(w) => &w.event,
+        }
+    }
+}
+
 /// What a queue message asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Slice(SliceMessage),
     Export(ExportMessage),
     Tick(TickMessage),
+    Push(PushMessage),
 }
 
 impl Message {
-    /// Parses a message body: an export when it has `export_tick`, the rest of a tick when it has
-    /// `resume_tick`, else a slice.
-    pub fn parse(body: &str) -> Result<Message, serde_json::Error> {
-        let value: serde_json::Value = serde_json::from_str(body)?;
-        if value.get("export_tick").is_some() {
+    /// Parses a message body: a pushed event when it is an EventBridge envelope (`detail-type`) or
+    /// has `pushed_to`, an export when it has `export_tick`, the rest of a tick when it has
+    /// `resume_tick`, else a slice. The error never quotes the body.
+    pub fn parse(body: &str) -> Result<Message, String> {
+        let value: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+        if value.get("detail-type").is_some() {
+            return push::eventbridge_event(body.as_bytes())
+                .map(|d| Message::Push(PushMessage::Bus(d)))
+                .map_err(|e| e.to_string());
+        }
+        let parsed = if value.get("pushed_to").is_some() {
+            serde_json::from_value(value).map(|w| Message::Push(PushMessage::Webhook(w)))
+        } else if value.get("export_tick").is_some() {
             serde_json::from_value(value).map(Message::Export)
         } else if value.get("resume_tick").is_some() {
             serde_json::from_value(value).map(Message::Tick)
         } else {
             serde_json::from_value(value).map(Message::Slice)
-        }
+        };
+        parsed.map_err(|e| e.to_string())
     }
 }
 
@@ -262,6 +302,44 @@ mod tests {
         let body = serde_json::to_string(&tick).unwrap();
         assert_eq!(Message::parse(&body).unwrap(), Message::Tick(tick));
         assert!(Message::parse("{\"export_tick\": \"soon\"}").is_err());
+    }
+
+    #[test]
+    fn pushed_events_are_told_apart_from_the_bus_or_the_webhook_function() {
+        let event = serde_json::json!({
+            "id": "evt_1", "object": "event", "created": 1_700_000_000, "type": "customer.created",
+            "api_version": "2023-08-16", "livemode": false,
+            "data": {"object": {"id": "cus_1", "object": "customer"}},
+        });
+        let envelope = serde_json::json!({
+            "version": "0", "id": "0b7c", "detail-type": "customer.created",
+            "source": "aws.partner/stripe.com/ed_test_1", "account": "123456789012",
+            "time": "2026-12-08T01:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": event,
+        });
+        let Message::Push(PushMessage::Bus(d)) = Message::parse(&envelope.to_string()).unwrap()
+        else {
+            panic!("not a bus delivery");
+        };
+        assert_eq!(
+            (d.source.as_str(), d.event.id.as_str()),
+            ("aws.partner/stripe.com/ed_test_1", "evt_1")
+        );
+        let webhook = serde_json::json!({"pushed_to": "acme", "event": event});
+        let Message::Push(m) = Message::parse(&webhook.to_string()).unwrap() else {
+            panic!("not a push");
+        };
+        assert_eq!(
+            m,
+            PushMessage::Webhook(WebhookPush {
+                pushed_to: "acme".into(),
+                event: serde_json::from_value(event).unwrap()
+            })
+        );
+        // Another service's events on the bus are not Stripe's.
+        let mut foreign = envelope.clone();
+        foreign["source"] = "aws.s3".into();
+        assert!(Message::parse(&foreign.to_string()).is_err());
     }
 
     #[test]

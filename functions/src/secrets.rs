@@ -1,11 +1,13 @@
-//! Stripe keys from Secrets Manager, cached per container for a few minutes (a rotated key is picked
-//! up without a redeploy). A key only ever lives in a [`Secret`], which prints as `***`.
+//! Stripe keys and webhook signing secrets from Secrets Manager, cached per container for a few
+//! minutes (a rotated key is picked up without a redeploy). A key only ever lives in a [`Secret`],
+//! which prints as `***`.
 
 use crate::Error;
 use aws_sdk_secretsmanager::Client;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use stripe_pipeline::config::Secret;
+use stripe_pipeline::push::signature;
 use tokio::sync::Mutex;
 
 /// How long a key read from Secrets Manager is reused.
@@ -28,19 +30,16 @@ impl Secrets {
     /// The Stripe key in secret `arn`: the secret's string itself, or the `api_key` field of a JSON
     /// secret.
     pub async fn stripe_key(&self, account: &str, arn: &str) -> Result<Secret, Error> {
-        if let Some((at, key)) = self.cache.lock().await.get(arn) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(key.clone());
-            }
-        }
         let key = self
-            .read(
+            .cached(
                 arn,
                 "api_key",
                 format!("reading the key of account '{account}' from {arn} (the worker may read secrets named stripe-pipeline/*)"),
             )
             .await?;
         if key.livemode().is_none() {
+            // Read again next time: a fixed secret counts at once.
+            self.cache.lock().await.remove(arn);
             return Err(Error::Account {
                 account: account.to_string(),
                 message: format!(
@@ -48,11 +47,36 @@ impl Secrets {
                 ),
             });
         }
+        Ok(key)
+    }
+
+    /// The webhook endpoints' signing secrets in secret `arn` (`whsec_…`, comma-separated while one is
+    /// rolled): the secret's string itself, or the `signing_secret` field of a JSON secret.
+    pub async fn signing_secrets(&self, arn: &str) -> Result<Vec<String>, Error> {
+        let text = self
+            .cached(
+                arn,
+                "signing_secret",
+                format!("reading the webhook signing secret from {arn}"),
+            )
+            .await?;
+        signature::parse_secrets(text.expose())
+            .map_err(|e| Error::Settings(vec![format!("the secret {arn}: {e}")]))
+    }
+
+    /// [`Self::read`], reused for [`CACHE_TTL`].
+    async fn cached(&self, arn: &str, field: &str, action: String) -> Result<Secret, Error> {
+        if let Some((at, value)) = self.cache.lock().await.get(arn) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(value.clone());
+            }
+        }
+        let value = self.read(arn, field, action).await?;
         self.cache
             .lock()
             .await
-            .insert(arn.to_string(), (Instant::now(), key.clone()));
-        Ok(key)
+            .insert(arn.to_string(), (Instant::now(), value.clone()));
+        Ok(value)
     }
 
     /// The Snowflake user's PEM private key in secret `arn`: the secret's string itself, or the

@@ -10,6 +10,20 @@ use stripe_pipeline::config::{
     env_var, Config, Destination, Incremental, SnowflakeConfig, Spelling,
 };
 use stripe_pipeline::warehouse::redshift::RedshiftSettings;
+/// A variable the SAM template sets: its value, or empty with a problem noted when it is missing.
+pub(crate) fn required(
+    env: impl Fn(&str) -> Option<String>,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> String {
+    env(name).filter(|v| !v.is_empty()).unwrap_or_else(|| {
+        problems.push(format!(
+            "{name} is not set (the SAM template sets it; set it when running the function elsewhere)"
+        ));
+        String::new()
+    })
+}
+
 #[cfg(test)]
 use stripe_pipeline::warehouse::redshift::RedshiftTarget;
 
@@ -30,6 +44,9 @@ pub struct Settings {
     pub state_table: String,
     /// `STRIPE_PIPELINE_QUEUE_URL`: the SQS queue of slices.
     pub queue_url: String,
+    /// `STRIPE_PIPELINE_PUSH_QUEUE_URL`: the SQS queue of pushed events (from the EventBridge rule
+    /// and the webhook function); none: the slices' queue.
+    pub push_queue_url: Option<String>,
     /// `STRIPE_PIPELINE_TOPIC_ARN`: the SNS topic for notifications (none: notifications are logged).
     pub topic_arn: Option<String>,
     /// `STRIPE_PIPELINE_SEED_ACCOUNTS`: accounts (a JSON list of `{"name", "secret_arn"}`) the
@@ -121,14 +138,7 @@ impl Settings {
                 "{key_arn} is not set: the Snowflake user's private key is read from Secrets Manager (the SAM template's SnowflakePrivateKeySecretArn)"
             ));
         }
-        let mut required = |name: &str| {
-            env(name).filter(|v| !v.is_empty()).unwrap_or_else(|| {
-                problems.push(format!(
-                    "{name} is not set (the SAM template sets it; set it when running the function elsewhere)"
-                ));
-                String::new()
-            })
-        };
+        let mut required = |name: &str| required(&env, name, &mut problems);
         let accounts_table = required("STRIPE_PIPELINE_ACCOUNTS_TABLE");
         let state_table = required("STRIPE_PIPELINE_STATE_TABLE");
         let queue_url = required("STRIPE_PIPELINE_QUEUE_URL");
@@ -196,6 +206,7 @@ impl Settings {
             accounts_table,
             state_table,
             queue_url,
+            push_queue_url: env("STRIPE_PIPELINE_PUSH_QUEUE_URL").filter(|v| !v.is_empty()),
             topic_arn: env("STRIPE_PIPELINE_TOPIC_ARN").filter(|v| !v.is_empty()),
             seed_accounts,
             failure_alert_after: failure_alert_after as u32,

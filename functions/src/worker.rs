@@ -1,7 +1,8 @@
 //! The worker: runs the slices of an SQS batch, one after another, each through the engine.
 //!
-//! A message is a slice, an export in Stripe's layout ([`export`]), or the rest of a scheduler tick
-//! that reached its deadline ([`resume_tick`]). The engine runs the slice and tells
+//! A message is a slice, an export in Stripe's layout ([`export`]), the rest of a scheduler tick
+//! that reached its deadline ([`resume_tick`]), or a pushed event (the batch's are applied together
+//! first: [`crate::pushes`]). The engine runs the slice and tells
 //! the operators how it went ([`stripe_pipeline::engine::Engine::run_slice`]); the worker only turns
 //! the outcome into what SQS must do. Each message ends one of six ways: done (the message is
 //! deleted), continued (the deadline came first: progress is committed and a continuation message is
@@ -14,7 +15,8 @@
 //! a slice or an export goes the last way too: the dead-letter queue keeps it for someone to read.
 
 use crate::accounts::AccountRecord;
-use crate::message::{ExportMessage, Message, SliceMessage, TickMessage};
+use crate::message::{ExportMessage, Message, PushMessage, SliceMessage, TickMessage};
+use crate::pushes;
 use crate::scheduler::{account_failed, account_of, check, send_batch, tick_until};
 use crate::{Error, Services};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
@@ -72,7 +74,8 @@ pub fn stop_at(deadline_ms: u64) -> Instant {
     Instant::now() + left - (left / 4).min(Duration::from_secs(60))
 }
 
-/// Runs a batch; returns the messages that failed.
+/// Runs a batch; returns the messages that failed. Pushed events go first, all together (they are
+/// what keeps the tables seconds behind Stripe); then the other messages, one after another.
 pub async fn handle(
     svc: &Services,
     records: Vec<SqsMessage>,
@@ -80,28 +83,40 @@ pub async fn handle(
     stop: Instant,
 ) -> SqsBatchResponse {
     let mut failures = Vec::new();
-    for (i, record) in records.into_iter().enumerate() {
+    let mut pushed = Vec::new();
+    let mut others = Vec::new();
+    for record in records {
+        match Message::parse(record.body.as_deref().unwrap_or("")) {
+            Ok(Message::Push(push)) => pushed.push((record, push)),
+            parsed => others.push((record, parsed)),
+        }
+    }
+    if !pushed.is_empty() {
+        failures.extend(apply_pushed(svc, pushed, run_id, stop).await);
+    }
+    for (i, (record, parsed)) in others.into_iter().enumerate() {
         let id = record.message_id.clone().unwrap_or_default();
         if Instant::now() >= stop {
             // No time left to start it: visible again at once, for another invocation.
             tracing::warn!(message_id = %id, "no time left in this invocation; the slice is retried");
-            retry_after(svc, &record, Duration::ZERO).await;
+            retry_after(svc, &svc.settings.queue_url, &record, Duration::ZERO).await;
             failures.push(id);
             continue;
         }
         let run_id = format!("{run_id}-{i}");
-        let outcome = match Message::parse(record.body.as_deref().unwrap_or("")) {
+        let outcome = match parsed {
             Ok(Message::Slice(m)) => run(svc, &m, &run_id, stop).await,
             Ok(Message::Export(m)) => export(svc, &m, &run_id).await,
             Ok(Message::Tick(m)) => resume_tick(svc, &m, stop).await,
-            Err(e) => Err(Error::Message(e.to_string())),
+            Ok(Message::Push(_)) => unreachable!("pushed events were taken out above"),
+            Err(e) => Err(Error::Message(e)),
         };
         match outcome {
             Ok(ran) => tracing::info!(message_id = %id, outcome = ?ran, "slice finished"),
             Err(e) if e.retryable() || matches!(e, Error::Message(_)) => {
                 let wait = backoff(receive_count(&record));
                 tracing::error!(message_id = %id, error = %e, retry_in_secs = wait.as_secs(), "slice failed; SQS retries it");
-                retry_after(svc, &record, wait).await;
+                retry_after(svc, &svc.settings.queue_url, &record, wait).await;
                 failures.push(id);
             }
             Err(e) => tracing::error!(
@@ -123,6 +138,56 @@ pub async fn handle(
     response
 }
 
+/// Applies the batch's pushed events ([`pushes::apply`]); returns the ids of the messages to retry.
+/// Every failure is retried with the [`backoff`], whatever its kind: a push that cannot be applied
+/// ends in the dead-letter queue (whose alarm tells the operators), and the scheduled feed applies
+/// its event meanwhile, so nothing is lost either way.
+async fn apply_pushed(
+    svc: &Services,
+    pushed: Vec<(SqsMessage, PushMessage)>,
+    run_id: &str,
+    stop: Instant,
+) -> Vec<String> {
+    let queue = svc
+        .settings
+        .push_queue_url
+        .as_deref()
+        .unwrap_or(&svc.settings.queue_url);
+    let mut records = std::collections::HashMap::new();
+    let mut batch = Vec::new();
+    for (record, push) in pushed {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        records.insert(message_id.clone(), record);
+        batch.push(pushes::Pushed { message_id, push });
+    }
+    let started = Instant::now();
+    let applied = pushes::apply(svc, batch, run_id, stop).await;
+    tracing::info!(
+        events = applied.events,
+        accounts = applied.accounts,
+        seconds = started.elapsed().as_secs_f64(),
+        "pushed events applied"
+    );
+    let mut failed = Vec::new();
+    for (ids, e) in applied.failed {
+        let receives = ids
+            .iter()
+            .filter_map(|id| records.get(id))
+            .map(receive_count)
+            .max()
+            .unwrap_or(1);
+        let wait = backoff(receives);
+        tracing::error!(messages = ids.len(), error = %e, retry_in_secs = wait.as_secs(), "pushed events failed; SQS retries them (the scheduled feed reads them meanwhile)");
+        for id in ids {
+            if let Some(record) = records.get(&id) {
+                retry_after(svc, queue, record, wait).await;
+            }
+            failed.push(id);
+        }
+    }
+    failed
+}
+
 /// How long a failed message waits before SQS hands it out again: a minute after its first receive,
 /// doubling with each receive, at most a quarter of an hour. Without it, a failed message would wait
 /// out the queue's visibility timeout (six times the worker's timeout: 90 minutes by default).
@@ -142,14 +207,14 @@ fn receive_count(record: &SqsMessage) -> u32 {
 
 /// Makes a failed message visible again after `wait`. If SQS refuses, it comes back after the
 /// queue's visibility timeout instead: later, but not lost.
-async fn retry_after(svc: &Services, record: &SqsMessage, wait: Duration) {
+async fn retry_after(svc: &Services, queue_url: &str, record: &SqsMessage, wait: Duration) {
     let Some(handle) = record.receipt_handle.as_deref() else {
         return;
     };
     let changed = svc
         .sqs
         .change_message_visibility()
-        .queue_url(&svc.settings.queue_url)
+        .queue_url(queue_url)
         .receipt_handle(handle)
         .visibility_timeout(wait.as_secs() as i32)
         .send()

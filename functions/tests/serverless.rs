@@ -225,6 +225,7 @@ async fn a_tick_of_a_thousand_accounts_cut_off_part_way_loses_nothing() {
             enabled: true,
             datasets: vec!["charges".into()],
             connect: false,
+            event_source: None,
         };
         assert!(d.services.accounts.add_if_missing(&record).await.unwrap());
     }
@@ -353,6 +354,7 @@ async fn workers_together_keep_each_account_within_its_rate_budget() {
         enabled: true,
         datasets: CORE_DATASETS.iter().map(|d| d.to_string()).collect(),
         connect: false,
+        event_source: None,
     };
     assert!(d.services.accounts.add_if_missing(&again).await.unwrap());
     let workers: Vec<Services> = (0..WORKERS).map(|_| worker(&d)).collect();
@@ -960,6 +962,7 @@ async fn a_platforms_connected_accounts_are_planned_and_loaded() {
             enabled: true,
             datasets: CORE_DATASETS.iter().map(|d| d.to_string()).collect(),
             connect: true,
+            event_source: None,
         };
         assert!(d.services.accounts.add_if_missing(&record).await.unwrap());
     }
@@ -1036,6 +1039,7 @@ async fn a_platform_with_a_thousand_connected_accounts_is_loaded_in_cohorts() {
         enabled: true,
         datasets: vec!["customers".into()],
         connect: true,
+        event_source: None,
     };
     assert!(d.services.accounts.add_if_missing(&record).await.unwrap());
 
@@ -1168,4 +1172,316 @@ async fn workers_loading_redshift_at_once_run_aborted_loads_again() {
     }
     eprintln!("{conflicts} conflicting loads aborted by Redshift and run again");
     assert!(conflicts > 0, "no two loads conflicted: nothing raced");
+}
+
+/// The datasets the pushed-event tests change (with [`evented_changes`]) and compare.
+fn evented_datasets() -> Vec<&'static Dataset> {
+    ["customers", "products", "charges", "invoices"]
+        .iter()
+        .map(|n| Catalog::get().dataset(n).unwrap())
+        .collect()
+}
+
+/// The feed cursors of every account-mode, to show that pushes alone changed the lake.
+async fn feed_cursors(d: &Deployment, sim: &stripe_sim::RunningSim) -> Vec<Option<String>> {
+    let state: StateStore = d.services.state.clone().into();
+    let mut out = Vec::new();
+    for (merchant, livemode) in scopes(sim) {
+        let mode = if livemode { "live" } else { "test" };
+        let feed: FeedState = state
+            .get(&format!("{merchant}/{mode}/_events"))
+            .await
+            .unwrap()
+            .value;
+        out.push(serde_json::to_string(&feed.cursor).ok());
+    }
+    out
+}
+
+/// Customer ids in the lake (both modes), replayed into DuckDB.
+async fn customers_in_lake(d: &Deployment) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    replay_lake(d, dir.path()).await;
+    let db = DuckDb::open(&dir.path().join("stripe_pipeline.duckdb")).unwrap();
+    db.query_strings(
+        "SELECT id FROM stripe.customers UNION ALL SELECT id FROM stripe_testmode.customers",
+    )
+    .unwrap()
+    .into_iter()
+    .filter_map(|row| row[0].clone())
+    .collect()
+}
+
+/// Stripe's event destinations of type Amazon EventBridge, played by the simulator into moto: one
+/// partner event bus per account-mode, named after its source, with the template's rule sending
+/// Stripe's events to the push queue. Deliveries delayed, reordered and some made twice; workers
+/// drain the push queue in batches that mix accounts, and the lake equals Stripe without any feed
+/// slice running (the feed cursors do not move). Then every push is lost: the changes are missing
+/// until the next tick's feed reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_pushed_through_eventbridge_reach_the_lake_and_the_feed_catches_lost_ones() {
+    use stripe_pipeline_testkit::acceptance::{evented_changes, pushes_settled};
+    use stripe_sim::push::{PushConfig, Target};
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    let source = |name: &str| format!("aws.partner/stripe.com/ed_{name}");
+    let d = deploy(&sim, |s| {
+        core_only(s);
+        for seed in &mut s.seed_accounts {
+            seed.event_source = Some(source(&seed.name));
+        }
+    })
+    .await;
+    let tick = 1_800_000_000;
+    let first = scheduler::tick(&d.services, tick).await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!(drain(&d, 10, 50, plenty).await.failures, 0);
+
+    let merchants = merchants(&sim);
+    let mut targets = Vec::new();
+    for seed in &d.services.settings.seed_accounts {
+        let bus = source(&seed.name);
+        stripe_event_bus(&d, &bus).await;
+        // Seeds are `a<n>-<mode>`: the simulator's merchant n, in that mode.
+        let (n, mode) = seed.name[1..].split_once('-').unwrap();
+        targets.push(Target::EventBridge {
+            account: merchants[n.parse::<usize>().unwrap()].clone(),
+            livemode: Some(mode == "live"),
+            endpoint: d.moto.endpoint.clone(),
+            bus: bus.clone(),
+            source: format!("ed_{}", seed.name),
+        });
+    }
+    let pushes = |loss_rate: f64| PushConfig {
+        targets: targets.clone(),
+        delay_ms: 50,
+        jitter_ms: 300,
+        duplicate_rate: 0.3,
+        loss_rate,
+    };
+    let cursors = feed_cursors(&d, &sim).await;
+    sim.sim().set_pushes(pushes(0.0));
+    for (merchant, livemode) in scopes(&sim) {
+        evented_changes(&sim, &merchant, livemode);
+    }
+    let [delivered, duplicated, lost, failed] = pushes_settled(&sim).await;
+    assert!(
+        delivered > 40 && duplicated > 0,
+        "{delivered} delivered, {duplicated} twice"
+    );
+    assert_eq!((lost, failed), (0, 0));
+    let pushed = drain_pushes(&d).await;
+    assert_eq!(
+        (pushed.messages as u64, pushed.failures),
+        (delivered, 0),
+        "every delivery reached the push queue and was applied"
+    );
+    assert!(pushed.bodies.iter().all(|b| b.contains("\"detail-type\"")));
+    check_lake(&d, &sim, &evented_datasets()).await;
+    assert_eq!(feed_cursors(&d, &sim).await, cursors, "a feed ran");
+    assert_eq!(queue_depth(&d, &d.dlq_url).await, 0);
+
+    // A Stripe event from a source no account names: not applied, handed back to SQS for a retry
+    // (and the dead-letter queue after the receive limit), and nothing else held back.
+    let bus = source("a0-live");
+    let stray = serde_json::json!({"id": "evt_stray", "object": "event", "created": 1,
+        "type": "customer.created", "livemode": true, "api_version": "2023-08-16",
+        "data": {"object": {"id": "cus_stray", "object": "customer"}}});
+    eventbridge(
+        &d.moto,
+        "PutEvents",
+        serde_json::json!({"Entries": [{"Source": "aws.partner/stripe.com/ed_unknown",
+            "DetailType": "customer.created", "Detail": stray.to_string(), "EventBusName": bus}]}),
+    )
+    .await;
+    let stray = drain_from(&d, &d.push_url, &d.services, 10, 1, "stray", plenty).await;
+    assert_eq!((stray.messages, stray.failures), (1, 1));
+    // Received again until the receive limit (3 here), then kept by the dead-letter queue.
+    let again = drain_pushes(&d).await;
+    assert_eq!((again.messages, again.failures), (2, 2));
+    assert_eq!(queue_depth(&d, &d.dlq_url).await, 1);
+    assert!(!customers_in_lake(&d)
+        .await
+        .contains(&"cus_stray".to_string()));
+
+    // Every push lost: the changes are not in the lake until the feed reads them.
+    sim.sim().set_pushes(pushes(1.0));
+    let mut unseen = Vec::new();
+    for (merchant, livemode) in scopes(&sim) {
+        unseen.extend(evented_changes(&sim, &merchant, livemode));
+    }
+    let [_, _, lost, _] = pushes_settled(&sim).await;
+    assert!(lost > 0);
+    assert_eq!(drain_pushes(&d).await.messages, 0);
+    let have = customers_in_lake(&d).await;
+    assert!(
+        !unseen.iter().any(|id| have.contains(id)),
+        "a lost push arrived"
+    );
+    sim.sim().advance(PAST_LAG);
+    let second = scheduler::tick(&d.services, tick + 900).await.unwrap();
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    assert_eq!(drain(&d, 10, 50, plenty).await.failures, 0);
+    check_lake(&d, &sim, &evented_datasets()).await;
+}
+
+/// Log lines of this test process, kept for a test to read.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The webhook function on its function URL: Stripe's signed deliveries (one account's changes,
+/// sent newest first and each twice, some base64-encoded as function URLs pass binary bodies) are
+/// answered 200 and queued, and the workers bring the lake to Stripe's state; every kind of bad
+/// delivery gets its 4xx, nothing of it is queued and nothing of its body is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_function_queues_signed_deliveries_and_refuses_the_rest() {
+    use base64::Engine as _;
+    use stripe_pipeline_functions::webhook::{UrlRequest, Webhook};
+    use stripe_pipeline_testkit::acceptance::{
+        bad_deliveries, evented_changes, good_delivery, BadDelivery, NEVER_LOGGED,
+    };
+    use stripe_sim::push::signature_header;
+    const SECRET: &str = "whsec_function_test_0123456789abcdef";
+    let logs = Logs::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let sim = stripe_pipeline_testkit::acceptance::sim(SimConfig::tiny()).await;
+    let d = deploy(&sim, core_only).await;
+    let tick = 1_800_000_000;
+    scheduler::tick(&d.services, tick).await.unwrap();
+    assert_eq!(drain(&d, 10, 50, plenty).await.failures, 0);
+    let arn = secret(
+        &d.sdk,
+        "webhook",
+        &format!("whsec_rolled_out_0000,{SECRET}"),
+    )
+    .await;
+    let mut env = d.env.clone();
+    env.insert("STRIPE_PIPELINE_WEBHOOK_SECRET_ARN".into(), arn);
+    let webhook = Webhook::new(&d.sdk, |k| env.get(k).cloned()).unwrap();
+    let request = |method: &str, path: &str, signature: Option<String>, body: &[u8], b64: bool| {
+        let mut req = UrlRequest {
+            raw_path: path.to_string(),
+            ..UrlRequest::default()
+        };
+        req.request_context.http.method = method.to_string();
+        if let Some(s) = signature {
+            req.headers.insert("stripe-signature".into(), s);
+        }
+        req.body = Some(if b64 {
+            base64::engine::general_purpose::STANDARD.encode(body)
+        } else {
+            String::from_utf8_lossy(body).to_string()
+        });
+        req.is_base64_encoded = b64;
+        req
+    };
+
+    // Every kind of bad delivery: refused, nothing queued, its body's marker never logged.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let signed = |t: i64, body: &str| Some(signature_header(SECRET, t, body.as_bytes()));
+    let (event, signature) = good_delivery(SECRET, now);
+    let path = "/webhooks/a0-live";
+    let mut cases: Vec<(&str, BadDelivery)> = bad_deliveries(SECRET, now)
+        .into_iter()
+        .map(|c| (path, c))
+        .collect();
+    for (what, to) in [
+        ("not under /webhooks/", "/a0-live"),
+        ("an account not in the table", "/webhooks/initech"),
+    ] {
+        let case = BadDelivery {
+            what,
+            method: "POST",
+            signature: Some(signature.clone()),
+            body: event.clone(),
+            status: 404,
+        };
+        cases.push((to, case));
+    }
+    for (path, case) in cases {
+        let req = request(
+            case.method,
+            path,
+            case.signature,
+            case.body.as_bytes(),
+            false,
+        );
+        let resp = webhook.receive(req).await;
+        assert_eq!(
+            resp.status_code, case.status,
+            "{}: {}",
+            case.what, resp.body
+        );
+    }
+    assert_eq!(
+        queue_depth(&d, &d.push_url).await,
+        0,
+        "a refused delivery was queued"
+    );
+
+    // One account's changes, delivered as Stripe would (the events as `/v1/events` has them), newest
+    // first and each twice.
+    let merchant = merchants(&sim)[0].clone();
+    let since = sim.sim().now();
+    evented_changes(&sim, &merchant, true);
+    let key = sim.info().key("secret", "live", 0).unwrap();
+    let auth = format!("Bearer {key}");
+    let (status, page) = http_with_headers(
+        "GET",
+        &format!(
+            "{}/v1/events?limit=100&created[gte]={since}",
+            sim.base_url()
+        ),
+        &[("authorization", auth.as_str())],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
+    let events = page["data"].as_array().unwrap();
+    assert!(events.len() > 8, "{} events", events.len());
+    let mut accepted = 0;
+    for round in 0..2 {
+        for (i, e) in events.iter().enumerate() {
+            let body = e.to_string();
+            let resp = webhook
+                .receive(request(
+                    "POST",
+                    "/webhooks/a0-live",
+                    signed(now, &body),
+                    body.as_bytes(),
+                    (i + round) % 3 == 0,
+                ))
+                .await;
+            assert_eq!(resp.status_code, 200, "{:?}", resp.body);
+            accepted += 1;
+        }
+    }
+    let pushed = drain_pushes(&d).await;
+    assert_eq!((pushed.messages, pushed.failures), (accepted, 0));
+    assert!(pushed
+        .bodies
+        .iter()
+        .all(|b| b.contains("\"pushed_to\":\"a0-live\"")));
+    check_lake(&d, &sim, &evented_datasets()).await;
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(logged.contains("webhook delivery refused"), "{logged}");
+    assert!(!logged.contains(NEVER_LOGGED), "{logged}");
+    assert!(!logged.contains(SECRET), "{logged}");
 }

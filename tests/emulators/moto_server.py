@@ -1,4 +1,4 @@
-"""moto's server (the tests' AWS), with one cost of its SQS removed; it answers exactly as moto does.
+"""moto's server (the tests' AWS), with one cost of its SQS removed and one bug of its EventBridge fixed.
 
 moto 5.2 builds the whole attribute map of a queue to read one entry of it: each `SendMessage` reads
 `ContentBasedDeduplication` through `Queue.attributes`, and that map holds three counts of the queue's
@@ -10,11 +10,20 @@ Here `Queue.attributes` is a read-only map that computes moto's own map on first
 `ContentBasedDeduplication`, which it reads from the queue directly, the way moto's map would hold it (a
 FIFO-only attribute; a boolean written as "true"/"false").
 
+EventBridge: moto reads a bus named in a call (`EventBusName` of `PutRule`, `PutTargets`, `PutEvents`,
+`ListRules`, ...) as whatever follows the last "/" of it, taking every value for an ARN. A partner
+event bus is named after its partner event source, `aws.partner/stripe.com/ed_...`, slashes included,
+and AWS takes that name (or the bus's ARN, `arn:...:event-bus/<name>`): moto answered "Event bus
+ed_... does not exist". Here a value is the name after `:event-bus/` when it is an ARN, else the name
+itself; every other bus resolves as before. moto's CloudFormation passes a rule's `EventBusName: !Ref
+<bus>` on as its bus object, which moto's own code could not read either: the bus's name is taken.
+
 Usage: the same as `moto_server` (e.g. `python moto_server.py -H 127.0.0.1 -p 5000`).
 """
 
 from collections.abc import Mapping
 
+from moto.events import models as events
 from moto.server import main
 from moto.sqs import models
 
@@ -52,6 +61,18 @@ class QueueAttributes(Mapping):
 
 
 models.Queue.attributes = property(QueueAttributes)
+
+
+def _event_bus_name(self, name_or_arn):
+    """The bus a call names: its name, or the name in its ARN (moto's own cut at the last "/")."""
+    if name_or_arn is None:
+        return "default"
+    if isinstance(name_or_arn, events.EventBus):
+        return name_or_arn.name
+    return name_or_arn.split(":event-bus/", 1)[-1]
+
+
+events.EventsBackend._normalize_event_bus_arn = _event_bus_name
 
 if __name__ == "__main__":
     main()

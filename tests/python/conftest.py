@@ -42,10 +42,11 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def moto_server():
-    """The endpoint URL of a moto server running for this test session."""
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists():
-        pytest.fail(f"{exe} is missing: install tests/requirements.txt into this venv ({sys.prefix})")
+    """The endpoint URL of a moto server running for this test session, started as the Rust tests start
+    theirs: through tests/emulators/moto_server.py (the reasons are in that file)."""
+    script = Path(__file__).resolve().parents[1] / "emulators" / "moto_server.py"
+    if not (Path(sys.executable).parent / "moto_server").exists():
+        pytest.fail(f"moto's server is missing: install tests/requirements.txt into this venv ({sys.prefix})")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log, pytest.MonkeyPatch.context() as mp:
@@ -54,7 +55,7 @@ def moto_server():
         for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
             mp.delenv(var, raising=False)
         proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, str(script), "-H", "127.0.0.1", "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -32,6 +32,8 @@ MOTO_CANNOT_CREATE = {
     "AWS::CloudWatch::Alarm",  # DeadLetterAlarm, DeadLetterGrowthAlarm, QueueAgeAlarm, SchedulerSilenceAlarm, the errors alarms
     "AWS::S3::BucketPolicy",  # LakeBucketPolicy
     "AWS::SNS::Subscription",  # AlertEmailSubscription
+    "AWS::SQS::QueuePolicy",  # PushQueuePolicy
+    "AWS::Lambda::Url",  # WebhookFunctionUrl (moto cannot even resolve its GetAtt: the WebhookUrl output)
 }
 
 CODE_BUCKET = "pipeline-code"
@@ -58,6 +60,7 @@ COMMON_ENV = {
     "STRIPE_PIPELINE_ACCOUNTS_TABLE",
     "STRIPE_PIPELINE_STATE_TABLE",
     "STRIPE_PIPELINE_QUEUE_URL",
+    "STRIPE_PIPELINE_PUSH_QUEUE_URL",
     "STRIPE_PIPELINE_LAKE_URL",
     "STRIPE_PIPELINE_TOPIC_ARN",
     "STRIPE_PIPELINE_API_BASE",
@@ -188,7 +191,8 @@ def test_every_parameter_is_documented(source):
 
 
 def test_functions_build_with_cargo_lambda_for_arm64(source):
-    for name, binary in [("SchedulerFunction", "scheduler"), ("WorkerFunction", "worker")]:
+    functions = [("SchedulerFunction", "scheduler"), ("WorkerFunction", "worker"), ("WebhookFunction", "webhook")]
+    for name, binary in functions:
         fn = source["Resources"][name]
         assert fn["Type"] == "AWS::Serverless::Function"
         assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
@@ -198,9 +202,9 @@ def test_functions_build_with_cargo_lambda_for_arm64(source):
         assert props["Handler"] == "bootstrap"
         assert props["Runtime"] == "provided.al2023"
         assert props["Architectures"] == ["arm64"]
-    # The workspace root CodeUri points at must hold both binaries.
-    assert (ROOT / "functions" / "src" / "bin" / "scheduler.rs").exists()
-    assert (ROOT / "functions" / "src" / "bin" / "worker.rs").exists()
+    # The workspace root CodeUri points at must hold every binary.
+    for _, binary in functions:
+        assert (ROOT / "functions" / "src" / "bin" / f"{binary}.rs").exists(), binary
 
 
 def test_data_resources_are_retained_on_delete_and_replace(source):
@@ -220,8 +224,21 @@ def test_translation_yields_the_expected_resources(translated):
         "WorkerFunction": "AWS::Lambda::Function",
         "WorkerFunctionRole": "AWS::IAM::Role",
         "WorkerFunctionSlices": "AWS::Lambda::EventSourceMapping",
+        "WorkerFunctionPushes": "AWS::Lambda::EventSourceMapping",
         "WorkerLogGroup": "AWS::Logs::LogGroup",
         "SliceQueue": "AWS::SQS::Queue",
+        "PushQueue": "AWS::SQS::Queue",
+        # Created only with StripeEventSource:
+        "StripeEventBus": "AWS::Events::EventBus",
+        "StripeEventRule": "AWS::Events::Rule",
+        "PushQueuePolicy": "AWS::SQS::QueuePolicy",
+        # Created only with WebhookSecretArn:
+        "WebhookFunction": "AWS::Lambda::Function",
+        "WebhookFunctionRole": "AWS::IAM::Role",
+        "WebhookFunctionUrl": "AWS::Lambda::Url",
+        "WebhookFunctionUrlPublicPermissions": "AWS::Lambda::Permission",
+        "WebhookFunctionURLInvokeAllowPublicAccess": "AWS::Lambda::Permission",
+        "WebhookLogGroup": "AWS::Logs::LogGroup",
         "SliceDeadLetterQueue": "AWS::SQS::Queue",
         "AccountsTable": "AWS::DynamoDB::Table",
         "StateTable": "AWS::DynamoDB::Table",
@@ -253,8 +270,8 @@ def test_stack_creates_every_resource_moto_supports(stack, translated):
     for name, resource in translated["Resources"].items():
         if resource["Type"] in MOTO_CANNOT_CREATE:
             continue
-        if resource.get("Condition") in ("HasRedshift", "HasSnowflake"):
-            # PARAMS configure no warehouse; the Redshift and Snowflake tests deploy these.
+        if resource.get("Condition") in ("HasRedshift", "HasSnowflake", "HasEventSource", "HasWebhook"):
+            # PARAMS configure no warehouse and no pushes; the tests of each deploy these.
             assert name not in listed, name
             continue
         assert listed.get(name) == "CREATE_COMPLETE", f"{name} ({resource['Type']}): {listed.get(name)}"
@@ -270,6 +287,8 @@ def test_outputs_name_the_created_resources(stack, aws_client):
     assert out["StateTableName"] == ids["StateTable"]
     assert out["SliceQueueUrl"] == ids["SliceQueue"]
     assert out["SliceDeadLetterQueueUrl"] == ids["SliceDeadLetterQueue"]
+    assert out["PushQueueUrl"] == ids["PushQueue"]
+    assert "WebhookUrl" not in out
     assert out["AlertTopicArn"] == ids["AlertTopic"]
     aws_client("s3").head_bucket(Bucket=out["LakeBucketName"])
 
@@ -278,9 +297,15 @@ def queue_attributes(aws_client, url):
     return aws_client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
 
 
-def test_slice_queue_redrives_to_the_dead_letter_queue(stack, aws_client):
-    queue = queue_attributes(aws_client, stack["ids"]["SliceQueue"])
+def test_slice_and_push_queues_redrive_to_the_dead_letter_queue(stack, aws_client):
     dlq = queue_attributes(aws_client, stack["ids"]["SliceDeadLetterQueue"])
+    pushes = queue_attributes(aws_client, stack["ids"]["PushQueue"])
+    assert json.loads(pushes["RedrivePolicy"]) == json.loads(
+        queue_attributes(aws_client, stack["ids"]["SliceQueue"])["RedrivePolicy"]
+    )
+    assert int(pushes["VisibilityTimeout"]) == 6 * 300
+    assert pushes["SqsManagedSseEnabled"] == "true"
+    queue = queue_attributes(aws_client, stack["ids"]["SliceQueue"])
     redrive = json.loads(queue["RedrivePolicy"])
     assert int(redrive["maxReceiveCount"]) == 7
     assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
@@ -427,6 +452,7 @@ def test_functions_get_their_settings_from_the_environment(stack, aws_client):
         "STRIPE_PIPELINE_ACCOUNTS_TABLE": ids["AccountsTable"],
         "STRIPE_PIPELINE_STATE_TABLE": ids["StateTable"],
         "STRIPE_PIPELINE_QUEUE_URL": ids["SliceQueue"],
+        "STRIPE_PIPELINE_PUSH_QUEUE_URL": ids["PushQueue"],
         "STRIPE_PIPELINE_LAKE_URL": f"s3://{ids['LakeBucket']}/lake",
         "STRIPE_PIPELINE_TOPIC_ARN": f"arn:aws:sns:us-east-1:{account}:{ids['AlertTopic'].split(':')[-1]}",
         "STRIPE_PIPELINE_API_BASE": "https://api.stripe.com",
@@ -473,15 +499,23 @@ def test_log_groups_keep_logs_for_the_chosen_days(stack, aws_client):
         assert group["retentionInDays"] == 14
 
 
-def test_worker_is_fed_by_the_slice_queue(stack, aws_client):
-    queue_arn = queue_attributes(aws_client, stack["ids"]["SliceQueue"])["QueueArn"]
-    [mapping] = aws_client("lambda").list_event_source_mappings(FunctionName=stack["ids"]["WorkerFunction"])[
+def test_worker_is_fed_by_the_slice_and_push_queues(stack, aws_client, translated):
+    slices = queue_attributes(aws_client, stack["ids"]["SliceQueue"])["QueueArn"]
+    pushes = queue_attributes(aws_client, stack["ids"]["PushQueue"])["QueueArn"]
+    mappings = aws_client("lambda").list_event_source_mappings(FunctionName=stack["ids"]["WorkerFunction"])[
         "EventSourceMappings"
     ]
-    assert mapping["EventSourceArn"] == queue_arn
-    assert mapping["BatchSize"] == 3
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 4}
+    by_queue = {m["EventSourceArn"]: m for m in mappings}
+    assert set(by_queue) == {slices, pushes}
+    assert by_queue[slices]["BatchSize"] == 3
+    assert by_queue[pushes]["BatchSize"] == 100
+    for mapping in mappings:
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert by_queue[slices]["ScalingConfig"] == {"MaximumConcurrency": 4}
+    # moto ignores the batching window and the pushes' concurrency: read from the template.
+    props = translated["Resources"]["WorkerFunctionPushes"]["Properties"]
+    assert props["MaximumBatchingWindowInSeconds"] == 1
+    assert props["ScalingConfig"] == {"MaximumConcurrency": 2}
 
 
 def test_scheduler_runs_on_the_schedule(stack, aws_client):
@@ -516,6 +550,7 @@ def test_roles_grant_exactly_what_the_functions_call(stack, aws_client, translat
     accounts = dynamodb.describe_table(TableName=ids["AccountsTable"])["Table"]["TableArn"]
     state = dynamodb.describe_table(TableName=ids["StateTable"])["Table"]["TableArn"]
     queue = queue_attributes(aws_client, ids["SliceQueue"])["QueueArn"]
+    pushes = queue_attributes(aws_client, ids["PushQueue"])["QueueArn"]
     bucket = f"arn:aws:s3:::{ids['LakeBucket']}"
     secrets = f"arn:aws:secretsmanager:us-east-1:{account}:secret:stripe-pipeline/*"
     key = f"arn:aws:kms:us-east-1:{account}:key/{ids['MonitoringKey']}"
@@ -535,8 +570,11 @@ def test_roles_grant_exactly_what_the_functions_call(stack, aws_client, translat
     }
     assert role_grants(aws_client, ids["WorkerFunctionRole"]) == both | {
         ("dynamodb:GetItem", accounts),
-        # A failed slice is retried after a backoff of minutes.
+        # An EventBridge delivery's account is the one whose event_source it came from.
+        ("dynamodb:Scan", accounts),
+        # A failed slice or push is retried after a backoff of minutes.
         ("sqs:ChangeMessageVisibility", queue),
+        ("sqs:ChangeMessageVisibility", pushes),
         ("s3:GetObject", f"{bucket}/lake/*"),
         ("s3:PutObject", f"{bucket}/lake/*"),
         ("s3:DeleteObject", f"{bucket}/lake/*"),
@@ -672,3 +710,77 @@ def test_snowflake_reads_its_key_from_the_secret_and_its_integration_role_reads_
         ("s3:ListBucket", bucket),
     }
     assert deployed["outputs"]["SnowflakeLakeRoleArn"].endswith(role)
+
+
+# ------------------------------------------------------------------ pushed events
+
+
+PUSHES = {
+    "StripeEventSource": "aws.partner/stripe.com/ed_test_61SxAbCdEf",
+    "WebhookSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:stripe-pipeline/webhook-AbCdEf",
+}
+
+
+def test_stripe_events_on_the_partner_bus_and_the_webhook_function_reach_the_push_queue(aws_client):
+    params = {**PARAMS, **PUSHES}
+    translated = translate(params)
+    # moto fails a stack whose outputs read an attribute of a type it cannot create: the WebhookUrl
+    # output is checked on the template instead.
+    webhook_url = translated["Outputs"].pop("WebhookUrl")
+    assert webhook_url["Condition"] == "HasWebhook"
+    assert webhook_url["Value"] == {"Fn::GetAtt": ["WebhookFunctionUrl", "FunctionUrl"]}
+    # Stripe makes the partner event source when the event destination is made, before the stack.
+    account = aws_client("sts").get_caller_identity()["Account"]
+    aws_client("events").create_partner_event_source(Name=PUSHES["StripeEventSource"], Account=account)
+    deployed = deploy(aws_client, translated, params)
+    assert deployed["status"] == "CREATE_COMPLETE", deployed["reason"]
+    ids, out = deployed["ids"], deployed["outputs"]
+    assert "WebhookFunctionUrl" not in ids
+    source = PUSHES["StripeEventSource"]
+    push_arn = queue_attributes(aws_client, ids["PushQueue"])["QueueArn"]
+    events = aws_client("events")
+    # The partner bus is named after its source, and its rule targets the push queue.
+    assert events.describe_event_bus(Name=source)["Name"] == source
+    [rule] = events.list_rules(EventBusName=source)["Rules"]
+    assert json.loads(rule["EventPattern"]) == {"source": [{"prefix": "aws.partner/stripe.com"}]}
+    [target] = events.list_targets_by_rule(Rule=rule["Name"], EventBusName=source)["Targets"]
+    assert target["Arn"] == push_arn
+    # An event from Stripe's source arrives in the push queue as the worker reads it: the envelope.
+    detail = {"id": "evt_1", "object": "event", "type": "customer.created", "livemode": False}
+    sent = events.put_events(
+        Entries=[{"Source": source, "DetailType": "customer.created", "Detail": json.dumps(detail), "EventBusName": source}]
+    )
+    assert sent["FailedEntryCount"] == 0
+    [message] = aws_client("sqs").receive_message(QueueUrl=ids["PushQueue"], WaitTimeSeconds=1)["Messages"]
+    envelope = json.loads(message["Body"])
+    assert (envelope["source"], envelope["detail-type"], envelope["detail"]) == (source, "customer.created", detail)
+    # Only that rule may send to the queue (moto keeps no queue policy made by CloudFormation: the template).
+    [statement] = translated["Resources"]["PushQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StripeEventRule", "Arn"]}}}
+    # The webhook function: its URL, its secret's ARN (never the secret), and exactly its grants.
+    lam = aws_client("lambda")
+    config = lam.get_function_configuration(FunctionName=ids["WebhookFunction"])
+    env = config["Environment"]["Variables"]
+    assert env["STRIPE_PIPELINE_WEBHOOK_SECRET_ARN"] == PUSHES["WebhookSecretArn"]
+    assert env["STRIPE_PIPELINE_PUSH_QUEUE_URL"] == ids["PushQueue"]
+    assert (config["Timeout"], config["MemorySize"]) == (10, 256)
+    assert lam.get_function_concurrency(FunctionName=ids["WebhookFunction"])["ReservedConcurrentExecutions"] == 5
+    assert "WebhookUrl" not in out
+    accounts = aws_client("dynamodb").describe_table(TableName=ids["AccountsTable"])["Table"]["TableArn"]
+    assert role_grants(aws_client, ids["WebhookFunctionRole"]) == {
+        ("dynamodb:GetItem", accounts),
+        ("sqs:SendMessage", push_arn),
+        ("secretsmanager:GetSecretValue", PUSHES["WebhookSecretArn"]),
+    }
+    # Anyone may call the URL (Stripe signs, AWS does not): both permissions a public URL needs. moto
+    # makes no function URL: read from the template.
+    res = translated["Resources"]
+    assert res["WebhookFunctionUrl"]["Properties"] == {
+        "AuthType": "NONE",
+        "TargetFunctionArn": {"Ref": "WebhookFunction"},
+    }
+    assert res["WebhookFunctionUrlPublicPermissions"]["Properties"]["FunctionUrlAuthType"] == "NONE"
+    assert res["WebhookFunctionURLInvokeAllowPublicAccess"]["Properties"]["Action"] == "lambda:InvokeFunction"
+    assert res["WebhookFunction"]["Properties"]["LoggingConfig"] == {"LogGroup": {"Ref": "WebhookLogGroup"}}

@@ -41,6 +41,9 @@ pub struct Deployment {
     pub sdk: SdkConfig,
     pub services: Services,
     pub queue_url: String,
+    /// The push queue (the EventBridge rule's target and the webhook function's), redriven to the
+    /// dead-letter queue.
+    pub push_url: String,
     pub dlq_url: String,
     pub alerts_url: String,
     pub bucket: String,
@@ -59,7 +62,7 @@ pub async fn queue(sdk: &SdkConfig, name: &str) -> String {
         .unwrap()
 }
 
-async fn queue_arn(sdk: &SdkConfig, url: &str) -> String {
+pub async fn queue_arn(sdk: &SdkConfig, url: &str) -> String {
     aws_sdk_sqs::Client::new(sdk)
         .get_queue_attributes()
         .queue_url(url)
@@ -98,6 +101,7 @@ pub async fn seed_accounts(sdk: &SdkConfig, sim: &RunningSim) -> Vec<AccountReco
                 enabled: true,
                 datasets: Vec::new(),
                 connect: false,
+                event_source: None,
             });
         }
     }
@@ -137,26 +141,30 @@ pub async fn deploy_with(
     create_bucket(&moto, &bucket).await;
     let dlq_url = queue(&sdk, &unique("dlq")).await;
     let queue_url = queue(&sdk, &unique("slices")).await;
+    let push_url = queue(&sdk, &unique("pushes")).await;
     let redrive = serde_json::json!({
         "deadLetterTargetArn": queue_arn(&sdk, &dlq_url).await,
         "maxReceiveCount": 3,
     });
-    aws_sdk_sqs::Client::new(&sdk)
-        .set_queue_attributes()
-        .queue_url(&queue_url)
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            redrive.to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    for url in [&queue_url, &push_url] {
+        aws_sdk_sqs::Client::new(&sdk)
+            .set_queue_attributes()
+            .queue_url(url)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                redrive.to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
     let (topic, alerts_url) = topic_with_inbox(&sdk).await;
     let seeds = seed_accounts(&sdk, sim).await;
     let env: BTreeMap<String, String> = [
         ("STRIPE_PIPELINE_ACCOUNTS_TABLE", accounts),
         ("STRIPE_PIPELINE_STATE_TABLE", state),
         ("STRIPE_PIPELINE_QUEUE_URL", queue_url.clone()),
+        ("STRIPE_PIPELINE_PUSH_QUEUE_URL", push_url.clone()),
         ("STRIPE_PIPELINE_LAKE_URL", format!("s3://{bucket}/lake")),
         ("STRIPE_PIPELINE_TOPIC_ARN", topic),
         ("STRIPE_PIPELINE_API_BASE", sim.base_url()),
@@ -201,10 +209,42 @@ pub async fn deploy_with(
         sdk,
         services,
         queue_url,
+        push_url,
         dlq_url,
         alerts_url,
         bucket,
         env,
+    }
+}
+
+/// A Stripe event destination of type Amazon EventBridge, as the template wires it: the partner event
+/// source `source` (Stripe makes it when the destination is made), its bus (named after it) and the
+/// rule sending Stripe's events on it to the push queue.
+pub async fn stripe_event_bus(d: &Deployment, source: &str) {
+    let push_arn = queue_arn(&d.sdk, &d.push_url).await;
+    let pattern = serde_json::json!({"source": [{"prefix": "aws.partner/stripe.com"}]});
+    let calls = [
+        (
+            "CreatePartnerEventSource",
+            serde_json::json!({"Name": source, "Account": "123456789012"}),
+        ),
+        (
+            "CreateEventBus",
+            serde_json::json!({"Name": source, "EventSourceName": source}),
+        ),
+        (
+            "PutRule",
+            serde_json::json!({"Name": "stripe-events", "EventBusName": source,
+                "EventPattern": pattern.to_string(), "State": "ENABLED"}),
+        ),
+        (
+            "PutTargets",
+            serde_json::json!({"Rule": "stripe-events", "EventBusName": source,
+                "Targets": [{"Id": "push-queue", "Arn": push_arn}]}),
+        ),
+    ];
+    for (action, body) in calls {
+        eventbridge(&d.moto, action, body).await;
     }
 }
 
@@ -247,12 +287,30 @@ pub async fn drain_by(
     name: &str,
     stop: impl Fn() -> Instant,
 ) -> Drained {
+    drain_from(d, &d.queue_url, svc, batch, rounds, name, stop).await
+}
+
+/// Plays the push queue's event source: batches of up to ten pushed events until the queue is empty.
+pub async fn drain_pushes(d: &Deployment) -> Drained {
+    drain_from(d, &d.push_url, &d.services, 10, 1000, "push", plenty).await
+}
+
+/// [`drain_by`] from the queue at `queue_url`.
+pub async fn drain_from(
+    d: &Deployment,
+    queue_url: &str,
+    svc: &Services,
+    batch: i32,
+    rounds: usize,
+    name: &str,
+    stop: impl Fn() -> Instant,
+) -> Drained {
     let sqs = aws_sdk_sqs::Client::new(&d.sdk);
     let mut out = Drained::default();
     for _ in 0..rounds {
         let received = sqs
             .receive_message()
-            .queue_url(&d.queue_url)
+            .queue_url(queue_url)
             .max_number_of_messages(batch)
             .visibility_timeout(60)
             .send()
@@ -280,7 +338,7 @@ pub async fn drain_by(
             let handle = m.receipt_handle.clone().unwrap_or_default();
             if failed.contains(&m.message_id.clone().unwrap_or_default()) {
                 sqs.change_message_visibility()
-                    .queue_url(&d.queue_url)
+                    .queue_url(queue_url)
                     .receipt_handle(handle)
                     .visibility_timeout(0)
                     .send()
@@ -288,7 +346,7 @@ pub async fn drain_by(
                     .unwrap();
             } else {
                 sqs.delete_message()
-                    .queue_url(&d.queue_url)
+                    .queue_url(queue_url)
                     .receipt_handle(handle)
                     .send()
                     .await

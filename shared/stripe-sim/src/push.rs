@@ -23,6 +23,10 @@ pub enum Target {
     /// A webhook endpoint of `account` (a platform's receives its connected accounts' events too).
     Webhook {
         account: String,
+        /// Only the events of this mode, as a Stripe endpoint made in live or test mode receives;
+        /// none: both.
+        #[serde(default)]
+        livemode: Option<bool>,
         url: String,
         /// The endpoint's signing secret (`whsec_…`).
         secret: String,
@@ -31,6 +35,9 @@ pub enum Target {
     /// `aws.partner/stripe.com/<source>`.
     EventBridge {
         account: String,
+        /// Only the events of this mode; none: both.
+        #[serde(default)]
+        livemode: Option<bool>,
         endpoint: String,
         bus: String,
         source: String,
@@ -38,12 +45,22 @@ pub enum Target {
 }
 
 impl Target {
-    fn account(&self) -> &str {
-        match self {
-            Target::Webhook { account, .. } | Target::EventBridge { account, .. } => account,
-        }
+    /// Whether the target receives an event of `account` in mode `livemode`.
+    fn receives(&self, account: &str, livemode: bool) -> bool {
+        let (owner, mode) = match self {
+            Target::Webhook {
+                account, livemode, ..
+            }
+            | Target::EventBridge {
+                account, livemode, ..
+            } => (account, livemode),
+        };
+        owner == account && mode.is_none_or(|m| m == livemode)
     }
 }
+
+/// An event to push: the account whose endpoints receive it, its mode, and the event as JSON.
+pub type Outgoing = (String, bool, Bytes);
 
 /// Pushes and how they misbehave.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -95,13 +112,13 @@ impl Pusher {
 
     /// Starts the deliveries of `events` (each with the account whose endpoints receive it) in the
     /// background: each waits its delay, and may be lost or made twice.
-    pub fn send(self: &Arc<Self>, events: Vec<(String, Bytes)>) {
-        for (account, event) in events {
+    pub fn send(self: &Arc<Self>, events: Vec<Outgoing>) {
+        for (account, livemode, event) in events {
             for target in self
                 .config
                 .targets
                 .iter()
-                .filter(|t| t.account() == account)
+                .filter(|t| t.receives(&account, livemode))
             {
                 let (lost, twice, wait) = {
                     let mut rng = self.rng.lock();

@@ -9,7 +9,6 @@ use crate::resources::Res;
 use crate::rng::Rng;
 use crate::scope::{Action, EventPolicy, Scope};
 use crate::templates::template;
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -644,10 +643,11 @@ impl World {
     }
 
     /// The events emitted since the last call, each with the account whose endpoints receive it (a
-    /// connected account's go to its platform's, as Stripe's Connect endpoints receive them).
-    pub fn take_pushes(&mut self) -> Vec<(String, Bytes)> {
+    /// connected account's go to its platform's, as Stripe's Connect endpoints receive them) and
+    /// its mode.
+    pub fn take_pushes(&mut self) -> Vec<crate::push::Outgoing> {
         let mut out = Vec::new();
-        for ((account, _), scope) in self.scopes.iter_mut() {
+        for ((account, livemode), scope) in self.scopes.iter_mut() {
             if scope.outbox.is_empty() {
                 continue;
             }
@@ -657,7 +657,12 @@ impl World {
                 .find(|a| a.id == *account)
                 .and_then(|a| a.platform.clone())
                 .unwrap_or_else(|| account.clone());
-            out.extend(scope.outbox.drain(..).map(|json| (owner.clone(), json)));
+            out.extend(
+                scope
+                    .outbox
+                    .drain(..)
+                    .map(|json| (owner.clone(), *livemode, json)),
+            );
         }
         out
     }

@@ -521,6 +521,43 @@ pub async fn assert_warehouse_equal(
 /// One round of changes in one account and mode: creates, updates (with and without events),
 /// deletes of customers, products, coupons, prices, draft invoices and pending invoice items, and
 /// canceled subscriptions. Operations the scope cannot do right now (nothing eligible) are skipped.
+/// Waits until the simulator's pushes are all made (none pending for a second), and returns its
+/// counts: `[delivered, duplicated, lost, failed]`.
+pub async fn pushes_settled(sim: &RunningSim) -> [u64; 4] {
+    let mut last = sim.sim().push_counts();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = sim.sim().push_counts();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Changes that each emit events (no change seen only by a re-list), one simulated second apart, in
+/// `merchant`'s mode `livemode`: customers created, updated and deleted, a product created, charges
+/// and invoices updated. Returns the customers created.
+pub fn evented_changes(sim: &RunningSim, merchant: &str, livemode: bool) -> Vec<String> {
+    let s = sim.sim();
+    let created = s.create(merchant, livemode, "customers", 2).unwrap();
+    s.advance(1);
+    s.update(merchant, livemode, "customers", 0, &created)
+        .unwrap();
+    s.advance(1);
+    s.update(merchant, livemode, "customers", 3, &[]).unwrap();
+    s.advance(1);
+    s.delete(merchant, livemode, "customers", 1, &[]).unwrap();
+    s.advance(1);
+    s.create(merchant, livemode, "products", 1).unwrap();
+    s.advance(1);
+    s.update(merchant, livemode, "charges", 2, &[]).unwrap();
+    s.advance(1);
+    s.update(merchant, livemode, "invoices", 2, &[]).unwrap();
+    s.advance(1);
+    created
+}
+
 pub fn churn(sim: &RunningSim, merchant: &str, livemode: bool) {
     let s = sim.sim();
     for (resource, n) in [
@@ -610,4 +647,82 @@ pub async fn read_export(store: &Lake, folder: &str, livemode: bool, dir: &Path,
             .unwrap();
         }
     }
+}
+
+/// A webhook delivery an endpoint must refuse, and the status it must answer.
+#[derive(Debug, Clone)]
+pub struct BadDelivery {
+    pub what: &'static str,
+    pub method: &'static str,
+    /// The `Stripe-Signature` header, when there is one.
+    pub signature: Option<String>,
+    pub body: String,
+    pub status: u16,
+}
+
+/// The text every [`bad_deliveries`] body holds: a receiver's logs must never show it.
+pub const NEVER_LOGGED: &str = "marker_never_logged";
+
+/// A signed delivery of an event to an endpoint with signing secret `secret` at Unix time `now`: its
+/// body and `Stripe-Signature`. (An endpoint must accept it; sent to an unknown account, refuse it.)
+pub fn good_delivery(secret: &str, now: i64) -> (String, String) {
+    let event = serde_json::json!({
+        "id": format!("evt_{NEVER_LOGGED}"), "object": "event", "created": now, "livemode": true,
+        "type": "customer.updated", "api_version": "2023-08-16",
+        "data": {"object": {"id": format!("cus_{NEVER_LOGGED}"), "object": "customer"}},
+    })
+    .to_string();
+    let signature = stripe_sim::push::signature_header(secret, now, event.as_bytes());
+    (event, signature)
+}
+
+/// Every kind of delivery an endpoint with signing secret `secret` must refuse at Unix time `now`,
+/// whatever its path: unsigned, signed with another secret or too long ago, changed after signing,
+/// not an event, not JSON, too large, not a POST.
+pub fn bad_deliveries(secret: &str, now: i64) -> Vec<BadDelivery> {
+    use stripe_sim::push::signature_header;
+    let (event, _) = good_delivery(secret, now);
+    let signed = |t: i64, body: &str| Some(signature_header(secret, t, body.as_bytes()));
+    let not_event = format!("{{\"{NEVER_LOGGED}\":1}}");
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2 << 20));
+    let case = |what, signature, body: &str, status| BadDelivery {
+        what,
+        method: "POST",
+        signature,
+        body: body.to_string(),
+        status,
+    };
+    vec![
+        case("no signature", None, &event, 400),
+        case(
+            "another secret",
+            Some(signature_header("whsec_other", now, event.as_bytes())),
+            &event,
+            400,
+        ),
+        case("older than 300 s", signed(now - 400, &event), &event, 400),
+        case(
+            "body changed after signing",
+            signed(now, &event),
+            &event.replace("cus_marker", "cus_other"),
+            400,
+        ),
+        case(
+            "signed, but not an event",
+            signed(now, &not_event),
+            &not_event,
+            400,
+        ),
+        case(
+            "signed, not JSON",
+            signed(now, NEVER_LOGGED),
+            NEVER_LOGGED,
+            400,
+        ),
+        case("too large", signed(now, &big), &big, 413),
+        BadDelivery {
+            method: "GET",
+            ..case("not a POST", None, "", 405)
+        },
+    ]
 }

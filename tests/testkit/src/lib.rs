@@ -2,9 +2,10 @@
 //! the services they start (PostgreSQL, moto, the Redshift Data API emulator, fakesnow, the GCS and
 //! Azure emulators), the acceptance helpers (a simulator, a configuration for it, a sync run, and every
 //! table compared with the simulator's ground truth), a lake-only engine, and the conformance suites
-//! every adapter of a port must pass ([`conformance`]).
+//! every adapter of a port must pass ([`conformance`]), and the benchmark programs' helpers ([`bench`]).
 
 pub mod acceptance;
+pub mod bench;
 pub mod conformance;
 pub mod lake_engine;
 pub mod moto;

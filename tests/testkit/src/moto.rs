@@ -179,6 +179,30 @@ pub async fn create_bucket(moto: &Moto, bucket: &str) {
     assert!(status < 300, "creating bucket {bucket}: HTTP {status}");
 }
 
+/// One EventBridge call in moto (`action` such as `CreateEventBus`, JSON in and out; moto checks no
+/// signature, so no EventBridge SDK is built for the tests).
+pub async fn eventbridge(moto: &Moto, action: &str, body: serde_json::Value) -> serde_json::Value {
+    let target = format!("AWSEvents.{action}");
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+        (
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/events/aws4_request, SignedHeaders=host, Signature=0",
+        ),
+    ];
+    let (status, answer) = http_with_headers(
+        "POST",
+        &moto.endpoint,
+        &headers,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert_eq!(status, 200, "EventBridge {action}: {answer}");
+    serde_json::from_str(&answer).unwrap_or_default()
+}
+
 /// One plain HTTP/1.1 request; returns the status and the body.
 pub async fn http(method: &str, url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     http_with_headers(method, url, &[], body).await

@@ -13,9 +13,9 @@ use super::report::AccountReport;
 use super::resolve::Resolved;
 use crate::catalog::Dataset;
 use crate::lake::LakeFile;
-use crate::state::{DatasetState, StateError};
+use crate::state::{DatasetState, Lease, StateError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// How a slice ran.
@@ -45,7 +45,7 @@ pub(super) async fn run(
     let ttl = cx.deadline.map_or(LEASE_SECS, |d| {
         d.saturating_duration_since(Instant::now()).as_secs() as i64 + SLICE_LEASE_GRACE_SECS
     });
-    let result = match cx.state.acquire(&r.key(work.name()), &cx.run_id, ttl).await {
+    let result = match acquire(cx, r, work, ttl).await {
         Ok(lease) => {
             // A connected account delivers with the others running now (`super::cohort`).
             let member = r.connected.as_ref().map(|_| cx.cohort.join(r));
@@ -58,6 +58,36 @@ pub(super) async fn run(
     };
     announce(cx, r, datasets, work, &result).await;
     result
+}
+
+/// How long a push slice waits for its lease when another push of the same account-mode holds it.
+const PUSH_LEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Takes the slice's lease. Pushed batches of one account-mode can reach two workers at once (the
+/// push queue hands out batches in parallel); a push slice takes seconds, so the second waits its
+/// turn, polling, rather than failing and walking its messages towards the dead-letter queue. Other
+/// slices fail at once: their work is planned again.
+async fn acquire(
+    cx: &Context,
+    r: &Resolved,
+    work: &SliceWork,
+    ttl: i64,
+) -> Result<Lease, StateError> {
+    let give_up = Instant::now()
+        + cx.deadline.map_or(PUSH_LEASE_WAIT, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(PUSH_LEASE_WAIT)
+        });
+    loop {
+        match cx.state.acquire(&r.key(work.name()), &cx.run_id, ttl).await {
+            Err(StateError::Leased { .. })
+                if matches!(work, SliceWork::Push { .. }) && Instant::now() < give_up =>
+            {
+                tokio::time::sleep(Duration::from_millis(200 + fastrand::u64(0..300))).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn leased(

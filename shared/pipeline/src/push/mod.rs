@@ -6,6 +6,7 @@
 pub mod signature;
 
 use crate::changes::Event;
+use signature::SignatureError;
 use std::collections::BTreeMap;
 
 /// The largest body a webhook delivery may have. Stripe's events are far smaller (an object and the
@@ -31,13 +32,24 @@ pub fn webhook_event(body: &[u8]) -> Result<Event, DeliveryError> {
     checked(event)
 }
 
+/// A Stripe event delivered by Amazon EventBridge, and the partner event source it came from
+/// (`aws.partner/stripe.com/<event destination>`: which Stripe account's destination sent it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusDelivery {
+    pub source: String,
+    pub event: Event,
+}
+
 /// The Stripe event of an Amazon EventBridge delivery: the `detail` of the envelope (`source` is
 /// `aws.partner/stripe.com/…`, `detail-type` the event's type).
-pub fn eventbridge_event(envelope: &[u8]) -> Result<Event, DeliveryError> {
+pub fn eventbridge_event(envelope: &[u8]) -> Result<BusDelivery, DeliveryError> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         source: String,
         detail: Event,
+    }
+    if envelope.len() > MAX_BODY_BYTES {
+        return Err(DeliveryError::TooLarge(envelope.len()));
     }
     let envelope: Envelope =
         serde_json::from_slice(envelope).map_err(|e| DeliveryError::NotAnEvent(e.to_string()))?;
@@ -47,7 +59,47 @@ pub fn eventbridge_event(envelope: &[u8]) -> Result<Event, DeliveryError> {
             envelope.source
         )));
     }
-    checked(envelope.detail)
+    Ok(BusDelivery {
+        source: envelope.source,
+        event: checked(envelope.detail)?,
+    })
+}
+
+/// Why a webhook delivery is refused: its signature, or its body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+}
+
+impl Refused {
+    /// The HTTP status the delivery is answered with: 413 for a body over the limit, else 400 (Stripe
+    /// shows either in the Dashboard, and retries neither into success).
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::Delivery(DeliveryError::TooLarge(_)) => 413,
+            _ => 400,
+        }
+    }
+}
+
+/// A webhook delivery checked as the CLI's `serve-webhooks` and the webhook function both check it:
+/// the size first (no HMAC over a huge body), then `Stripe-Signature` (`header`) against `secrets`
+/// at `now`, then the body as an event.
+pub fn webhook_delivery(
+    header: Option<&str>,
+    body: &[u8],
+    secrets: &[String],
+    now: i64,
+) -> Result<Event, Refused> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(DeliveryError::TooLarge(body.len()).into());
+    }
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    signature::verify(header, body, &secrets, now)?;
+    Ok(webhook_event(body)?)
 }
 
 /// An event names its mode: without it, it could go to the wrong schema.
@@ -108,8 +160,9 @@ mod tests {
             "detail": body,
         });
         let from_bus = eventbridge_event(envelope.to_string().as_bytes()).unwrap();
-        assert_eq!(from_webhook, from_bus);
-        assert_eq!(from_bus.livemode, Some(true));
+        assert_eq!(from_bus.source, "aws.partner/stripe.com/ed_test_61Sx");
+        assert_eq!(from_webhook, from_bus.event);
+        assert_eq!(from_bus.event.livemode, Some(true));
     }
 
     #[test]

@@ -24,6 +24,25 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// The signing secrets of a setting: comma-separated (several while one is being rolled), blanks
+/// ignored. Each must be a signing secret (`whsec_…`); the error shows no more than its first six
+/// characters.
+pub fn parse_secrets(setting: &str) -> Result<Vec<String>, String> {
+    let secrets: Vec<String> = setting
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if secrets.is_empty() {
+        return Err("no signing secret is set: use the webhook endpoint's secret (whsec_…) from Stripe's Dashboard (several, comma-separated, while one is rolled)".into());
+    }
+    if let Some(bad) = secrets.iter().find(|s| !s.starts_with("whsec_")) {
+        let shown: String = bad.chars().take(6).collect();
+        return Err(format!("a value starting '{shown}…' is not a signing secret: use the endpoint's secret, which starts with whsec_"));
+    }
+    Ok(secrets)
+}
+
 /// Checks `header` (the `Stripe-Signature` value; `None` when absent) over the raw `body` against each
 /// of `secrets`; returns the signing time.
 pub fn verify(
@@ -92,6 +111,19 @@ mod tests {
 
     const SECRET: &str = "whsec_test_secret";
     const BODY: &[u8] = br#"{"id":"evt_1","object":"event"}"#;
+
+    #[test]
+    fn secrets_are_read_from_a_comma_separated_setting() {
+        assert_eq!(
+            parse_secrets(" whsec_a, ,whsec_b ").unwrap(),
+            ["whsec_a", "whsec_b"]
+        );
+        assert!(parse_secrets(" , ")
+            .unwrap_err()
+            .contains("no signing secret"));
+        let e = parse_secrets("whsec_a,sk_live_notasecretforyou").unwrap_err();
+        assert!(e.contains("'sk_liv…'") && !e.contains("notasecret"), "{e}");
+    }
 
     /// The header Stripe would send, computed here independently of `verify`.
     fn header(secret: &str, t: i64, body: &[u8]) -> String {
