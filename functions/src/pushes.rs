@@ -10,8 +10,9 @@
 //! events of another API version read again) and must not wait behind the slices' slots; the client's
 //! backoff on 429 covers the rare excess.
 
+use crate::accounts::AccountRecord;
 use crate::message::PushMessage;
-use crate::scheduler::{account_failed, account_of, check};
+use crate::scheduler::{account_failed, resolve};
 use crate::{Error, Services};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -48,7 +49,7 @@ pub async fn apply(svc: &Services, pushed: Vec<Pushed>, run_id: &str, stop: Inst
     for p in pushed {
         let account = match &p.push {
             PushMessage::Webhook(w) => Some(w.pushed_to.clone()),
-            PushMessage::Bus(d) => sources.get(&d.source).cloned(),
+            PushMessage::Bus(d) => sources.get(&d.source).map(|r| r.name.clone()),
         };
         match account {
             Some(account) => by_account
@@ -74,7 +75,9 @@ pub async fn apply(svc: &Services, pushed: Vec<Pushed>, run_id: &str, stop: Inst
         let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
         let events: Vec<Event> = events.into_iter().map(|(_, e)| e).collect();
         let count = events.len();
-        match apply_account(svc, &account, events, &run_id, stop).await {
+        // An EventBridge account's record came with the scan; a webhook's is read.
+        let scanned = sources.values().find(|r| r.name == account).cloned();
+        match apply_account(svc, &account, scanned, events, &run_id, stop).await {
             Ok(()) => {
                 applied.events += count;
                 applied.accounts += 1;
@@ -85,13 +88,13 @@ pub async fn apply(svc: &Services, pushed: Vec<Pushed>, run_id: &str, stop: Inst
     applied
 }
 
-/// Partner event source → account name, read from the accounts table when the batch holds
+/// Partner event source → account record, read from the accounts table when the batch holds
 /// EventBridge deliveries (one scan per batch: the table is small, and a source set a moment ago
 /// counts at once).
 async fn event_sources(
     svc: &Services,
     pushed: &[Pushed],
-) -> Result<HashMap<String, String>, Error> {
+) -> Result<HashMap<String, AccountRecord>, Error> {
     if !pushed.iter().any(|p| matches!(p.push, PushMessage::Bus(_))) {
         return Ok(HashMap::new());
     }
@@ -101,20 +104,26 @@ async fn event_sources(
         .await?
         .into_iter()
         .flatten()
-        .filter_map(|r| r.event_source.map(|s| (s, r.name)))
+        .filter_map(|r| Some((r.event_source.clone()?, r)))
         .collect())
 }
 
 /// One account's pushed events: its key checked, then the engine's push slices. Events of an
-/// account gone from the table or disabled are dropped, as its slices are.
+/// account gone from the table or disabled are dropped, as its slices are. `record`: the account's
+/// item when the batch already read it.
 async fn apply_account(
     svc: &Services,
     name: &str,
+    record: Option<AccountRecord>,
     events: Vec<Event>,
     run_id: &str,
     stop: Instant,
 ) -> Result<(), Error> {
-    let Some(record) = svc.accounts.get(name).await? else {
+    let record = match record {
+        Some(r) => Some(r),
+        None => svc.accounts.get(name).await?,
+    };
+    let Some(record) = record else {
         tracing::warn!(
             account = name,
             events = events.len(),
@@ -131,11 +140,7 @@ async fn apply_account(
         return Ok(());
     }
     let datasets = record.datasets()?;
-    let checked = match account_of(svc, &record).await {
-        Ok(account) => check(svc, account).await,
-        Err(e) => Err(e),
-    };
-    let resolved = match checked {
+    let resolved = match resolve(svc, &record).await {
         Ok(r) => r,
         Err(e) => {
             account_failed(svc, name, &e).await;

@@ -112,11 +112,7 @@ async fn ticks_fan_out_and_workers_keep_the_lake_equal_to_stripe() {
     let state: StateStore = d.services.state.clone().into();
     for (merchant, livemode) in scopes(&sim) {
         let mode = if livemode { "live" } else { "test" };
-        let feed: FeedState = state
-            .get(&format!("{merchant}/{mode}/_events"))
-            .await
-            .unwrap()
-            .value;
+        let feed = feed_state(&d, &merchant, livemode).await;
         assert!(feed.cursor.is_some(), "{merchant} {mode}: feed not started");
         for ds in core_datasets() {
             let st: DatasetState = state
@@ -517,12 +513,7 @@ async fn a_backlog_of_200_000_events_is_read_in_pieces_across_continuations() {
         continuations >= 3,
         "{continuations} continuations: the backlog was not cut"
     );
-    let state: StateStore = d.services.state.clone().into();
-    let feed: FeedState = state
-        .get(&format!("{merchant}/live/_events"))
-        .await
-        .unwrap()
-        .value;
+    let feed = feed_state(&d, merchant, true).await;
     assert!(feed.last_error.is_none(), "{feed:?}");
     assert!(
         feed.cursor.unwrap() >= sim.sim().now() - PAST_LAG,
@@ -1182,17 +1173,22 @@ fn evented_datasets() -> Vec<&'static Dataset> {
         .collect()
 }
 
+/// The change feed's state of an account-mode.
+async fn feed_state(d: &Deployment, merchant: &str, livemode: bool) -> FeedState {
+    let state: StateStore = d.services.state.clone().into();
+    let mode = if livemode { "live" } else { "test" };
+    state
+        .get(&format!("{merchant}/{mode}/_events"))
+        .await
+        .unwrap()
+        .value
+}
+
 /// The feed cursors of every account-mode, to show that pushes alone changed the lake.
 async fn feed_cursors(d: &Deployment, sim: &stripe_sim::RunningSim) -> Vec<Option<String>> {
-    let state: StateStore = d.services.state.clone().into();
     let mut out = Vec::new();
     for (merchant, livemode) in scopes(sim) {
-        let mode = if livemode { "live" } else { "test" };
-        let feed: FeedState = state
-            .get(&format!("{merchant}/{mode}/_events"))
-            .await
-            .unwrap()
-            .value;
+        let feed = feed_state(d, &merchant, livemode).await;
         out.push(serde_json::to_string(&feed.cursor).ok());
     }
     out
